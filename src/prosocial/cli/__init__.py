@@ -1,0 +1,34 @@
+"""The `prosocial` command line: one typer app, with a sub-app per part of the package."""
+
+from __future__ import annotations
+
+import typer
+
+from prosocial import __version__
+from prosocial.cli.data import app as data_app
+
+app = typer.Typer(
+    name="prosocial",
+    help="A prosocial backbone for conversational agents (ProsocialDialog, Kim et al., EMNLP 2022).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"prosocial {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Safety detection with rules-of-thumb (Canary), prosocial replies (Prost), steering, evaluation."""
+
+
+def main() -> None:
+    app()

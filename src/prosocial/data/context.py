@@ -1,0 +1,31 @@
+"""Flatten a dialogue history into model input: the one function every model uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+USER_TAG = "Speaker 1:"
+BOT_TAG = "Speaker 2:"
+
+
+def speaker_of(position_from_end: int) -> str:
+    """The last utterance is always the user's (Speaker 1); speakers alternate going back."""
+    return USER_TAG if position_from_end % 2 == 0 else BOT_TAG
+
+
+def build_context(
+    utterances: Sequence[str],
+    max_turns: int | None = None,
+    speaker_tags: bool = True,
+    separator: str = "\n",
+) -> str:
+    """Join the last `max_turns` utterances (all when None), oldest first.
+
+    With `speaker_tags`, each line is prefixed "Speaker 1:" / "Speaker 2:" as in the paper's prompts, counting
+    back from the last utterance, which is Speaker 1's (the user's).
+    """
+    kept = list(utterances)[-max_turns:] if max_turns else list(utterances)
+    if not speaker_tags:
+        return separator.join(u.strip() for u in kept)
+    n = len(kept)
+    return separator.join(f"{speaker_of(n - 1 - i)} {u.strip()}" for i, u in enumerate(kept))
