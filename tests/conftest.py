@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("PROSOCIAL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -20,5 +19,8 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def fixtures() -> Path:
-    return FIXTURES
+def paper_tables_path() -> Path:
+    """The dialogues of the paper's Tables 6 and 7, transcribed (shipped as a package example)."""
+    from prosocial.resources import PAPER_TABLES
+
+    return PAPER_TABLES

@@ -14,13 +14,16 @@ from prosocial.errors import DataError
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+def atomic_write(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
+) -> Iterator[IO[Any]]:
     """Write to a temporary file beside `path` and rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+        binary = "b" in mode
+        with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else newline) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -30,7 +33,9 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
-def read_jsonl(path: str | Path, skip_invalid: bool = False, errors: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+def read_jsonl(
+    path: str | Path, skip_invalid: bool = False, errors: list[str] | None = None
+) -> Iterator[tuple[int, Any]]:
     """Yield `(line_number, value)` for each non-blank line; a malformed line is an error naming it.
 
     With `skip_invalid`, malformed lines are skipped and their messages appended to `errors`.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from prosocial import __version__
@@ -28,6 +30,18 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Safety detection with rules-of-thumb (Canary), prosocial replies (Prost), steering, evaluation."""
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's outputs (plots)."),
+) -> None:
+    """The main job on the offline defaults: statistics of the shipped example dialogues."""
+    from prosocial.cli.data import stats
+    from prosocial.resources import PAPER_TABLES
+
+    stats([PAPER_TABLES], format=None, as_json=False, plot_dir=out)
+    typer.echo(f"label dynamics plot written to {out}/")
 
 
 def main() -> None:
