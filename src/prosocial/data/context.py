@@ -29,3 +29,20 @@ def build_context(
         return separator.join(u.strip() for u in kept)
     n = len(kept)
     return separator.join(f"{speaker_of(n - 1 - i)} {u.strip()}" for i, u in enumerate(kept))
+
+
+def check_context(context: object, where: str = "context") -> list[str]:
+    """Validate one dialogue context (utterances, oldest first) and return it as a list of stripped strings.
+
+    Every model entry point calls this, so an empty context or a non-string turn fails with the same message.
+    """
+    if isinstance(context, str) or not isinstance(context, Sequence):
+        raise ValueError(f"{where}: expected a list of utterances (oldest first), got {type(context).__name__}")
+    if not context:
+        raise ValueError(f"{where}: the context is empty; give at least one utterance")
+    for i, utterance in enumerate(context):
+        if not isinstance(utterance, str):
+            raise ValueError(f"{where}[{i}]: expected a string, got {type(utterance).__name__}")
+    if not context[-1].strip():
+        raise ValueError(f"{where}[{len(context) - 1}]: the last utterance (the one judged) is empty")
+    return [u.strip() for u in context]

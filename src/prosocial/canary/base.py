@@ -1,0 +1,82 @@
+"""The detector interface: dialogue contexts in, safety verdicts (label, scores, RoTs) out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from prosocial.data.labels import Coarse, SafetyLabel
+from prosocial.errors import ModelError
+
+
+@dataclass
+class Verdict:
+    """A detector's judgement of one context: the five-level label, a score per label, and RoTs."""
+
+    safety_label: SafetyLabel
+    scores: dict[str, float] = field(default_factory=dict)
+    rots: list[str] = field(default_factory=list)
+
+    @property
+    def coarse(self) -> Coarse:
+        return self.safety_label.coarse
+
+    def to_dict(self) -> dict:
+        return {
+            "safety_label": self.safety_label.value,
+            "coarse": self.coarse.value,
+            "scores": {k: round(v, 6) for k, v in self.scores.items()},
+            "rots": list(self.rots),
+        }
+
+
+class SafetyDetector(ABC):
+    """Judges dialogue contexts (lists of utterances, oldest first; the last is the user's).
+
+    Implementations hold settings in the constructor and load weights lazily; `predict` works on batches.
+    RoTs are only given for non-casual contexts; `with_rots=False` skips them for label-only speed.
+    """
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]: ...
+
+    def check(self, context: Sequence[str], with_rots: bool = True) -> Verdict:
+        """One context; a convenience over `predict`."""
+        return self.predict([context], with_rots=with_rots)[0]
+
+
+DETECTORS: dict[str, Callable[..., SafetyDetector]] = {}
+
+
+def register_detector(name: str) -> Callable[[type[SafetyDetector]], type[SafetyDetector]]:
+    def add(cls: type[SafetyDetector]) -> type[SafetyDetector]:
+        cls.name = name
+        DETECTORS[name] = cls
+        return cls
+
+    return add
+
+
+def load_detector(name: str = "canary-mini", **settings) -> SafetyDetector:
+    """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings."""
+    import prosocial.canary  # noqa: F401  (registers the built-in backends)
+
+    if name not in DETECTORS:
+        raise ModelError(f"unknown detector backend {name!r}; known: {sorted(DETECTORS)}")
+    return DETECTORS[name](**settings)
+
+
+def resolve_model_dir(path: str | Path, required: Sequence[str]) -> Path:
+    """Check a model directory before loading it, so a wrong path fails with a message that names it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}")
+    missing = [name for name in required if not (path / name).exists()]
+    if missing:
+        raise ModelError(f"model directory {path} is missing {missing}")
+    return path
