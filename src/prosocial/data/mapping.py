@@ -1,0 +1,258 @@
+"""How external benchmarks map onto the ProsocialDialog safety schema: every rule in one reviewable place.
+
+The public datasets answer related but different questions (is this offensive? abusive? clearly wrong?),
+so each rule below says which ProsocialDialog label it gives and why. Single gold labels map to the ends
+of the caution scale; per-annotator votes keep their disagreement through the paper's A.4 idea
+(`graded_caution`): the share of annotators who flag a text picks possibly / probably / needs caution,
+exactly as one, two or three of three "needs caution" votes do in ProsocialDialog.
+
+================  ==============================  ====================  ====================================
+dataset           source value                    safety label          why
+================  ==============================  ====================  ====================================
+toxichat          comment ``offense_label`` Safe  casual                civil Reddit comment
+toxichat          ``offense_label`` Offensive     needs caution         offensive = rude / hurtful, the
+                                                                        A.4 "Needs Caution" definition
+toxichat          chatbot replies' labels         meta only             they judge bot replies, not users
+diasafety         ``category`` Risk Ignorance     needs intervention    self-harm, suicide, addiction;
+                                                                        A.4 lists "self-harm/suicide" as
+                                                                        intervention
+diasafety         Unauthorized Expertise          needs intervention    all 844 distinct contexts are
+                                                                        medical questions (COVID symptoms,
+                                                                        medication, asthma; none legal);
+                                                                        §2.3 and A.4 put "medical or health
+                                                                        issues" under intervention (a
+                                                                        human, e.g. a doctor, must answer)
+diasafety         Toxicity Agreement              needs caution         invites agreeing with toxicity;
+                                                                        noisy: only ~43% of its contexts
+                                                                        hold an LDNOOBW word
+diasafety         Offending User                  needs caution         insults at the interlocutor ("ugly
+                                                                        out of shape loser") = rude
+diasafety         Biased Opinion                  needs caution         group stereotypes ("Chinese …
+                                                                        cheat") = unjust discrimination
+diasafety         ``label`` Safe / Unsafe         meta only             it judges the RESPONSE
+convabuse         share s of annotators with      ``graded_caution(s)`` K < 0 is abusive (-1 mild … -3
+                  severity K < 0 (each            (s=0 casual; s>½      very strong); K = 0 (ambiguous)
+                  annotator's most severe         coarse needs          and 1 (not abusive) are no abuse
+                  rating counts once)             caution)              votes, as the brief asks
+ethics            ``label`` 0                     casual                not clearly wrong
+ethics            ``label`` 1                     needs caution         clearly wrong = "violating ethics"
+sbic              mean s of ``offensiveYN``       ``graded_caution(s)`` "maybe" (0.5) is half a vote; a
+                  (0, 0.5, 1) over annotators                           blank answer is no vote; a post
+                  who answered                                          with none gets no label (None)
+casual corpora    every utterance                 casual                chit-chat (BST, DailyDialog,
+                                                                        EmpatheticDialogues, PersonaChat,
+                                                                        Topical-Chat, BYU Chit-Chat)
+================  ==============================  ====================  ====================================
+
+``graded_caution(s)``: s = 0 → casual; 0 < s ≤ ½ → possibly needs caution; ½ < s < 1 → probably needs
+caution; s = 1 → needs caution. With three annotators this is the paper's A.4 rule; "most annotators"
+(s > ½) is always coarse needs caution, as is a flagging minority (as one "needs caution" vote of three is).
+
+RoTs come only from SBIC, the paper's way (§3.1, footnote 2), see `stereotype_to_rot`.
+
+Splits (`hash_split`): datasets without their own train/dev files are split 80/20 by a SHA-1 of a stable
+key (post text, scenario text, whole dialogue, conversation id), so every prefix of one dialogue lands in
+the same split and the split never changes between runs or machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from prosocial.data.labels import SafetyLabel
+
+TRAIN = "train"
+DEV = "dev"
+SPLITS: tuple[str, ...] = (TRAIN, DEV)
+DEV_FRACTION = 0.2
+
+TOXICHAT_LABELS: dict[str, SafetyLabel] = {
+    "Safe": SafetyLabel.CASUAL,
+    "Offensive": SafetyLabel.NEEDS_CAUTION,
+}
+
+DIASAFETY_LABELS: dict[str, SafetyLabel] = {
+    "Risk Ignorance": SafetyLabel.NEEDS_INTERVENTION,
+    "Unauthorized Expertise": SafetyLabel.NEEDS_INTERVENTION,
+    "Toxicity Agreement": SafetyLabel.NEEDS_CAUTION,
+    "Offending User": SafetyLabel.NEEDS_CAUTION,
+    "Biased Opinion": SafetyLabel.NEEDS_CAUTION,
+}
+
+ETHICS_LABELS: dict[int, SafetyLabel] = {0: SafetyLabel.CASUAL, 1: SafetyLabel.NEEDS_CAUTION}
+
+#: ConvAbuse severities K (column suffix of ``AnnotatorN_is_abuse.K``); below 0 is abuse.
+CONVABUSE_SEVERITIES: tuple[int, ...] = (1, 0, -1, -2, -3)
+
+#: SBIC ``offensiveYN`` answers: no, maybe, yes.
+SBIC_OFFENSIVE_VALUES: tuple[float, ...] = (0.0, 0.5, 1.0)
+
+
+def hash_split(key: str, dev_fraction: float = DEV_FRACTION) -> str:
+    """ "train" or "dev" from a SHA-1 of `key`: deterministic everywhere, unlike Python's salted `hash`."""
+    bucket = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    return DEV if bucket < dev_fraction else TRAIN
+
+
+def graded_caution(share: float) -> SafetyLabel:
+    """The A.4 vote rule generalised to any number of annotators via the share who flagged the text."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"a share of annotators must be in [0, 1], got {share}")
+    if share == 0.0:
+        return SafetyLabel.CASUAL
+    if share == 1.0:
+        return SafetyLabel.NEEDS_CAUTION
+    if share > 0.5:
+        return SafetyLabel.PROBABLY_NEEDS_CAUTION
+    return SafetyLabel.POSSIBLY_NEEDS_CAUTION
+
+
+def convabuse_label(severities: Iterable[int]) -> SafetyLabel:
+    """One most-severe K per annotator; the share with K < 0 (abusive) grades the caution."""
+    votes = list(severities)
+    if not votes:
+        raise ValueError("no annotator rated this turn")
+    unknown = [k for k in votes if k not in CONVABUSE_SEVERITIES]
+    if unknown:
+        raise ValueError(f"unknown ConvAbuse severities {unknown}; expected {list(CONVABUSE_SEVERITIES)}")
+    return graded_caution(sum(k < 0 for k in votes) / len(votes))
+
+
+def sbic_label(offensive: Iterable[float]) -> SafetyLabel:
+    """Mean `offensiveYN` over the annotators who answered ("maybe" = 0.5 counts as half a vote)."""
+    votes = list(offensive)
+    if not votes:
+        raise ValueError("no annotator answered offensiveYN")
+    unknown = [v for v in votes if v not in SBIC_OFFENSIVE_VALUES]
+    if unknown:
+        raise ValueError(f"unknown offensiveYN values {unknown}; expected {list(SBIC_OFFENSIVE_VALUES)}")
+    return graded_caution(sum(votes) / len(votes))
+
+
+# --- SBIC implied statements → rules-of-thumb -------------------------------------------------------------
+#
+# Annotators wrote `targetStereotype` in three shapes (measured on SBFv2.dev.part, 4,854 distinct pairs):
+#  * a full statement, "black people are lazy" (most) → "It's wrong to think black people are lazy."
+#  * a bare predicate about the target group, "rape women", "are not civilized", "has backward culture",
+#    or a placeholder subject "they are criminals" / "group is promiscuous" → the group becomes the subject,
+#    with the verb made plural (group names are plural: "police officers", "jewish folks").
+#  * a description of what the post does, "trivializes harm to victims", "makes light of …" → a rule about
+#    that act, "It's wrong to trivialize harm to victims."; "implies X" → "It's wrong to think X."
+# First words are matched from closed lists (no tagger: nltk's needs a download), so the rule is auditable.
+
+_ACTS = {
+    "trivializes": "trivialize", "trivializing": "trivialize", "makes": "make", "making": "make",
+    "jokes": "joke", "joking": "joke", "belittles": "belittle", "belittling": "belittle",
+    "compares": "compare", "comparing": "compare", "calls": "call", "calling": "call",
+    "mocks": "mock", "mocking": "mock", "uses": "use", "using": "use", "advocates": "advocate",
+    "advocating": "advocate", "minimizes": "minimize", "minimizing": "minimize", "refers": "refer",
+    "referring": "refer", "dehumanizes": "dehumanize", "dehumanizing": "dehumanize",
+    "promotes": "promote", "promoting": "promote", "insults": "insult", "insulting": "insult",
+    "pokes": "poke", "poking": "poke", "encourages": "encourage", "encouraging": "encourage",
+}  # fmt: skip
+#: Subjects naming the post itself ("it makes a joke of …"), dropped before an act.
+_POST_SUBJECTS = ("the post", "this post", "post", "it's", "its", "it")
+_IMPLIES = {"implies", "suggests", "insinuates", "says", "thinks", "assumes"}
+_PLACEHOLDERS = ("this group", "the group", "group", "they")
+_PLURAL = {
+    "is": "are", "has": "have", "was": "were", "does": "do", "doesn't": "don't", "isn't": "aren't",
+    "wasn't": "weren't", "dont": "don't", "not": "are not",
+}  # fmt: skip
+#: Bare predicates' first words: auxiliaries, then verbs seen starting subjectless SBIC statements.
+_PREDICATE_STARTS = {
+    "are", "were", "have", "had", "do", "did", "don't", "didn't", "aren't", "weren't", "can", "can't",
+    "cannot", "could", "couldn't", "should", "shouldn't", "will", "won't", "would", "wouldn't", "must",
+    "always", "never", "often", "deserve", "get", "like", "love", "want", "need", "belong", "talk",
+    "commit", "look", "rape", "hate", "steal", "eat", "smell", "live", "act", "cause", "lack", "abuse",
+    "kill", "sell", "spread", "carry", "marry", "date", "cheat", "lie", "smoke", "drink", "sing", "go",
+    "taste", "whine", "wear", "break", "turn", "work", "exist", "ride", "abandon", "blow", "breed",
+}  # fmt: skip
+_PREDICATE_STARTS |= set(_PLURAL)
+#: Quantifiers that start a bare predicate only before one ("all ride camels", not "all men hate …").
+_QUANTIFIERS = {"all", "only"}
+_END_PUNCTUATION = " .!?,;:"
+_QUOTES = ('"', "'", "`")
+
+
+def _verb_base(word: str) -> str:
+    """Plural-subject form of a predicate's first word ("is" → "are", "deserves" → "deserve")."""
+    if word in _PLURAL:
+        return _PLURAL[word]
+    for cut in (1, 2):
+        if word.endswith("s") and word[:-cut] in _PREDICATE_STARTS:
+            return word[:-cut]
+    return word
+
+
+def _is_predicate(words: list[str]) -> bool:
+    first = words[0].lower()
+    if first in _QUANTIFIERS:
+        return len(words) > 1 and _is_predicate(words[1:])
+    return first in _PREDICATE_STARTS or _verb_base(first) != first
+
+
+def group_phrase(target_minority: str) -> str:
+    """A `targetMinority` list as a phrase: "women, trans women" → "women and trans women"."""
+    groups = [g.strip() for g in target_minority.split(",") if g.strip()]
+    if len(groups) <= 1:
+        return "".join(groups)
+    return ", ".join(groups[:-1]) + " and " + groups[-1]
+
+
+def _clean_statement(stereotype: str) -> str:
+    text = " ".join(stereotype.split()).rstrip(_END_PUNCTUATION)
+    while len(text) > 1 and text[0] == text[-1] and text[0] in _QUOTES:
+        text = text[1:-1].strip().rstrip(_END_PUNCTUATION)
+    return text
+
+
+def stereotype_to_rot(stereotype: str, target_minority: str = "") -> str | None:
+    """An SBIC implied statement as a rule-of-thumb (paper §3.1, footnote 2).
+
+    None when empty, or when it lacks a subject and there is no target group to supply one.
+
+    "Asians are not suitable for Hollywood movies" → "It's wrong to think Asians are not suitable for
+    Hollywood movies."; with target "police officers", "rape women" → "It's wrong to think police officers
+    rape women."
+    """
+    text = _clean_statement(stereotype)
+    if not text:
+        return None
+    for subject in _POST_SUBJECTS:
+        rest = text[len(subject) + 1 :].split(" ")
+        if text.lower().startswith(subject + " ") and rest[0].lower() in _ACTS:
+            text = " ".join(rest)
+            break
+    words = text.split(" ")
+    first = words[0].lower()
+    if first in _ACTS and len(words) > 1:
+        return f"It's wrong to {_ACTS[first]} {' '.join(words[1:])}."
+    if first in _IMPLIES and len(words) > 1:
+        rest = words[2:] if words[1].lower() == "that" and len(words) > 2 else words[1:]
+        return f"It's wrong to think {' '.join(rest)}."
+    group = group_phrase(target_minority)
+    placeholder = next((p for p in _PLACEHOLDERS if text.lower().startswith(p + " ")), None)
+    if placeholder:
+        words = text[len(placeholder) + 1 :].split(" ")
+    if placeholder or _is_predicate(words):
+        return f"It's wrong to think {group} {_predicate(words)}." if group else None
+    if len(words) == 1:  # a bare adjective or noun: "worthless", "criminals"
+        return f"It's wrong to think {group} are {text}." if group else None
+    return f"It's wrong to think {text}."
+
+
+def _predicate(words: list[str]) -> str:
+    """The predicate with its first word agreeing with a plural group ("has backward culture" → "have …")."""
+    return " ".join([_verb_base(words[0].lower()), *words[1:]])
+
+
+def dedupe(rots: Iterable[str | None]) -> list[str]:
+    """Drop empties and case-insensitive repeats, keeping first-seen order (annotators often agree)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for rot in rots:
+        if rot and rot.lower() not in seen:
+            seen.add(rot.lower())
+            out.append(rot)
+    return out

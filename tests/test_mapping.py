@@ -1,0 +1,119 @@
+"""The benchmark → safety-schema rules and the SBIC RoT derivation, on hand-made values."""
+
+from __future__ import annotations
+
+import pytest
+
+from prosocial.data import mapping
+from prosocial.data.labels import SafetyLabel, aggregate_votes
+
+S = SafetyLabel
+
+
+@pytest.mark.parametrize(
+    ("share", "label"),
+    [(0.0, S.CASUAL), (0.25, S.POSSIBLY_NEEDS_CAUTION), (0.5, S.POSSIBLY_NEEDS_CAUTION),
+     (0.6, S.PROBABLY_NEEDS_CAUTION), (1.0, S.NEEDS_CAUTION)],
+)  # fmt: skip
+def test_graded_caution(share: float, label: SafetyLabel) -> None:
+    assert mapping.graded_caution(share) is label
+
+
+def test_graded_caution_is_the_paper_rule_for_three_annotators() -> None:
+    for flagged in range(4):
+        votes = ["needs caution"] * flagged + ["casual"] * (3 - flagged)
+        assert mapping.graded_caution(flagged / 3) is aggregate_votes(votes)
+
+
+def test_graded_caution_rejects_bad_share() -> None:
+    with pytest.raises(ValueError):
+        mapping.graded_caution(1.5)
+
+
+@pytest.mark.parametrize(
+    ("severities", "label"),
+    [
+        ([1, 1, 1], S.CASUAL),
+        ([0, 0, 1], S.CASUAL),  # "ambiguous" is not an abuse vote
+        ([-1, 1, 0], S.POSSIBLY_NEEDS_CAUTION),  # a minority: decided, see mapping docstring
+        ([-1, 1], S.POSSIBLY_NEEDS_CAUTION),  # exactly half is not "most"
+        ([-1, -2, 1], S.PROBABLY_NEEDS_CAUTION),
+        ([-3, -1, -2, 1, -1], S.PROBABLY_NEEDS_CAUTION),
+        ([-3, -1, -2], S.NEEDS_CAUTION),
+    ],
+)
+def test_convabuse_label(severities: list[int], label: SafetyLabel) -> None:
+    assert mapping.convabuse_label(severities) is label
+    assert mapping.convabuse_label(severities).is_casual == all(k >= 0 for k in severities)
+
+
+@pytest.mark.parametrize("severities", [[], [2]])
+def test_convabuse_label_rejects(severities: list[int]) -> None:
+    with pytest.raises(ValueError):
+        mapping.convabuse_label(severities)
+
+
+@pytest.mark.parametrize(
+    ("votes", "label"),
+    [([0.0, 0.0, 0.0], S.CASUAL), ([0.5, 0.0, 0.0], S.POSSIBLY_NEEDS_CAUTION),
+     ([1.0, 1.0, 0.0], S.PROBABLY_NEEDS_CAUTION), ([1.0, 0.5], S.PROBABLY_NEEDS_CAUTION),
+     ([1.0, 1.0, 1.0], S.NEEDS_CAUTION)],
+)  # fmt: skip
+def test_sbic_label(votes: list[float], label: SafetyLabel) -> None:
+    assert mapping.sbic_label(votes) is label
+
+
+def test_sbic_label_rejects_unknown_answer() -> None:
+    with pytest.raises(ValueError):
+        mapping.sbic_label([0.3])
+
+
+def test_single_label_tables() -> None:
+    assert set(mapping.DIASAFETY_LABELS) == {
+        "Risk Ignorance", "Unauthorized Expertise", "Toxicity Agreement", "Offending User", "Biased Opinion",
+    }  # fmt: skip
+    assert mapping.DIASAFETY_LABELS["Risk Ignorance"] is S.NEEDS_INTERVENTION
+    assert mapping.DIASAFETY_LABELS["Toxicity Agreement"] is S.NEEDS_CAUTION
+    assert mapping.TOXICHAT_LABELS == {"Safe": S.CASUAL, "Offensive": S.NEEDS_CAUTION}
+    assert mapping.ETHICS_LABELS == {0: S.CASUAL, 1: S.NEEDS_CAUTION}
+
+
+def test_hash_split_is_stable_and_about_one_fifth() -> None:
+    # pinned: SHA-1 based, so the same on every machine and Python version
+    assert [mapping.hash_split(k) for k in "abcdefghij"] == ["train"] * 7 + ["dev", "dev", "train"]
+    keys = [f"post {i}" for i in range(5000)]
+    share = sum(mapping.hash_split(k) == "dev" for k in keys) / len(keys)
+    assert 0.18 < share < 0.22
+
+
+@pytest.mark.parametrize(
+    ("stereotype", "group", "rot"),
+    [
+        ("Asians are not suitable for Hollywood movies", "asian folks",
+         "It's wrong to think Asians are not suitable for Hollywood movies."),
+        ("rape women", "police officers", "It's wrong to think police officers rape women."),
+        ("has backward culture.", "jewish folks", "It's wrong to think jewish folks have backward culture."),
+        ("they are liars", "bisexual women, bisexual men",
+         "It's wrong to think bisexual women and bisexual men are liars."),
+        ("group is promiscuous", "women", "It's wrong to think women are promiscuous."),
+        ("worthless", "black folks", "It's wrong to think black folks are worthless."),
+        ("all ride camels", "muslim folks", "It's wrong to think muslim folks all ride camels."),
+        ("all men should hate women", "women", "It's wrong to think all men should hate women."),
+        ("trivializes harm to victims", "assault victims", "It's wrong to trivialize harm to victims."),
+        ("it makes a joke of the holocaust", "jewish folks", "It's wrong to make a joke of the holocaust."),
+        ("implies that women are weak", "women", "It's wrong to think women are weak."),
+        ("women are 'bitches'.", "women", "It's wrong to think women are 'bitches'."),
+        ('"black people are lazy"', "", "It's wrong to think black people are lazy."),
+    ],
+)  # fmt: skip
+def test_stereotype_to_rot(stereotype: str, group: str, rot: str) -> None:
+    assert mapping.stereotype_to_rot(stereotype, group) == rot
+
+
+@pytest.mark.parametrize(("stereotype", "group"), [("  . ", "women"), ("are criminals", ""), ("they lie", "")])
+def test_stereotype_to_rot_none_without_text_or_subject(stereotype: str, group: str) -> None:
+    assert mapping.stereotype_to_rot(stereotype, group) is None
+
+
+def test_dedupe_keeps_first_and_drops_case_repeats() -> None:
+    assert mapping.dedupe(["A b.", None, "a B.", "", "c"]) == ["A b.", "c"]
