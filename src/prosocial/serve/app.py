@@ -1,0 +1,407 @@
+"""The HTTP service: safety verdicts, agent replies, and an OpenAI-compatible guard proxy in front of any LLM.
+
+`create_app(settings)` builds a FastAPI app whose lifespan loads the detector in the background (so
+/healthz answers at once and /readyz tells when models are loaded), runs all model work through one
+micro-batching thread, and on shutdown lets in-flight requests and escalation deliveries finish.
+"""
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prosocial.canary.base import SafetyDetector, Verdict, load_detector
+from prosocial.data.context import check_context
+from prosocial.data.labels import Coarse, SafetyLabel
+from prosocial.lm.base import UpstreamError
+from prosocial.serve.batcher import MicroBatcher
+from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
+from prosocial.serve.metrics import Metrics
+from prosocial.serve.proxy import (
+    ProxyError,
+    Upstream,
+    dialogue_context,
+    escalation_completion,
+    escalation_stream,
+    guided_messages,
+)
+from prosocial.serve.settings import ServeSettings
+from prosocial.steer.agent import ProsocialAgent
+
+log = logging.getLogger(__name__)
+
+VERDICT_HEADER = "X-Prosocial-Safety-Label"
+COARSE_HEADER = "X-Prosocial-Coarse"
+ACTION_HEADER = "X-Prosocial-Action"
+WARMUP_CONTEXT = ["Hello, how are you?"]
+
+
+class VerdictOut(BaseModel):
+    safety_label: SafetyLabel = Field(description="The five-level ProsocialDialog label.")
+    coarse: Coarse = Field(description="casual / needs caution / needs intervention.")
+    scores: dict[str, float] = Field(description="A score per label (detector-dependent).")
+    rots: list[str] = Field(description="Rules-of-thumb for non-casual contexts (empty for detectors without).")
+
+
+class SafetyResponse(BaseModel):
+    results: list[VerdictOut]
+
+
+class RespondResponse(BaseModel):
+    response: str = Field(description="The agent's reply (the fixed hand-over reply when escalated).")
+    safety_label: SafetyLabel
+    coarse: Coarse
+    rots: list[str]
+    escalated: bool = Field(description="True when the conversation was handed over to a person.")
+
+
+class ErrorBody(BaseModel):
+    error: dict[str, Any] = Field(description='{"message": …, "type": …, "code": HTTP status}.')
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "The request cannot be judged (e.g. no user message).",
+        401: "Missing or wrong API key.",
+        413: "The request body is larger than max_body_bytes.",
+        503: "The detector (or the agent's generator) is not available.",
+    }.items()
+}
+PROXY_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
+    502: {"model": ErrorBody, "description": "The upstream LLM is down or answered something unusable."},
+    504: {"model": ErrorBody, "description": "The upstream LLM did not answer within upstream_timeout."},
+}
+
+
+def error_response(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ProxyError(status, message, kind).body(), status_code=status, headers=headers)
+
+
+class _TooLarge(HTTPException):
+    pass
+
+
+class _Guard:
+    """ASGI middleware: refuses bodies over the limit (even chunked ones) and records metrics per route."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        limit = self.max_body_bytes
+        too_large = f"the request body is larger than the limit of {limit:,} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _TooLarge(413, too_large)
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if length is not None and length.isdigit() and int(length) > limit:
+                await error_response(413, too_large, "request_too_large")(scope, receive, recording_send)
+            else:
+                await self.app(scope, limited_receive, recording_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "(unmatched)")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+class _Service:
+    """What the routes share: settings, models, the batcher, the upstream, metrics and readiness."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        detector: SafetyDetector | None,
+        agent: ProsocialAgent | None,
+        callback: EscalationCallback | None,
+    ):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.detector = detector
+        self.agent = agent
+        self.callback = callback
+        self.batcher: MicroBatcher | None = None
+        self.upstream: Upstream | None = None
+        self.notifier: EscalationNotifier | None = None
+        self.ready = False
+        self.load_error: str | None = None
+        self._warmup: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.notifier = EscalationNotifier(
+            s.escalation_webhook, self.callback, on_failure=self.metrics.upstream_errors.labels("webhook").inc
+        )
+        if s.upstream_url:
+            self.upstream = Upstream(s.upstream_url, s.upstream_api_key, s.upstream_timeout, s.upstream_connect_timeout)
+        try:
+            if self.detector is None:
+                self.detector = load_detector(s.detector, **s.detector_settings)
+        except Exception as exc:  # a bad configuration leaves the service up and /readyz saying why
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot build detector %r: %s", s.detector, exc)
+            return
+        self.batcher = MicroBatcher(self.detector, s.batch_size, s.batch_wait_ms, self.metrics.observe_batch)
+        self.batcher.start()
+        self._warmup = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        """Load weights (detectors load lazily on first use) and the agent, off the event loop."""
+        assert self.batcher is not None and self.detector is not None
+        detector = self.detector
+        try:
+            await self.batcher.run_in_model_thread(lambda: detector.predict([WARMUP_CONTEXT], with_rots=True))
+            if self.agent is None and self.settings.generator:
+                self.agent = await self.batcher.run_in_model_thread(self._build_agent)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model loading failed: %s", self.load_error)
+            return
+        self.ready = True
+
+    def _build_agent(self) -> ProsocialAgent:
+        """The agent on the configured generator; its hand-over events go through our notifier, not its own."""
+        from prosocial.prost.base import load_generator
+
+        s = self.settings
+        generator = load_generator(s.generator, **s.generator_settings)
+        return ProsocialAgent(self.detector, generator, handover=s.escalation_reply)
+
+    async def stop(self) -> None:
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.upstream is not None:
+            await self.upstream.aclose()
+        if self.notifier is not None:
+            await self.notifier.aclose()
+
+    def require_batcher(self) -> MicroBatcher:
+        if self.batcher is None:
+            raise ProxyError(503, f"the detector is not available: {self.load_error}", "service_unavailable")
+        return self.batcher
+
+    def escalate(self, route: str, context: list[str], verdict: Verdict) -> None:
+        self.metrics.escalations.inc()
+        assert self.notifier is not None
+        self.notifier.notify(escalation_event(route, context, verdict))
+
+
+def _checked(context: list[str], where: str) -> list[str]:
+    try:
+        return check_context(context, where)
+    except ValueError as exc:
+        raise ProxyError(400, str(exc), "invalid_request_error") from None
+
+
+def _verdict_headers(verdict: Verdict, action: str) -> dict[str, str]:
+    return {VERDICT_HEADER: verdict.safety_label.value, COARSE_HEADER: verdict.coarse.value, ACTION_HEADER: action}
+
+
+def create_app(
+    settings: ServeSettings | None = None,
+    detector: SafetyDetector | None = None,
+    agent: ProsocialAgent | None = None,
+    on_escalation: EscalationCallback | None = None,
+) -> FastAPI:
+    """The service. `detector` and `agent` replace the configured ones (embedding, tests); `on_escalation` is
+    called with every escalation event, beside the configured webhook."""
+    s = settings or ServeSettings()
+    service = _Service(s, detector, agent, on_escalation)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="prosocial",
+        summary="ProsocialDialog safety verdicts with rules-of-thumb, prosocial replies, and a guard proxy for LLMs.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(_Guard, max_body_bytes=s.max_body_bytes, metrics=service.metrics)
+
+    @app.exception_handler(ProxyError)
+    async def _proxy_error(_: Request, exc: ProxyError) -> JSONResponse:
+        if exc.kind.startswith("upstream"):
+            service.metrics.upstream_errors.labels(exc.kind).inc()
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        kind = {413: "request_too_large", 401: "authentication_error"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, str(exc.detail), kind, getattr(exc, "headers", None))
+
+    bearer = HTTPBearer(auto_error=False, description="Bearer API key (when the service has api_keys).")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="Alternative to the bearer key.")
+
+    def authorize(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        key: Annotated[str | None, Depends(header_key)],
+    ) -> None:
+        if not s.api_keys:
+            return
+        given = key or (credentials.credentials if credentials else "")
+        if not any(secrets.compare_digest(given.encode(), k.encode()) for k in s.api_keys):
+            raise HTTPException(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)")
+
+    Utterance = Annotated[str, Field(max_length=s.max_utterance_chars)]
+    Context = Annotated[list[Utterance], Field(min_length=1, max_length=s.max_turns)]
+
+    class SafetyRequest(BaseModel):
+        contexts: Annotated[list[Context], Field(min_length=1, max_length=s.max_batch)] = Field(
+            description="Dialogue contexts, each a list of utterances, oldest first; the last is the user's."
+        )
+        with_rots: bool = Field(True, description="False gives labels and scores only (faster).")
+
+    class RespondRequest(BaseModel):
+        context: Context = Field(description="The dialogue so far, oldest utterance first; the last is the user's.")
+
+    class ChatMessage(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        role: str
+        content: Annotated[str, Field(max_length=s.max_utterance_chars)] | list[dict[str, Any]] | None = None
+
+    class ChatCompletionRequest(BaseModel):
+        """An OpenAI chat completion request; fields besides these pass to the upstream unchanged."""
+
+        model_config = ConfigDict(extra="allow")
+        model: str
+        messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=s.max_turns)]
+        stream: bool = False
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+
+    @v1.post("/safety", response_model=SafetyResponse, responses=ERRORS, tags=["safety"])
+    async def safety(body: SafetyRequest) -> SafetyResponse:
+        """Judge each context: the five-level label, its coarse class, a score per label, and rules-of-thumb."""
+        contexts = [_checked(c, f"contexts[{i}]") for i, c in enumerate(body.contexts)]
+        verdicts = await service.require_batcher().predict(contexts, body.with_rots)
+        for v in verdicts:
+            service.metrics.verdicts.labels("/v1/safety", v.safety_label.value).inc()
+        return SafetyResponse(results=[VerdictOut(**v.to_dict()) for v in verdicts])
+
+    @v1.post("/respond", response_model=RespondResponse, responses=ERRORS, tags=["agent"])
+    async def respond(body: RespondRequest) -> RespondResponse:
+        """The prosocial agent's reply, with its safety label and RoTs; needs intervention hands over to a person
+        (a fixed reply, `escalated: true`, and an escalation event)."""
+        context = _checked(body.context, "context")
+        batcher = service.require_batcher()
+        if service.agent is None:
+            why = service.load_error or ("still loading" if s.generator else "no generator configured (`generator`)")
+            raise ProxyError(503, f"the agent is not available: {why}", "service_unavailable")
+        agent = service.agent
+        try:
+            turn = await batcher.run_in_model_thread(lambda: agent.respond(context))
+        except UpstreamError as exc:  # the generator's LM server failed (an LM behind the `steered` generator)
+            raise ProxyError(502, f"the agent's language model failed: {exc}") from None
+        result = turn.to_dict()
+        out = RespondResponse(**{k: result[k] for k in RespondResponse.model_fields})
+        service.metrics.verdicts.labels("/v1/respond", out.safety_label.value).inc()
+        if out.escalated:
+            verdict = Verdict(out.safety_label, rots=out.rots)
+            service.escalate("/v1/respond", context, verdict)
+        return out
+
+    @v1.post(
+        "/chat/completions",
+        responses=PROXY_ERRORS | {200: {"description": "The upstream's completion (JSON, or SSE when streaming), "
+                                                         "with the verdict in `prosocial` and X-Prosocial-* headers."}},
+        tags=["proxy"],
+    )
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        """OpenAI-compatible guard proxy. Casual conversations go to the upstream unchanged; needs caution adds the
+        detector's RoTs as a system message (the paper's Pr prompt); needs intervention never reaches the upstream
+        and gets the hand-over reply plus an escalation event. The verdict is in the response's `prosocial`
+        field (first chunk when the hand-over reply streams) and the X-Prosocial-Safety-Label, X-Prosocial-Coarse
+        and X-Prosocial-Action headers."""
+        messages = [m.model_dump(exclude_unset=True) for m in body.messages]
+        context = dialogue_context(messages)
+        verdict = (await service.require_batcher().predict([context]))[0]
+        service.metrics.verdicts.labels("/v1/chat/completions", verdict.safety_label.value).inc()
+        if verdict.coarse is Coarse.NEEDS_INTERVENTION:
+            service.escalate("/v1/chat/completions", context, verdict)
+            headers = _verdict_headers(verdict, "escalated")
+            if body.stream:
+                return StreamingResponse(
+                    escalation_stream(body.model, s.escalation_reply, verdict), media_type="text/event-stream",
+                    headers=headers,
+                )
+            return JSONResponse(escalation_completion(body.model, s.escalation_reply, verdict), headers=headers)
+        if service.upstream is None:
+            raise ProxyError(503, "no upstream LLM is configured (`upstream_url`)", "service_unavailable")
+        raw = await request.body()
+        action = "forwarded"
+        if verdict.coarse is Coarse.NEEDS_CAUTION and verdict.rots:
+            payload = json.loads(raw)
+            payload["messages"] = guided_messages(payload["messages"], context, verdict.rots)
+            raw = json.dumps(payload, ensure_ascii=False).encode()
+            action = "guided"
+        headers = _verdict_headers(verdict, action)
+        auth = request.headers.get("authorization") if not s.api_keys else None
+        if body.stream:
+            chunks = await service.upstream.stream(raw, auth)
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+        data = await service.upstream.complete(raw, auth)
+        data["prosocial"] = verdict.to_dict() | {"action": action}
+        return JSONResponse(data, headers=headers)
+
+    app.include_router(v1)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "Models are still loading or failed."}})
+    async def readyz() -> JSONResponse:
+        """Models are loaded and requests will be answered without a loading delay."""
+        if service.ready:
+            return JSONResponse({"status": "ready", "detector": s.detector if detector is None else detector.name})
+        state = "failed" if service.load_error else "loading"
+        return JSONResponse({"status": state, "error": service.load_error}, status_code=503)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics: requests, latencies, safety labels, escalations, upstream errors, batch sizes."""
+        return PlainTextResponse(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

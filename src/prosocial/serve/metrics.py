@@ -1,0 +1,40 @@
+"""Prometheus metrics, in a registry per app so several apps (tests, embedding) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """Requests, latencies, verdict labels, escalations, upstream failures and detector batch sizes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "prosocial_requests", "HTTP requests by route and status.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "prosocial_request_seconds", "HTTP request latency by route.", ["route"], buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "prosocial_verdicts", "Safety labels given, by route.", ["route", "safety_label"], registry=r
+        )
+        self.escalations = Counter("prosocial_escalations", "Conversations handed over to a person.", registry=r)
+        self.upstream_errors = Counter(
+            "prosocial_upstream_errors", "Failed upstream LLM calls by kind.", ["kind"], registry=r
+        )
+        self.batch_size = Histogram(
+            "prosocial_detector_batch_size", "Contexts per detector call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "prosocial_detector_batch_seconds", "Detector call latency.", buckets=LATENCY_BUCKETS, registry=r
+        )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)

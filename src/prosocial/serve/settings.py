@@ -1,0 +1,95 @@
+"""Service settings: defaults, then a TOML/JSON file, then PROSOCIAL_* environment variables, then CLI flags.
+
+One flat set of keys keeps the three sources symmetrical: the file key `upstream_url`, the variable
+`PROSOCIAL_UPSTREAM_URL` and the flag `--upstream-url` all set the same field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prosocial.errors import ModelError
+from prosocial.steer.agent import HANDOVER_REPLY
+
+ENV_PREFIX = "PROSOCIAL_"
+
+
+class ServeSettings(BaseModel):
+    """Everything `prosocial serve` can be told; see the README for what each key does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    detector: str = "canary-mini"
+    detector_settings: dict[str, Any] = Field(default_factory=dict)
+    generator: str | None = None
+    generator_settings: dict[str, Any] = Field(default_factory=dict)
+    upstream_url: str | None = None
+    upstream_api_key: str | None = None
+    upstream_timeout: float = Field(60.0, gt=0)
+    upstream_connect_timeout: float = Field(5.0, gt=0)
+    api_keys: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    max_turns: int = Field(64, gt=0)
+    max_utterance_chars: int = Field(8000, gt=0)
+    max_batch: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0)
+    batch_wait_ms: float = Field(5.0, ge=0)
+    escalation_reply: str = HANDOVER_REPLY
+    escalation_webhook: str | None = None
+    shutdown_timeout: float = Field(30.0, ge=0)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServeSettings:
+        """Merge the sources in order of precedence; `overrides` left as None (unset CLI flags) are ignored."""
+        values: dict[str, Any] = read_config_file(path) if path else {}
+        values |= _from_env(os.environ if env is None else env)
+        values |= {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ModelError(f"invalid service settings: {exc}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML file (keys at the top level or under [serve]) or a JSON object, chosen by suffix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except OSError as exc:
+        raise ModelError(f"cannot read the service config {path}: {exc}") from None
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ModelError(f"the service config {path} is not valid {path.suffix or 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"the service config {path} must hold an object of settings")
+    return dict(data.get("serve", data))
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """PROSOCIAL_<KEY> for each known key; dict and list keys take JSON, and a list also a comma-separated string."""
+    values: dict[str, Any] = {}
+    for name, field in ServeSettings.model_fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if field.annotation == dict[str, Any]:
+            try:
+                values[name] = json.loads(raw)
+            except ValueError:
+                raise ModelError(f"{ENV_PREFIX}{name.upper()} must be a JSON object") from None
+        elif field.annotation == list[str]:
+            values[name] = json.loads(raw) if raw.lstrip().startswith("[") else [s for s in raw.split(",") if s]
+        else:
+            values[name] = raw
+    return values

@@ -1,0 +1,315 @@
+"""The HTTP service and guard proxy, run under real uvicorn against a real fake upstream on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from prosocial.canary.baselines import KeywordDetector
+from prosocial.errors import ModelError
+from prosocial.serve.app import create_app
+from prosocial.serve.settings import ServeSettings
+from prosocial.steer.agent import HANDOVER_REPLY
+from tests.serve_fakes import SWEAR_ROT, InterventionDetector, ServerThread, fake_upstream
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[ServerThread, dict[str, list[Any]]]]:
+    app, seen = fake_upstream()
+    with ServerThread(app) as server:
+        yield server, seen
+
+
+def _wait_ready(client: httpx.Client) -> None:
+    deadline = time.monotonic() + 20
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def service(upstream) -> Iterator[tuple[httpx.Client, list[dict[str, Any]]]]:
+    server, _ = upstream
+    callback_events: list[dict[str, Any]] = []
+    settings = ServeSettings(
+        upstream_url=f"{server.url}/v1",
+        upstream_timeout=1.0,
+        escalation_webhook=f"{server.url}/hooks/escalation",
+        generator="steered",
+        generator_settings={"lm": "openai", "model": "fake-echo", "prompt_style": "chat",
+                            "lm_settings": {"base_url": f"{server.url}/v1", "max_retries": 0}},
+        max_turns=8,
+        max_batch=4,
+        max_body_bytes=20_000,
+    )
+    app = create_app(settings, detector=InterventionDetector(), on_escalation=callback_events.append)
+    with ServerThread(app) as running, httpx.Client(base_url=running.url, timeout=10) as client:
+        _wait_ready(client)
+        yield client, callback_events
+
+
+def _chat(client: httpx.Client, text: str, model: str = "fake-echo", **extra: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]}
+    return client.post("/v1/chat/completions", json=body | extra)
+
+
+def _sse_data(text: str) -> list[Any]:
+    lines = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+    return [line if line == "[DONE]" else json.loads(line) for line in lines]
+
+
+def test_safety_judges_each_context_in_order(service):
+    client, _ = service
+    contexts = [["Hi!", "Hello, how are you?"], ["You are a fucking idiot"], ["I want to kill myself"]]
+    response = client.post("/v1/safety", json={"contexts": contexts})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["coarse"] for r in results] == ["casual", "needs caution", "needs intervention"]
+    assert results[1]["rots"] == [SWEAR_ROT]
+    assert set(results[0]) == {"safety_label", "coarse", "scores", "rots"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"contexts": []}, 422),
+        ({"contexts": [["hi"]] * 5}, 422),  # over max_batch
+        ({"contexts": [["hi"] * 9]}, 422),  # over max_turns
+        ({"contexts": [["hi", "   "]]}, 400),  # nothing to judge
+        ({"contexts": "hello"}, 422),
+    ],
+)
+def test_safety_limits_are_clear_4xx(service, body, status):
+    client, _ = service
+    response = client.post("/v1/safety", json=body)
+    assert response.status_code == status
+    assert response.json()
+
+
+def test_body_size_limit_is_413_even_when_chunked(service):
+    client, _ = service
+    big = {"contexts": [["x" * 30_000]]}
+    assert client.post("/v1/safety", json=big).status_code == 413
+    chunks = iter([json.dumps(big).encode()[i : i + 4096] for i in range(0, 31_000, 4096)])
+    response = client.post("/v1/safety", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]["message"]
+
+
+def test_proxy_forwards_casual_requests_unchanged(service, upstream):
+    client, _ = service
+    _, seen = upstream
+    body = {"model": "fake-echo", "messages": [{"role": "user", "content": "What a lovely day!"}],
+            "temperature": 0.3, "custom_field": {"kept": True}}
+    response = client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer user-key"})
+    assert response.status_code == 200
+    assert seen["requests"][-1] == {"body": body, "auth": "Bearer user-key"}
+    data = response.json()
+    assert data["choices"][0]["message"]["content"] == "echo: What a lovely day!"
+    assert data["prosocial"]["action"] == "forwarded" and data["prosocial"]["coarse"] == "casual"
+    assert response.headers["x-prosocial-safety-label"] == "__casual__"
+
+
+def test_proxy_injects_rots_as_system_guidance_when_caution_is_needed(service, upstream):
+    client, _ = service
+    _, seen = upstream
+    response = _chat(client, "You are a fucking idiot")
+    assert response.status_code == 200
+    assert response.headers["x-prosocial-action"] == "guided"
+    messages = seen["requests"][-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "system", "user"]
+    assert messages[0]["content"] == "Be brief."  # the application's own prompt stays first
+    assert "gently explain It's wrong to swear at people." in messages[1]["content"]
+    assert response.json()["prosocial"]["rots"] == [SWEAR_ROT]
+
+
+def test_plain_keyword_detector_has_no_rots_so_the_request_is_forwarded():
+    """Detectors without RoTs (the keyword list) still label; there is just nothing to inject."""
+    verdict = KeywordDetector().check(["shit happens"])
+    assert verdict.coarse.value == "needs caution" and verdict.rots == []
+
+
+def test_proxy_escalates_without_calling_the_upstream(service, upstream):
+    client, callback_events = service
+    _, seen = upstream
+    before = len(seen["requests"])
+    response = _chat(client, "I am going to kill myself tonight")
+    assert response.status_code == 200
+    assert len(seen["requests"]) == before
+    data = response.json()
+    assert data["choices"][0]["message"]["content"] == HANDOVER_REPLY
+    assert data["prosocial"]["action"] == "escalated"
+    assert response.headers["x-prosocial-coarse"] == "needs intervention"
+    deadline = time.monotonic() + 5
+    while not seen["events"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    event = seen["events"][-1]
+    assert event["context"] == ["I am going to kill myself tonight"] and event["route"] == "/v1/chat/completions"
+    assert callback_events[-1]["conversation_id"] == event["conversation_id"]
+
+
+def test_streaming_passes_through(service):
+    client, _ = service
+    response = _chat(client, "Tell me about cats", stream=True)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-prosocial-safety-label"] == "__casual__"
+    events = _sse_data(response.text)
+    assert events[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["delta"]["content"] for e in events[:-1]) == "echo: Tell me about cats"
+
+
+def test_streamed_escalation_is_a_valid_event_stream(service):
+    client, _ = service
+    events = _sse_data(_chat(client, "i want to kill myself", stream=True).text)
+    assert events[0]["choices"][0]["delta"]["content"] == HANDOVER_REPLY
+    assert events[0]["prosocial"]["action"] == "escalated" and events[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "words"),
+    [("fake-fail", 502, "HTTP 500"), ("fake-garbage", 502, "not a chat completion"),
+     ("fake-slow:3", 504, "within 1 s"), ("fake-reject", 404, "no model")],
+)
+def test_upstream_faults_become_json_errors(service, model, status, words):
+    client, _ = service
+    response = _chat(client, "hello there", model=model)
+    assert response.status_code == status
+    assert words in response.json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_stream_faults(service):
+    client, _ = service
+    assert _chat(client, "hello", model="fake-fail", stream=True).status_code == 502
+    assert _chat(client, "hello", model="fake-garbage", stream=True).status_code == 502
+    slow = _chat(client, "one two", model="fake-slow:1.5", stream=True)  # each chunk later than the timeout
+    assert slow.status_code == 200 and "the upstream stream broke off" in slow.text
+
+
+def test_unreachable_upstream_is_502():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens here now
+    app = create_app(ServeSettings(upstream_url=f"http://127.0.0.1:{port}/v1"), detector=InterventionDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        response = _chat(client, "hello")
+    assert response.status_code == 502 and "cannot reach" in response.json()["error"]["message"]
+
+
+def test_respond_uses_the_agent_and_escalates(service, upstream):
+    client, callback_events = service
+    _, seen = upstream
+    reply = client.post("/v1/respond", json={"context": ["Hi", "Hello!", "You are a fucking idiot"]}).json()
+    assert reply["response"] == "echo: You are a fucking idiot" and reply["coarse"] == "needs caution"
+    assert reply["escalated"] is False and reply["rots"] == [SWEAR_ROT]
+    assert "gently explain" in seen["requests"][-1]["body"]["messages"][0]["content"]  # the agent steered its LM
+    reply = client.post("/v1/respond", json={"context": ["I will kill myself"]}).json()
+    assert reply["escalated"] is True and reply["response"] == HANDOVER_REPLY
+    assert any(e["route"] == "/v1/respond" for e in callback_events)
+
+
+def test_metrics_count_requests_and_labels(service):
+    client, _ = service
+    client.post("/v1/safety", json={"contexts": [["hello"]]})
+    text = client.get("/metrics").text
+    assert 'prosocial_requests_total{method="POST",route="/v1/safety",status="200"}' in text
+    assert 'prosocial_verdicts_total{route="/v1/safety",safety_label="__casual__"}' in text
+    assert "prosocial_detector_batch_size_bucket" in text and "prosocial_request_seconds_bucket" in text
+
+
+def test_api_keys():
+    app = create_app(ServeSettings(api_keys=["s3cret"]), detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        body = {"contexts": [["hi"]]}
+        assert client.post("/v1/safety", json=body).status_code == 401
+        assert client.post("/v1/safety", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/v1/safety", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.post("/v1/safety", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_reports_a_detector_that_cannot_load():
+    app = create_app(ServeSettings(detector="no-such-detector"))
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "no-such-detector" in ready.json()["error"]
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/v1/safety", json={"contexts": [["hi"]]}).status_code == 503
+
+
+class SlowCountingDetector(KeywordDetector):
+    """Records each batch's size and takes 50 ms per call, like a real model would, so requests pile up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def predict(self, contexts, with_rots=True):
+        self.batches.append(len(contexts))
+        time.sleep(0.05)
+        return super().predict(contexts, with_rots)
+
+
+def test_concurrent_requests_are_micro_batched():
+    detector = SlowCountingDetector()
+    app = create_app(ServeSettings(batch_size=16, batch_wait_ms=20), detector=detector)
+    with ServerThread(app) as running:
+        with httpx.Client(base_url=running.url) as client:
+            _wait_ready(client)
+        statuses: list[int] = []
+
+        def one(i: int) -> None:
+            with httpx.Client(base_url=running.url, timeout=10) as client:
+                statuses.append(client.post("/v1/safety", json={"contexts": [[f"message {i}"]]}).status_code)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 12
+    assert max(detector.batches) > 1 and sum(detector.batches) == 12 + 1  # +1: the warm-up
+
+
+def test_graceful_shutdown_lets_in_flight_requests_finish(upstream):
+    server, _ = upstream
+    app = create_app(ServeSettings(upstream_url=f"{server.url}/v1"), detector=KeywordDetector())
+    running = ServerThread(app, timeout_graceful_shutdown=10)
+    result: dict[str, Any] = {}
+    with running:
+        def slow_request() -> None:
+            with httpx.Client(base_url=running.url, timeout=10) as client:
+                result["response"] = _chat(client, "hello", model="fake-slow:0.6")
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.2)
+        running.stop()  # as on SIGTERM: stop accepting, finish what is in flight
+        thread.join()
+    assert result["response"].status_code == 200
+
+
+def test_settings_precedence(tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text('[serve]\ndetector = "keywords"\nport = 9000\nmax_turns = 5\n', encoding="utf-8")
+    env = {"PROSOCIAL_PORT": "9100", "PROSOCIAL_API_KEYS": "a,b", "PROSOCIAL_DETECTOR_SETTINGS": '{"x": 1}'}
+    settings = ServeSettings.load(config, env=env, port=None, max_turns=7)
+    assert (settings.detector, settings.port, settings.max_turns) == ("keywords", 9100, 7)
+    assert settings.api_keys == ["a", "b"] and settings.detector_settings == {"x": 1}
+    json_config = tmp_path / "serve.json"
+    json_config.write_text('{"upstream_timeout": 3}', encoding="utf-8")
+    assert ServeSettings.load(json_config, env={}).upstream_timeout == 3
+    with pytest.raises(ModelError, match="max_turns"):
+        ServeSettings.load(env={"PROSOCIAL_MAX_TURNS": "zero"})
+    json_config.write_text('{"no_such_key": 1}', encoding="utf-8")
+    with pytest.raises(ModelError, match="no_such_key"):
+        ServeSettings.load(json_config, env={})
