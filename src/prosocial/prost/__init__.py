@@ -1,5 +1,6 @@
 """Prost: the prosocial response generator (paper §4.2)."""
 
+from prosocial.prost import seq2seq  # noqa: F401  (registers "prost", the paper's Prost)
 from prosocial.prost.base import GENERATORS, Reply, ResponseGenerator, load_generator, register_generator
 
 __all__ = ["GENERATORS", "Reply", "ResponseGenerator", "load_generator", "register_generator"]

@@ -1,0 +1,258 @@
+"""The paper's Canary (§4.1, B.1): a seq2seq (or causal) LM that writes the safety label, then the RoTs.
+
+Input: the flattened dialogue context (`build_context`). Target: the safety token, then the RoTs, e.g.
+``__needs_caution__ It is wrong to call 911 just for fun.``; a casual context's target is the token alone.
+The five labels are added as special tokens (C.1), so each is one token and its first-step probability is
+the class score.
+
+Joining several RoTs. The paper "concatenates them with commas", but RoTs contain commas themselves ("It's ok
+to be upset when someone's hurt you, but ..."), so that cannot be split back; ParlAI's ``prosocial_dialog``
+task has no RoT target at all (its safety teacher emits the label alone, context lines joined by "\\n"), and
+the released Canary emits one RoT. We therefore join RoTs with a sixth special token, `ROT_SEP`
+(``r1 __rot__ r2``), which never occurs in text and splits back exactly. A model trained with another
+separator records it in ``canary.json``; with a plain ", " the RoTs come back as one string.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prosocial.canary.base import SafetyDetector, Verdict, register_detector, resolve_model_dir
+from prosocial.data.context import build_context, check_context
+from prosocial.data.labels import LABELS, SafetyLabel
+from prosocial.data.schema import Example
+from prosocial.errors import ModelError
+from prosocial.io import atomic_write
+
+if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
+    import torch
+
+    from prosocial.lm.finetune import Pair
+
+log = logging.getLogger(__name__)
+
+ROT_SEP = "__rot__"
+CANARY_TOKENS: tuple[str, ...] = (*(label.value for label in LABELS), ROT_SEP)
+CONFIG_FILE = "canary.json"
+_LABEL_RE = re.compile("|".join(re.escape(label.value) for label in LABELS))
+
+
+def canary_target(label: SafetyLabel, rots: Sequence[str], separator: str = ROT_SEP) -> str:
+    """The gold text: the label token, then the RoTs joined by `separator`; casual gives the token alone."""
+    rots = [r.strip() for r in rots if r.strip()]
+    if label.is_casual or not rots:
+        return label.value
+    return f"{label.value} {f' {separator} '.join(rots)}"
+
+
+def canary_pairs(examples: Sequence[Example], separator: str = ROT_SEP, max_turns: int | None = None,
+                 default_label: SafetyLabel | None = None) -> list[Pair]:
+    """Training pairs. Examples without a label take `default_label` (CASUAL for the casual corpora) or are
+    skipped, so unlabelled data never trains the model to emit a guess."""
+    pairs = []
+    for example in examples:
+        label = example.safety_label or default_label
+        if label is not None:
+            pairs.append((build_context(example.context, max_turns), canary_target(label, example.rots, separator)))
+    return pairs
+
+
+def split_rots(text: str, separator: str = ROT_SEP) -> list[str]:
+    parts = text.split(separator) if separator.strip() not in (",", "") else [text]
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_canary(text: str, scores: dict[str, float], separator: str = ROT_SEP) -> tuple[Verdict, bool]:
+    """A generation back into a `Verdict`, and whether it was well formed.
+
+    Well formed means it starts with a label token. Otherwise the label is the arg-max of `scores` and any text
+    left over (label tokens removed) is kept as RoTs of a non-casual verdict, since it is still the model's
+    explanation. Casual verdicts carry no RoTs, as the detector interface promises.
+    """
+    match = _LABEL_RE.match(text.strip())
+    if match:
+        label, rest, ok = SafetyLabel(match.group(0)), text.strip()[match.end():], True
+    else:
+        label, rest, ok = SafetyLabel(max(scores, key=scores.get)), _LABEL_RE.sub(" ", text), False
+    rots = [] if label.is_casual else split_rots(_LABEL_RE.sub(" ", rest), separator)
+    return Verdict(label, dict(scores), rots), ok
+
+
+@register_detector("generative")
+class GenerativeCanary(SafetyDetector):
+    """Canary from a fine-tuned model folder (see `prosocial train canary`); weights load on first use.
+
+    Scores are the model's probabilities of the five label tokens as the first target token, renormalised over
+    those five. With RoTs, one greedy/beam generation also yields those scores; without, one forward pass.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_source_len: int = 512,
+        max_new_tokens: int = 64,
+        num_beams: int = 1,
+        max_turns: int | None = None,
+        rot_separator: str | None = None,
+    ):
+        self.model_dir = Path(model)
+        self.device = device
+        self.batch_size = batch_size
+        self.max_source_len = max_source_len
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.max_turns = max_turns
+        self.rot_separator = rot_separator
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._label_ids: list[int] = []
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, **settings: Any) -> GenerativeCanary:
+        """Wrap an already loaded model (e.g. straight after training) without a round trip through disk."""
+        detector = cls(settings.pop("model_dir", "<in memory>"), **settings)
+        detector._attach(model, tokenizer)
+        return detector
+
+    @classmethod
+    def load(cls, path: str | Path, **settings: Any) -> GenerativeCanary:
+        detector = cls(path, **settings)
+        detector._ensure()
+        return detector
+
+    def save(self, path: str | Path) -> Path:
+        """Model, tokenizer and ``canary.json`` (the RoT separator and context settings) in one folder."""
+        model, tokenizer = self._ensure()
+        path = Path(path)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        write_config(path, self.separator, self.max_turns, self.max_source_len)
+        return path
+
+    @property
+    def separator(self) -> str:
+        return self.rot_separator or ROT_SEP
+
+    def _attach(self, model: Any, tokenizer: Any) -> None:
+        ids = tokenizer.convert_tokens_to_ids([label.value for label in LABELS])
+        if tokenizer.unk_token_id in ids or None in ids or len(set(ids)) != len(LABELS):
+            raise ModelError(f"{self.model_dir} is not a Canary model: its tokenizer lacks the label tokens "
+                             f"{[label.value for label in LABELS]} (train one with `prosocial train canary`)")
+        self._model, self._tokenizer, self._label_ids = model, tokenizer, ids
+
+    def _ensure(self) -> tuple[Any, Any]:
+        if self._model is None:
+            path = resolve_model_dir(self.model_dir, ["config.json"])
+            settings = read_config(path)
+            if self.rot_separator is None:
+                self.rot_separator = settings.get("rot_separator", ROT_SEP)
+            if self.max_turns is None:
+                self.max_turns = settings.get("max_turns")
+            from prosocial.lm.finetune import load_model, resolve_device
+
+            model, tokenizer = load_model(path, resolve_device(self.device))
+            self._attach(model, tokenizer)
+        return self._model, self._tokenizer
+
+    def label_scores(self, logits: torch.Tensor) -> list[dict[str, float]]:
+        probs = logits[:, self._label_ids].float().softmax(dim=-1)
+        return [{label.value: float(p) for label, p in zip(LABELS, row, strict=True)} for row in probs]
+
+    def sources(self, contexts: Sequence[Sequence[str]]) -> list[str]:
+        checked = [check_context(c, where=f"contexts[{i}]") for i, c in enumerate(contexts)]
+        return [build_context(c, self.max_turns) for c in checked]
+
+    def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
+        verdicts, _ = self.predict_raw(contexts, with_rots)
+        return verdicts
+
+    def predict_raw(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> tuple[list[Verdict], int]:
+        """Verdicts and how many generations were malformed (each is also logged as a warning)."""
+        from prosocial.lm.finetune import first_token_logits, generate_texts
+
+        sources = self.sources(contexts)
+        model, tokenizer = self._ensure()
+        if not sources:
+            return [], 0
+        if not with_rots:
+            logits = first_token_logits(model, tokenizer, sources, self.batch_size, self.max_source_len)
+            return [Verdict(SafetyLabel(max(s, key=s.get)), s) for s in self.label_scores(logits)], 0
+        gen = generate_texts(model, tokenizer, sources, batch_size=self.batch_size,
+                             max_source_len=self.max_source_len, max_new_tokens=self.max_new_tokens,
+                             num_beams=self.num_beams, first_logits=True)
+        verdicts, malformed = [], 0
+        for text, scores in zip(gen.texts, self.label_scores(gen.first_logits), strict=True):
+            verdict, ok = parse_canary(text, scores, self.separator)
+            if not ok:
+                malformed += 1
+                log.warning("Canary generation has no leading label token (%r); using the top-scored label %s",
+                            text[:120], verdict.safety_label.value)
+            verdicts.append(verdict)
+        return verdicts, malformed
+
+
+def write_config(path: Path, separator: str, max_turns: int | None, max_source_len: int) -> None:
+    with atomic_write(path / CONFIG_FILE) as handle:
+        json.dump({"kind": "canary", "rot_separator": separator, "max_turns": max_turns,
+                   "max_source_len": max_source_len}, handle, indent=2)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"unreadable {file}: {error}") from error
+
+
+def evaluate_canary(detector: GenerativeCanary | str | Path, examples: Sequence[Example]) -> dict[str, float]:
+    """Table 2's columns on labelled `examples`, as fractions (the paper prints ×100; PPL as is).
+
+    - ``accuracy``: 5-way safety label accuracy (the paper's "Safety Classification"); ``accuracy_coarse``: on
+      casual / needs caution / needs intervention;
+    - ``rot_bleu4``, ``rot_f1``: generated RoTs (joined by spaces) against the gold RoTs (joined alike), on the
+      examples that have gold RoTs, whatever label was predicted;
+    - ``rot_perplexity``: perplexity of the gold RoTs, teacher-forced after the gold label token (the label is
+      given, not scored), EOS included;
+    - ``malformed``: share of generations without a leading label token.
+    """
+    from prosocial.eval.metrics import bleu4, perplexity, unigram_f1
+    from prosocial.lm.finetune import token_nlls
+
+    if not isinstance(detector, GenerativeCanary):
+        detector = GenerativeCanary.load(detector)
+    labelled = [e for e in examples if e.safety_label is not None]
+    if not labelled:
+        raise ValueError("evaluate_canary needs examples with a safety label")
+    verdicts, malformed = detector.predict_raw([e.context for e in labelled], with_rots=True)
+    gold = [e.safety_label for e in labelled]
+    result = {
+        "n": float(len(labelled)),
+        "accuracy": sum(v.safety_label == g for v, g in zip(verdicts, gold, strict=True)) / len(gold),
+        "accuracy_coarse": sum(v.coarse == g.coarse for v, g in zip(verdicts, gold, strict=True)) / len(gold),
+        "malformed": malformed / len(gold),
+    }
+    with_rots = [(e, v) for e, v in zip(labelled, verdicts, strict=True) if [r for r in e.rots if r.strip()]]
+    result["rot_n"] = float(len(with_rots))
+    if with_rots:
+        refs = [" ".join(e.rots) for e, _ in with_rots]
+        guesses = [" ".join(v.rots) for _, v in with_rots]
+        result["rot_bleu4"] = sum(map(bleu4, guesses, refs)) / len(refs)
+        result["rot_f1"] = sum(map(unigram_f1, guesses, refs)) / len(refs)
+        model, tokenizer = detector._ensure()
+        sep = f" {detector.separator} "
+        nlls = token_nlls(model, tokenizer, detector.sources([e.context for e, _ in with_rots]),
+                          [" " + sep.join(r.strip() for r in e.rots if r.strip()) for e, _ in with_rots],
+                          detector.batch_size, detector.max_source_len,
+                          prefixes=[e.safety_label.value for e, _ in with_rots])
+        result["rot_perplexity"] = perplexity(nlls)
+    return result

@@ -1,0 +1,272 @@
+"""The paper's Prost (§4.2, B.2): a fine-tuned seq2seq (or causal) LM that takes Speaker 2's turn.
+
+Two variants, as in the paper:
+- ``response``: p(u|c), the target is the reply;
+- ``rot-response``: p(u, r|c), the target is the RoTs (joined by Canary's `ROT_SEP`), `RESPONSE_SEP`, then the
+  reply: ``r1 __rot__ r2 __response__ reply``. Contexts without RoTs (casual data) train on the reply alone,
+  as the paper does. Generations are split back at `RESPONSE_SEP`.
+
+Given RoTs (gold ones for Table 3's last row, or Canary's): the rot-response model gets them as a forced start
+of its output, so it writes only the reply after them, which is exactly p(u|r, c) under the trained model. The
+response-only model was never shown RoTs, so they are appended to its input as a "Rules-of-thumb:" line
+(zero-shot grounding, as in the paper's §6.2 prompts).
+
+Mixture defaults: `PROST_WEIGHTS` (B.2: ProsocialDialog 9 and the six casual corpora; see mixture.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from prosocial.canary.base import resolve_model_dir
+from prosocial.canary.generative import ROT_SEP, split_rots
+from prosocial.data.context import build_context, check_context
+from prosocial.data.schema import Example
+from prosocial.errors import ModelError
+from prosocial.io import atomic_write
+from prosocial.prost.base import Reply, ResponseGenerator, register_generator
+
+if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
+    from prosocial.lm.finetune import Pair
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["response", "rot-response"]
+VARIANTS: tuple[str, ...] = ("response", "rot-response")
+RESPONSE_SEP = "__response__"
+PROST_TOKENS: tuple[str, ...] = (ROT_SEP, RESPONSE_SEP)
+CONFIG_FILE = "prost.json"
+ROTS_LINE = "Rules-of-thumb:"
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown Prost variant {variant!r}; expected one of {VARIANTS}")
+    return variant
+
+
+def _clean(rots: Sequence[str]) -> list[str]:
+    return [r.strip() for r in rots if r.strip()]
+
+
+def rot_prefix(rots: Sequence[str]) -> str:
+    """The start of a rot-response target: the RoTs, then the response separator."""
+    return f" {ROT_SEP} ".join(_clean(rots)) + f" {RESPONSE_SEP}"
+
+
+def prost_source(context: Sequence[str], rots: Sequence[str] | None, variant: str, max_turns: int | None) -> str:
+    source = build_context(context, max_turns)
+    if variant == "response" and rots and _clean(rots):
+        source += f"\n{ROTS_LINE} " + " ".join(_clean(rots))
+    return source
+
+
+def prost_target(response: str, rots: Sequence[str], variant: str) -> str:
+    response = response.strip()
+    if variant == "rot-response" and _clean(rots):
+        return f"{rot_prefix(rots)} {response}"
+    return response
+
+
+def prost_pairs(examples: Sequence[Example], variant: str, max_turns: int | None = None) -> list[Pair]:
+    """Training pairs from examples that have a reply (others, e.g. label-only rows, are skipped)."""
+    _check_variant(variant)
+    return [
+        (prost_source(e.context, None, variant, max_turns), prost_target(e.response, e.rots, variant))
+        for e in examples
+        if e.response and e.response.strip()
+    ]
+
+
+def parse_prost(text: str) -> tuple[Reply, bool]:
+    """A rot-response generation back into RoTs and reply, and whether it was well formed.
+
+    No separator and no RoT separator: the whole text is the reply (the casual form). RoT separators without a
+    response separator means the generation stopped inside the RoTs: the reply is empty (logged by the caller).
+    """
+    if RESPONSE_SEP in text:
+        head, _, reply = text.partition(RESPONSE_SEP)
+        return Reply(reply.replace(RESPONSE_SEP, " ").strip(), split_rots(head)), True
+    if ROT_SEP in text:
+        return Reply("", split_rots(text)), False
+    return Reply(text.strip()), True
+
+
+@register_generator("prost")
+class Prost(ResponseGenerator):
+    """Prost from a fine-tuned model folder (see `prosocial train prost`); weights load on first use.
+
+    `variant` is read from the folder's ``prost.json`` unless given.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        variant: Variant | None = None,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_source_len: int = 512,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        max_turns: int | None = None,
+    ):
+        self.model_dir = Path(model)
+        if variant is None and (self.model_dir / CONFIG_FILE).is_file():  # a small JSON, no weights
+            variant = read_config(self.model_dir).get("variant")
+        self.variant = None if variant is None else _check_variant(variant)
+        self.device = device
+        self.batch_size = batch_size
+        self.max_source_len = max_source_len
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.max_turns = max_turns
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, variant: Variant, **settings: Any) -> Prost:
+        """Wrap an already loaded model (e.g. straight after training)."""
+        generator = cls(settings.pop("model_dir", "<in memory>"), variant, **settings)
+        generator._model, generator._tokenizer = model, tokenizer
+        return generator
+
+    @classmethod
+    def load(cls, path: str | Path, **settings: Any) -> Prost:
+        generator = cls(path, **settings)
+        generator._ensure()
+        return generator
+
+    def save(self, path: str | Path) -> Path:
+        model, tokenizer = self._ensure()
+        path = Path(path)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        write_config(path, self.variant or "response", self.max_turns, self.max_source_len)
+        return path
+
+    def _ensure(self) -> tuple[Any, Any]:
+        if self._model is None:
+            path = resolve_model_dir(self.model_dir, ["config.json"])
+            settings = read_config(path)
+            self.variant = self.variant or _check_variant(settings.get("variant", "response"))
+            if self.max_turns is None:
+                self.max_turns = settings.get("max_turns")
+            from prosocial.lm.finetune import load_model, resolve_device
+
+            self._model, self._tokenizer = load_model(path, resolve_device(self.device))
+        if self.variant == "rot-response" and self._tokenizer.convert_tokens_to_ids(RESPONSE_SEP) in (
+            None, self._tokenizer.unk_token_id
+        ):
+            raise ModelError(f"{self.model_dir} is not a rot-response Prost: its tokenizer lacks {RESPONSE_SEP}")
+        return self._model, self._tokenizer
+
+    def _inputs(self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None):
+        checked = [check_context(c, where=f"contexts[{i}]") for i, c in enumerate(contexts)]
+        if rots is not None and len(rots) != len(checked):
+            raise ValueError(f"{len(rots)} RoT lists for {len(checked)} contexts; give one list per context")
+        given = [None] * len(checked) if rots is None else [_clean(r) for r in rots]
+        return checked, given
+
+    def sources(self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None) -> list[str]:
+        checked, given = self._inputs(contexts, rots)
+        self._ensure()
+        return [prost_source(c, r, self.variant, self.max_turns) for c, r in zip(checked, given, strict=True)]
+
+    def generate(
+        self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None
+    ) -> list[Reply]:
+        from prosocial.lm.finetune import generate_texts
+
+        model, tokenizer = self._ensure()
+        _, given = self._inputs(contexts, rots)
+        sources = self.sources(contexts, rots)
+        if not sources:
+            return []
+        forced = self.variant == "rot-response" and rots is not None
+        # a forced prefix only where RoTs were given; an empty list lets the model choose its own RoTs
+        prefixes = [rot_prefix(r) if forced and r else "" for r in given]
+        texts = generate_texts(model, tokenizer, sources, prefixes=prefixes if forced else None,
+                               batch_size=self.batch_size, max_source_len=self.max_source_len,
+                               max_new_tokens=self.max_new_tokens, num_beams=self.num_beams).texts
+        replies = []
+        for text, prefix, r in zip(texts, prefixes, given, strict=True):
+            if self.variant == "response":
+                replies.append(Reply(text.strip(), list(r or [])))
+                continue
+            reply, ok = parse_prost(text) if not prefix else (Reply(text.replace(RESPONSE_SEP, " ").strip()), True)
+            if not ok:
+                log.warning("Prost generation stopped before %s (%r); the reply is empty", RESPONSE_SEP, text[:120])
+            if prefix:
+                reply.rots = list(r)
+            replies.append(reply)
+        return replies
+
+    def response_nlls(self, examples: Sequence[Example], gold_rots: bool = False) -> list[list[float]]:
+        """Per-token NLLs of the gold responses: the full trained target for rot-response (RoTs, separator and
+        reply), or with `gold_rots` the reply alone after the gold RoTs (teacher-forced, not scored)."""
+        from prosocial.lm.finetune import token_nlls
+
+        model, tokenizer = self._ensure()
+        contexts = [e.context for e in examples]
+        if gold_rots and self.variant == "rot-response":
+            sources = self.sources(contexts)
+            targets = [" " + e.response.strip() for e in examples]
+            prefixes = [rot_prefix(e.rots) for e in examples]
+            return token_nlls(model, tokenizer, sources, targets, self.batch_size, self.max_source_len,
+                              prefixes=prefixes)
+        sources = self.sources(contexts, [e.rots for e in examples] if gold_rots else None)
+        targets = [prost_target(e.response, e.rots, self.variant) for e in examples]
+        return token_nlls(model, tokenizer, sources, targets, self.batch_size, self.max_source_len)
+
+
+def write_config(path: Path, variant: str, max_turns: int | None, max_source_len: int) -> None:
+    with atomic_write(path / CONFIG_FILE) as handle:
+        json.dump({"kind": "prost", "variant": _check_variant(variant), "max_turns": max_turns,
+                   "max_source_len": max_source_len}, handle, indent=2)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"unreadable {file}: {error}") from error
+
+
+def evaluate_prost(generator: Prost | str | Path, examples: Sequence[Example]) -> dict[str, float]:
+    """Table 3's columns as fractions (the paper prints BLEU-4 and F1 ×100) on examples that have a reply.
+
+    ``bleu4``, ``f1``, ``perplexity``: the model generating on its own (rot-response writes its own RoTs first;
+    only the reply is scored by BLEU/F1). When some examples have RoTs, ``gold_rot_*`` repeat the three on those
+    examples with the gold RoTs given ("Prost (Response w/ gold RoT)"); ``gold_rot_n`` counts them.
+    """
+    if not isinstance(generator, Prost):
+        generator = Prost.load(generator)
+    data = [e for e in examples if e.response and e.response.strip()]
+    if not data:
+        raise ValueError("evaluate_prost needs examples with a gold response")
+    result = {"n": float(len(data)), **_scores(generator, data, None)}
+    grounded = [e for e in data if _clean(e.rots)]
+    if grounded:
+        result["gold_rot_n"] = float(len(grounded))
+        scores = _scores(generator, grounded, [e.rots for e in grounded])
+        result.update({f"gold_rot_{k}": v for k, v in scores.items()})
+    return result
+
+
+def _scores(generator: Prost, data: Sequence[Example], rots: Sequence[Sequence[str]] | None) -> dict[str, float]:
+    from prosocial.eval.metrics import bleu4, perplexity, unigram_f1
+
+    replies = generator.generate([e.context for e in data], rots)
+    refs = [e.response for e in data]
+    return {
+        "bleu4": sum(bleu4(r.response, ref) for r, ref in zip(replies, refs, strict=True)) / len(refs),
+        "f1": sum(unigram_f1(r.response, ref) for r, ref in zip(replies, refs, strict=True)) / len(refs),
+        "perplexity": perplexity(generator.response_nlls(data, gold_rots=rots is not None)),
+    }
