@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prosocial.canary.base import SafetyDetector, Verdict, load_detector
@@ -220,6 +220,15 @@ class _Service:
         self.notifier.notify(escalation_event(route, context, verdict))
 
 
+def _encodable(text: str) -> str:
+    """JSON's \\ud800-style escapes can smuggle lone surrogates in, which no model, LM or webhook can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (it contains a lone surrogate)") from None
+    return text
+
+
 def _checked(context: list[str], where: str) -> list[str]:
     try:
         return check_context(context, where)
@@ -283,7 +292,7 @@ def create_app(
         if not any(secrets.compare_digest(given.encode(), k.encode()) for k in s.api_keys):
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)")
 
-    Utterance = Annotated[str, Field(max_length=s.max_utterance_chars)]
+    Utterance = Annotated[str, Field(max_length=s.max_utterance_chars), AfterValidator(_encodable)]
     Context = Annotated[list[Utterance], Field(min_length=1, max_length=s.max_turns)]
 
     class SafetyRequest(BaseModel):
@@ -298,13 +307,13 @@ def create_app(
     class ChatMessage(BaseModel):
         model_config = ConfigDict(extra="allow")
         role: str
-        content: Annotated[str, Field(max_length=s.max_utterance_chars)] | list[dict[str, Any]] | None = None
+        content: Utterance | list[dict[str, Any]] | None = None
 
     class ChatCompletionRequest(BaseModel):
         """An OpenAI chat completion request; fields besides these pass to the upstream unchanged."""
 
         model_config = ConfigDict(extra="allow")
-        model: str
+        model: Annotated[str, AfterValidator(_encodable)]
         messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=s.max_turns)]
         stream: bool = False
 
@@ -373,7 +382,7 @@ def create_app(
         if verdict.coarse is Coarse.NEEDS_CAUTION and verdict.rots:
             payload = json.loads(raw)
             payload["messages"] = guided_messages(payload["messages"], context, verdict.rots)
-            raw = json.dumps(payload, ensure_ascii=False).encode()
+            raw = json.dumps(payload).encode()
             action = "guided"
         headers = _verdict_headers(verdict, action)
         auth = request.headers.get("authorization") if not s.api_keys else None

@@ -1,0 +1,64 @@
+"""`prosocial serve`: the HTTP API and the OpenAI-compatible guard proxy under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from prosocial.errors import ModelError
+
+console = Console(stderr=True)
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Interface to listen on (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default 8000)."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Settings file (TOML, keys at the top or under \\[serve]; or JSON)."
+    ),
+    detector: str | None = typer.Option(None, "--detector", "-d", help="Detector backend (default canary-mini)."),
+    upstream_url: str | None = typer.Option(
+        None, help="OpenAI-compatible LLM to guard, with its version path, e.g. http://localhost:8080/v1."
+    ),
+    upstream_timeout: float | None = typer.Option(None, help="Seconds to wait for the upstream (default 60)."),
+    generator: str | None = typer.Option(None, help="Generator backend for /v1/respond (e.g. steered, prost)."),
+    escalation_webhook: str | None = typer.Option(None, help="URL that receives escalation events as JSON."),
+    api_key: list[str] = typer.Option([], "--api-key", help="Accepted API key; repeatable (default: no keys)."),
+    shutdown_timeout: float | None = typer.Option(
+        None, help="Seconds in-flight requests get to finish on shutdown (default 30)."
+    ),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve /v1/safety, /v1/respond and the guard proxy /v1/chat/completions (settings: flags > PROSOCIAL_* > file)."""
+    import uvicorn
+
+    from prosocial.serve.app import create_app
+    from prosocial.serve.settings import ServeSettings
+
+    try:
+        settings = ServeSettings.load(
+            config,
+            host=host,
+            port=port,
+            detector=detector,
+            upstream_url=upstream_url,
+            upstream_timeout=upstream_timeout,
+            generator=generator,
+            escalation_webhook=escalation_webhook,
+            api_keys=api_key or None,
+            shutdown_timeout=shutdown_timeout,
+        )
+    except ModelError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    upstream = settings.upstream_url or "none (the proxy answers 503)"
+    console.print(f"detector {settings.detector}; upstream {upstream}; http://{settings.host}:{settings.port}/docs")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
