@@ -1,0 +1,369 @@
+"""`prosocial eval …`: the paper's evaluation protocols as commands that write traceable reports."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from prosocial import __version__
+from prosocial.errors import ModelError
+from prosocial.io import atomic_write, write_json
+
+app = typer.Typer(help="Evaluation reports (paper Tables 2–5, the safety suite).", no_args_is_help=True)
+console = Console(stderr=True)
+
+DEFAULT_DETECTORS = ["canary-mini", "keywords", "profanity-check"]
+
+
+def provenance(**extra) -> dict:
+    """What every report states so a figure can be traced: version, machine, time, and the caller's details."""
+    return {
+        "prosocial_version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        **extra,
+    }
+
+
+def _detector(spec: str):
+    """`name` or `name=model_dir`."""
+    from prosocial.canary import load_detector
+
+    name, _, model_dir = spec.partition("=")
+    return name, load_detector(name, **({"model_dir": model_dir} if model_dir else {}))
+
+
+@app.command("safety-suite")
+def safety_suite(
+    detectors: list[str] = typer.Option(DEFAULT_DETECTORS, "--detector", "-d",
+                                        help="name or name=model_dir; repeatable."),
+    per_source: int = typer.Option(1000, help="Dev examples per source (seeded sample); 0 = all."),
+    seed: int = typer.Option(0, help="Seed of the per-source sample."),
+    data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
+                                     "../shared/data)."),
+    out: Path = typer.Option(Path("docs/reports/safety-suite"), help="Writes OUT.md and OUT.json."),
+) -> None:
+    """Every detector on every external benchmark's dev split, side by side (Markdown and JSON)."""
+    from prosocial.eval.safety_suite import evaluate_detector, load_suite, markdown_table
+
+    suite = load_suite(data, per_source or None, seed)
+    results = {}
+    for spec in detectors:
+        try:
+            name, detector = _detector(spec)
+            console.print(f"evaluating {name} …")
+            results[name] = evaluate_detector(detector, suite)
+        except ModelError as exc:
+            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
+    if not results:
+        raise typer.Exit(1)
+    meta = provenance(detectors=detectors, per_source=per_source, seed=seed, data=suite.description, split="dev")
+    table = markdown_table(results)
+    with atomic_write(out.with_suffix(".md")) as handle:
+        handle.write("# Safety suite (dev splits)\n\n")
+        handle.write(table + "\n\n")
+        handle.write("BA = balanced accuracy of casual vs. not casual over the classes a source has.\n\n")
+        handle.write("```json\n" + json.dumps(meta, indent=2) + "\n```\n")
+    write_json(out.with_suffix(".json"), {"meta": meta, "results": results})
+    typer.echo(table)
+
+
+# --- Tables 2 and 3 -----------------------------------------------------------------------------------------
+
+DataOption = typer.Option(..., help="A ProsocialDialog file or folder (either format), or BENCHMARK:SPLIT "
+                                    "(e.g. toxichat:dev, diasafety:dev) of the shared data.")
+RootOption = typer.Option(None, help="The shared data folder for BENCHMARK:SPLIT (default: $PROSOCIAL_SHARED_DATA "
+                                     "or ../shared/data).")
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed every RNG a model may draw from, so a report's numbers can be reproduced."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+
+
+def _write_report(out: Path, title: str, sections: list[str], meta: dict, results: dict) -> None:
+    """OUT.md (the tables, then the provenance) and OUT.json (everything, for re-plotting)."""
+    with atomic_write(out.with_suffix(".md")) as handle:
+        handle.write(f"# {title}\n\n" + "\n\n".join(sections) + "\n\n## Provenance\n\n```json\n"
+                     + json.dumps(meta, indent=2, ensure_ascii=False) + "\n```\n")
+    write_json(out.with_suffix(".json"), {"meta": meta, "results": results})
+
+
+def _model_spec(spec: str, folder_kind: str) -> tuple[str, str, dict]:
+    """(label, backend, settings); a bare folder is a fine-tuned model of `folder_kind`."""
+    from prosocial.eval.reports import parse_spec
+
+    label, name, settings = parse_spec(spec)
+    if not settings and Path(name).is_dir():
+        return label, folder_kind, {"model": name}
+    return label, name, settings
+
+
+@app.command("canary")
+def canary(
+    data: str = DataOption,
+    models: list[str] = typer.Option(["canary-mini"], "--model", "-m", help="[LABEL=]DETECTOR[:key=value,...] or "
+                                     "a Canary model folder; repeat to compare side by side."),
+    limit: int = typer.Option(0, help="Evaluate a seeded sample of this many examples (0 = all)."),
+    seed: int = typer.Option(0, help="Seed of the sample and of the models."),
+    root: Path | None = RootOption,
+    out: Path = typer.Option(Path("docs/reports/canary"), help="Writes OUT.md, OUT.json and OUT-<model>.png."),
+) -> None:
+    """Table 2: safety accuracy (5-way, 3-way), per-class P/R/F1, confusion matrices, RoT BLEU-4 / F1 / PPL."""
+    from prosocial.canary import load_detector
+    from prosocial.eval.reports import canary_report, canary_table, load_examples, per_class_table, plot_confusion
+
+    _seed_everything(seed)
+    examples, described = load_examples(data, root, limit or None, seed)
+    results, sections, figures = {}, [], {}
+    for spec in models:
+        label, name, settings = _model_spec(spec, "generative")
+        console.print(f"evaluating {label} on {described} …")
+        try:
+            results[label] = canary_report(load_detector(name, **settings), examples)
+        except ModelError as exc:
+            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
+            continue
+        slug = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
+        figure = plot_confusion(results[label], out.parent / f"{out.name}-{slug}.png", f"{label} on {described}")
+        figures[label] = figure.name
+        sections.append(f"### {label}\n\n5-way:\n\n{per_class_table(results[label])}\n\n3-way:\n\n"
+                        f"{per_class_table(results[label], 'coarse')}\n\n![confusion matrices]({figure.name})")
+    if not results:
+        raise typer.Exit(1)
+    table = canary_table(results)
+    meta = provenance(command="eval canary", data=described, models=models, seed=seed, limit=limit, figures=figures)
+    _write_report(out, "Safety classification and RoT generation (paper Table 2)",
+                  [table, "Accuracy and F1 ×100; RoT BLEU-4 and F1 ×100 on examples with gold RoTs; RoT PPL is the "
+                   "perplexity of the gold RoTs after the gold label (language-model detectors only).", *sections],
+                  meta, results)
+    typer.echo(table)
+
+
+@app.command("prost")
+def prost(
+    data: str = DataOption,
+    models: list[str] = typer.Option(["prost-mini"], "--model", "-m", help="[LABEL=]GENERATOR[:key=value,...] or a "
+                                     "Prost model folder; repeat to compare side by side."),
+    limit: int = typer.Option(0, help="Evaluate a seeded sample of this many examples (0 = all)."),
+    seed: int = typer.Option(0, help="Seed of the sample and of the models."),
+    root: Path | None = RootOption,
+    out: Path = typer.Option(Path("docs/reports/prost"), help="Writes OUT.md and OUT.json."),
+) -> None:
+    """Table 3: BLEU-4, F1 and perplexity of replies; again with the gold RoTs given when the data has them."""
+    from prosocial.eval.reports import load_examples, prost_report, prost_table
+
+    _seed_everything(seed)
+    examples, described = load_examples(data, root, limit or None, seed)
+    results = {}
+    for spec in models:
+        label, name, settings = _model_spec(spec, "prost")
+        console.print(f"evaluating {label} on {described} …")
+        try:
+            results[label] = prost_report(_generator(name, settings), examples)
+        except ModelError as exc:
+            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
+    if not results:
+        raise typer.Exit(1)
+    table = prost_table(results)
+    meta = provenance(command="eval prost", data=described, models=models, seed=seed, limit=limit)
+    _write_report(out, "Response generation (paper Table 3)",
+                  [table, "BLEU-4 and F1 ×100 against the gold reply. Perplexity of the gold reply needs token "
+                   "probabilities, so only fine-tuned Prost models have it."], meta, results)
+    typer.echo(table)
+
+
+def _generator(name: str, settings: dict):
+    """A generator by registry name, with the optional backends registered first."""
+    import prosocial.prost.canned  # noqa: F401  (registers "canned")
+    import prosocial.steer  # noqa: F401  (registers "steered")
+    from prosocial.prost import load_generator
+
+    return load_generator(name, **settings)
+
+
+# --- Table 5 ------------------------------------------------------------------------------------------------
+
+DEFAULT_SYSTEMS = [
+    "Prosocial agent (canary-mini + prost-mini)=agent",
+    "SmolLM2-135M, P0=steered:lm=llamacpp",
+    "SmolLM2-135M + canary-mini RoTs, Pr=steered:lm=llamacpp,rots=canary-mini",
+    "Canned evasive reply=canned",
+]
+
+
+@app.command("toxichat")
+def toxichat(
+    systems: list[str] = typer.Option(DEFAULT_SYSTEMS, "--system", "-s", help="LABEL=GENERATOR[:key=value,...]; "
+                                      "`agent` is the ProsocialAgent, `rots=DETECTOR` grounds replies in its RoTs."),
+    split: str = typer.Option("dev", help="ToxiChat split: dev or train."),
+    limit: int = typer.Option(0, help="A seeded sample of this many threads (0 = all)."),
+    seed: int = typer.Option(0, help="Seed of the sample and of the systems."),
+    evaluators: Path | None = typer.Option(None, help="Stance/offense evaluator folder (default: the shipped one)."),
+    badwords: Path | None = typer.Option(None, help="Bad-word list CSV (default: Zhou et al.'s, shipped)."),
+    root: Path | None = RootOption,
+    batch_size: int = typer.Option(16, help="Threads per generation batch."),
+    replies_dir: Path | None = typer.Option(None, help="Also write each system's replies as JSONL (the input of "
+                                            "`eval human build`)."),
+    out: Path = typer.Option(Path("docs/reports/toxichat"), help="Writes OUT.md and OUT.json."),
+) -> None:
+    """Table 5: stance (disagree / agree), offense and bad-word rates of replies to ToxiChat threads."""
+    import random
+
+    from prosocial.data.adapters import default_root
+    from prosocial.eval import toxichat as tc
+    from prosocial.eval.reports import parse_spec
+    from prosocial.io import write_jsonl
+
+    _seed_everything(seed)
+    path = Path(root or default_root()) / "toxichat" / f"{split}.jsonl"
+    threads = tc.read_threads(path)
+    total = len(threads)
+    if limit and limit < total:
+        threads = [threads[i] for i in sorted(random.Random(seed).sample(range(total), limit))]
+    scorer = tc.Evaluators.load(evaluators)
+    has_badword = tc.badword_matcher(tc.load_badwords(badwords))
+    built = {}
+    for spec in systems:
+        label, name, settings = parse_spec(spec)
+        try:
+            built[label] = tc.build_system(name, settings)
+        except ModelError as exc:
+            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
+    if not built:
+        raise typer.Exit(1)
+    started = time.perf_counter()
+    results = tc.evaluate_toxichat(built, threads, scorer, has_badword, batch_size,
+                                   progress=lambda s, i, n: console.print(f"{s}: {i}/{n}", highlight=False))
+    seconds = time.perf_counter() - started
+    if replies_dir:
+        for label, r in results.items():
+            slug = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
+            write_jsonl(replies_dir / f"{slug}.jsonl", [
+                {"id": f"toxichat/{split}/{i}", "context": th.context, "response": row["reply"]}
+                for i, (th, row) in enumerate(zip(threads, r["replies"], strict=True))])
+    reference = tc.reference_rows(threads, scorer, has_badword)
+    table = tc.table(results)
+    dev = scorer.config.get("dev")
+    sections = [table, "Percent of replies. Disagree / Agree / Neutral: the stance evaluator on (last comment, reply); "
+                "Offense: the offense evaluator on the reply; Bad: reply contains a word of Zhou et al.'s list.",
+                "## Check: ToxiChat's own chatbot replies, human labels vs. our evaluators\n\n"
+                + tc.reference_table(reference)]
+    if dev:
+        sections.append("## The evaluators on ToxiChat dev (human labels)\n\n" + tc.evaluator_table(dev))
+    meta = provenance(command="eval toxichat", data=f"{path}: {len(threads)} of {total} threads"
+                      + (f" (seeded sample, seed {seed})" if len(threads) < total else ""), systems=systems, seed=seed,
+                      evaluators=str(evaluators or tc.EVALUATORS_DIR), badwords=str(badwords or tc.BADWORDS_FILE),
+                      seconds=round(seconds, 1))
+    _write_report(out, "ToxiChat zero-shot (paper Table 5)", sections, meta,
+                  {"systems": results, "reference": reference})
+    typer.echo(table)
+
+
+@app.command("toxichat-train")
+def toxichat_train(
+    hidden: int = typer.Option(0, help="Hidden units of the heads (0 = logistic regression)."),
+    seed: int = typer.Option(0),
+    root: Path | None = RootOption,
+    out: Path = typer.Option(Path("src/prosocial/resources/toxichat-evaluators"), help="Evaluator folder to write."),
+) -> None:
+    """Rebuild the ToxiChat stance and offense evaluators from ToxiChat's training threads."""
+    from prosocial.data.adapters import default_root
+    from prosocial.eval import toxichat as tc
+
+    folder = Path(root or default_root()) / "toxichat"
+    evaluators = tc.train_evaluators(tc.read_threads(folder / "train.jsonl"), tc.read_threads(folder / "dev.jsonl"),
+                                     hidden=hidden, seed=seed)
+    evaluators.config["provenance"] = provenance(command="eval toxichat-train", hidden=hidden, seed=seed)
+    evaluators.save(out)
+    typer.echo(tc.evaluator_table(evaluators.config["dev"]))
+
+
+# --- Table 4 ------------------------------------------------------------------------------------------------
+
+human = typer.Typer(help="Head-to-head human evaluation (paper Table 4).", no_args_is_help=True)
+app.add_typer(human, name="human")
+
+
+@human.command("build")
+def human_build(
+    a: str = typer.Option(..., help="LABEL=outputs.jsonl of system A (rows: id, context, response)."),
+    b: str = typer.Option(..., help="LABEL=outputs.jsonl of system B."),
+    db: Path = typer.Option(Path("runs/human-eval.sqlite"), help="The new study file."),
+    raters_per_item: int = typer.Option(3, help="Raters wanted per item."),
+    limit: int = typer.Option(0, help="Items to rate (seeded sample; 0 = all shared ids)."),
+    seed: int = typer.Option(0, help="Seed of the order, the sample and the left/right sides."),
+) -> None:
+    """Blind pairwise tasks from two systems' outputs on the same contexts."""
+    from prosocial.eval.human_eval.store import Store
+    from prosocial.eval.human_eval.tasks import build_tasks, read_outputs
+
+    (label_a, path_a), (label_b, path_b) = (s.partition("=")[::2] if "=" in s else (Path(s).stem, s) for s in (a, b))
+    tasks = build_tasks(read_outputs(path_a), read_outputs(path_b), seed, limit or None)
+    Store(db).create(tasks, label_a, label_b, raters_per_item, seed)
+    typer.echo(f"{len(tasks)} tasks ({label_a} vs {label_b}), {raters_per_item} raters each → {db}")
+
+
+@human.command("serve")
+def human_serve(
+    db: Path = typer.Option(Path("runs/human-eval.sqlite"), help="The study file."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8765),
+) -> None:
+    """The rater web page (one task per page, keyboard shortcuts)."""
+    import uvicorn
+
+    from prosocial.eval.human_eval.app import create_app
+
+    uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+
+
+@human.command("aggregate")
+def human_aggregate(
+    db: Path = typer.Option(Path("runs/human-eval.sqlite"), help="The study file."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples (over items) for the 95% intervals."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    out: Path = typer.Option(Path("docs/reports/human-eval"), help="Writes OUT.md and OUT.json."),
+) -> None:
+    """Table 4: win / tie / lose per dimension with bootstrap CIs and Krippendorff's alpha."""
+    from prosocial.eval.human_eval.aggregate import aggregate, table
+    from prosocial.eval.human_eval.store import Store
+
+    store = Store(db)
+    study = store.study()
+    result = aggregate(store.judgments(), bootstrap, seed)
+    rendered = table(result, study["system_a"], study["system_b"])
+    done, total = store.progress()
+    meta = provenance(command="eval human aggregate", db=str(db), study=study, bootstrap=bootstrap, seed=seed,
+                      judged=f"{done} of {total} task-rater pairs")
+    _write_report(out, f"Head-to-head human evaluation: {study['system_a']} vs {study['system_b']} (paper Table 4)",
+                  [rendered, "Percent of judgments; 95% bootstrap intervals over items in brackets."], meta, result)
+    typer.echo(rendered)
+
+
+@human.command("export")
+def human_export(
+    db: Path = typer.Option(Path("runs/human-eval.sqlite"), help="The study file."),
+    out: Path = typer.Option(Path("runs/human-eval.csv"), help="CSV of every judgment, de-blinded."),
+) -> None:
+    """Every judgment as CSV (rater, item, dimension, screen choice, winning system)."""
+    from prosocial.eval.human_eval.aggregate import export_csv
+    from prosocial.eval.human_eval.store import Store
+
+    typer.echo(f"{export_csv(Store(db), out)} judgments → {out}")

@@ -1,0 +1,231 @@
+"""Table 2 and Table 3 reports (paper §5.1, §5.2) for any detector or generator, on any labelled data.
+
+`evaluate_canary` / `evaluate_prost` compute the paper's columns for the paper's model kinds. The reports
+here add what a reader needs to trust and compare them: per-class precision / recall / F1 and confusion
+matrices (5-way and coarse 3-way), several models side by side, any registered detector or generator (the
+offline defaults included; columns a model cannot give, such as a retrieval detector's perplexity, are "–"),
+and data given either as a ProsocialDialog file or as an external benchmark split.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.data.labels import COARSE_LABELS, LABELS
+from prosocial.data.schema import Example
+from prosocial.eval.metrics import bleu4, load_metric, perplexity, unigram_f1
+from prosocial.prost.base import ResponseGenerator
+
+FINE = [label.value for label in LABELS]
+COARSE = [label.value for label in COARSE_LABELS]
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``[LABEL=]NAME[:key=value,...]`` → (label, registry name, settings); values are JSON when they parse.
+
+    A bare existing folder means a fine-tuned model folder (``generative`` / ``prost`` by the caller's kind),
+    so ``--model runs/canary`` works as well as ``--model "T5=generative:model=runs/canary"``.
+    """
+    head, _, tail = spec.partition(":")
+    label, _, name = head.rpartition("=")
+    name = name.strip()
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in tail.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad setting {item!r} in {spec!r}: expected key=value")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value.strip()
+    return (label.strip() or spec), name, settings
+
+
+def load_examples(data: str, root: Path | None = None, limit: int | None = None, seed: int = 0,
+                  split: str | None = None) -> tuple[list[Example], str]:
+    """Examples and a one-line description: a ProsocialDialog file / folder (either format) or ``benchmark:split``
+    of the external benchmarks (e.g. ``diasafety:dev``). `limit` takes a seeded sample, order kept."""
+    path = Path(data)
+    if path.exists():
+        from prosocial.data.formats import read_dialogues
+
+        examples = [e for d in read_dialogues(path, split=split) for e in d.examples()]
+        what = f"{path}"
+    else:
+        from prosocial.data.adapters import load_benchmark
+
+        name, _, bench_split = data.partition(":")
+        examples = load_benchmark(name, bench_split or "dev", root=root)
+        what = f"benchmark {name}, {bench_split or 'dev'} split"
+    total = len(examples)
+    if limit and total > limit:
+        keep = sorted(random.Random(seed).sample(range(total), limit))
+        examples = [examples[i] for i in keep]
+    return examples, f"{what}: {len(examples)} of {total} examples" + (f" (seeded sample, seed {seed})"
+                                                                       if len(examples) < total else "")
+
+
+# --- Table 2 --------------------------------------------------------------------------------------------------
+
+
+def _verdicts(detector: SafetyDetector, contexts: list[list[str]], batch_size: int) -> tuple[list[Verdict], int]:
+    """Verdicts with RoTs, and the number of malformed generations where the detector reports it."""
+    from prosocial.canary.generative import GenerativeCanary
+
+    if isinstance(detector, GenerativeCanary):
+        return detector.predict_raw(contexts, with_rots=True)
+    verdicts: list[Verdict] = []
+    for start in range(0, len(contexts), batch_size):
+        verdicts += detector.predict(contexts[start : start + batch_size], with_rots=True)
+    return verdicts, 0
+
+
+def _gold_rot_perplexity(detector: SafetyDetector, examples: Sequence[Example]) -> float | None:
+    """Perplexity of the gold RoTs after the gold label token, as `evaluate_canary` defines it; None for
+    detectors that are not language models."""
+    from prosocial.canary.generative import GenerativeCanary
+
+    if not isinstance(detector, GenerativeCanary) or not examples:
+        return None
+    from prosocial.lm.finetune import token_nlls
+
+    model, tokenizer = detector._ensure()
+    sep = f" {detector.separator} "
+    nlls = token_nlls(model, tokenizer, detector.sources([e.context for e in examples]),
+                      [" " + sep.join(r.strip() for r in e.rots if r.strip()) for e in examples],
+                      detector.batch_size, detector.max_source_len, prefixes=[e.safety_label.value for e in examples])
+    return perplexity(nlls)
+
+
+def canary_report(detector: SafetyDetector, examples: Sequence[Example], batch_size: int = 64) -> dict[str, Any]:
+    """Table 2's columns (as fractions; PPL as is) plus per-class scores and confusion matrices.
+
+    Only labelled examples count. RoT BLEU-4 / F1 compare the predicted RoTs (joined by spaces) with the gold
+    RoTs (joined alike) on the examples that have gold RoTs, whatever label was predicted, as `evaluate_canary`.
+    """
+    labelled = [e for e in examples if e.safety_label is not None]
+    if not labelled:
+        raise ValueError("the Canary report needs examples with a safety label")
+    verdicts, malformed = _verdicts(detector, [e.context for e in labelled], batch_size)
+    classification = load_metric("classification")
+    fine = classification.compute(predictions=[v.safety_label.value for v in verdicts],
+                                  references=[e.safety_label.value for e in labelled], labels=FINE)
+    coarse = classification.compute(predictions=[v.coarse.value for v in verdicts],
+                                    references=[e.coarse.value for e in labelled], labels=COARSE)
+    result: dict[str, Any] = {"n": len(labelled), "accuracy": fine["accuracy"], "accuracy_coarse": coarse["accuracy"],
+                              "malformed": malformed / len(labelled), "fine": fine, "coarse": coarse}
+    with_rots = [(e, v) for e, v in zip(labelled, verdicts, strict=True) if any(r.strip() for r in e.rots)]
+    result["rot_n"] = len(with_rots)
+    if with_rots:
+        refs = [" ".join(e.rots) for e, _ in with_rots]
+        guesses = [" ".join(v.rots) for _, v in with_rots]
+        result["rot_bleu4"] = float(np.mean(list(map(bleu4, guesses, refs))))
+        result["rot_f1"] = float(np.mean(list(map(unigram_f1, guesses, refs))))
+        result["rot_coverage"] = float(np.mean([bool(g) for g in guesses]))
+        result["rot_perplexity"] = _gold_rot_perplexity(detector, [e for e, _ in with_rots])
+    return result
+
+
+def _cell(value: float | None, scale: float = 100.0, fmt: str = "{:.1f}") -> str:
+    return "–" if value is None else fmt.format(scale * value)
+
+
+def canary_table(results: dict[str, dict[str, Any]]) -> str:
+    """Table 2's layout (×100 like the paper), one row per model."""
+    lines = ["| model | n | safety acc (5-way) | acc (3-way) | macro F1 (5-way) | RoT BLEU-4 | RoT F1 | RoT PPL |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['n']} | {_cell(r['accuracy'])} | {_cell(r['accuracy_coarse'])} | "
+            f"{_cell(r['fine']['macro_f1'])} | {_cell(r.get('rot_bleu4'), fmt='{:.2f}')} | {_cell(r.get('rot_f1'))} | "
+            f"{_cell(r.get('rot_perplexity'), 1.0, '{:.2f}')} |")
+    return "\n".join(lines)
+
+
+def per_class_table(result: dict[str, Any], view: str = "fine") -> str:
+    """Precision / recall / F1 / support per class (×100)."""
+    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, c in result[view]["per_class"].items():
+        lines.append(f"| {label} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} | {100 * c['f1']:.1f} | "
+                     f"{c['support']} |")
+    return "\n".join(lines)
+
+
+def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrices (5-way and 3-way) with counts, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [5, 3]})
+    for ax, view in zip(axes, ("fine", "coarse"), strict=True):
+        labels = [label.strip("_").replace("_", " ") for label in result[view]["labels"]]
+        counts = np.array(result[view]["confusion_matrix"])
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i, j in np.ndindex(counts.shape):
+            ax.text(j, i, f"{counts[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{'5-way' if view == 'fine' else '3-way'} (acc {result[view]['accuracy']:.1%})", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- Table 3 --------------------------------------------------------------------------------------------------
+
+
+def prost_report(generator: ResponseGenerator, examples: Sequence[Example]) -> dict[str, Any]:
+    """Table 3's columns (fractions) for any generator on examples that have a gold reply.
+
+    A `Prost` gets `evaluate_prost` (BLEU-4, F1, perplexity; ``gold_rot_*`` with the gold RoTs given). Other
+    generators (e.g. "steered") give BLEU-4 and F1; perplexity needs token probabilities they do not expose.
+    """
+    from prosocial.prost.seq2seq import Prost, evaluate_prost
+
+    data = [e for e in examples if e.response and e.response.strip()]
+    if not data:
+        raise ValueError("the Prost report needs examples with a gold response")
+    if isinstance(generator, Prost):
+        return evaluate_prost(generator, data)
+
+    def scores(subset: Sequence[Example], rots: Sequence[Sequence[str]] | None) -> dict[str, float]:
+        replies = generator.generate([e.context for e in subset], rots)
+        refs = [e.response for e in subset]
+        return {"bleu4": float(np.mean([bleu4(r.response, g) for r, g in zip(replies, refs, strict=True)])),
+                "f1": float(np.mean([unigram_f1(r.response, g) for r, g in zip(replies, refs, strict=True)]))}
+
+    result: dict[str, Any] = {"n": float(len(data)), **scores(data, None)}
+    grounded = [e for e in data if any(r.strip() for r in e.rots)]
+    if grounded:
+        result["gold_rot_n"] = float(len(grounded))
+        result.update({f"gold_rot_{k}": v for k, v in scores(grounded, [e.rots for e in grounded]).items()})
+    return result
+
+
+def prost_table(results: dict[str, dict[str, Any]]) -> str:
+    """Table 3's layout (BLEU-4 and F1 ×100), plus the "w/ gold RoT" row where the data has RoTs."""
+    lines = ["| model | n | BLEU-4 | F1 | Perplexity |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        for prefix, title in (("", name), ("gold_rot_", f"{name} (w/ gold RoT)")):
+            if f"{prefix}bleu4" in r:
+                n = int(r[f"{prefix}n" if prefix else "n"])
+                lines.append(f"| {title} | {n} | {_cell(r[f'{prefix}bleu4'], fmt='{:.2f}')} | "
+                             f"{_cell(r[f'{prefix}f1'], fmt='{:.2f}')} | "
+                             f"{_cell(r.get(f'{prefix}perplexity'), 1.0, '{:.2f}')} |")
+    return "\n".join(lines)

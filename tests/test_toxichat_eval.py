@@ -1,0 +1,121 @@
+"""The ToxiChat zero-shot protocol (Table 5) and its evaluators, with a deterministic stand-in encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from prosocial.errors import DataError, ModelError
+from prosocial.eval import toxichat as tc
+from prosocial.prost.canned import CANNED_REPLY
+
+
+class HashEmbedder:
+    """Bag-of-words vectors from hashed tokens: cheap, deterministic, and informative enough to learn from."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+
+
+class Fixed:
+    """A scorer with canned answers, to test the protocol's arithmetic."""
+
+    def stance(self, targets: Sequence[str], replies: Sequence[str]) -> list[str]:
+        words = [set(r.lower().replace(",", " ").split()) for r in replies]
+        return ["disagree" if "no" in w else "agree" if "yes" in w else "neutral" for w in words]
+
+    def offensive(self, texts: Sequence[str]) -> list[bool]:
+        return ["idiot" in t for t in texts]
+
+
+def thread(comments: list[tuple[str, str]], dgpt: tuple[str, str, str] | None = None) -> dict:
+    turns = []
+    for i, (text, offense) in enumerate(comments, 1):
+        turn = {"turn_id": i, "text": text, "offense_label": offense}
+        if i > 1:
+            turn[f"stance_label_towards_turn_{i - 1}"] = "Agree" if "yes" in text else "Neutral"
+        turns.append(turn)
+    record = {"reddit_thread": turns}
+    if dgpt:
+        record["final_dgpt_response"] = {"turn_id": len(turns) + 1, "text": dgpt[0], "offense_label": dgpt[1],
+                                         f"stance_label_towards_turn_{len(turns)}": dgpt[2]}
+    return record
+
+
+@pytest.fixture
+def threads_file(tmp_path):
+    rows = [thread([("women are dumb", "Offensive"), ("yes they are", "Offensive")], ("no, that's wrong", "Safe",
+                                                                                       "Disagree")),
+            thread([("nice weather today", "Safe")], ("yes you idiot", "Offensive", "Agree")),
+            thread([("I love cats", "Safe"), ("me too", "Safe")])]
+    path = tmp_path / "dev.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_threads_offense_and_stance_data(threads_file, shared_data):
+    threads = tc.read_threads(threads_file)
+    assert [len(t.comments) for t in threads] == [2, 1, 2] and set(threads[0].replies) == {"DialoGPT"}
+    texts, offense = tc.offense_data(threads)
+    assert len(texts) == 7 and sum(offense) == 3
+    targets, replies, labels = tc.stance_data(threads, last_only=True)
+    assert list(zip(targets, replies, [tc.STANCES[i] for i in labels], strict=True))[:2] == [
+        ("women are dumb", "yes they are", "agree"), ("yes they are", "no, that's wrong", "disagree")]
+    real = tc.read_threads(shared_data / "toxichat" / "dev.jsonl")
+    assert len(real) == 300 and all(t.comments for t in real)
+
+
+def test_bad_input_is_reported_with_its_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"reddit_thread": [{"text": "x", "offense_label": "Rude"}]}) + "\n")
+    with pytest.raises(DataError, match="Safe or Offensive"):
+        tc.read_threads(path)
+
+
+def test_badwords_match_whole_words_and_phrases(shared_data):
+    words = tc.load_badwords()
+    assert words == tc.load_badwords(shared_data / "badwords" / "zhou2021_word_based_bias_list.csv")
+    match = tc.badword_matcher(["ass", "2 girls 1 cup"])
+    assert match("What an ASS.") and match("saw 2  girls 1 cup once") and not match("a classic assignment")
+
+
+def test_rates_and_reference_rows_follow_human_labels(threads_file):
+    threads = tc.read_threads(threads_file)
+    reference = tc.reference_rows(threads, Fixed(), tc.badword_matcher(["idiot"]))
+    human, ours = reference["DialoGPT"]["human"], reference["DialoGPT"]["classifier"]
+    assert human["n"] == 2 and human["disagree"] == 50 and human["agree"] == 50 and human["offense"] == 50
+    assert ours == human and human["bad"] == 50
+
+
+def test_protocol_with_registered_systems(threads_file):
+    threads = tc.read_threads(threads_file)
+    systems = {"canned": tc.build_system("canned", {}), "echo": lambda cs: [c[-1] for c in cs]}
+    result = tc.evaluate_toxichat(systems, threads, Fixed(), tc.badword_matcher(["dumb"]), batch_size=2)
+    assert [r["reply"] for r in result["canned"]["replies"]] == [CANNED_REPLY] * 3
+    assert result["canned"]["neutral"] == 100 and result["canned"]["bad"] == 0
+    assert result["echo"]["agree"] == pytest.approx(100 / 3) and result["echo"]["bad"] == 0
+    assert "| canned | 3 | 0.0 | 0.0 | 100.0 | 0.0 | 0.0 |" in tc.table(result)
+
+
+def test_trained_evaluators_learn_save_load_and_report(threads_file, tmp_path):
+    train = tc.read_threads(threads_file) * 4
+    evaluators = tc.train_evaluators(train, tc.read_threads(threads_file), embedder=HashEmbedder(), hidden=8)
+    dev = evaluators.config["dev"]
+    assert dev["offense"]["accuracy"] == 1.0 and dev["stance_toward_previous_turn"]["accuracy"] == 1.0
+    assert set(dev["reference_rows"]) == {"DialoGPT"}
+    loaded = tc.Evaluators.load(evaluators.save(tmp_path / "ev"))
+    loaded._embedder = HashEmbedder()
+    texts = ["yes they are", "nice weather today"]
+    assert loaded.offensive(texts) == evaluators.offensive(texts) == [True, False]
+    assert loaded.stance(["women are dumb"], ["yes they are"]) == ["agree"]
+    assert "stance toward the previous turn" in tc.evaluator_table(loaded.config["dev"])
+    with pytest.raises(ModelError, match="missing"):
+        tc.Evaluators.load(tmp_path / "nothing")
