@@ -237,11 +237,23 @@ def test_api_keys():
         assert client.get("/healthz").status_code == 200
 
 
-def test_readyz_reports_a_detector_that_cannot_load():
-    app = create_app(ServeSettings(detector="no-such-detector"))
+class MissingWeightsDetector(KeywordDetector):
+    def predict(self, contexts, with_rots=True):
+        raise ModelError("model directory not found: /nowhere")
+
+
+@pytest.mark.parametrize(
+    ("settings", "detector", "words"),
+    [(ServeSettings(detector="no-such-detector"), None, "no-such-detector"),
+     (ServeSettings(), MissingWeightsDetector(), "/nowhere")],
+)
+def test_readyz_reports_a_detector_that_cannot_load(settings, detector, words):
+    app = create_app(settings, detector=detector)
     with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and "no-such-detector" in ready.json()["error"]
+        deadline = time.monotonic() + 10
+        while (ready := client.get("/readyz")).json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.status_code == 503 and words in ready.json()["error"]
         assert client.get("/healthz").status_code == 200
         assert client.post("/v1/safety", json={"contexts": [["hi"]]}).status_code == 503
 

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from prosocial.canary.base import SafetyDetector, Verdict, load_detector
 from prosocial.data.context import check_context
 from prosocial.data.labels import Coarse, SafetyLabel
+from prosocial.errors import ModelError
 from prosocial.lm.base import UpstreamError
 from prosocial.serve.batcher import MicroBatcher
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
@@ -156,7 +157,8 @@ class _Service:
         self.upstream: Upstream | None = None
         self.notifier: EscalationNotifier | None = None
         self.ready = False
-        self.load_error: str | None = None
+        self.detector_error: str | None = None
+        self.agent_error: str | None = None
         self._warmup: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -170,7 +172,7 @@ class _Service:
             if self.detector is None:
                 self.detector = load_detector(s.detector, **s.detector_settings)
         except Exception as exc:  # a bad configuration leaves the service up and /readyz saying why
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.detector_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot build detector %r: %s", s.detector, exc)
             return
         self.batcher = MicroBatcher(self.detector, s.batch_size, s.batch_wait_ms, self.metrics.observe_batch)
@@ -183,12 +185,17 @@ class _Service:
         detector = self.detector
         try:
             await self.batcher.run_in_model_thread(lambda: detector.predict([WARMUP_CONTEXT], with_rots=True))
-            if self.agent is None and self.settings.generator:
-                self.agent = await self.batcher.run_in_model_thread(self._build_agent)
         except Exception as exc:
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("model loading failed: %s", self.load_error)
+            self.detector_error = f"{type(exc).__name__}: {exc}"
+            log.error("the detector failed to load: %s", self.detector_error)
             return
+        if self.agent is None and self.settings.generator:
+            try:
+                self.agent = await self.batcher.run_in_model_thread(self._build_agent)
+            except Exception as exc:  # /v1/safety and the proxy still work without the agent
+                self.agent_error = f"{type(exc).__name__}: {exc}"
+                log.error("the agent's generator failed to load: %s", self.agent_error)
+                return
         self.ready = True
 
     def _build_agent(self) -> ProsocialAgent:
@@ -210,9 +217,16 @@ class _Service:
             await self.notifier.aclose()
 
     def require_batcher(self) -> MicroBatcher:
-        if self.batcher is None:
-            raise ProxyError(503, f"the detector is not available: {self.load_error}", "service_unavailable")
+        if self.batcher is None or self.detector_error:
+            raise ProxyError(503, f"the detector is not available: {self.detector_error}", "service_unavailable")
         return self.batcher
+
+    async def predict(self, contexts: list[list[str]], with_rots: bool = True) -> list[Verdict]:
+        """Verdicts through the micro-batcher; a model that cannot run is a 503, not a crash."""
+        try:
+            return await self.require_batcher().predict(contexts, with_rots)
+        except ModelError as exc:
+            raise ProxyError(503, f"the detector is not available: {exc}", "service_unavailable") from None
 
     def escalate(self, route: str, context: list[str], verdict: Verdict) -> None:
         self.metrics.escalations.inc()
@@ -323,7 +337,7 @@ def create_app(
     async def safety(body: SafetyRequest) -> SafetyResponse:
         """Judge each context: the five-level label, its coarse class, a score per label, and rules-of-thumb."""
         contexts = [_checked(c, f"contexts[{i}]") for i, c in enumerate(body.contexts)]
-        verdicts = await service.require_batcher().predict(contexts, body.with_rots)
+        verdicts = await service.predict(contexts, body.with_rots)
         for v in verdicts:
             service.metrics.verdicts.labels("/v1/safety", v.safety_label.value).inc()
         return SafetyResponse(results=[VerdictOut(**v.to_dict()) for v in verdicts])
@@ -335,7 +349,8 @@ def create_app(
         context = _checked(body.context, "context")
         batcher = service.require_batcher()
         if service.agent is None:
-            why = service.load_error or ("still loading" if s.generator else "no generator configured (`generator`)")
+            why = service.agent_error or service.detector_error
+            why = why or ("still loading" if s.generator else "no generator configured (`generator`)")
             raise ProxyError(503, f"the agent is not available: {why}", "service_unavailable")
         agent = service.agent
         try:
@@ -364,7 +379,7 @@ def create_app(
         and X-Prosocial-Action headers."""
         messages = [m.model_dump(exclude_unset=True) for m in body.messages]
         context = dialogue_context(messages)
-        verdict = (await service.require_batcher().predict([context]))[0]
+        verdict = (await service.predict([context]))[0]
         service.metrics.verdicts.labels("/v1/chat/completions", verdict.safety_label.value).inc()
         if verdict.coarse is Coarse.NEEDS_INTERVENTION:
             service.escalate("/v1/chat/completions", context, verdict)
@@ -405,8 +420,8 @@ def create_app(
         """Models are loaded and requests will be answered without a loading delay."""
         if service.ready:
             return JSONResponse({"status": "ready", "detector": s.detector if detector is None else detector.name})
-        state = "failed" if service.load_error else "loading"
-        return JSONResponse({"status": state, "error": service.load_error}, status_code=503)
+        error = service.detector_error or service.agent_error
+        return JSONResponse({"status": "failed" if error else "loading", "error": error}, status_code=503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

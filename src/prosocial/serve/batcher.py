@@ -54,7 +54,7 @@ class MicroBatcher:
         await self._queue.join()
         if self._task:
             self._task.cancel()
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)  # only a warm-up can still be running
 
     async def run_in_model_thread(self, fn: Callable[[], object]) -> object:
         """Other model work (warm-up, the agent) shares the same thread, so it never runs beside a batch."""
