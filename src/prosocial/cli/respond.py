@@ -1,0 +1,158 @@
+"""`prosocial respond` and `prosocial chat`: the prosocial agent (Canary + a generator + human hand-over)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from prosocial.canary import load_detector
+from prosocial.cli.batch import run_jsonl
+from prosocial.errors import DataError, ModelError
+from prosocial.prost import load_generator
+from prosocial.steer import Conversation, ProsocialAgent
+from prosocial.steer.agent import AgentTurn
+from prosocial.steer.steered import PROMPT_STYLES
+
+console = Console(stderr=True)
+LABEL_STYLE = {"casual": "green", "needs caution": "yellow", "needs intervention": "bold red"}
+
+BACKEND = typer.Option("prost-mini", "--backend", "-b", help="Generator backend: prost-mini, prost, steered, …")
+MODEL = typer.Option(None, "--model", "-m", help="Generator model (Prost folder; for steered, the LM's model).")
+LM = typer.Option(None, "--lm", help="With --backend steered: the LM backend (llamacpp, transformers, openai).")
+PROMPT_STYLE = typer.Option("paper", "--prompt-style", help="With steered: 'paper' (P0/Pr text) or 'chat'.")
+DETECTOR = typer.Option("canary-mini", "--detector", "-d", help="Detector backend from the registry.")
+DETECTOR_MODEL = typer.Option(None, "--detector-model", help="Detector model directory (default: the packaged one).")
+WEBHOOK = typer.Option(None, "--webhook", help="URL to POST a JSON event to when a conversation needs a human.")
+
+
+def build_agent(
+    backend: str,
+    model: str | None,
+    lm: str | None,
+    prompt_style: str,
+    detector: str,
+    detector_model: Path | None,
+    webhook: str | None,
+) -> ProsocialAgent:
+    """The agent from command-line choices; only settings the user gave are passed, so defaults stay the backends'."""
+    if backend == "steered":
+        if prompt_style not in PROMPT_STYLES:
+            raise typer.BadParameter(f"--prompt-style must be one of {list(PROMPT_STYLES)}")
+        settings: dict = {"prompt_style": prompt_style, **({"lm": lm} if lm else {})}
+    elif lm is not None:
+        raise typer.BadParameter("--lm only applies to --backend steered")
+    else:
+        settings = {}
+    if model is not None:
+        settings["model"] = model
+    generator = load_generator(backend, **settings)
+    safety = load_detector(detector, **({"model_dir": detector_model} if detector_model else {}))
+    return ProsocialAgent(safety, generator, escalation=webhook)
+
+
+def respond(
+    text: str | None = typer.Argument(None, help="The user's latest utterance."),
+    context: list[str] = typer.Option([], "--context", "-c", help="An earlier utterance, oldest first; repeatable."),
+    input: Path | None = typer.Option(None, "--input", "-i", help='JSON Lines: {"id": …, "context": [utterances]}.'),
+    output: Path | None = typer.Option(None, "--output", "-o", help="JSON Lines output (with --input)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
+    backend: str = BACKEND,
+    model: str | None = MODEL,
+    lm: str | None = LM,
+    prompt_style: str = PROMPT_STYLE,
+    detector: str = DETECTOR,
+    detector_model: Path | None = DETECTOR_MODEL,
+    webhook: str | None = WEBHOOK,
+    batch_size: int = typer.Option(16, help="Contexts per batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole turn (label, RoTs, hand-over) as JSON."),
+) -> None:
+    """Answer prosocially: judge safety, ground the reply in rules-of-thumb, hand over to a human if needed."""
+    try:
+        if input is not None and output is None:
+            raise typer.BadParameter("--input needs --output")
+        if input is None and text is None:
+            raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
+        agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
+        if input is not None:
+            written, skipped = run_jsonl(input, output, lambda contexts: _rows(agent, contexts), batch_size,
+                                         skip_invalid, console, "respond")
+            note = f"; skipped {skipped:,} bad lines" if skipped else ""
+            console.print(f"wrote {written:,} replies to {output}{note}", highlight=False)
+            return
+        turn = agent.respond([*context, text])
+    except (DataError, ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(turn.response + "\n")
+    console.print(_side(turn))
+
+
+def _rows(agent: ProsocialAgent, contexts: list[list[str]]) -> list[dict]:
+    return [
+        {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value}
+        for t in agent.respond_batch(contexts)
+    ]
+
+
+def _side(turn: AgentTurn) -> Text:
+    """The judgement shown beside a reply: label, RoTs, and whether a human should take over."""
+    style = LABEL_STYLE[turn.coarse.value]
+    side = Text(turn.safety_label.value, style=style)
+    for rot in turn.rots:
+        side.append(f"\n• {rot}", style="dim")
+    if turn.escalated:
+        side.append("\nhanded over to a human", style="bold red")
+    return side
+
+
+def chat(
+    backend: str = BACKEND,
+    model: str | None = MODEL,
+    lm: str | None = LM,
+    prompt_style: str = PROMPT_STYLE,
+    detector: str = DETECTOR,
+    detector_model: Path | None = DETECTOR_MODEL,
+    webhook: str | None = WEBHOOK,
+) -> None:
+    """Chat with the prosocial agent in the terminal; each reply shows its safety label and RoTs. /reset, /quit."""
+    try:
+        agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
+    except (ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out = Console()
+    conversation = Conversation()
+    out.print("[dim]Type a message; /reset starts over, /quit ends.[/dim]")
+    while True:
+        try:
+            line = out.input("[bold]you>[/bold] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line:
+            continue
+        if line == "/quit":
+            break
+        if line == "/reset":
+            conversation.reset()
+            out.print("[dim]conversation reset[/dim]")
+            continue
+        try:
+            turn = agent.turn(conversation, line)
+        except (ModelError, ValueError) as exc:
+            out.print(f"[red]error:[/red] {exc}", highlight=False)
+            continue
+        grid = Table.grid(padding=(0, 2), expand=True)
+        grid.add_column(ratio=3)
+        grid.add_column(ratio=2)
+        grid.add_row(Text("bot> ", style="bold cyan") + Text(turn.response), _side(turn))
+        out.print(grid)
+    out.print("[dim]bye[/dim]")

@@ -1,0 +1,196 @@
+"""The prosocial agent: Canary judges each turn, a generator answers, and emergencies go to a human.
+
+Paper §2.3: contexts that *need intervention* (medical issues, imminent danger, self-harm) call for a real
+human (e.g. 911), not a chatbot reply. So on such a turn the agent never asks the LM; it notifies the
+escalation handlers (callbacks, webhooks) and answers with a fixed hand-over text pointing to emergency
+help. §3 also observes that needs-intervention situations do not de-escalate, so a conversation stays in
+hand-over mode until it is explicitly reset (e.g. by the human who took over).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.data.context import check_context
+from prosocial.data.labels import Coarse, SafetyLabel
+from prosocial.prost.base import ResponseGenerator
+
+log = logging.getLogger(__name__)
+
+HANDOVER_REPLY = (
+    "I'm worried about what you've shared, and this is something a real person should help with right now. "
+    "If you or someone else is in immediate danger, please call your local emergency number (911 in the US). "
+    "If you are thinking about harming yourself, you can call or text the 988 Suicide & Crisis Lifeline in the "
+    "US (988), or your local crisis line elsewhere. Please also reach out to someone you trust."
+)
+
+
+@dataclass
+class EscalationEvent:
+    """What a human on call is told when a conversation needs intervention."""
+
+    conversation_id: str
+    context: list[str]
+    verdict: Verdict
+    time: str  # ISO 8601, UTC
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "context": list(self.context),
+            "verdict": self.verdict.to_dict(),
+            "time": self.time,
+        }
+
+
+EscalationHandler = Callable[[EscalationEvent], Any]
+
+
+class WebhookEscalation:
+    """POST the event as JSON to `url`; a non-2xx answer or a timeout raises (the agent logs it)."""
+
+    def __init__(self, url: str, timeout: float = 5.0, headers: dict[str, str] | None = None):
+        self.url = url
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+
+    def __call__(self, event: EscalationEvent) -> None:
+        response = httpx.post(self.url, json=event.to_dict(), headers=self.headers, timeout=self.timeout)
+        response.raise_for_status()
+
+    def __repr__(self) -> str:
+        return f"WebhookEscalation({self.url!r})"
+
+
+@dataclass
+class AgentTurn:
+    """One agent answer: the reply, the turn's safety judgement, the RoTs used, and the hand-over state."""
+
+    response: str
+    safety_label: SafetyLabel
+    rots: list[str]
+    escalated: bool
+
+    @property
+    def coarse(self) -> Coarse:
+        return self.safety_label.coarse
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "response": self.response,
+            "safety_label": self.safety_label.value,
+            "coarse": self.coarse.value,
+            "rots": list(self.rots),
+            "escalated": self.escalated,
+        }
+
+
+@dataclass
+class Conversation:
+    """A dialogue with the agent: utterances (user and agent alternating), one verdict per user turn."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    history: list[str] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    escalated: bool = False
+
+    def reset(self) -> None:
+        """Start over (e.g. once a human has taken care of the situation): empty history, no hand-over."""
+        self.history.clear()
+        self.verdicts.clear()
+        self.escalated = False
+
+
+class ProsocialAgent:
+    """Detector + generator + escalation, per turn or in batches.
+
+    `escalation` is a handler, a webhook URL, or a sequence of them; handlers run once, on the turn a
+    conversation enters hand-over mode. A failing handler is logged and skipped: the user still gets the
+    hand-over reply.
+    """
+
+    def __init__(
+        self,
+        detector: SafetyDetector,
+        generator: ResponseGenerator,
+        escalation: EscalationHandler | str | Sequence[EscalationHandler | str] | None = None,
+        handover: str = HANDOVER_REPLY,
+        webhook_timeout: float = 5.0,
+    ):
+        self.detector = detector
+        self.generator = generator
+        self.handover = handover
+        if escalation is None:
+            items: Sequence[EscalationHandler | str] = []
+        elif isinstance(escalation, str) or callable(escalation):
+            items = [escalation]
+        else:
+            items = escalation
+        self.handlers: list[EscalationHandler] = [
+            WebhookEscalation(h, timeout=webhook_timeout) if isinstance(h, str) else h for h in items
+        ]
+
+    def respond(self, context: Sequence[str], conversation_id: str | None = None) -> AgentTurn:
+        """One stateless context (utterances, oldest first; the last is the user's)."""
+        return self.respond_batch([context], None if conversation_id is None else [conversation_id])[0]
+
+    def respond_batch(
+        self, contexts: Sequence[Sequence[str]], conversation_ids: Sequence[str] | None = None
+    ) -> list[AgentTurn]:
+        """Many stateless contexts: one detector call and at most one generator call for the whole batch."""
+        checked = [check_context(c, where=f"contexts[{i}]") for i, c in enumerate(contexts)]
+        ids = list(conversation_ids) if conversation_ids is not None else [uuid.uuid4().hex for _ in checked]
+        if len(ids) != len(checked):
+            raise ValueError(f"{len(ids)} conversation ids for {len(checked)} contexts")
+        turns, _ = self._run(checked, ids, [False] * len(checked))
+        return turns
+
+    def turn(self, conversation: Conversation, user_text: str) -> AgentTurn:
+        """The user says `user_text`; judge it in context, answer, and record both in `conversation`."""
+        context = check_context([*conversation.history, user_text])
+        turns, verdicts = self._run([context], [conversation.id], [conversation.escalated])
+        result = turns[0]
+        conversation.history += [context[-1], result.response]
+        conversation.verdicts.append(verdicts[0])
+        conversation.escalated = result.escalated
+        return result
+
+    def _run(
+        self, contexts: list[list[str]], ids: list[str], escalated: list[bool]
+    ) -> tuple[list[AgentTurn], list[Verdict]]:
+        verdicts = self.detector.predict(contexts)
+        handover = [was or v.coarse is Coarse.NEEDS_INTERVENTION for was, v in zip(escalated, verdicts, strict=True)]
+        for context, cid, verdict, was, now in zip(contexts, ids, verdicts, escalated, handover, strict=True):
+            if now and not was:
+                self._escalate(EscalationEvent(cid, context, verdict, datetime.now(UTC).isoformat()))
+        todo = [i for i, h in enumerate(handover) if not h]
+        replies = {}
+        if todo:
+            grounding = [[] if verdicts[i].safety_label.is_casual else verdicts[i].rots for i in todo]
+            generated = self.generator.generate(
+                [contexts[i] for i in todo], grounding if any(grounding) else None
+            )
+            replies = dict(zip(todo, generated, strict=True))
+        turns = []
+        for i, verdict in enumerate(verdicts):
+            if handover[i]:
+                turns.append(AgentTurn(self.handover, verdict.safety_label, list(verdict.rots), True))
+            else:
+                reply = replies[i]
+                turns.append(AgentTurn(reply.response, verdict.safety_label, list(reply.rots or verdict.rots), False))
+        return turns, verdicts
+
+    def _escalate(self, event: EscalationEvent) -> None:
+        for handler in self.handlers:
+            try:
+                handler(event)
+            except Exception:  # a broken pager must never leave the user without the hand-over reply
+                log.exception("escalation handler %r failed for conversation %s", handler, event.conversation_id)
