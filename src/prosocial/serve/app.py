@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -357,6 +357,8 @@ def create_app(
             turn = await batcher.run_in_model_thread(lambda: agent.respond(context))
         except UpstreamError as exc:  # the generator's LM server failed (an LM behind the `steered` generator)
             raise ProxyError(502, f"the agent's language model failed: {exc}") from None
+        except ModelError as exc:
+            raise ProxyError(503, f"the agent is not available: {exc}", "service_unavailable") from None
         result = turn.to_dict()
         out = RespondResponse(**{k: result[k] for k in RespondResponse.model_fields})
         service.metrics.verdicts.labels("/v1/respond", out.safety_label.value).inc()
@@ -406,7 +408,8 @@ def create_app(
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         data = await service.upstream.complete(raw, auth)
         data["prosocial"] = verdict.to_dict() | {"action": action}
-        return JSONResponse(data, headers=headers)
+        # ASCII-escaped, so whatever text the upstream sent (even lone surrogates) re-encodes safely.
+        return Response(json.dumps(data).encode(), media_type="application/json", headers=headers)
 
     app.include_router(v1)
 
