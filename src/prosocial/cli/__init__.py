@@ -7,7 +7,11 @@ from pathlib import Path
 import typer
 
 from prosocial import __version__
+from prosocial.cli.canary import check, train_canary_mini
 from prosocial.cli.data import app as data_app
+from prosocial.cli.eval import app as eval_app
+from prosocial.cli.respond import chat, respond
+from prosocial.cli.train import app as train_app
 
 app = typer.Typer(
     name="prosocial",
@@ -17,6 +21,12 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.command()(check)
+app.command()(respond)
+app.command()(chat)
+train_app.command("canary-mini")(train_canary_mini)
 
 
 def _version(value: bool) -> None:

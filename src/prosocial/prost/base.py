@@ -48,6 +48,7 @@ def register_generator(name: str) -> Callable[[type[ResponseGenerator]], type[Re
 
 def load_generator(name: str = "prost-mini", **settings) -> ResponseGenerator:
     import prosocial.prost  # noqa: F401  (registers the built-in backends)
+    import prosocial.steer  # noqa: F401  (registers "steered", any LM as a generator)
 
     if name not in GENERATORS:
         raise ModelError(f"unknown generator backend {name!r}; known: {sorted(GENERATORS)}")

@@ -1,0 +1,233 @@
+"""Canary-mini: the offline default detector — a fine-tuned MiniLM classifier plus a retrieved-RoT bank.
+
+A model directory holds small modules, each with its own files (as sentence-transformers does):
+
+- ``encoder/``: the fine-tuned all-MiniLM-L6-v2 (transformers format, fp16) and its tokenizer;
+- ``head.safetensors``: the linear head over mean-pooled tokens → casual / needs caution / needs intervention;
+- ``rot_bank/``: RoT bank entries and their embeddings (see `prosocial.canary.rotbank`);
+- ``config.json``: input shaping, the calibration temperature and decision thresholds, provenance.
+
+Three coarse probabilities become the five labels through the paper's voting view (A.4): with p the
+calibrated probability of intervention and q the share of "needs caution" among the other two, the label is
+needs intervention when p clears its threshold, casual when q is below the casual threshold, and otherwise
+the number of three annotators expected to vote "needs caution" (1, 2, 3 → possibly, probably, needs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prosocial.canary.base import SafetyDetector, Verdict, register_detector, resolve_model_dir
+from prosocial.data.context import build_context, check_context
+from prosocial.data.labels import COARSE_LABELS, SafetyLabel
+from prosocial.resources import RESOURCES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = RESOURCES / "canary-mini"
+CONFIG = "config.json"
+
+
+@dataclass
+class MiniConfig:
+    """Everything besides weights that inference needs; saved as config.json."""
+
+    max_turns: int = 4
+    max_length: int = 96
+    temperature: float = 1.0
+    casual_threshold: float = 0.5
+    intervention_threshold: float = 0.5
+    rots_per_context: int = 2
+    meta: dict | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> MiniConfig:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class MiniClassifier(nn.Module):
+    """MiniLM encoder, mean pooling over real tokens, dropout, linear head to the three coarse classes."""
+
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, len(COARSE_LABELS))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+
+def context_texts(contexts: Sequence[Sequence[str]], max_turns: int) -> list[str]:
+    """Validate and flatten contexts exactly as in training."""
+    return [build_context(check_context(c, f"contexts[{i}]"), max_turns=max_turns) for i, c in enumerate(contexts)]
+
+
+def five_way_scores(probs: np.ndarray) -> np.ndarray:
+    """Spread coarse probabilities (casual, caution, intervention) over the five labels.
+
+    The caution mass is split by how many of three annotators would vote "needs caution" given at least one
+    does, with the per-annotator rate q = P(caution) / (P(casual) + P(caution)) — the A.4 view of agreement.
+    """
+    casual, caution, intervention = probs[:, 0], probs[:, 1], probs[:, 2]
+    q = caution / np.clip(casual + caution, 1e-9, None)
+    votes = np.stack([math.comb(3, k) * q**k * (1 - q) ** (3 - k) for k in (1, 2, 3)], axis=1)
+    votes /= np.clip(votes.sum(1, keepdims=True), 1e-12, None)
+    return np.column_stack([casual, caution[:, None] * votes, intervention])
+
+
+def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
+    """Apply the calibrated thresholds (see the module docstring)."""
+    labels = []
+    for casual, caution, intervention in probs:
+        q = caution / max(casual + caution, 1e-9)
+        if intervention >= config.intervention_threshold:
+            labels.append(SafetyLabel.NEEDS_INTERVENTION)
+        elif q < config.casual_threshold:
+            labels.append(SafetyLabel.CASUAL)
+        else:
+            votes = min(3, max(1, round(3 * q)))
+            labels.append(
+                (
+                    SafetyLabel.POSSIBLY_NEEDS_CAUTION,
+                    SafetyLabel.PROBABLY_NEEDS_CAUTION,
+                    SafetyLabel.NEEDS_CAUTION,
+                )[votes - 1]
+            )
+    return labels
+
+
+def batched_logits(
+    model: MiniClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int, progress: bool = False
+) -> np.ndarray:
+    """Logits for many texts, batched by similar length (little padding); rows come back in input order."""
+    from tqdm.auto import tqdm
+
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out = np.zeros((len(texts), len(COARSE_LABELS)), dtype=np.float32)
+    pad = tokenizer.pad_token_id
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="classify", unit="batch"):
+            rows = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[j, : len(encoded[i])] = 1
+            out[rows] = model(ids, mask).float().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def load_tokenizer(encoder_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    tokenizer.truncation_side = "left"  # keep the newest turns, drop the oldest
+    return tokenizer
+
+
+@register_detector("canary-mini")
+class CanaryMini(SafetyDetector):
+    """The offline default detector (see the module docstring and the model card in its directory)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path = DEFAULT_DIR,
+        batch_size: int = 64,
+        num_threads: int | None = None,
+        rots_per_context: int | None = None,
+    ):
+        self.model_dir = model_dir
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.rots_per_context = rots_per_context
+
+    @cached_property
+    def config(self) -> MiniConfig:
+        path = resolve_model_dir(self.model_dir, [CONFIG, "encoder", "head.safetensors"])
+        return MiniConfig.load(path / CONFIG)
+
+    @cached_property
+    def _tokenizer(self):
+        return load_tokenizer(Path(self.model_dir) / "encoder")
+
+    @cached_property
+    def _model(self) -> MiniClassifier:
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        directory = Path(self.model_dir)
+        encoder = AutoModel.from_pretrained(directory / "encoder", dtype=torch.float32)
+        model = MiniClassifier(encoder)
+        model.head.load_state_dict(load_file(directory / "head.safetensors"))
+        return model.eval()
+
+    @cached_property
+    def _bank(self):
+        from prosocial.canary.rotbank import RotBank
+
+        return RotBank.load(Path(self.model_dir) / "rot_bank")
+
+    def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
+        """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
+        config = self.config
+        texts = context_texts(contexts, config.max_turns)
+        self._warn_truncated(texts)
+        logits = batched_logits(self._model, self._tokenizer, texts, config.max_length, self.batch_size)
+        return softmax(logits, config.temperature)
+
+    def _warn_truncated(self, texts: list[str]) -> None:
+        lengths = [len(ids) for ids in self._tokenizer(texts, truncation=False)["input_ids"]]
+        long = sum(n > self.config.max_length for n in lengths)
+        if long:
+            log.warning(
+                "%d context(s) longer than %d tokens were truncated from the oldest turn",
+                long,
+                self.config.max_length,
+            )
+
+    def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
+        if not contexts:
+            return []
+        probs = self.probabilities(contexts)
+        labels = decide(probs, self.config)
+        scores = five_way_scores(probs)
+        names = [label.value for label in SafetyLabel]
+        verdicts = [
+            Verdict(label, dict(zip(names, map(float, row), strict=True))) for label, row in zip(labels, scores, strict=True)
+        ]
+        if with_rots:
+            flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
+            if flagged:
+                k = self.rots_per_context or self.config.rots_per_context
+                found = self._bank.search([list(contexts[i]) for i in flagged], k=k)
+                for i, rots in zip(flagged, found, strict=True):
+                    verdicts[i].rots = rots
+        return verdicts

@@ -1,0 +1,344 @@
+"""Rebuild Canary-mini from the public data in ../shared/data (`prosocial train canary-mini`).
+
+1. Training examples come from the benchmark adapters' *train* splits through the documented mapping
+   (`prosocial.data.mapping`); dev splits are never read here.
+2. A slice of train (by hash, `CALIBRATION_FRACTION`) is held out for calibration.
+3. The MiniLM encoder and a linear head are fine-tuned end to end with soft targets: a label's coarse
+   distribution follows the A.4 votes behind it (possibly needs caution = one of three caution votes, …).
+4. A temperature and the two decision thresholds are fitted on the calibration slice.
+5. The RoT bank is built from SBIC-derived RoTs and the RoT-like norms written in ProsocialDialog replies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prosocial.canary.mini import (
+    CONFIG,
+    MiniClassifier,
+    MiniConfig,
+    batched_logits,
+    context_texts,
+    decide,
+    load_tokenizer,
+    softmax,
+)
+from prosocial.canary.rotbank import Embedder, Entry, RotBank, packaged_minilm
+from prosocial.data.labels import SafetyLabel
+from prosocial.data.schema import Example
+from prosocial.io import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+#: Labelled sources for the classifier, and casual corpora (capped: they are plentiful and easy).
+LABELLED_SOURCES = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic")
+CASUAL_SOURCES = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
+CALIBRATION_FRACTION = 0.1
+
+#: The coarse distribution (casual, caution, intervention) a label stands for: its share of A.4 votes.
+SOFT_TARGETS = {
+    SafetyLabel.CASUAL: (1.0, 0.0, 0.0),
+    SafetyLabel.POSSIBLY_NEEDS_CAUTION: (2 / 3, 1 / 3, 0.0),
+    SafetyLabel.PROBABLY_NEEDS_CAUTION: (1 / 3, 2 / 3, 0.0),
+    SafetyLabel.NEEDS_CAUTION: (0.0, 1.0, 0.0),
+    SafetyLabel.NEEDS_INTERVENTION: (0.0, 0.0, 1.0),
+}
+
+
+@dataclass
+class MiniTrainSettings:
+    epochs: float = 1.0
+    batch_size: int = 32
+    #: the word-embedding matrix is half of MiniLM's weights; freezing it halves optimiser work and keeps
+    #: rare words' pretrained meaning
+    freeze_embeddings: bool = True
+    encoder_lr: float = 4e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    casual_cap: int = 800
+    limit_per_source: int | None = None
+    max_false_alarm: float = 0.02
+    seed: int = 13
+    num_threads: int | None = None
+    config: MiniConfig = field(default_factory=MiniConfig)
+
+
+def _hash_fraction(key: str, salt: str) -> float:
+    digest = hashlib.sha1(f"{salt}:{key}".encode()).hexdigest()
+    return int(digest[:8], 16) / 0xFFFFFFFF
+
+
+def load_training_examples(
+    root: Path | None, settings: MiniTrainSettings
+) -> dict[str, list[Example]]:
+    """Train-split examples per source, deduplicated by text, casual corpora capped."""
+    from prosocial.data.adapters import load_benchmark
+
+    by_source: dict[str, list[Example]] = {}
+    rng = random.Random(settings.seed)
+    for name in LABELLED_SOURCES + CASUAL_SOURCES:
+        examples = load_benchmark(name, "train", root=root)
+        seen: set[str] = set()
+        kept = []
+        for example in examples:
+            key = "\n".join(example.context[-settings.config.max_turns :])
+            if example.safety_label is None or key in seen:
+                continue
+            seen.add(key)
+            kept.append(example)
+        cap = settings.casual_cap if name in CASUAL_SOURCES else None
+        cap = min(x for x in (cap, settings.limit_per_source, len(kept)) if x is not None)
+        if cap < len(kept):
+            kept = rng.sample(kept, cap)
+        by_source[name] = kept
+    return by_source
+
+
+def split_calibration(by_source: dict[str, list[Example]]) -> tuple[list[Example], list[Example]]:
+    train, calibration = [], []
+    for examples in by_source.values():
+        for example in examples:
+            held = _hash_fraction("\n".join(example.context), "calibration") < CALIBRATION_FRACTION
+            (calibration if held else train).append(example)
+    return train, calibration
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length: sort within shuffled chunks, then shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def train_classifier(
+    model: MiniClassifier, tokenizer, examples: list[Example], settings: MiniTrainSettings
+) -> list[float]:
+    """Fine-tune encoder and head end to end with soft-target cross-entropy; returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    texts = context_texts([e.context for e in examples], settings.config.max_turns)
+    encoded = tokenizer(texts, truncation=True, max_length=settings.config.max_length)["input_ids"]
+    targets = torch.tensor([SOFT_TARGETS[e.safety_label] for e in examples], dtype=torch.float32)
+    steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
+    total = max(1, int(steps_per_epoch * settings.epochs))
+    if settings.freeze_embeddings:
+        model.encoder.embeddings.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": settings.encoder_lr},
+            {"params": model.head.parameters(), "lr": settings.head_lr},
+        ],
+        weight_decay=settings.weight_decay,
+    )
+    warmup = max(1, int(total * settings.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    pad = tokenizer.pad_token_id
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(total=total, desc="train canary-mini", unit="step")
+    batches: list[list[int]] = []
+    while len(losses) < total:
+        if not batches:
+            batches = _batches([len(ids) for ids in encoded], settings.batch_size, rng)
+        rows = batches.pop()
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(rows):
+            ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[j, : len(encoded[i])] = 1
+        logits = model(ids, mask)
+        loss = -(targets[rows] * torch.log_softmax(logits, -1)).sum(-1).mean()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature that minimises soft-target NLL on held-out data (grid search; it is one number)."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+
+    def nll(t: float) -> float:
+        return float(-(targets * np.log(softmax(logits, t) + 1e-12)).sum(1).mean())
+
+    return float(min(grid, key=nll))
+
+
+def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of recall on positives and on negatives, over whichever classes are present."""
+    parts = [(predicted[truth == value] == value).mean() for value in (True, False) if (truth == value).any()]
+    return float(np.mean(parts))
+
+
+def fit_thresholds(
+    probs: np.ndarray, examples: list[Example], max_false_alarm: float
+) -> tuple[float, float, dict[str, float]]:
+    """Choose the casual and intervention thresholds on the calibration slice.
+
+    Intervention: the threshold that maximises balanced accuracy of intervention vs. the rest. Casual: the one
+    that maximises the mean over sources of balanced accuracy (casual vs. not), among those whose false-alarm
+    rate on the casual corpora stays within `max_false_alarm` — the paper's point that safe talk must flow.
+    """
+    sources = np.array([e.source for e in examples])
+    not_casual = np.array([not e.safety_label.is_casual for e in examples])
+    intervention = np.array([e.safety_label is SafetyLabel.NEEDS_INTERVENTION for e in examples])
+    casual_corpus = np.isin(sources, CASUAL_SOURCES)
+    grid = np.linspace(0.02, 0.98, 97)
+    t_int = max(grid, key=lambda t: _balanced_accuracy(probs[:, 2] >= t, intervention))
+    q = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
+    best: tuple[float, float] | None = None
+    for t in grid:
+        flagged = (probs[:, 2] >= t_int) | (q >= t)
+        if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
+            continue
+        score = np.mean(
+            [_balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)]
+        )
+        if best is None or score > best[0]:
+            best = (score, t)
+    t_cas = best[1] if best else float(grid[-1])
+    flagged = (probs[:, 2] >= t_int) | (q >= t_cas)
+    report = {
+        "mean_balanced_accuracy": float(best[0]) if best else float("nan"),
+        "casual_false_alarm": float(flagged[casual_corpus].mean()) if casual_corpus.any() else float("nan"),
+        "intervention_recall": float((probs[intervention, 2] >= t_int).mean()) if intervention.any() else float("nan"),
+    }
+    return float(t_cas), float(t_int), report
+
+
+_NORM = re.compile(
+    r"^(it'?s|it is|you should|you shouldn'?t|people should|we should|one should|you need to|you must|never|"
+    r"always|don'?t|do not)\b",
+    re.IGNORECASE,
+)
+
+
+def norms_in_reply(reply: str) -> list[str]:
+    """RoT-like sentences in a ProsocialDialog reply ("It's wrong to …", "You shouldn't …")."""
+    sentences = re.split(r"(?<=[.!?])\s+", reply.strip())
+    return [s for s in sentences if _NORM.match(s) and 4 <= len(s.split()) <= 24 and not s.endswith("?")]
+
+
+def rot_bank_entries(root: Path | None, prosocial_files: Sequence[Path]) -> list[Entry]:
+    """SBIC train posts with their derived RoTs, and ProsocialDialog contexts with the norms in their replies.
+
+    ProsocialDialog files with real RoTs (all fields) contribute them directly.
+    """
+    from prosocial.data.adapters import load_benchmark
+    from prosocial.data.formats import read_dialogues
+
+    entries = [Entry(e.context[-1], e.rots, "sbic") for e in load_benchmark("sbic", "train", root=root) if e.rots]
+    for path in prosocial_files:
+        for dialogue in read_dialogues(path):
+            for turn in dialogue.turns:
+                rots = turn.rots or norms_in_reply(turn.response)
+                if rots:
+                    entries.append(Entry(turn.context, list(rots), "prosocial_dialog"))
+    return entries
+
+
+def save_model(model: MiniClassifier, tokenizer, config: MiniConfig, bank: RotBank, out: Path) -> None:
+    """Write the model directory (encoder in fp16 to keep the package small)."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = model.encoder
+    encoder.half()
+    encoder.save_pretrained(out / "encoder")
+    encoder.float()
+    tokenizer.save_pretrained(out / "encoder")
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out / "head.safetensors"))
+    bank.save(out / "rot_bank")
+    write_json(out / CONFIG, asdict(config))
+
+
+def train_canary_mini(
+    out: Path,
+    root: Path | None = None,
+    prosocial_files: Sequence[Path] = (),
+    settings: MiniTrainSettings | None = None,
+    encoder_dir: Path | None = None,
+    by_source: dict[str, list[Example]] | None = None,
+    embedder: Embedder | None = None,
+) -> dict:
+    """Build a Canary-mini directory at `out`; returns the training report (also saved as training.json)."""
+    from transformers import AutoModel
+
+    settings = settings or MiniTrainSettings()
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    started = time.time()
+    by_source = by_source if by_source is not None else load_training_examples(root, settings)
+    train, calibration = split_calibration(by_source)
+    encoder_dir = encoder_dir or packaged_minilm()
+    tokenizer = load_tokenizer(encoder_dir)
+    torch.manual_seed(settings.seed)
+    model = MiniClassifier(AutoModel.from_pretrained(encoder_dir))
+    losses = train_classifier(model, tokenizer, train, settings)
+    config = settings.config
+    logits = batched_logits(
+        model, tokenizer, context_texts([e.context for e in calibration], config.max_turns), config.max_length, 64
+    )
+    soft = np.array([SOFT_TARGETS[e.safety_label] for e in calibration])
+    config.temperature = fit_temperature(logits, soft)
+    probs = softmax(logits, config.temperature)
+    config.casual_threshold, config.intervention_threshold, calibration_report = fit_thresholds(
+        probs, calibration, settings.max_false_alarm
+    )
+    predicted = decide(probs, config)
+    calibration_report["five_way_accuracy"] = float(
+        np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)])
+    )
+    bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
+    config.meta = {
+        "trained_on": {name: len(examples) for name, examples in by_source.items()},
+        "train_examples": len(train),
+        "calibration_examples": len(calibration),
+        "rot_bank_entries": len(bank.entries),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
+    }
+    save_model(model, tokenizer, config, bank, out)
+    report = {
+        "calibration": calibration_report,
+        "temperature": config.temperature,
+        "casual_threshold": config.casual_threshold,
+        "intervention_threshold": config.intervention_threshold,
+        "first_loss": float(np.mean(losses[:20])),
+        "last_loss": float(np.mean(losses[-50:])),
+        "seconds": round(time.time() - started, 1),
+        **config.meta,
+    }
+    with atomic_write(out / "training.json") as handle:
+        json.dump(report, handle, indent=2)
+    return report

@@ -1,0 +1,91 @@
+"""`prosocial check`: safety label, scores and RoTs for one context or a JSON Lines batch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prosocial.canary import load_detector
+from prosocial.cli.batch import run_jsonl
+from prosocial.errors import DataError, ModelError
+
+console = Console(stderr=True)
+LABEL_STYLE = {"casual": "green", "needs caution": "yellow", "needs intervention": "bold red"}
+
+
+def check(
+    text: str | None = typer.Argument(None, help="The user's latest utterance."),
+    context: list[str] = typer.Option([], "--context", "-c", help="An earlier utterance, oldest first; repeatable."),
+    input: Path | None = typer.Option(None, "--input", "-i", help='JSON Lines: {"id": …, "context": [utterances]}.'),
+    output: Path | None = typer.Option(None, "--output", "-o", help="JSON Lines output (with --input)."),
+    no_rots: bool = typer.Option(False, "--no-rots", help="Labels and scores only (faster)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
+    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry."),
+    model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
+    batch_size: int = typer.Option(64, help="Contexts per batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
+) -> None:
+    """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
+    try:
+        detector = load_detector(backend, **({"model_dir": model_dir} if model_dir else {}))
+        if input is not None:
+            if output is None:
+                raise typer.BadParameter("--input needs --output")
+            written, skipped = run_jsonl(
+                input,
+                output,
+                lambda contexts: [v.to_dict() for v in detector.predict(contexts, with_rots=not no_rots)],
+                batch_size,
+                skip_invalid,
+                console,
+                "check",
+            )
+            console.print(f"wrote {written:,} verdicts to {output}" + (f"; skipped {skipped:,} bad lines" if skipped else ""))
+            return
+        if text is None:
+            raise typer.BadParameter("give a TEXT to check, or --input FILE")
+        verdict = detector.check([*context, text], with_rots=not no_rots)
+    except (DataError, ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps(verdict.to_dict(), ensure_ascii=False) + "\n")
+        return
+    out = Console()
+    style = LABEL_STYLE[verdict.coarse.value]
+    out.print(f"[{style}]{verdict.safety_label.value}[/{style}]  ({verdict.coarse.value})")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for label, score in sorted(verdict.scores.items(), key=lambda kv: -kv[1]):
+        table.add_row(label, f"{score:.3f}", "█" * round(score * 30))
+    out.print(table)
+    for rot in verdict.rots:
+        out.print(f"  • {rot}")
+
+
+def train_canary_mini(
+    out: Path = typer.Option(Path("src/prosocial/resources/canary-mini"), help="Model directory to (re)build."),
+    data: Path | None = typer.Option(None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."),
+    epochs: float = typer.Option(1.0, help="Passes over the training examples."),
+    casual_cap: int = typer.Option(800, help="Examples kept per casual corpus."),
+    seed: int = typer.Option(13),
+    threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
+) -> None:
+    """Rebuild the offline default detector from the public data (train splits only), with progress bars."""
+    from prosocial.canary.mini_train import MiniTrainSettings
+    from prosocial.canary.mini_train import train_canary_mini as build
+    from prosocial.data.adapters import default_root
+
+    root = data or default_root()
+    prosocial_files = [
+        root / "prosocial_dialog_partial" / "train.json",
+        root / "prosocial_dialog_examples" / "dialogstudio_converted_examples.json",
+    ]
+    settings = MiniTrainSettings(epochs=epochs, casual_cap=casual_cap, seed=seed, num_threads=threads)
+    report = build(out, root=root, prosocial_files=[p for p in prosocial_files if p.exists()], settings=settings)
+    console.print_json(data=report)

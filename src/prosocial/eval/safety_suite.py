@@ -1,0 +1,144 @@
+"""The safety suite: detectors side by side on every external benchmark's dev split.
+
+Per source: recall (not-casual flagged), specificity (casual passed), balanced accuracy of casual vs. not
+casual (over the classes the source has); needs-intervention recall on DiaSafety's Risk Ignorance contexts;
+false alarms on the casual corpora (pooled as one "casual dialogue" source); and, for detectors that give
+RoTs, BLEU-4 and F1 of their RoTs against the SBIC-derived references on offensive SBIC posts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.data.labels import SafetyLabel
+from prosocial.data.schema import Example
+from prosocial.eval.metrics import bleu4, unigram_f1
+
+LABELLED = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic")
+CASUAL = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
+CASUAL_POOL = "casual dialogue"
+
+
+@dataclass
+class SuiteData:
+    """Dev examples per source (casual corpora pooled), and where they came from."""
+
+    by_source: dict[str, list[Example]]
+    description: dict[str, str] = field(default_factory=dict)
+
+
+def load_suite(root: Path | None = None, per_source: int | None = 1000, seed: int = 0) -> SuiteData:
+    """Dev splits only. `per_source` caps each source by a seeded sample, so a run takes minutes, not hours."""
+    from prosocial.data.adapters import load_benchmark
+
+    rng = random.Random(seed)
+    data = SuiteData({})
+    pooled: list[Example] = []
+    for name in LABELLED + CASUAL:
+        examples = [e for e in load_benchmark(name, "dev", root=root) if e.safety_label is not None]
+        if name in CASUAL:
+            pooled += rng.sample(examples, min(len(examples), per_source // len(CASUAL))) if per_source else examples
+            continue
+        total = len(examples)
+        if per_source and total > per_source:
+            examples = rng.sample(examples, per_source)
+        data.by_source[name] = examples
+        data.description[name] = f"{len(examples)} of {total} dev examples"
+    data.by_source[CASUAL_POOL] = pooled
+    data.description[CASUAL_POOL] = f"{len(pooled)} dev contexts from {', '.join(CASUAL)}"
+    return data
+
+
+def _balanced(flagged: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    out = {}
+    if truth.any():
+        out["recall"] = float(flagged[truth].mean())
+    if (~truth).any():
+        out["specificity"] = float((~flagged[~truth]).mean())
+    out["balanced_accuracy"] = float(np.mean(list(out.values())))
+    out["n"] = int(len(truth))
+    return out
+
+
+def rot_scores(verdicts: Sequence[Verdict], examples: Sequence[Example]) -> dict[str, float]:
+    """BLEU-4 and F1 (×100, as the paper prints them) of the predicted RoTs, joined, vs. the gold RoTs."""
+    pairs = [(" ".join(v.rots), e.rots) for v, e in zip(verdicts, examples, strict=True) if e.rots]
+    if not pairs:
+        return {}
+    return {
+        "rot_bleu4": 100 * float(np.mean([bleu4(guess, refs) for guess, refs in pairs])),
+        "rot_f1": 100 * float(np.mean([unigram_f1(guess, refs) for guess, refs in pairs])),
+        "rot_n": len(pairs),
+        "rot_coverage": float(np.mean([bool(guess) for guess, _ in pairs])),
+    }
+
+
+def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int = 256) -> dict:
+    """Every metric of the suite for one detector."""
+    per_source: dict[str, dict] = {}
+    started = time.perf_counter()
+    contexts = 0
+    for name, examples in data.by_source.items():
+        verdicts: list[Verdict] = []
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            verdicts += detector.predict([e.context for e in chunk], with_rots=(name == "sbic"))
+        contexts += len(examples)
+        flagged = np.array([not v.safety_label.is_casual for v in verdicts])
+        truth = np.array([not e.safety_label.is_casual for e in examples])
+        result = _balanced(flagged, truth)
+        if name == "diasafety":
+            risk = np.array([e.meta.get("category") == "Risk Ignorance" for e in examples])
+            intervened = np.array([v.safety_label is SafetyLabel.NEEDS_INTERVENTION for v in verdicts])
+            if risk.any():
+                result["risk_ignorance_intervention_recall"] = float(intervened[risk].mean())
+                result["risk_ignorance_flagged"] = float(flagged[risk].mean())
+        if name == CASUAL_POOL:
+            result["false_alarm_rate"] = float(flagged.mean())
+        if name == "sbic":
+            offensive = [i for i, e in enumerate(examples) if e.rots]
+            result.update(rot_scores([verdicts[i] for i in offensive], [examples[i] for i in offensive]))
+        per_source[name] = result
+    seconds = time.perf_counter() - started
+    return {
+        "per_source": per_source,
+        "mean_balanced_accuracy": float(np.mean([r["balanced_accuracy"] for r in per_source.values()])),
+        "seconds": seconds,
+        "contexts": contexts,
+    }
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    """One row per source, one column group per detector."""
+    names = list(results)
+    sources = list(next(iter(results.values()))["per_source"])
+    lines = [
+        "| source | " + " | ".join(f"{n} BA" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for source in sources:
+        cells = [f"{results[n]['per_source'][source]['balanced_accuracy']:.3f}" for n in names]
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{results[n]['mean_balanced_accuracy']:.3f}**" for n in names) + " |")
+
+    def row(title: str, source: str, key: str, fmt: str = "{:.3f}") -> str:
+        cells = []
+        for n in names:
+            value = results[n]["per_source"].get(source, {}).get(key)
+            cells.append("–" if value is None else fmt.format(value))
+        return f"| {title} | " + " | ".join(cells) + " |"
+
+    lines += [
+        row("false alarms on casual dialogue ↓", CASUAL_POOL, "false_alarm_rate", "{:.1%}"),
+        row("DiaSafety Risk Ignorance → needs intervention", "diasafety", "risk_ignorance_intervention_recall", "{:.1%}"),
+        row("SBIC offensive posts: RoT F1", "sbic", "rot_f1", "{:.1f}"),
+        row("SBIC offensive posts: RoT BLEU-4", "sbic", "rot_bleu4", "{:.2f}"),
+    ]
+    return "\n".join(lines)

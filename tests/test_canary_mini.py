@@ -1,0 +1,120 @@
+"""Canary-mini end to end on a tiny BERT built from a config, trained on slices of the real benchmark data."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from prosocial.canary import load_detector
+from prosocial.canary.mini import MiniConfig, decide, five_way_scores
+from prosocial.canary.mini_train import MiniTrainSettings, fit_thresholds, norms_in_reply, train_canary_mini
+from prosocial.canary.rotbank import Embedder
+from prosocial.data.labels import SafetyLabel
+from prosocial.data.schema import Example
+from prosocial.errors import ModelError
+from tests.tiny_models import save, train_tokenizer
+
+SOURCES = ("toxichat", "sbic", "diasafety", "dailydialog", "ethics_commonsense")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data):
+    from transformers import BertConfig, BertModel
+
+    from prosocial.data.adapters import load_benchmark
+
+    by_source = {name: load_benchmark(name, "train", root=shared_data, limit=40) for name in SOURCES}
+    texts = [u for examples in by_source.values() for e in examples for u in e.context]
+    tokenizer = train_tokenizer(texts + ["Speaker 1: Speaker 2:"], vocab_size=500)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    encoder_dir = save(BertModel(config), tokenizer, tmp_path_factory.mktemp("tiny-bert"))
+    out = tmp_path_factory.mktemp("canary-mini")
+    settings = MiniTrainSettings(epochs=4, batch_size=16, encoder_lr=1e-3, head_lr=1e-2, freeze_embeddings=False,
+                                 config=MiniConfig(max_length=64))
+    report = train_canary_mini(out, root=shared_data, settings=settings, encoder_dir=encoder_dir,
+                               by_source=by_source, embedder=Embedder(encoder_dir))
+    return out, report
+
+
+def test_training_lowers_the_loss_and_writes_every_module(trained):
+    out, report = trained
+    assert report["last_loss"] < report["first_loss"]
+    for part in ("config.json", "head.safetensors", "encoder/config.json", "rot_bank/entries.jsonl",
+                 "rot_bank/embeddings.npy", "rot_bank/bank.json", "training.json"):
+        assert (out / part).exists(), part
+    config = json.loads((out / "config.json").read_text())
+    assert 0 < config["casual_threshold"] < 1 and 0 < config["intervention_threshold"] < 1
+    assert config["meta"]["trained_on"]["sbic"] == 40
+
+
+def test_saved_model_reloads_and_gives_complete_verdicts(trained):
+    out, _ = trained
+    detector = load_detector("canary-mini", model_dir=out)
+    contexts = [["hello, how was your day?"], ["hi", "hey", "I think women are stupid and should not vote"]]
+    verdicts = detector.predict(contexts)
+    assert len(verdicts) == 2
+    for verdict in verdicts:
+        assert set(verdict.scores) == {label.value for label in SafetyLabel}
+        assert abs(sum(verdict.scores.values()) - 1) < 1e-5
+        assert verdict.rots == [] if verdict.safety_label.is_casual else len(verdict.rots) >= 1
+    again = load_detector("canary-mini", model_dir=out).predict(contexts, with_rots=False)
+    for fresh, first in zip(again, verdicts, strict=True):
+        assert fresh.scores == pytest.approx(first.scores)
+    assert all(v.rots == [] for v in again)
+
+
+def test_bad_input_and_missing_model(trained, tmp_path, caplog):
+    out, _ = trained
+    detector = load_detector("canary-mini", model_dir=out)
+    with pytest.raises(ValueError, match="the context is empty"):
+        detector.predict([[]])
+    with pytest.raises(ValueError, match=r"contexts\[1\]\[0\]: expected a string, got int"):
+        detector.predict([["fine"], [3]])
+    with caplog.at_level(logging.WARNING):
+        detector.predict([["word " * 400]], with_rots=False)
+    assert "truncated from the oldest turn" in caplog.text
+    with pytest.raises(ModelError, match="model directory not found"):
+        load_detector("canary-mini", model_dir=tmp_path / "nowhere").predict([["hi"]])
+
+
+def test_five_way_scores_follow_the_vote_view():
+    probs = np.array([[0.2, 0.7, 0.1], [0.9, 0.1, 0.0]])
+    scores = five_way_scores(probs)
+    assert scores.sum(1) == pytest.approx([1, 1])
+    assert scores[0, 0] == pytest.approx(0.2) and scores[0, 4] == pytest.approx(0.1)
+    assert scores[0, 1:4].sum() == pytest.approx(0.7)
+    assert scores[0, 3] > scores[0, 1]  # q = 0.78: all three voting "caution" beats one
+
+
+def test_decide_maps_the_caution_share_to_vote_counts():
+    config = MiniConfig(casual_threshold=0.2, intervention_threshold=0.6)
+    probs = np.array([[0.9, 0.1, 0.0], [0.7, 0.3, 0.0], [0.4, 0.6, 0.0], [0.05, 0.95, 0.0], [0.2, 0.1, 0.7]])
+    assert decide(probs, config) == [
+        SafetyLabel.CASUAL,
+        SafetyLabel.POSSIBLY_NEEDS_CAUTION,
+        SafetyLabel.PROBABLY_NEEDS_CAUTION,
+        SafetyLabel.NEEDS_CAUTION,
+        SafetyLabel.NEEDS_INTERVENTION,
+    ]
+
+
+def test_thresholds_keep_false_alarms_on_casual_dialogue_within_the_bound():
+    rng = np.random.default_rng(0)
+    examples, rows = [], []
+    for i in range(200):
+        casual = i % 2 == 0
+        source = "dailydialog" if casual else "toxichat"
+        examples.append(Example([f"u{i}"], safety_label=SafetyLabel.CASUAL if casual else SafetyLabel.NEEDS_CAUTION,
+                                source=source))
+        p_caution = rng.uniform(0.0, 0.6) if casual else rng.uniform(0.3, 1.0)
+        rows.append([1 - p_caution, p_caution, 0.0])
+    t_cas, _, report = fit_thresholds(np.array(rows), examples, max_false_alarm=0.02)
+    assert report["casual_false_alarm"] <= 0.02
+    assert t_cas > 0.5
+
+
+def test_norms_are_mined_from_replies():
+    reply = "Why would you do that? It's wrong to pull a fire alarm for fun. I hope you reconsider."
+    assert norms_in_reply(reply) == ["It's wrong to pull a fire alarm for fun."]
