@@ -8,6 +8,7 @@ import typer
 
 from prosocial import __version__
 from prosocial.cli.canary import check, train_canary_mini
+from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
 from prosocial.cli.eval import app as eval_app
 from prosocial.cli.respond import chat, respond
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(collect_app, name="collect")
 app.command()(check)
 app.command()(respond)
 app.command()(chat)
