@@ -47,7 +47,7 @@ class MiniConfig:
     temperature: float = 1.0
     casual_threshold: float = 0.5
     intervention_threshold: float = 0.5
-    rots_per_context: int = 2
+    rots_per_context: int = 1
     meta: dict | None = None
 
     @classmethod
