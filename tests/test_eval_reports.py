@@ -45,6 +45,8 @@ def test_parse_spec_labels_backends_and_json_settings():
     assert parse_spec("Mine=generative:model=runs/c,batch_size=4") == ("Mine", "generative",
                                                                        {"model": "runs/c", "batch_size": 4})
     assert parse_spec("A=steered:lm=llamacpp,rots=canary-mini")[2] == {"lm": "llamacpp", "rots": "canary-mini"}
+    assert parse_spec('s:lm_settings={"n_ctx": 8192, "n_parallel": 4},x=[1, 2]')[2] == {
+        "lm_settings": {"n_ctx": 8192, "n_parallel": 4}, "x": [1, 2]}
     with pytest.raises(ValueError, match="key=value"):
         parse_spec("x:oops")
 

@@ -64,6 +64,7 @@ def threads_file(tmp_path):
 def test_threads_offense_and_stance_data(threads_file, shared_data):
     threads = tc.read_threads(threads_file)
     assert [len(t.comments) for t in threads] == [2, 1, 2] and set(threads[0].replies) == {"DialoGPT"}
+    assert [t.id for t in threads] == ["toxichat/dev/1", "toxichat/dev/2", "toxichat/dev/3"]
     texts, offense = tc.offense_data(threads)
     assert len(texts) == 7 and sum(offense) == 3
     targets, replies, labels = tc.stance_data(threads, last_only=True)
@@ -112,6 +113,7 @@ def test_trained_evaluators_learn_save_load_and_report(threads_file, tmp_path):
     assert dev["offense"]["accuracy"] == 1.0 and dev["stance_toward_previous_turn"]["accuracy"] == 1.0
     assert set(dev["reference_rows"]) == {"DialoGPT"}
     loaded = tc.Evaluators.load(evaluators.save(tmp_path / "ev"))
+    assert "Dev accuracy" in (tmp_path / "ev" / "MODEL_CARD.md").read_text()
     loaded._embedder = HashEmbedder()
     texts = ["yes they are", "nice weather today"]
     assert loaded.offensive(texts) == evaluators.offensive(texts) == [True, False]

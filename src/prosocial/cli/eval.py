@@ -256,8 +256,8 @@ def toxichat(
         for label, r in results.items():
             slug = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
             write_jsonl(replies_dir / f"{slug}.jsonl", [
-                {"id": f"toxichat/{split}/{i}", "context": th.context, "response": row["reply"]}
-                for i, (th, row) in enumerate(zip(threads, r["replies"], strict=True))])
+                {"id": th.id, "context": th.context, "response": row["reply"]}
+                for th, row in zip(threads, r["replies"], strict=True)])
     reference = tc.reference_rows(threads, scorer, has_badword)
     table = tc.table(results)
     dev = scorer.config.get("dev")
@@ -279,6 +279,7 @@ def toxichat(
 @app.command("toxichat-train")
 def toxichat_train(
     hidden: int = typer.Option(0, help="Hidden units of the heads (0 = logistic regression)."),
+    balance: float = typer.Option(0.0, help="Class weights ∝ count^-BALANCE (0 = the data's priors, 1 = balanced)."),
     seed: int = typer.Option(0),
     root: Path | None = RootOption,
     out: Path = typer.Option(Path("src/prosocial/resources/toxichat-evaluators"), help="Evaluator folder to write."),
@@ -289,8 +290,9 @@ def toxichat_train(
 
     folder = Path(root or default_root()) / "toxichat"
     evaluators = tc.train_evaluators(tc.read_threads(folder / "train.jsonl"), tc.read_threads(folder / "dev.jsonl"),
-                                     hidden=hidden, seed=seed)
-    evaluators.config["provenance"] = provenance(command="eval toxichat-train", hidden=hidden, seed=seed)
+                                     hidden=hidden, balance=balance, seed=seed)
+    evaluators.config["provenance"] = provenance(command="eval toxichat-train", hidden=hidden, balance=balance,
+                                                 seed=seed)
     evaluators.save(out)
     typer.echo(tc.evaluator_table(evaluators.config["dev"]))
 

@@ -28,7 +28,8 @@ COARSE = [label.value for label in COARSE_LABELS]
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """``[LABEL=]NAME[:key=value,...]`` → (label, registry name, settings); values are JSON when they parse.
+    """``[LABEL=]NAME[:key=value,...]`` → (label, registry name, settings); values are JSON when they parse
+    (commas inside JSON objects and lists are fine).
 
     A bare existing folder means a fine-tuned model folder (``generative`` / ``prost`` by the caller's kind),
     so ``--model runs/canary`` works as well as ``--model "T5=generative:model=runs/canary"``.
@@ -37,7 +38,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     label, _, name = head.rpartition("=")
     name = name.strip()
     settings: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in tail.split(","))):
+    for item in filter(None, (part.strip() for part in _top_level_split(tail))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"bad setting {item!r} in {spec!r}: expected key=value")
@@ -46,6 +47,22 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
         except json.JSONDecodeError:
             settings[key.strip()] = value.strip()
     return (label.strip() or spec), name, settings
+
+
+def _top_level_split(text: str) -> list[str]:
+    """Split at commas outside brackets and quotes, so a JSON value such as {"a": 1, "b": 2} stays whole."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, ch in enumerate(text):
+        if ch == '"' and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch in "[{":
+            depth += 1
+        elif not quoted and ch in "]}":
+            depth -= 1
+        elif not quoted and depth == 0 and ch == ",":
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def load_examples(data: str, root: Path | None = None, limit: int | None = None, seed: int = 0,

