@@ -25,6 +25,7 @@ trap 'kill -TERM "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || tr
 for _ in $(seq 600); do  # models load lazily; wait (up to 5 min) until /readyz says they are in memory
   curl -fs "$HOST/readyz" >/dev/null 2>&1 && break
   kill -0 "$SERVER" 2>/dev/null || { echo "the service died:"; cat "$OUT/server.log"; exit 1; }
+  curl -s "$HOST/readyz" 2>/dev/null | grep -q '"failed"' && { curl -s "$HOST/readyz"; echo; exit 1; }
   sleep 0.5
 done
 curl -fs "$HOST/readyz" || { echo "the service never became ready:"; cat "$OUT/server.log"; exit 1; }
