@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,13 @@ class SafetyDetector(ABC):
 
 
 DETECTORS: dict[str, Callable[..., SafetyDetector]] = {}
+#: Built-in backends by module, imported on first use so `import prosocial.canary` stays light (no torch).
+_BUILTIN = {
+    "canary-mini": "prosocial.canary.mini",
+    "generative": "prosocial.canary.generative",
+    "keywords": "prosocial.canary.baselines",
+    "profanity-check": "prosocial.canary.baselines",
+}
 
 
 def register_detector(name: str) -> Callable[[type[SafetyDetector]], type[SafetyDetector]]:
@@ -64,10 +72,10 @@ def register_detector(name: str) -> Callable[[type[SafetyDetector]], type[Safety
 
 def load_detector(name: str = "canary-mini", **settings) -> SafetyDetector:
     """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings."""
-    import prosocial.canary  # noqa: F401  (registers the built-in backends)
-
+    if name not in DETECTORS and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
     if name not in DETECTORS:
-        raise ModelError(f"unknown detector backend {name!r}; known: {sorted(DETECTORS)}")
+        raise ModelError(f"unknown detector backend {name!r}; known: {sorted(set(DETECTORS) | set(_BUILTIN))}")
     return DETECTORS[name](**settings)
 
 

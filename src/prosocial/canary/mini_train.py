@@ -71,6 +71,8 @@ class MiniTrainSettings:
     casual_cap: int = 800
     limit_per_source: int | None = None
     max_false_alarm: float = 0.02
+    #: needs-intervention situations "cannot be missed" (A.4): the threshold must keep this recall on calibration
+    min_intervention_recall: float = 0.9
     seed: int = 13
     num_threads: int | None = None
     config: MiniConfig = field(default_factory=MiniConfig)
@@ -202,39 +204,65 @@ def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 def fit_thresholds(
-    probs: np.ndarray, examples: list[Example], max_false_alarm: float
+    probs: np.ndarray, examples: list[Example], max_false_alarm: float, min_intervention_recall: float = 0.0
 ) -> tuple[float, float, dict[str, float]]:
-    """Choose the casual and intervention thresholds on the calibration slice.
+    """Choose the casual and intervention thresholds together on the calibration slice.
 
-    Intervention: the threshold that maximises balanced accuracy of intervention vs. the rest. Casual: the one
-    that maximises the mean over sources of balanced accuracy (casual vs. not), among those whose false-alarm
-    rate on the casual corpora stays within `max_false_alarm` — the paper's point that safe talk must flow.
+    Among the pairs whose false-alarm rate on the casual corpora stays within `max_false_alarm` (the paper's
+    point: safe talk must flow) and whose needs-intervention recall is at least `min_intervention_recall`
+    (emergencies must not be missed), take the one that maximises the mean over sources of balanced accuracy
+    of casual vs. not, plus the balanced accuracy of needs intervention vs. the rest, as one more term.
     """
     sources = np.array([e.source for e in examples])
     not_casual = np.array([not e.safety_label.is_casual for e in examples])
     intervention = np.array([e.safety_label is SafetyLabel.NEEDS_INTERVENTION for e in examples])
     casual_corpus = np.isin(sources, CASUAL_SOURCES)
-    grid = np.linspace(0.02, 0.98, 97)
-    t_int = max(grid, key=lambda t: _balanced_accuracy(probs[:, 2] >= t, intervention))
     q = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
-    best: tuple[float, float] | None = None
-    for t in grid:
-        flagged = (probs[:, 2] >= t_int) | (q >= t)
-        if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
+    grid = np.linspace(0.02, 0.98, 49)
+    best: tuple[float, float, float, float] | None = None
+    for t_int in grid:
+        intervened = probs[:, 2] >= t_int
+        if intervention.any() and intervened[intervention].mean() < min_intervention_recall:
             continue
-        score = np.mean(
-            [_balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)]
-        )
-        if best is None or score > best[0]:
-            best = (score, t)
-    t_cas = best[1] if best else float(grid[-1])
+        int_term = [_balanced_accuracy(intervened, intervention)] if intervention.any() else []
+        for t_cas in grid:
+            flagged = intervened | (q >= t_cas)
+            if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
+                continue
+            per_source = [_balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)]
+            score = float(np.mean(per_source + int_term))
+            if best is None or score > best[0]:
+                best = (score, float(np.mean(per_source)), float(t_cas), float(t_int))
+    if best is None:
+        if min_intervention_recall > 0:
+            log.warning("no thresholds give needs-intervention recall ≥ %.0f%% within the false-alarm bound; "
+                        "choosing without that floor", 100 * min_intervention_recall)
+            return fit_thresholds(probs, examples, max_false_alarm, 0.0)
+        raise ValueError(f"no thresholds keep false alarms on casual dialogue within {max_false_alarm:.1%}")
+    _, mean_ba, t_cas, t_int = best
     flagged = (probs[:, 2] >= t_int) | (q >= t_cas)
     report = {
-        "mean_balanced_accuracy": float(best[0]) if best else float("nan"),
+        "mean_balanced_accuracy": mean_ba,
         "casual_false_alarm": float(flagged[casual_corpus].mean()) if casual_corpus.any() else float("nan"),
         "intervention_recall": float((probs[intervention, 2] >= t_int).mean()) if intervention.any() else float("nan"),
     }
-    return float(t_cas), float(t_int), report
+    return t_cas, t_int, report
+
+
+def calibrate(
+    model: MiniClassifier, tokenizer, calibration: list[Example], config: MiniConfig, settings: MiniTrainSettings
+) -> dict[str, float]:
+    """Fit the temperature and thresholds into `config` on held-out training examples; returns their metrics."""
+    texts = context_texts([e.context for e in calibration], config.max_turns)
+    logits = batched_logits(model, tokenizer, texts, config.max_length, 64)
+    config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
+    probs = softmax(logits, config.temperature)
+    config.casual_threshold, config.intervention_threshold, report = fit_thresholds(
+        probs, calibration, settings.max_false_alarm, settings.min_intervention_recall
+    )
+    predicted = decide(probs, config)
+    report["five_way_accuracy"] = float(np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)]))
+    return report
 
 
 _NORM = re.compile(
@@ -307,19 +335,7 @@ def train_canary_mini(
     model = MiniClassifier(AutoModel.from_pretrained(encoder_dir))
     losses = train_classifier(model, tokenizer, train, settings)
     config = settings.config
-    logits = batched_logits(
-        model, tokenizer, context_texts([e.context for e in calibration], config.max_turns), config.max_length, 64
-    )
-    soft = np.array([SOFT_TARGETS[e.safety_label] for e in calibration])
-    config.temperature = fit_temperature(logits, soft)
-    probs = softmax(logits, config.temperature)
-    config.casual_threshold, config.intervention_threshold, calibration_report = fit_thresholds(
-        probs, calibration, settings.max_false_alarm
-    )
-    predicted = decide(probs, config)
-    calibration_report["five_way_accuracy"] = float(
-        np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)])
-    )
+    calibration_report = calibrate(model, tokenizer, calibration, config, settings)
     bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
     config.meta = {
         "trained_on": {name: len(examples) for name, examples in by_source.items()},

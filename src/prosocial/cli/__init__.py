@@ -12,6 +12,7 @@ from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
 from prosocial.cli.eval import app as eval_app
 from prosocial.cli.respond import chat, respond
+from prosocial.cli.serve import serve
 from prosocial.cli.train import app as train_app
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(collect_app, name="collect")
 app.command()(check)
 app.command()(respond)
 app.command()(chat)
+app.command()(serve)
 train_app.command("canary-mini")(train_canary_mini)
 
 
