@@ -121,3 +121,24 @@ def test_trained_evaluators_learn_save_load_and_report(threads_file, tmp_path):
     assert "stance toward the previous turn" in tc.evaluator_table(loaded.config["dev"])
     with pytest.raises(ModelError, match="missing"):
         tc.Evaluators.load(tmp_path / "nothing")
+
+
+def test_toxichat_command_with_the_shipped_evaluators_and_saved_replies(threads_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from prosocial.cli.eval import app
+
+    root = tmp_path / "data"
+    (root / "toxichat").mkdir(parents=True)
+    threads_file.rename(root / "toxichat" / "dev.jsonl")
+    saved = tmp_path / "saved.jsonl"
+    saved.write_text("".join(json.dumps({"id": t.id, "context": t.context, "response": "no, that is wrong"}) + "\n"
+                             for t in tc.read_threads(root / "toxichat" / "dev.jsonl")))
+    out = tmp_path / "t5"
+    result = CliRunner().invoke(app, ["toxichat", "-s", "Canned=canned", "-s", f"Saved=replies:path={saved}",
+                                      "--root", str(root), "--replies-dir", str(tmp_path / "r"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["results"]["systems"]["Canned"]["n"] == 3 and report["meta"]["seed"] == 0
+    assert "DialoGPT (human)" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "r" / "canned.jsonl").read_text().count(CANNED_REPLY) == 3

@@ -341,6 +341,7 @@ def human_aggregate(
     db: Path = typer.Option(Path("runs/human-eval.sqlite"), help="The study file."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples (over items) for the 95% intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    note: str = typer.Option("", help="A paragraph for the report, e.g. who the raters were."),
     out: Path = typer.Option(Path("docs/reports/human-eval"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 4: win / tie / lose per dimension with bootstrap CIs and Krippendorff's alpha."""
@@ -353,9 +354,10 @@ def human_aggregate(
     rendered = table(result, study["system_a"], study["system_b"])
     done, total = store.progress()
     meta = provenance(command="eval human aggregate", db=str(db), study=study, bootstrap=bootstrap, seed=seed,
-                      judged=f"{done} of {total} task-rater pairs")
+                      judged=f"{done} of {total} task-rater pairs", note=note)
     _write_report(out, f"Head-to-head human evaluation: {study['system_a']} vs {study['system_b']} (paper Table 4)",
-                  [rendered, "Percent of judgments; 95% bootstrap intervals over items in brackets."], meta, result)
+                  [rendered, "Percent of judgments; 95% bootstrap intervals over items in brackets.",
+                   *([note] if note else [])], meta, result)
     typer.echo(rendered)
 
 

@@ -170,7 +170,7 @@ def per_class_table(result: dict[str, Any], view: str = "fine") -> str:
     """Precision / recall / F1 / support per class (×100)."""
     lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, c in result[view]["per_class"].items():
-        lines.append(f"| {label} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} | {100 * c['f1']:.1f} | "
+        lines.append(f"| `{label}` | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} | {100 * c['f1']:.1f} | "
                      f"{c['support']} |")
     return "\n".join(lines)
 
