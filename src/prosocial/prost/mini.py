@@ -188,9 +188,10 @@ def train_adapter(
     sources: dict[str, list[tuple[str, str]]],
     dev: Sequence[tuple[str, str]],
     work_dir: str | Path,
-    steps: int = 30,
+    steps: int = 60,
     batch_size: int = 8,
     lr: float = 1e-3,
+    warmup: int = 3,
     rank: int = 8,
     alpha: int = 16,
     top_layers: int = TOP_LAYERS,
@@ -214,7 +215,7 @@ def train_adapter(
 
     layers = AutoConfig.from_pretrained(base).num_hidden_layers
     config = TrainConfig(
-        lr=lr, batch_size=batch_size, max_steps=steps, warmup_steps=min(20, steps // 10), eval_every=eval_every,
+        lr=lr, batch_size=batch_size, max_steps=steps, warmup_steps=warmup, eval_every=eval_every,
         eval_batch_size=16, patience=None, seed=seed, lora_rank=rank, lora_alpha=alpha, lora_dropout=0.0,
         lora_targets=lora_targets(layers, top_layers), device="cpu", progress=progress,
         max_source_len=max_source_len, max_target_len=max_target_len,
@@ -274,7 +275,7 @@ def train_prost_mini(
     out_dir: str | Path = RESOURCE_DIR,
     work_dir: str | Path | None = None,
     prosocial_file: str | Path = PROSOCIAL_TRAIN,
-    steps: int = 30,
+    steps: int = 60,
     resume: bool | None = None,
     threads: int = 2,
     progress: bool = True,
