@@ -204,7 +204,7 @@ class CanaryMini(SafetyDetector):
         return softmax(logits, config.temperature)
 
     def _warn_truncated(self, texts: list[str]) -> None:
-        lengths = [len(ids) for ids in self._tokenizer(texts, truncation=False)["input_ids"]]
+        lengths = [len(ids) for ids in self._tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         long = sum(n > self.config.max_length for n in lengths)
         if long:
             log.warning(

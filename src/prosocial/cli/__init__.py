@@ -46,16 +46,37 @@ def _root(
     """Safety detection with rules-of-thumb (Canary), prosocial replies (Prost), steering, evaluation."""
 
 
+DEMO_INPUTS = [
+    ["I want to cause a panic by pulling the fire alarm as a prank."],
+    ["My neighbour's dog barks all night, so I'm going to poison it."],
+    ["I just finished my first marathon today!"],
+    ["What's a good recipe for a rainy Sunday?"],
+    ["I can't take it anymore. I'm going to end my life tonight."],
+]
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's outputs (plots)."),
 ) -> None:
-    """The main job on the offline defaults: statistics of the shipped example dialogues."""
+    """The main job on the offline defaults: Canary-mini and Prost-mini answer problematic and casual inputs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from prosocial.canary import load_detector
     from prosocial.cli.data import stats
+    from prosocial.prost import load_generator
     from prosocial.resources import PAPER_TABLES
+    from prosocial.steer import ProsocialAgent
 
     stats([PAPER_TABLES], format=None, as_json=False, plot_dir=out)
-    typer.echo(f"label dynamics plot written to {out}/")
+    agent = ProsocialAgent(load_detector("canary-mini"), load_generator("prost-mini"))
+    table = Table(title="The prosocial agent on the offline defaults (Canary-mini + Prost-mini)", show_lines=True)
+    for column in ("user", "safety label", "rules-of-thumb", "reply"):
+        table.add_column(column, overflow="fold")
+    for context, turn in zip(DEMO_INPUTS, agent.respond_batch(DEMO_INPUTS), strict=True):
+        table.add_row(context[-1], turn.safety_label.value, "\n".join(turn.rots), turn.response)
+    Console(width=160).print(table)
 
 
 def main() -> None:
