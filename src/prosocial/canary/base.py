@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.errors import ModelError
+from prosocial.io import atomic_write
 
 
 @dataclass
@@ -88,3 +90,19 @@ def resolve_model_dir(path: str | Path, required: Sequence[str]) -> Path:
     if missing:
         raise ModelError(f"model directory {path} is missing {missing}")
     return path
+
+
+def write_model_config(file: Path, settings: dict[str, Any]) -> None:
+    """Write a model folder's small JSON settings file (e.g. ``canary.json``, ``prost.json``) atomically."""
+    with atomic_write(file) as handle:
+        json.dump(settings, handle, indent=2)
+
+
+def read_model_config(file: Path) -> dict[str, Any]:
+    """A model folder's settings file as written by `write_model_config`: {} when absent, unreadable is an error."""
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"unreadable {file}: {error}") from error

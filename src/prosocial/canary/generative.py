@@ -15,19 +15,24 @@ separator records it in ``canary.json``; with a plain ", " the RoTs come back as
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prosocial.canary.base import SafetyDetector, Verdict, register_detector, resolve_model_dir
+from prosocial.canary.base import (
+    SafetyDetector,
+    Verdict,
+    read_model_config,
+    register_detector,
+    resolve_model_dir,
+    write_model_config,
+)
 from prosocial.data.context import build_context, check_context
 from prosocial.data.labels import LABELS, SafetyLabel
 from prosocial.data.schema import Example
 from prosocial.errors import ModelError
-from prosocial.io import atomic_write
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
     import torch
@@ -199,19 +204,12 @@ class GenerativeCanary(SafetyDetector):
 
 
 def write_config(path: Path, separator: str, max_turns: int | None, max_source_len: int) -> None:
-    with atomic_write(path / CONFIG_FILE) as handle:
-        json.dump({"kind": "canary", "rot_separator": separator, "max_turns": max_turns,
-                   "max_source_len": max_source_len}, handle, indent=2)
+    write_model_config(path / CONFIG_FILE, {"kind": "canary", "rot_separator": separator, "max_turns": max_turns,
+                                            "max_source_len": max_source_len})
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    file = path / CONFIG_FILE
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"unreadable {file}: {error}") from error
+    return read_model_config(path / CONFIG_FILE)
 
 
 def evaluate_canary(detector: GenerativeCanary | str | Path, examples: Sequence[Example]) -> dict[str, float]:

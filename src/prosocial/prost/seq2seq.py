@@ -16,18 +16,16 @@ Mixture defaults: `PROST_WEIGHTS` (B.2: ProsocialDialog 9 and the six casual cor
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from prosocial.canary.base import resolve_model_dir
+from prosocial.canary.base import read_model_config, resolve_model_dir, write_model_config
 from prosocial.canary.generative import ROT_SEP, split_rots
 from prosocial.data.context import build_context, check_context
 from prosocial.data.schema import Example
 from prosocial.errors import ModelError
-from prosocial.io import atomic_write
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
@@ -224,19 +222,12 @@ class Prost(ResponseGenerator):
 
 
 def write_config(path: Path, variant: str, max_turns: int | None, max_source_len: int) -> None:
-    with atomic_write(path / CONFIG_FILE) as handle:
-        json.dump({"kind": "prost", "variant": _check_variant(variant), "max_turns": max_turns,
-                   "max_source_len": max_source_len}, handle, indent=2)
+    write_model_config(path / CONFIG_FILE, {"kind": "prost", "variant": _check_variant(variant),
+                                            "max_turns": max_turns, "max_source_len": max_source_len})
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    file = path / CONFIG_FILE
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"unreadable {file}: {error}") from error
+    return read_model_config(path / CONFIG_FILE)
 
 
 def evaluate_prost(generator: Prost | str | Path, examples: Sequence[Example]) -> dict[str, float]:
