@@ -12,8 +12,9 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -24,7 +25,7 @@ from prosocial.data.mixture import CANARY_WEIGHTS, PROST_WEIGHTS, MixtureSampler
 from prosocial.data.schema import Example
 from prosocial.errors import DataError, ModelError
 from prosocial.io import read_jsonl
-from prosocial.lm.finetune import CHECKPOINT_DIR, Pair, TrainConfig, finetune
+from prosocial.lm.finetune import CHECKPOINT_DIR, Pair, TrainConfig, TrainResult, finetune
 
 app = typer.Typer(help="Fine-tune Canary and Prost with the paper's recipes.", no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -143,7 +144,32 @@ def _mixture(sources: dict[str, list[Pair]], weights: dict[str, float], seed: in
     return MixtureSampler(used, weights, seed=seed)
 
 
-def _print_table(title: str, columns: list[tuple[str, str, bool]], result: dict[str, float]) -> None:
+def _training_sources(
+    train: list[Example],
+    to_pairs: Callable[[list[Example]], list[Pair]],
+    casual_to_pairs: Callable[[list[Example]], list[Pair]],
+    mix: dict[str, float],
+    casual_root: Path | None,
+    casual_limit: int | None,
+    no_casual: bool,
+) -> dict[str, list[Pair]]:
+    """ProsocialDialog's pairs and, unless `no_casual`, those of each casual corpus the weights name."""
+    sources = {PROSOCIAL: to_pairs(train)}
+    if not no_casual:
+        casual = casual_sources([n for n in mix if n != PROSOCIAL], casual_root, casual_limit)
+        sources |= {n: casual_to_pairs(ex) for n, ex in casual.items()}
+    return sources
+
+
+def _print_saved(out: Path, result: TrainResult) -> None:
+    console.print(f"model saved to {out} after {result.steps} updates"
+                  + (f"; best dev perplexity {result.best_dev_perplexity:.3f}" if result.best_dev_perplexity
+                     else ""))
+
+
+def _report_dev(out: Path, title: str, columns: list[tuple[str, str, bool]], result: dict[str, float]) -> None:
+    """Save the dev scores as OUT/dev_eval.json and print the paper's columns of them."""
+    (out / "dev_eval.json").write_text(json.dumps(result, indent=2))
     table = Table(title=title)
     for header, _, _ in columns:
         table.add_column(header, justify="right")
@@ -210,11 +236,11 @@ def canary(
                          lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets, device=device,
                          mixed_precision=mixed_precision, progress=not no_progress)
         train, dev_examples = read_split(data, dev, dev_fraction, seed, limit)
-        sources = {PROSOCIAL: canary_pairs(train, max_turns=max_turns)}
-        if not no_casual:
-            casual = casual_sources([n for n in mix if n != PROSOCIAL], casual_root, casual_limit)
-            sources |= {n: canary_pairs(ex, max_turns=max_turns, default_label=SafetyLabel.CASUAL)
-                        for n, ex in casual.items()}
+        sources = _training_sources(
+            train, partial(canary_pairs, max_turns=max_turns),
+            partial(canary_pairs, max_turns=max_turns, default_label=SafetyLabel.CASUAL),
+            mix, casual_root, casual_limit, no_casual,
+        )
         dev_pairs = canary_pairs(dev_examples, max_turns=max_turns)
         start: str | Path = model
         if pretrain_data:
@@ -228,15 +254,12 @@ def canary(
         result = finetune(start, _mixture(sources, mix, seed), out, config, dev=dev_pairs or None,
                           new_tokens=CANARY_TOKENS, resume=resume)
         write_canary_config(out, ROT_SEP, max_turns, max_source_len)
-        console.print(f"model saved to {out} after {result.steps} updates"
-                      + (f"; best dev perplexity {result.best_dev_perplexity:.3f}" if result.best_dev_perplexity
-                         else ""))
+        _print_saved(out, result)
         labelled = [e for e in dev_examples if e.safety_label is not None][:eval_limit]
         if labelled:
             detector = GenerativeCanary(out, device=device, max_source_len=max_source_len, max_turns=max_turns)
             scores = evaluate_canary(detector, labelled)
-            (out / "dev_eval.json").write_text(json.dumps(scores, indent=2))
-            _print_table(f"Table 2 columns on {len(labelled)} dev examples", [
+            _report_dev(out, f"Table 2 columns on {len(labelled)} dev examples", [
                 ("Safety acc.", "accuracy", True), ("coarse acc.", "accuracy_coarse", True),
                 ("RoT BLEU-4", "rot_bleu4", True), ("RoT F1", "rot_f1", True), ("RoT PPL", "rot_perplexity", False),
             ], scores)
@@ -293,23 +316,18 @@ def prost(
                          seed=seed, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,
                          device=device, mixed_precision=mixed_precision, progress=not no_progress)
         train, dev_examples = read_split(data, dev, dev_fraction, seed, limit)
-        sources = {PROSOCIAL: prost_pairs(train, variant, max_turns)}
-        if not no_casual:
-            casual = casual_sources([n for n in mix if n != PROSOCIAL], casual_root, casual_limit)
-            sources |= {n: prost_pairs(ex, variant, max_turns) for n, ex in casual.items()}
+        to_pairs = partial(prost_pairs, variant=variant, max_turns=max_turns)
+        sources = _training_sources(train, to_pairs, to_pairs, mix, casual_root, casual_limit, no_casual)
         dev_pairs = prost_pairs(dev_examples, variant, max_turns)
         result = finetune(model, _mixture(sources, mix, seed), out, config, dev=dev_pairs or None,
                           new_tokens=PROST_TOKENS if variant == "rot-response" else (), resume=resume)
         write_prost_config(out, variant, max_turns, max_source_len)
-        console.print(f"model saved to {out} after {result.steps} updates"
-                      + (f"; best dev perplexity {result.best_dev_perplexity:.3f}" if result.best_dev_perplexity
-                         else ""))
+        _print_saved(out, result)
         replied = [e for e in dev_examples if e.response and e.response.strip()][:eval_limit]
         if replied:
             generator = Prost(out, device=device, max_source_len=max_source_len, max_turns=max_turns)
             scores = evaluate_prost(generator, replied)
-            (out / "dev_eval.json").write_text(json.dumps(scores, indent=2))
-            _print_table(f"Table 3 columns on {len(replied)} dev examples ({variant})", [
+            _report_dev(out, f"Table 3 columns on {len(replied)} dev examples ({variant})", [
                 ("BLEU-4", "bleu4", True), ("F1", "f1", True), ("PPL", "perplexity", False),
                 ("w/ gold RoT BLEU-4", "gold_rot_bleu4", True), ("w/ gold RoT F1", "gold_rot_f1", True),
                 ("w/ gold RoT PPL", "gold_rot_perplexity", False),
