@@ -16,6 +16,7 @@ import torch
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.labels import SafetyLabel
 from prosocial.lm.base import LanguageModel, Message
+from tests.tiny_models import tiny_llama
 
 SENTENCES = [
     "The following is a conversation between Speaker 1 and Speaker 2 .",
@@ -23,10 +24,6 @@ SENTENCES = [
     "Speaker 1 : I want to pull the fire alarm . Speaker 2 : why ?",
     "hello there , how are you today ? I am fine , thanks . You should be kind .",
 ]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-    "{% if add_generation_prompt %}<assistant>{% endif %}"
-)
 PRANK_ROT = "It's wrong to pull a fire alarm when there's no fire."
 
 # Tiny models gain nothing from intra-op threads, and on a busy shared 2-core machine extra threads only wait.
@@ -39,38 +36,7 @@ def build_tiny_llama(folder: Path, silent: bool = False) -> Path:
     `silent` zeroes the output layer, so greedy decoding always picks token 0 (padding): a real model whose
     decoded reply is empty, which drives the generator's fallback path.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "<system>", "<user>", "<assistant>"]
-    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=specials))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    if silent:
-        with torch.no_grad():
-            model.lm_head.weight.zero_()
-    model.save_pretrained(folder)
-    return folder
+    return tiny_llama(folder, SENTENCES, max_positions=256, silent=silent)
 
 
 class RecordingLM(LanguageModel):

@@ -57,6 +57,51 @@ def save(model, tokenizer, path: Path) -> Path:
     return path
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def tiny_llama(folder: Path, sentences: list[str], max_positions: int, silent: bool = False) -> Path:
+    """A 2-layer random Llama (seed 0) with an offline word-level tokenizer over `sentences` and a chat template.
+
+    `silent` zeroes the output layer, so greedy decoding always picks token 0 (padding).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "<system>", "<user>", "<assistant>"]
+    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(sentences, trainers.WordLevelTrainer(special_tokens=specials))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    if silent:
+        with torch.no_grad():
+            model.lm_head.weight.zero_()
+    model.save_pretrained(folder)
+    return folder
+
+
 def fixture_examples(shared_data: Path):
     """Every turn of the real-schema example files (both formats), as `Example`s."""
     from prosocial.data.formats import read_dialogues
