@@ -11,6 +11,7 @@ from prosocial.cli.canary import check, train_canary_mini
 from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
 from prosocial.cli.eval import app as eval_app
+from prosocial.cli.prost import prost_mini
 from prosocial.cli.respond import chat, respond
 from prosocial.cli.serve import serve
 from prosocial.cli.train import app as train_app
@@ -31,6 +32,7 @@ app.command()(respond)
 app.command()(chat)
 app.command()(serve)
 train_app.command("canary-mini")(train_canary_mini)
+train_app.command("prost-mini")(prost_mini)
 
 
 def _version(value: bool) -> None:
