@@ -77,6 +77,18 @@ def truncate_at_stop(text: str, stop: Sequence[str] | None) -> str:
     return text[:cut]
 
 
+def sampling_fields(
+    max_new_tokens: int, temperature: float, top_p: float, stop: list[str] | None, seed: int | None
+) -> dict[str, Any]:
+    """The decoding settings as fields of an OpenAI-style completion request (llama.cpp's server takes the same)."""
+    body: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    if stop:
+        body["stop"] = stop
+    if seed is not None:
+        body["seed"] = seed
+    return body
+
+
 _cache: dict[tuple[Any, ...], Any] = {}
 _cache_lock = threading.RLock()
 T = TypeVar("T")

@@ -19,6 +19,7 @@ from prosocial.lm.base import (
     cached_resource,
     default_smollm2_gguf,
     register_lm,
+    sampling_fields,
     truncate_at_stop,
 )
 
@@ -79,17 +80,6 @@ class LlamaCppLM(LanguageModel):
             raise ModelError(f"llama.cpp cannot load {self.model}: {err}") from err
 
     @staticmethod
-    def _request(
-        max_new_tokens: int, temperature: float, top_p: float, stop: list[str] | None, seed: int | None
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
-        if stop:
-            body["stop"] = stop
-        if seed is not None:
-            body["seed"] = seed
-        return body
-
-    @staticmethod
     def _choices(result: Any, expected: int) -> list[dict[str, Any]]:
         """The answer's choices in prompt order, or an UpstreamError saying what llama.cpp returned instead."""
         if isinstance(result, dict) and "error" in result:
@@ -113,7 +103,7 @@ class LlamaCppLM(LanguageModel):
     ) -> list[str]:
         if not prompts:
             return []
-        body = self._request(max_new_tokens, temperature, top_p, stop, seed) | {"prompt": list(prompts)}
+        body = sampling_fields(max_new_tokens, temperature, top_p, stop, seed) | {"prompt": list(prompts)}
         choices = self._choices(self._server().handle_completions(body), len(prompts))
         return [truncate_at_stop(str(c.get("text", "")), stop) for c in choices]
 
@@ -127,7 +117,7 @@ class LlamaCppLM(LanguageModel):
         seed: int | None = None,
     ) -> list[str]:
         server = self._server()
-        body = self._request(max_new_tokens, temperature, top_p, stop, seed)
+        body = sampling_fields(max_new_tokens, temperature, top_p, stop, seed)
 
         def one(messages: list[Message]) -> str:
             (choice,) = self._choices(server.handle_chat_completions(body | {"messages": messages}), 1)

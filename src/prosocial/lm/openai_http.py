@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from prosocial.errors import ModelError
-from prosocial.lm.base import LanguageModel, Message, UpstreamError, register_lm, truncate_at_stop
+from prosocial.lm.base import LanguageModel, Message, UpstreamError, register_lm, sampling_fields, truncate_at_stop
 
 
 def _env(*names: str) -> str | None:
@@ -145,17 +145,7 @@ class OpenAICompatibleLM(LanguageModel):
     def _options(
         self, max_new_tokens: int, temperature: float, top_p: float, stop: list[str] | None, seed: int | None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": max_new_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        if stop:
-            body["stop"] = stop
-        if seed is not None:
-            body["seed"] = seed
-        return body
+        return {"model": self.model} | sampling_fields(max_new_tokens, temperature, top_p, stop, seed)
 
     def _map(self, fn: Any, items: list[Any]) -> list[str]:
         if len(items) <= 1:
