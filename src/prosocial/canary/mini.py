@@ -221,7 +221,8 @@ class CanaryMini(SafetyDetector):
         scores = five_way_scores(probs)
         names = [label.value for label in SafetyLabel]
         verdicts = [
-            Verdict(label, dict(zip(names, map(float, row), strict=True))) for label, row in zip(labels, scores, strict=True)
+            Verdict(label, dict(zip(names, map(float, row), strict=True)))
+            for label, row in zip(labels, scores, strict=True)
         ]
         if with_rots:
             flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]

@@ -83,9 +83,7 @@ def _hash_fraction(key: str, salt: str) -> float:
     return int(digest[:8], 16) / 0xFFFFFFFF
 
 
-def load_training_examples(
-    root: Path | None, settings: MiniTrainSettings
-) -> dict[str, list[Example]]:
+def load_training_examples(root: Path | None, settings: MiniTrainSettings) -> dict[str, list[Example]]:
     """Train-split examples per source, deduplicated by text, casual corpora capped."""
     from prosocial.data.adapters import load_benchmark
 
@@ -229,14 +227,19 @@ def fit_thresholds(
             flagged = intervened | (q >= t_cas)
             if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
                 continue
-            per_source = [_balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)]
+            per_source = [
+                _balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)
+            ]
             score = float(np.mean(per_source + int_term))
             if best is None or score > best[0]:
                 best = (score, float(np.mean(per_source)), float(t_cas), float(t_int))
     if best is None:
         if min_intervention_recall > 0:
-            log.warning("no thresholds give needs-intervention recall ≥ %.0f%% within the false-alarm bound; "
-                        "choosing without that floor", 100 * min_intervention_recall)
+            log.warning(
+                "no thresholds give needs-intervention recall ≥ %.0f%% within the false-alarm bound; "
+                "choosing without that floor",
+                100 * min_intervention_recall,
+            )
             return fit_thresholds(probs, examples, max_false_alarm, 0.0)
         raise ValueError(f"no thresholds keep false alarms on casual dialogue within {max_false_alarm:.1%}")
     _, mean_ba, t_cas, t_int = best
@@ -261,7 +264,9 @@ def calibrate(
         probs, calibration, settings.max_false_alarm, settings.min_intervention_recall
     )
     predicted = decide(probs, config)
-    report["five_way_accuracy"] = float(np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)]))
+    report["five_way_accuracy"] = float(
+        np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)])
+    )
     return report
 
 

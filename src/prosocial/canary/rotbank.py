@@ -79,8 +79,9 @@ class Entry:
 class RotBank:
     """A searchable set of (utterance, RoTs) entries."""
 
-    def __init__(self, entries: list[Entry], embeddings: np.ndarray, embedder: Embedder | None = None,
-                 neighbours: int = 8):
+    def __init__(
+        self, entries: list[Entry], embeddings: np.ndarray, embedder: Embedder | None = None, neighbours: int = 8
+    ):
         if len(entries) != len(embeddings):
             raise ModelError(f"RoT bank has {len(entries)} entries but {len(embeddings)} embeddings")
         self.entries = entries
@@ -98,7 +99,9 @@ class RotBank:
         directory = Path(directory)
         model_dir = self.embedder.model_dir
         with atomic_write(directory / SETTINGS) as handle:
-            json.dump({"embedder": None if model_dir is None else str(model_dir), "neighbours": self.neighbours}, handle)
+            json.dump(
+                {"embedder": None if model_dir is None else str(model_dir), "neighbours": self.neighbours}, handle
+            )
         with atomic_write(directory / ENTRIES) as handle:
             for e in self.entries:
                 handle.write(json.dumps({"key": e.key, "rots": e.rots, "source": e.source}, ensure_ascii=False) + "\n")

@@ -44,7 +44,9 @@ def check(
                 console,
                 "check",
             )
-            console.print(f"wrote {written:,} verdicts to {output}" + (f"; skipped {skipped:,} bad lines" if skipped else ""))
+            console.print(
+                f"wrote {written:,} verdicts to {output}" + (f"; skipped {skipped:,} bad lines" if skipped else "")
+            )
             return
         if text is None:
             raise typer.BadParameter("give a TEXT to check, or --input FILE")
@@ -70,7 +72,9 @@ def check(
 
 def train_canary_mini(
     out: Path = typer.Option(Path("src/prosocial/resources/canary-mini"), help="Model directory to (re)build."),
-    data: Path | None = typer.Option(None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."),
+    data: Path | None = typer.Option(
+        None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."
+    ),
     epochs: float = typer.Option(1.0, help="Passes over the training examples."),
     casual_cap: int = typer.Option(800, help="Examples kept per casual corpus."),
     seed: int = typer.Option(13),

@@ -191,7 +191,6 @@ def prost(
 
 def _generator(name: str, settings: dict):
     """A generator by registry name, with the optional backends registered first."""
-    import prosocial.prost.canned  # noqa: F401  (registers "canned")
     import prosocial.steer  # noqa: F401  (registers "steered")
     from prosocial.prost import load_generator
 

@@ -137,7 +137,9 @@ def markdown_table(results: dict[str, dict]) -> str:
 
     lines += [
         row("false alarms on casual dialogue ↓", CASUAL_POOL, "false_alarm_rate", "{:.1%}"),
-        row("DiaSafety Risk Ignorance → needs intervention", "diasafety", "risk_ignorance_intervention_recall", "{:.1%}"),
+        row(
+            "DiaSafety Risk Ignorance → needs intervention", "diasafety", "risk_ignorance_intervention_recall", "{:.1%}"
+        ),
         row("SBIC offensive posts: RoT F1", "sbic", "rot_f1", "{:.1f}"),
         row("SBIC offensive posts: RoT BLEU-4", "sbic", "rot_bleu4", "{:.2f}"),
     ]

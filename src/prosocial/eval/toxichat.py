@@ -337,7 +337,6 @@ def build_system(name: str, settings: Mapping[str, Any]) -> System:
     Settings go to the generator, except ``rots=DETECTOR`` (ground every reply in that detector's RoTs: the
     paper's Pr prompt when the generator is "steered") and, for ``agent``, ``detector=`` and ``generator=``.
     """
-    import prosocial.prost.canned  # noqa: F401  (registers "canned")
     from prosocial.canary import load_detector
     from prosocial.prost import load_generator
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,10 +47,19 @@ def register_generator(name: str) -> Callable[[type[ResponseGenerator]], type[Re
     return add
 
 
-def load_generator(name: str = "prost-mini", **settings) -> ResponseGenerator:
-    import prosocial.prost  # noqa: F401  (registers the built-in backends)
-    import prosocial.steer  # noqa: F401  (registers "steered", any LM as a generator)
+#: Built-in backends by module, imported on first use so `import prosocial.prost` stays light.
+_BUILTIN = {
+    "prost-mini": "prosocial.prost.mini",
+    "prost": "prosocial.prost.seq2seq",
+    "canned": "prosocial.prost.canned",
+    "steered": "prosocial.steer.steered",
+}
 
+
+def load_generator(name: str = "prost-mini", **settings) -> ResponseGenerator:
+    """A generator by registry name (e.g. "prost-mini", "prost", "steered", "canned") with its settings."""
+    if name not in GENERATORS and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
     if name not in GENERATORS:
-        raise ModelError(f"unknown generator backend {name!r}; known: {sorted(GENERATORS)}")
+        raise ModelError(f"unknown generator backend {name!r}; known: {sorted(set(GENERATORS) | set(_BUILTIN))}")
     return GENERATORS[name](**settings)
