@@ -59,12 +59,12 @@ SOFT_TARGETS = {
 
 @dataclass
 class MiniTrainSettings:
-    epochs: float = 1.0
+    epochs: float = 2.0
     batch_size: int = 32
     #: the word-embedding matrix is half of MiniLM's weights; freezing it halves optimiser work and keeps
     #: rare words' pretrained meaning
     freeze_embeddings: bool = True
-    encoder_lr: float = 4e-5
+    encoder_lr: float = 5e-5
     head_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06

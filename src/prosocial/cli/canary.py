@@ -75,7 +75,7 @@ def train_canary_mini(
     data: Path | None = typer.Option(
         None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."
     ),
-    epochs: float = typer.Option(1.0, help="Passes over the training examples."),
+    epochs: float = typer.Option(2.0, help="Passes over the training examples."),
     casual_cap: int = typer.Option(800, help="Examples kept per casual corpus."),
     seed: int = typer.Option(13),
     threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
