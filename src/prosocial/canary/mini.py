@@ -112,6 +112,17 @@ def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
     return labels
 
 
+def pad_batch(encoded: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask for the given rows, right-padded to the longest of them."""
+    width = max(len(encoded[i]) for i in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, i in enumerate(rows):
+        ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
+        mask[j, : len(encoded[i])] = 1
+    return ids, mask
+
+
 def batched_logits(
     model: MiniClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int, progress: bool = False
 ) -> np.ndarray:
@@ -126,13 +137,7 @@ def batched_logits(
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="classify", unit="batch"):
             rows = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[j, : len(encoded[i])] = 1
-            out[rows] = model(ids, mask).float().numpy()
+            out[rows] = model(*pad_batch(encoded, rows, pad)).float().numpy()
     return out
 
 

@@ -33,6 +33,7 @@ from prosocial.canary.mini import (
     context_texts,
     decide,
     load_tokenizer,
+    pad_batch,
     softmax,
 )
 from prosocial.canary.rotbank import Embedder, Entry, RotBank, packaged_minilm
@@ -164,13 +165,7 @@ def train_classifier(
         if not batches:
             batches = _batches([len(ids) for ids in encoded], settings.batch_size, rng)
         rows = batches.pop()
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, i in enumerate(rows):
-            ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[j, : len(encoded[i])] = 1
-        logits = model(ids, mask)
+        logits = model(*pad_batch(encoded, rows, pad))
         loss = -(targets[rows] * torch.log_softmax(logits, -1)).sum(-1).mean()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -71,7 +71,7 @@ def demo(
     from prosocial.resources import PAPER_TABLES
     from prosocial.steer import ProsocialAgent
 
-    stats([PAPER_TABLES], format=None, as_json=False, plot_dir=out)
+    stats([PAPER_TABLES], benchmark=[], format=None, as_json=False, plot_dir=out)
     agent = ProsocialAgent(load_detector("canary-mini"), load_generator("prost-mini"))
     table = Table(title="The prosocial agent on the offline defaults (Canary-mini + Prost-mini)", show_lines=True)
     for column in ("user", "safety label", "rules-of-thumb", "reply"):

@@ -15,6 +15,7 @@ from prosocial.data import (
     Stats,
     check_file,
     dialogue_stats,
+    example_stats,
     plot_label_dynamics,
     read_dialogues,
     write_dialogues,
@@ -27,7 +28,7 @@ err = Console(stderr=True)
 
 
 def _fail(error: Exception) -> None:
-    err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+    err.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -68,7 +69,10 @@ def _stats_table(all_stats: list[Stats]) -> Table:
 
 @app.command()
 def stats(
-    files: list[Path] = typer.Argument(..., help="ProsocialDialog files (any format) or datasets folders."),
+    files: list[Path] = typer.Argument(None, help="ProsocialDialog files (any format) or datasets folders."),
+    benchmark: list[str] = typer.Option(
+        [], "--benchmark", "-b", help="A benchmark adapter as NAME or NAME:SPLIT (e.g. toxichat:dev); repeatable."
+    ),
     format: str | None = typer.Option(
         None, "--format", "-f", help=f"Input format; sniffed when omitted. One of {sorted(FORMATS)}."
     ),
@@ -77,15 +81,26 @@ def stats(
         None, "--plot-dir", help="Write the label-dynamics PNG (Figure 4) of each input here."
     ),
 ) -> None:
-    """Table 1 columns, label distribution, label dynamics by turn, RoT diversity."""
+    """Table 1 columns, label distribution, label dynamics by turn, RoT diversity.
+
+    Benchmarks (`--benchmark`) are counted per judged context: one example = one "dialogue".
+    """
+    from prosocial.data.adapters import load_benchmark
+
+    if not files and not benchmark:
+        raise typer.BadParameter("give FILES and/or --benchmark NAME")
     try:
-        results = [dialogue_stats(read_dialogues(path, format), name=path.name) for path in files]
-    except DataError as exc:
+        results = [dialogue_stats(read_dialogues(path, format), name=path.name) for path in files or []]
+        for spec in benchmark:
+            name, _, split = spec.partition(":")
+            results.append(example_stats(load_benchmark(name, split or "train"), name=f"{name}:{split or 'train'}"))
+    except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if plot_dir is not None:
-        for path, result in zip(files, results, strict=True):
+        for result in results:
             if result.labelled_contexts:
-                plot_label_dynamics(result, plot_dir / f"{path.stem}.label_dynamics.png")
+                stem = Path(result.name).stem.replace(":", "_")
+                plot_label_dynamics(result, plot_dir / f"{stem}.label_dynamics.png")
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -122,7 +137,7 @@ def validate(
         except DataError as exc:
             dialogues, problems = [], exc.problems
         for problem in problems:
-            err.print(str(problem), markup=False, highlight=False)
+            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
         total += len(problems)
         status = "[green]ok[/green]" if not problems else f"[red]{len(problems)} problem(s)[/red]"
         console.print(f"{path}: {len(dialogues):,} dialogues, {status}")

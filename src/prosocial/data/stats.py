@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from prosocial.data.labels import LABELS
+from prosocial.data.labels import LABELS, SafetyLabel
 from prosocial.data.schema import Dialogue, Example
 
 
@@ -69,29 +69,42 @@ def _label_counts(labels: Iterable) -> tuple[dict[str, int], dict[str, int]]:
     return {label.value: fine[label.value] for label in LABELS}, dict(coarse)
 
 
-def dialogue_stats(dialogues: list[Dialogue], name: str = "") -> Stats:
-    """Statistics of ProsocialDialog-style dialogues (an utterance is each non-empty context and response)."""
-    utterances = [u for d in dialogues for t in d.turns for u in (t.context, t.response) if u.strip()]
-    turns = [t for d in dialogues for t in d.turns]
-    fine, coarse = _label_counts(t.safety_label for t in turns)
+def _assemble(
+    name: str,
+    units: int,
+    utterances: list[str],
+    judged: list[tuple[int, SafetyLabel]],
+    rot_lists: list[list[str]],
+) -> Stats:
+    """The columns from a list of units (dialogues or examples), their utterances, (turn, label) judgements
+    and the RoTs of each unit."""
+    fine, coarse = _label_counts(label for _, label in judged)
     dynamics: dict[int, Counter] = {}
-    for d in dialogues:
-        for i, t in enumerate(d.turns):
-            if t.safety_label is not None:
-                dynamics.setdefault(i, Counter())[t.safety_label.value] += 1
-    per_dialogue_rots = [len({r for t in d.turns for r in t.rots}) for d in dialogues]
+    for turn, label in judged:
+        dynamics.setdefault(turn, Counter())[label.value] += 1
     return Stats(
         name=name,
-        dialogues=len(dialogues),
+        dialogues=units,
         utterances=len(utterances),
-        avg_turns=len(utterances) / len(dialogues) if dialogues else 0.0,
+        avg_turns=len(utterances) / units if units else 0.0,
         avg_utterance_length=sum(len(_words(u)) for u in utterances) / len(utterances) if utterances else 0.0,
         labelled_contexts=sum(fine.values()),
         label_distribution=fine,
         coarse_distribution=coarse,
-        rots=RotStats.of([r for t in turns for r in t.rots]),
-        rots_per_dialogue=sum(per_dialogue_rots) / len(dialogues) if dialogues else 0.0,
+        rots=RotStats.of([r for rots in rot_lists for r in rots]),
+        rots_per_dialogue=sum(len(set(rots)) for rots in rot_lists) / units if units else 0.0,
         label_dynamics={i: dict(c) for i, c in sorted(dynamics.items())},
+    )
+
+
+def dialogue_stats(dialogues: list[Dialogue], name: str = "") -> Stats:
+    """Statistics of ProsocialDialog-style dialogues (an utterance is each non-empty context and response)."""
+    return _assemble(
+        name,
+        len(dialogues),
+        [u for d in dialogues for t in d.turns for u in (t.context, t.response) if u.strip()],
+        [(i, t.safety_label) for d in dialogues for i, t in enumerate(d.turns) if t.safety_label is not None],
+        [[r for t in d.turns for r in t.rots] for d in dialogues],
     )
 
 
@@ -101,24 +114,12 @@ def example_stats(examples: list[Example], name: str = "") -> Stats:
     An example's context is a whole dialogue prefix, so a "dialogue" here is one example and its utterances
     are its context (plus the response when there is one); label dynamics index the context length in turns.
     """
-    utterances = [u for e in examples for u in [*e.context, e.response or ""] if u.strip()]
-    fine, coarse = _label_counts(e.safety_label for e in examples)
-    dynamics: dict[int, Counter] = {}
-    for e in examples:
-        if e.safety_label is not None:
-            dynamics.setdefault((len(e.context) - 1) // 2, Counter())[e.safety_label.value] += 1
-    return Stats(
-        name=name,
-        dialogues=len(examples),
-        utterances=len(utterances),
-        avg_turns=len(utterances) / len(examples) if examples else 0.0,
-        avg_utterance_length=sum(len(_words(u)) for u in utterances) / len(utterances) if utterances else 0.0,
-        labelled_contexts=sum(fine.values()),
-        label_distribution=fine,
-        coarse_distribution=coarse,
-        rots=RotStats.of([r for e in examples for r in e.rots]),
-        rots_per_dialogue=sum(len(set(e.rots)) for e in examples) / len(examples) if examples else 0.0,
-        label_dynamics={i: dict(c) for i, c in sorted(dynamics.items())},
+    return _assemble(
+        name,
+        len(examples),
+        [u for e in examples for u in [*e.context, e.response or ""] if u.strip()],
+        [((len(e.context) - 1) // 2, e.safety_label) for e in examples if e.safety_label is not None],
+        [e.rots for e in examples],
     )
 
 
