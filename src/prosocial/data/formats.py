@@ -197,17 +197,24 @@ def dialogues_from_rows(rows: Iterable[tuple[int | None, dict]], path: str, prob
     return list(dialogues.values())
 
 
+def _judgement_fields(dialogue: Dialogue, turn: Turn) -> dict[str, Any]:
+    """The fields both published formats write alike, in their order: RoTs, safety judgement, provenance."""
+    return {
+        "rots": list(turn.rots),
+        "safety_label": turn.safety_label.value if turn.safety_label else "",
+        "safety_annotations": list(turn.safety_annotations),
+        "safety_annotation_reasons": list(turn.safety_annotation_reasons),
+        "source": dialogue.source,
+        "etc": dialogue.etc,
+    }
+
+
 def dialogue_to_rows(dialogue: Dialogue) -> Iterator[dict]:
     for turn in dialogue.turns:
         yield {
             "context": turn.context,
             "response": turn.response,
-            "rots": list(turn.rots),
-            "safety_label": turn.safety_label.value if turn.safety_label else "",
-            "safety_annotations": list(turn.safety_annotations),
-            "safety_annotation_reasons": list(turn.safety_annotation_reasons),
-            "source": dialogue.source,
-            "etc": dialogue.etc,
+            **_judgement_fields(dialogue, turn),
             "dialogue_id": dialogue.dialogue_id,
             "response_id": turn.response_id,
             "episode_done": turn.episode_done,
@@ -335,12 +342,7 @@ def dialogue_to_direct(dialogue: Dialogue, position: int) -> list[dict]:
         record: dict[str, Any] = {
             "text": turn.context,
             "labels": [turn.response],
-            "rots": list(turn.rots),
-            "safety_label": turn.safety_label.value if turn.safety_label else "",
-            "safety_annotations": list(turn.safety_annotations),
-            "safety_annotation_reasons": list(turn.safety_annotation_reasons),
-            "source": dialogue.source,
-            "etc": dialogue.etc,
+            **_judgement_fields(dialogue, turn),
             "episode_done": turn.episode_done,
         }
         if dialogue.dialogue_id != position:
