@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from prosocial.canary import load_detector
-from prosocial.canary.mini import MiniConfig, decide, five_way_scores
-from prosocial.canary.mini_train import MiniTrainSettings, fit_thresholds, norms_in_reply, train_canary_mini
+from prosocial.canary.mini import MiniConfig, decide, encode, five_way_scores
+from prosocial.canary.mini_train import (
+    MiniTrainSettings,
+    fit_thresholds,
+    norms_in_reply,
+    recalibrate,
+    train_canary_mini,
+)
 from prosocial.canary.rotbank import Embedder
 from prosocial.data.labels import SafetyLabel
 from prosocial.data.schema import Example
@@ -35,11 +41,11 @@ def trained(tmp_path_factory, shared_data):
                                  config=MiniConfig(max_length=64))
     report = train_canary_mini(out, root=shared_data, settings=settings, encoder_dir=encoder_dir,
                                by_source=by_source, embedder=Embedder(encoder_dir))
-    return out, report
+    return out, report, by_source
 
 
 def test_training_lowers_the_loss_and_writes_every_module(trained):
-    out, report = trained
+    out, report, _ = trained
     assert report["last_loss"] < report["first_loss"]
     for part in ("config.json", "head.safetensors", "encoder/config.json", "rot_bank/entries.jsonl",
                  "rot_bank/embeddings.npy", "rot_bank/bank.json", "training.json"):
@@ -50,7 +56,7 @@ def test_training_lowers_the_loss_and_writes_every_module(trained):
 
 
 def test_saved_model_reloads_and_gives_complete_verdicts(trained):
-    out, _ = trained
+    out, _, _ = trained
     detector = load_detector("canary-mini", model_dir=out)
     contexts = [["hello, how was your day?"], ["hi", "hey", "I think women are stupid and should not vote"]]
     verdicts = detector.predict(contexts)
@@ -66,7 +72,7 @@ def test_saved_model_reloads_and_gives_complete_verdicts(trained):
 
 
 def test_bad_input_and_missing_model(trained, tmp_path, caplog):
-    out, _ = trained
+    out, _, _ = trained
     detector = load_detector("canary-mini", model_dir=out)
     with pytest.raises(ValueError, match="the context is empty"):
         detector.predict([[]])
@@ -77,6 +83,40 @@ def test_bad_input_and_missing_model(trained, tmp_path, caplog):
     assert "truncated from the oldest turn" in caplog.text
     with pytest.raises(ModelError, match="model directory not found"):
         load_detector("canary-mini", model_dir=tmp_path / "nowhere").predict([["hi"]])
+
+
+def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_path):
+    import shutil
+
+    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+
+    out, _, by_source = trained
+    copy = shutil.copytree(out, tmp_path / "model")
+    settings = MiniTrainSettings(min_intervention_recall=0.5, config=MiniConfig(int8=True))
+    report = recalibrate(copy, settings=settings, by_source=by_source)
+    config = json.loads((copy / "config.json").read_text())
+    assert config["int8"] is True and report["int8"] is True
+    assert config["meta"]["settings"]["min_intervention_recall"] == 0.5
+    assert json.loads((copy / "training.json").read_text())["calibration"] == report["calibration"]
+    detector = load_detector("canary-mini", model_dir=copy)
+    assert any(isinstance(m, QuantizedLinear) for m in detector._model.modules())
+    fp32 = load_detector("canary-mini", model_dir=out)
+    contexts = [["hello, how was your day?"], ["I think women are stupid and should not vote"]]
+    for quantized, full in zip(detector.predict(contexts), fp32.predict(contexts), strict=True):
+        assert abs(sum(quantized.scores.values()) - 1) < 1e-5
+        assert quantized.scores != full.scores  # int8 arithmetic differs from fp32
+
+
+def test_encode_cuts_from_the_left_like_the_tokenizer():
+    from prosocial.canary.mini import load_tokenizer
+    from prosocial.canary.rotbank import packaged_minilm
+
+    tokenizer = load_tokenizer(packaged_minilm())
+    texts = ["short one", "Speaker 1: " + "an old turn that will be cut " * 8 + "Speaker 2: the newest words"]
+    ids, cut = encode(tokenizer, texts, 16)
+    tokenizer.truncation_side = "left"
+    assert ids == tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    assert cut == 1 and len(ids[1]) == 16 and tokenizer.decode(ids[1][-4:-1]) == "the newest words"
 
 
 def test_five_way_scores_follow_the_vote_view():

@@ -48,6 +48,9 @@ class MiniConfig:
     casual_threshold: float = 0.5
     intervention_threshold: float = 0.5
     rots_per_context: int = 1
+    #: run the encoder with int8 dynamic quantization (≈2.5x faster on CPU); the temperature and thresholds
+    #: were fitted on the quantized model, so this flag belongs with them
+    int8: bool = False
     meta: dict | None = None
 
     @classmethod
@@ -112,6 +115,25 @@ def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
     return labels
 
 
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids cut from the left (the oldest turns go first) to `max_length`, and how many texts were cut.
+
+    One tokenizer pass does both jobs: texts are tokenized whole, then the words between the leading and trailing
+    special tokens are cut from the left, exactly as the tokenizer's own left truncation would.
+    """
+    batch = tokenizer(list(texts), return_special_tokens_mask=True, verbose=False)
+    out, cut = [], 0
+    for ids, special in zip(batch["input_ids"], batch["special_tokens_mask"], strict=True):
+        if len(ids) > max_length:
+            head = next(i for i, flag in enumerate(special) if not flag)
+            tail = next(i for i, flag in enumerate(reversed(special)) if not flag)
+            end = len(ids) - tail
+            ids = ids[:head] + ids[end - (max_length - head - tail) : end] + ids[end:]
+            cut += 1
+        out.append(ids)
+    return out, cut
+
+
 def pad_batch(encoded: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask for the given rows, right-padded to the longest of them."""
     width = max(len(encoded[i]) for i in rows)
@@ -124,21 +146,43 @@ def pad_batch(encoded: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -
 
 
 def batched_logits(
-    model: MiniClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int, progress: bool = False
+    model: MiniClassifier, encoded: Sequence[Sequence[int]], pad: int, batch_size: int, progress: bool = False
 ) -> np.ndarray:
-    """Logits for many texts, batched by similar length (little padding); rows come back in input order."""
+    """Logits for many encoded texts, batched by similar length (little padding); rows come back in input order."""
     from tqdm.auto import tqdm
 
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    out = np.zeros((len(texts), len(COARSE_LABELS)), dtype=np.float32)
-    pad = tokenizer.pad_token_id
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out = np.zeros((len(encoded), len(COARSE_LABELS)), dtype=np.float32)
     model.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="classify", unit="batch"):
             rows = order[start : start + batch_size]
             out[rows] = model(*pad_batch(encoded, rows, pad)).float().numpy()
     return out
+
+
+def quantize_int8(model: MiniClassifier) -> MiniClassifier:
+    """A copy of the model with int8 dynamic quantization of every linear layer (weights int8, activations
+    quantized on the fly): about 2.5x the fp32 throughput on CPU for MiniLM, at a small cost in agreement, which
+    is why calibration runs on the quantized copy. `torch.ao` warns that it will move to torchao; it is kept here
+    (torch is pinned) because it needs no export step and no extra runtime.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
+
+
+def load_classifier(directory: Path) -> MiniClassifier:
+    """The fp32 classifier of a model directory (encoder folder + head), in eval mode."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    model = MiniClassifier(AutoModel.from_pretrained(directory / "encoder", dtype=torch.float32))
+    model.head.load_state_dict(load_file(directory / "head.safetensors"))
+    return model.eval()
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -151,9 +195,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def load_tokenizer(encoder_dir: Path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
-    tokenizer.truncation_side = "left"  # keep the newest turns, drop the oldest
-    return tokenizer
+    return AutoTokenizer.from_pretrained(encoder_dir)
 
 
 @register_detector("canary-mini")
@@ -183,16 +225,10 @@ class CanaryMini(SafetyDetector):
 
     @cached_property
     def _model(self) -> MiniClassifier:
-        from safetensors.torch import load_file
-        from transformers import AutoModel
-
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
-        directory = Path(self.model_dir)
-        encoder = AutoModel.from_pretrained(directory / "encoder", dtype=torch.float32)
-        model = MiniClassifier(encoder)
-        model.head.load_state_dict(load_file(directory / "head.safetensors"))
-        return model.eval()
+        model = load_classifier(Path(self.model_dir))
+        return quantize_int8(model) if self.config.int8 else model
 
     @cached_property
     def _bank(self):
@@ -203,20 +239,13 @@ class CanaryMini(SafetyDetector):
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
         config = self.config
-        texts = context_texts(contexts, config.max_turns)
-        self._warn_truncated(texts)
-        logits = batched_logits(self._model, self._tokenizer, texts, config.max_length, self.batch_size)
-        return softmax(logits, config.temperature)
-
-    def _warn_truncated(self, texts: list[str]) -> None:
-        lengths = [len(ids) for ids in self._tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-        long = sum(n > self.config.max_length for n in lengths)
-        if long:
+        encoded, cut = encode(self._tokenizer, context_texts(contexts, config.max_turns), config.max_length)
+        if cut:
             log.warning(
-                "%d context(s) longer than %d tokens were truncated from the oldest turn",
-                long,
-                self.config.max_length,
+                "%d context(s) longer than %d tokens were truncated from the oldest turn", cut, config.max_length
             )
+        logits = batched_logits(self._model, encoded, self._tokenizer.pad_token_id, self.batch_size)
+        return softmax(logits, config.temperature)
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not contexts:

@@ -32,14 +32,17 @@ from prosocial.canary.mini import (
     batched_logits,
     context_texts,
     decide,
+    encode,
+    load_classifier,
     load_tokenizer,
     pad_batch,
+    quantize_int8,
     softmax,
 )
 from prosocial.canary.rotbank import Embedder, Entry, RotBank, packaged_minilm
 from prosocial.data.labels import SafetyLabel
 from prosocial.data.schema import Example
-from prosocial.io import atomic_write, write_json
+from prosocial.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,10 @@ class MiniTrainSettings:
     limit_per_source: int | None = None
     max_false_alarm: float = 0.02
     #: needs-intervention situations "cannot be missed" (A.4): the threshold must keep this recall on calibration
-    min_intervention_recall: float = 0.9
+    min_intervention_recall: float = 0.95
     seed: int = 13
     num_threads: int | None = None
-    config: MiniConfig = field(default_factory=MiniConfig)
+    config: MiniConfig = field(default_factory=lambda: MiniConfig(int8=True))
 
 
 def _hash_fraction(key: str, salt: str) -> float:
@@ -139,7 +142,7 @@ def train_classifier(
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     texts = context_texts([e.context for e in examples], settings.config.max_turns)
-    encoded = tokenizer(texts, truncation=True, max_length=settings.config.max_length)["input_ids"]
+    encoded, _ = encode(tokenizer, texts, settings.config.max_length)
     targets = torch.tensor([SOFT_TARGETS[e.safety_label] for e in examples], dtype=torch.float32)
     steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
     total = max(1, int(steps_per_epoch * settings.epochs))
@@ -250,9 +253,12 @@ def fit_thresholds(
 def calibrate(
     model: MiniClassifier, tokenizer, calibration: list[Example], config: MiniConfig, settings: MiniTrainSettings
 ) -> dict[str, float]:
-    """Fit the temperature and thresholds into `config` on held-out training examples; returns their metrics."""
-    texts = context_texts([e.context for e in calibration], config.max_turns)
-    logits = batched_logits(model, tokenizer, texts, config.max_length, 64)
+    """Fit the temperature and thresholds into `config` on held-out training examples; returns their metrics.
+
+    With `config.int8` the fit is made on the int8 copy the detector will run.
+    """
+    encoded, _ = encode(tokenizer, context_texts([e.context for e in calibration], config.max_turns), config.max_length)
+    logits = batched_logits(quantize_int8(model) if config.int8 else model, encoded, tokenizer.pad_token_id, 64)
     config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
     probs = softmax(logits, config.temperature)
     config.casual_threshold, config.intervention_threshold, report = fit_thresholds(
@@ -350,11 +356,51 @@ def train_canary_mini(
         "temperature": config.temperature,
         "casual_threshold": config.casual_threshold,
         "intervention_threshold": config.intervention_threshold,
+        "int8": config.int8,
         "first_loss": float(np.mean(losses[:20])),
         "last_loss": float(np.mean(losses[-50:])),
         "seconds": round(time.time() - started, 1),
         **config.meta,
     }
-    with atomic_write(out / "training.json") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(out / "training.json", report)
+    return report
+
+
+def recalibrate(
+    model_dir: Path,
+    root: Path | None = None,
+    settings: MiniTrainSettings | None = None,
+    by_source: dict[str, list[Example]] | None = None,
+) -> dict:
+    """Refit the temperature and thresholds of a built model on its calibration slice, without retraining.
+
+    For a changed false-alarm bound or intervention floor, or to switch int8 on or off (`settings.config.int8`):
+    a minute instead of a full rebuild. config.json and training.json are rewritten with the new fit.
+    """
+    settings = settings or MiniTrainSettings()
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    model_dir = Path(model_dir)
+    config = MiniConfig.load(model_dir / CONFIG)
+    config.int8 = settings.config.int8
+    settings.config = config
+    by_source = by_source if by_source is not None else load_training_examples(root, settings)
+    _, calibration = split_calibration(by_source)
+    report_calibration = calibrate(
+        load_classifier(model_dir), load_tokenizer(model_dir / "encoder"), calibration, config, settings
+    )
+    fitted = {k: getattr(settings, k) for k in ("max_false_alarm", "min_intervention_recall")}
+    config.meta = (config.meta or {}) | {"settings": (config.meta or {}).get("settings", {}) | fitted}
+    write_json(model_dir / CONFIG, asdict(config))
+    report_file = model_dir / "training.json"
+    report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+    report |= {
+        "calibration": report_calibration,
+        "temperature": config.temperature,
+        "casual_threshold": config.casual_threshold,
+        "intervention_threshold": config.intervention_threshold,
+        "int8": config.int8,
+        **config.meta,
+    }
+    write_json(report_file, report)
     return report

@@ -79,17 +79,35 @@ def train_canary_mini(
     casual_cap: int = typer.Option(800, help="Examples kept per casual corpus."),
     seed: int = typer.Option(13),
     threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
+    min_intervention_recall: float = typer.Option(
+        0.95, help="Needs-intervention recall the thresholds must keep on the calibration slice."
+    ),
+    int8: bool = typer.Option(True, help="Run (and calibrate) the encoder with int8 dynamic quantization."),
+    calibrate_only: bool = typer.Option(
+        False, "--calibrate-only", help="Refit temperature and thresholds of the model at --out; no training."
+    ),
 ) -> None:
     """Rebuild the offline default detector from the public data (train splits only), with progress bars."""
-    from prosocial.canary.mini_train import MiniTrainSettings
+    from prosocial.canary.mini import MiniConfig
+    from prosocial.canary.mini_train import MiniTrainSettings, recalibrate
     from prosocial.canary.mini_train import train_canary_mini as build
     from prosocial.data.adapters import default_root
 
     root = data or default_root()
+    settings = MiniTrainSettings(
+        epochs=epochs,
+        casual_cap=casual_cap,
+        seed=seed,
+        num_threads=threads,
+        min_intervention_recall=min_intervention_recall,
+        config=MiniConfig(int8=int8),
+    )
+    if calibrate_only:
+        console.print_json(data=recalibrate(out, root=root, settings=settings))
+        return
     prosocial_files = [
         root / "prosocial_dialog_partial" / "train.json",
         root / "prosocial_dialog_examples" / "dialogstudio_converted_examples.json",
     ]
-    settings = MiniTrainSettings(epochs=epochs, casual_cap=casual_cap, seed=seed, num_threads=threads)
     report = build(out, root=root, prosocial_files=[p for p in prosocial_files if p.exists()], settings=settings)
     console.print_json(data=report)
