@@ -1,6 +1,6 @@
 """Speed of a detector on this machine: cold start, single-check latency, batch throughput with and without RoTs.
 
-    python benchmarks/bench_canary.py [--detector canary-mini] [--out docs/reports/canary-speed.json]
+    python benchmarks/bench_canary.py [--detector canary-mini[:model_dir=DIR]] [--out docs/reports/canary-speed.json]
 
 Contexts are dev examples from the safety suite (ToxiChat, SBIC, casual dialogue); nothing here is a test.
 """
@@ -16,25 +16,27 @@ import time
 
 from prosocial.canary import load_detector
 from prosocial.data.adapters import load_benchmark
+from prosocial.eval.reports import parse_spec
 from prosocial.eval.safety_suite import CASUAL
 from prosocial.io import write_json
 
 COLD_START = (
     "import time; t = time.perf_counter(); from prosocial.canary import load_detector; "
-    "d = load_detector({name!r}); d.check(['I want to pull the fire alarm as a prank.']); "
+    "d = load_detector({name!r}, **{settings!r}); d.check(['I want to pull the fire alarm as a prank.']); "
     "print(time.perf_counter() - t)"
 )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default="canary-mini")
+    parser.add_argument("--detector", default="canary-mini", help="NAME[:key=value,...] as in prosocial eval")
     parser.add_argument("--contexts", type=int, default=2000)
     parser.add_argument("--out", default="docs/reports/canary-speed.json")
     args = parser.parse_args()
+    _, backend, settings = parse_spec(args.detector)
 
     colds = [
-        float(subprocess.run([sys.executable, "-c", COLD_START.format(name=args.detector)], check=True,
+        float(subprocess.run([sys.executable, "-c", COLD_START.format(name=backend, settings=settings)], check=True,
                              capture_output=True, text=True).stdout.strip().splitlines()[-1])
         for _ in range(3)
     ]
@@ -44,7 +46,7 @@ def main() -> None:
     contexts = [e.context for e in examples][: args.contexts]
     flagged = [e.context for e in load_benchmark("sbic", "dev") if e.rots][:200]
 
-    detector = load_detector(args.detector)
+    detector = load_detector(backend, **settings)
     detector.predict(contexts[:64])  # warm up: load weights, first allocations
     started = time.perf_counter()
     detector.predict(contexts, with_rots=False)

@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
+from prosocial.canary.base import Verdict
 from prosocial.canary.mini_train import rot_bank_entries
 from prosocial.canary.rotbank import Embedder, RotBank
 from prosocial.data.adapters import default_root, load_benchmark
-from prosocial.eval.safety_suite import rot_scores
-from prosocial.canary.base import Verdict
 from prosocial.data.labels import SafetyLabel
+from prosocial.eval.safety_suite import rot_scores
 from prosocial.io import write_json
 from prosocial.lm import load_lm
 
@@ -60,7 +60,7 @@ def main() -> None:
     results["SmolLM2 few-shot"] = {**rot_scores(verdicts, posts), "seconds": time.perf_counter() - started}
     results["examples"] = [
         {"post": p.context[-1], "gold": p.rots, "retrieval": r[:1], "generated": o.strip()}
-        for p, r, o in list(zip(posts, bank.search([p.context for p in posts[:5]], k=1), outputs))[:5]
+        for p, r, o in list(zip(posts, bank.search([p.context for p in posts[:5]], k=1), outputs, strict=False))[:5]
     ]
     write_json(args.out, {"posts": len(posts), "split": "sbic dev (offensive posts with RoTs)", "results": results})
     print(json.dumps({k: v for k, v in results.items() if k != "examples"}, indent=2))

@@ -76,10 +76,10 @@ class MiniTrainSettings:
     limit_per_source: int | None = None
     max_false_alarm: float = 0.02
     #: needs-intervention situations "cannot be missed" (A.4): the threshold must keep this recall on calibration
-    min_intervention_recall: float = 0.95
+    min_intervention_recall: float = 0.9
     seed: int = 13
     num_threads: int | None = None
-    config: MiniConfig = field(default_factory=lambda: MiniConfig(int8=True))
+    config: MiniConfig = field(default_factory=MiniConfig)
 
 
 def _hash_fraction(key: str, salt: str) -> float:

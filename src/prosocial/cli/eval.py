@@ -31,18 +31,11 @@ def provenance(**extra) -> dict:
     }
 
 
-def _detector(spec: str):
-    """`name` or `name=model_dir`."""
-    from prosocial.canary import load_detector
-
-    name, _, model_dir = spec.partition("=")
-    return name, load_detector(name, **({"model_dir": model_dir} if model_dir else {}))
-
-
 @app.command("safety-suite")
 def safety_suite(
     detectors: list[str] = typer.Option(DEFAULT_DETECTORS, "--detector", "-d",
-                                        help="name or name=model_dir; repeatable."),
+                                        help="[LABEL=]DETECTOR[:key=value,...], e.g. "
+                                        "'mine=canary-mini:model_dir=runs/cm'; repeatable."),
     per_source: int = typer.Option(1000, help="Dev examples per source (seeded sample); 0 = all."),
     seed: int = typer.Option(0, help="Seed of the per-source sample."),
     data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
@@ -50,15 +43,17 @@ def safety_suite(
     out: Path = typer.Option(Path("docs/reports/safety-suite"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Every detector on every external benchmark's dev split, side by side (Markdown and JSON)."""
+    from prosocial.canary import load_detector
+    from prosocial.eval.reports import parse_spec
     from prosocial.eval.safety_suite import evaluate_detector, load_suite, markdown_table
 
     suite = load_suite(data, per_source or None, seed)
     results = {}
     for spec in detectors:
+        label, name, settings = parse_spec(spec)
         try:
-            name, detector = _detector(spec)
-            console.print(f"evaluating {name} …")
-            results[name] = evaluate_detector(detector, suite)
+            console.print(f"evaluating {label} …")
+            results[label] = evaluate_detector(load_detector(name, **settings), suite)
         except ModelError as exc:
             console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
     if not results:
