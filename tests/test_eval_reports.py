@@ -107,3 +107,19 @@ def test_eval_canary_and_prost_commands_write_traceable_reports(shared_data, tmp
     assert result.exit_code == 0, result.output
     assert json.loads(out.with_suffix(".json").read_text())["results"]["canned"]["n"] == 12
     assert CANNED_REPLY not in out.with_suffix(".md").read_text()  # the report holds scores, not replies
+
+
+def test_safety_suite_compares_labelled_detector_specs(tmp_path, shared_data):
+    """Two settings of one backend get their own columns (labels), as `eval canary` specs do."""
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    out = tmp_path / "suite"
+    result = CliRunner().invoke(app, ["eval", "safety-suite", "-d", "keywords", "-d", "again=keywords",
+                                      "-d", "broken=canary-mini:model_dir=" + str(tmp_path / "nowhere"),
+                                      "--per-source", "20", "--data", str(shared_data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "skipping" in result.output and "model directory not found" in " ".join(result.output.split())
+    header = out.with_suffix(".md").read_text().splitlines()[2]
+    assert header == "| source | keywords BA | again BA |"
