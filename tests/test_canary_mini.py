@@ -92,10 +92,10 @@ def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_p
 
     out, _, by_source = trained
     copy = shutil.copytree(out, tmp_path / "model")
-    settings = MiniTrainSettings(min_intervention_recall=0.5, config=MiniConfig(int8=True))
+    settings = MiniTrainSettings(min_intervention_recall=0.5, config=MiniConfig(precision="int8"))
     report = recalibrate(copy, settings=settings, by_source=by_source)
     config = json.loads((copy / "config.json").read_text())
-    assert config["int8"] is True and report["int8"] is True
+    assert config["precision"] == report["precision"] == "int8"
     assert config["meta"]["settings"]["min_intervention_recall"] == 0.5
     assert json.loads((copy / "training.json").read_text())["calibration"] == report["calibration"]
     detector = load_detector("canary-mini", model_dir=copy)
@@ -105,6 +105,29 @@ def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_p
     for quantized, full in zip(detector.predict(contexts), fp32.predict(contexts), strict=True):
         assert abs(sum(quantized.scores.values()) - 1) < 1e-5
         assert quantized.scores != full.scores  # int8 arithmetic differs from fp32
+
+
+def test_bfloat16_stays_close_to_float32_whatever_the_batch(trained):
+    import torch
+
+    from prosocial.canary.mini import batched_logits, context_texts, with_precision
+
+    out, _, by_source = trained
+    fp32 = load_detector("canary-mini", model_dir=out)
+    model = with_precision(fp32._model, "bfloat16")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert model is fp32._model  # emulated bfloat16 would be slower: float32 is kept
+        return
+    assert next(model.parameters()).dtype is torch.bfloat16
+    texts = context_texts([e.context for e in by_source["toxichat"][:20]], 4)
+    encoded, _ = encode(fp32._tokenizer, texts, 64)
+    pad = fp32._tokenizer.pad_token_id
+    reference = batched_logits(fp32._model, encoded, pad, 16)
+    batched, alone = batched_logits(model, encoded, pad, 16, workers=2), batched_logits(model, encoded, pad, 1)
+    assert np.abs(batched - reference).max() < 0.1
+    assert np.abs(batched - alone).max() < 0.02
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        with_precision(fp32._model, "fp8")
 
 
 def test_encode_cuts_from_the_left_like_the_tokenizer():

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from prosocial.canary.mini import (
+    BATCH_SIZE,
     CONFIG,
     MiniClassifier,
     MiniConfig,
@@ -36,8 +37,8 @@ from prosocial.canary.mini import (
     load_classifier,
     load_tokenizer,
     pad_batch,
-    quantize_int8,
     softmax,
+    with_precision,
 )
 from prosocial.canary.rotbank import Embedder, Entry, RotBank, packaged_minilm
 from prosocial.data.labels import SafetyLabel
@@ -79,7 +80,7 @@ class MiniTrainSettings:
     min_intervention_recall: float = 0.9
     seed: int = 13
     num_threads: int | None = None
-    config: MiniConfig = field(default_factory=MiniConfig)
+    config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16"))
 
 
 def _hash_fraction(key: str, salt: str) -> float:
@@ -255,10 +256,10 @@ def calibrate(
 ) -> dict[str, float]:
     """Fit the temperature and thresholds into `config` on held-out training examples; returns their metrics.
 
-    With `config.int8` the fit is made on the int8 copy the detector will run.
+    The fit is made in `config.precision`, the arithmetic the detector will run.
     """
     encoded, _ = encode(tokenizer, context_texts([e.context for e in calibration], config.max_turns), config.max_length)
-    logits = batched_logits(quantize_int8(model) if config.int8 else model, encoded, tokenizer.pad_token_id, 64)
+    logits = batched_logits(with_precision(model, config.precision), encoded, tokenizer.pad_token_id, BATCH_SIZE)
     config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
     probs = softmax(logits, config.temperature)
     config.casual_threshold, config.intervention_threshold, report = fit_thresholds(
@@ -356,7 +357,7 @@ def train_canary_mini(
         "temperature": config.temperature,
         "casual_threshold": config.casual_threshold,
         "intervention_threshold": config.intervention_threshold,
-        "int8": config.int8,
+        "precision": config.precision,
         "first_loss": float(np.mean(losses[:20])),
         "last_loss": float(np.mean(losses[-50:])),
         "seconds": round(time.time() - started, 1),
@@ -374,7 +375,7 @@ def recalibrate(
 ) -> dict:
     """Refit the temperature and thresholds of a built model on its calibration slice, without retraining.
 
-    For a changed false-alarm bound or intervention floor, or to switch int8 on or off (`settings.config.int8`):
+    For a changed false-alarm bound or intervention floor, or another precision (`settings.config.precision`):
     a minute instead of a full rebuild. config.json and training.json are rewritten with the new fit.
     """
     settings = settings or MiniTrainSettings()
@@ -382,7 +383,7 @@ def recalibrate(
         torch.set_num_threads(settings.num_threads)
     model_dir = Path(model_dir)
     config = MiniConfig.load(model_dir / CONFIG)
-    config.int8 = settings.config.int8
+    config.precision = settings.config.precision
     settings.config = config
     by_source = by_source if by_source is not None else load_training_examples(root, settings)
     _, calibration = split_calibration(by_source)
@@ -399,7 +400,7 @@ def recalibrate(
         "temperature": config.temperature,
         "casual_threshold": config.casual_threshold,
         "intervention_threshold": config.intervention_threshold,
-        "int8": config.int8,
+        "precision": config.precision,
         **config.meta,
     }
     write_json(report_file, report)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prosocial.canary.batching import run_batches
 from prosocial.errors import ModelError
 from prosocial.io import atomic_write
 
@@ -36,10 +37,13 @@ def packaged_minilm() -> Path:
 class Embedder:
     """Sentence embeddings from a MiniLM-style encoder: mean pooling over tokens, L2-normalised."""
 
-    def __init__(self, model_dir: str | Path | None = None, max_length: int = 128, batch_size: int = 64):
+    def __init__(
+        self, model_dir: str | Path | None = None, max_length: int = 128, batch_size: int = 16, workers: int = 1
+    ):
         self.model_dir = model_dir
         self.max_length = max_length
         self.batch_size = batch_size
+        self.workers = workers
 
     @cached_property
     def _parts(self):
@@ -51,21 +55,18 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         tokenizer, model = self._parts
         out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = tokenizer(
-                    [texts[i] for i in rows],
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                )
+
+        def embed(rows: list[int]) -> None:
+            batch = tokenizer(
+                [texts[i] for i in rows], truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            )
+            with torch.inference_mode():
                 hidden = model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+        run_batches([len(t) for t in texts], self.batch_size, self.workers, embed)
         return out
 
 
@@ -109,14 +110,14 @@ class RotBank:
             np.save(handle, self.embeddings.astype(np.float16))
 
     @classmethod
-    def load(cls, directory: str | Path) -> RotBank:
+    def load(cls, directory: str | Path, workers: int = 1) -> RotBank:
         directory = Path(directory)
         if not (directory / ENTRIES).exists() or not (directory / EMBEDDINGS).exists():
             raise ModelError(f"RoT bank {directory} needs {ENTRIES} and {EMBEDDINGS}")
         settings = json.loads((directory / SETTINGS).read_text()) if (directory / SETTINGS).exists() else {}
         with open(directory / ENTRIES, encoding="utf-8") as handle:
             entries = [Entry(**json.loads(line)) for line in handle if line.strip()]
-        embedder = Embedder(settings.get("embedder"))
+        embedder = Embedder(settings.get("embedder"), workers=workers)
         return cls(entries, np.load(directory / EMBEDDINGS), embedder, settings.get("neighbours", 8))
 
     def search(self, contexts: Sequence[Sequence[str]], k: int = 2) -> list[list[str]]:

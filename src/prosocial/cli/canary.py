@@ -82,8 +82,9 @@ def train_canary_mini(
     min_intervention_recall: float = typer.Option(
         0.9, help="Needs-intervention recall the thresholds must keep on the calibration slice."
     ),
-    int8: bool = typer.Option(
-        False, help="Run (and calibrate) the encoder with int8 dynamic quantization: faster, a little less accurate."
+    precision: str = typer.Option(
+        "bfloat16", help="Arithmetic to run and calibrate in: float32, bfloat16 (float32 on CPUs without native "
+        "bfloat16) or int8 (fastest, but scores depend on the batch).",
     ),
     calibrate_only: bool = typer.Option(
         False, "--calibrate-only", help="Refit temperature and thresholds of the model at --out; no training."
@@ -102,7 +103,7 @@ def train_canary_mini(
         seed=seed,
         num_threads=threads,
         min_intervention_recall=min_intervention_recall,
-        config=MiniConfig(int8=int8),
+        config=MiniConfig(precision=precision),
     )
     if calibrate_only:
         console.print_json(data=recalibrate(out, root=root, settings=settings))
