@@ -239,7 +239,11 @@ def load_tokenizer(encoder_dir: Path):
 
 @register_detector("canary-mini")
 class CanaryMini(SafetyDetector):
-    """The offline default detector (see the module docstring and the model card in its directory)."""
+    """The offline default detector (see the module docstring and the model card in its directory).
+
+    `workers` batches run at once (default: one per available core), each on `num_threads` torch threads
+    (default: 1 when several workers run). Loading the model sets torch's process-wide thread count.
+    """
 
     def __init__(
         self,
