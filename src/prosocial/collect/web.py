@@ -159,6 +159,16 @@ def create_app(
             return PlainTextResponse("This page needs the admin role.", 403)
         return user
 
+    async def user_form(request: Request, admin: bool = False) -> tuple[User, dict[str, list[str]]] | Response:
+        """The signed-in user and their posted form (CSRF-checked), or the response that refuses them."""
+        parsed = await read_form(request)
+        if isinstance(parsed, Response):
+            return parsed
+        user = need_user(request, admin)
+        if isinstance(user, Response):
+            return user
+        return user, parsed[1]
+
     @app.get("/static/{name}")
     def static(name: str) -> Response:
         if name not in STATIC:
@@ -219,12 +229,10 @@ def create_app(
 
     @app.post("/tasks/next")
     async def next_task(request: Request) -> Response:
-        parsed = await read_form(request)
-        if isinstance(parsed, Response):
-            return parsed
-        user = need_user(request)
-        if isinstance(user, Response):
-            return user
+        got = await user_form(request)
+        if isinstance(got, Response):
+            return got
+        user, _ = got
         assignment_id = await run_in_threadpool(pipeline.claim_next, factory, user.id)
         return redirect(f"/tasks/{assignment_id}" if assignment_id else "/tasks?message=empty")
 
@@ -246,13 +254,10 @@ def create_app(
 
     @app.post("/tasks/{assignment_id}")
     async def submit_task(request: Request, assignment_id: int) -> Response:
-        parsed = await read_form(request)
-        if isinstance(parsed, Response):
-            return parsed
-        user = need_user(request)
-        if isinstance(user, Response):
-            return user
-        _, form = parsed
+        got = await user_form(request)
+        if isinstance(got, Response):
+            return got
+        user, form = got
         try:
             outcome = await run_in_threadpool(pipeline.submit, factory, assignment_id, user.id, form)
         except pipeline.TaskGone:
@@ -274,13 +279,10 @@ def create_app(
 
     @app.post("/admin/users")
     async def create_user(request: Request) -> Response:
-        parsed = await read_form(request)
-        if isinstance(parsed, Response):
-            return parsed
-        user = need_user(request, admin=True)
-        if isinstance(user, Response):
-            return user
-        _, form = parsed
+        got = await user_form(request, admin=True)
+        if isinstance(got, Response):
+            return got
+        _, form = got
         fields = {k: (form.get(k) or [""])[0] for k in ("username", "password", "role")}
         try:
             await run_in_threadpool(pipeline.add_user, factory, fields["username"], fields["password"],
