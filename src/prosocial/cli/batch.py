@@ -39,9 +39,17 @@ def _count_lines(path: Path) -> int:
 
 
 def run_jsonl(
-    source: Path, target: Path, process: BatchFn, batch_size: int, skip_invalid: bool, console: Console, what: str
+    source: Path,
+    target: Path,
+    process: BatchFn,
+    batch_size: int,
+    skip_invalid: bool,
+    console: Console,
+    what: str,
+    records: str,
 ) -> tuple[int, int]:
-    """Read `{"id", "context"}` lines, write `{"id", **result}` lines; returns (written, skipped).
+    """Read `{"id", "context"}` lines, write `{"id", **result}` lines, report the counts (`what` names the job in
+    the progress bar, `records` the output lines in the summary); returns (written, skipped).
 
     A bad line stops the job with an error naming it, unless `skip_invalid`, which skips and counts it. The
     output appears only when the whole job succeeded (temporary file, then rename), so a crash loses nothing.
@@ -82,4 +90,6 @@ def run_jsonl(
             flush()
     for message in skipped:  # after the progress bar, so no message is overdrawn
         console.print(f"[yellow]skipped[/yellow] {message}", highlight=False, soft_wrap=True)
+    note = f"; skipped {len(skipped):,} bad lines" if skipped else ""
+    console.print(f"wrote {written:,} {records} to {target}{note}", highlight=False)
     return written, len(skipped)

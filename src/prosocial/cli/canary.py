@@ -35,7 +35,7 @@ def check(
         if input is not None:
             if output is None:
                 raise typer.BadParameter("--input needs --output")
-            written, skipped = run_jsonl(
+            run_jsonl(
                 input,
                 output,
                 lambda contexts: [v.to_dict() for v in detector.predict(contexts, with_rots=not no_rots)],
@@ -43,9 +43,7 @@ def check(
                 skip_invalid,
                 console,
                 "check",
-            )
-            console.print(
-                f"wrote {written:,} verdicts to {output}" + (f"; skipped {skipped:,} bad lines" if skipped else "")
+                "verdicts",
             )
             return
         if text is None:

@@ -80,10 +80,8 @@ def respond(
             raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
         agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
         if input is not None:
-            written, skipped = run_jsonl(input, output, lambda contexts: _rows(agent, contexts), batch_size,
-                                         skip_invalid, console, "respond")
-            note = f"; skipped {skipped:,} bad lines" if skipped else ""
-            console.print(f"wrote {written:,} replies to {output}{note}", highlight=False)
+            run_jsonl(input, output, lambda contexts: _rows(agent, contexts), batch_size, skip_invalid, console,
+                      "respond", "replies")
             return
         turn = agent.respond([*context, text])
     except (DataError, ModelError, ValueError) as exc:
