@@ -101,3 +101,15 @@ def test_chat_shows_labels_escalates_and_resets(steered: list[str]) -> None:
 def test_chat_ends_at_end_of_input(steered: list[str]) -> None:
     result = runner.invoke(app, ["chat", *steered, "--detector", "keywords"], input="hello there\n")
     assert result.exit_code == 0 and "__casual__" in result.stdout and "bye" in result.stdout
+
+
+def test_check_batch_keeps_every_good_line_and_reports_the_skipped(tmp_path):
+    from prosocial.cli import app as cli
+
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text('{"id": "a", "context": ["hi"]}\nnot json\n{"id": "b", "context": ["you idiot"]}\n')
+    result = CliRunner().invoke(cli, ["check", "-i", str(source), "-o", str(target), "--backend", "keywords",
+                                      "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == ["a", "b"]
+    assert "wrote 2 verdicts" in " ".join(result.output.split()) and "skipped 1 bad lines" in result.output
