@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -44,20 +46,11 @@ def safety_suite(
 ) -> None:
     """Every detector on every external benchmark's dev split, side by side (Markdown and JSON)."""
     from prosocial.canary import load_detector
-    from prosocial.eval.reports import parse_spec
     from prosocial.eval.safety_suite import evaluate_detector, load_suite, markdown_table
 
     suite = load_suite(data, per_source or None, seed)
-    results = {}
-    for spec in detectors:
-        label, name, settings = parse_spec(spec)
-        try:
-            console.print(f"evaluating {label} …")
-            results[label] = evaluate_detector(load_detector(name, **settings), suite)
-        except ModelError as exc:
-            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
-    if not results:
-        raise typer.Exit(1)
+    results = _evaluate_each(detectors, None, lambda name, settings: evaluate_detector(load_detector(name, **settings),
+                                                                                    suite))
     meta = provenance(detectors=detectors, per_source=per_source, seed=seed, data=suite.description, split="dev")
     table = markdown_table(results)
     with atomic_write(out.with_suffix(".md")) as handle:
@@ -100,14 +93,41 @@ def _write_report(out: Path, title: str, sections: list[str], meta: dict, result
     write_json(out.with_suffix(".json"), {"meta": meta, "results": results})
 
 
-def _model_spec(spec: str, folder_kind: str) -> tuple[str, str, dict]:
-    """(label, backend, settings); a bare folder is a fine-tuned model of `folder_kind`."""
+def _model_spec(spec: str, folder_kind: str | None) -> tuple[str, str, dict]:
+    """(label, backend, settings); a bare folder is a fine-tuned model of `folder_kind` (when given)."""
     from prosocial.eval.reports import parse_spec
 
     label, name, settings = parse_spec(spec)
-    if not settings and Path(name).is_dir():
+    if folder_kind and not settings and Path(name).is_dir():
         return label, folder_kind, {"model": name}
     return label, name, settings
+
+
+def _slug(label: str) -> str:
+    """A file-name part from a report label ("SmolLM2-135M, P0" → "smollm2-135m--p0")."""
+    return "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
+
+
+def _evaluate_each(
+    specs: list[str], folder_kind: str | None, evaluate: Callable[[str, dict], Any], where: str = ""
+) -> dict[str, Any]:
+    """`evaluate(backend, settings)` for every model spec, keyed by its label, in order; a model that cannot be
+    loaded is skipped with the reason, and none left is an error (exit 1). A malformed spec is a usage error.
+    """
+    results = {}
+    for spec in specs:
+        try:
+            label, name, settings = _model_spec(spec, folder_kind)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        console.print(f"evaluating {label}{where} …")
+        try:
+            results[label] = evaluate(name, settings)
+        except ModelError as exc:
+            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
+    if not results:
+        raise typer.Exit(1)
+    return results
 
 
 @app.command("canary")
@@ -126,22 +146,14 @@ def canary(
 
     _seed_everything(seed)
     examples, described = load_examples(data, root, limit or None, seed)
-    results, sections, figures = {}, [], {}
-    for spec in models:
-        label, name, settings = _model_spec(spec, "generative")
-        console.print(f"evaluating {label} on {described} …")
-        try:
-            results[label] = canary_report(load_detector(name, **settings), examples)
-        except ModelError as exc:
-            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
-            continue
-        slug = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
-        figure = plot_confusion(results[label], out.parent / f"{out.name}-{slug}.png", f"{label} on {described}")
+    results = _evaluate_each(models, "generative", lambda name, settings: canary_report(
+        load_detector(name, **settings), examples), f" on {described}")
+    sections, figures = [], {}
+    for label, result in results.items():
+        figure = plot_confusion(result, out.parent / f"{out.name}-{_slug(label)}.png", f"{label} on {described}")
         figures[label] = figure.name
-        sections.append(f"### {label}\n\n5-way:\n\n{per_class_table(results[label])}\n\n3-way:\n\n"
-                        f"{per_class_table(results[label], 'coarse')}\n\n![confusion matrices]({figure.name})")
-    if not results:
-        raise typer.Exit(1)
+        sections.append(f"### {label}\n\n5-way:\n\n{per_class_table(result)}\n\n3-way:\n\n"
+                        f"{per_class_table(result, 'coarse')}\n\n![confusion matrices]({figure.name})")
     table = canary_table(results)
     meta = provenance(command="eval canary", data=described, models=models, seed=seed, limit=limit, figures=figures)
     _write_report(out, "Safety classification and RoT generation (paper Table 2)",
@@ -166,16 +178,8 @@ def prost(
 
     _seed_everything(seed)
     examples, described = load_examples(data, root, limit or None, seed)
-    results = {}
-    for spec in models:
-        label, name, settings = _model_spec(spec, "prost")
-        console.print(f"evaluating {label} on {described} …")
-        try:
-            results[label] = prost_report(_generator(name, settings), examples)
-        except ModelError as exc:
-            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
-    if not results:
-        raise typer.Exit(1)
+    results = _evaluate_each(models, "prost", lambda name, settings: prost_report(_generator(name, settings),
+                                                                                  examples), f" on {described}")
     table = prost_table(results)
     meta = provenance(command="eval prost", data=described, models=models, seed=seed, limit=limit)
     _write_report(out, "Response generation (paper Table 3)",
@@ -222,7 +226,6 @@ def toxichat(
 
     from prosocial.data.adapters import default_root
     from prosocial.eval import toxichat as tc
-    from prosocial.eval.reports import parse_spec
     from prosocial.io import write_jsonl
 
     _seed_everything(seed)
@@ -233,23 +236,14 @@ def toxichat(
         threads = [threads[i] for i in sorted(random.Random(seed).sample(range(total), limit))]
     scorer = tc.Evaluators.load(evaluators)
     has_badword = tc.badword_matcher(tc.load_badwords(badwords))
-    built = {}
-    for spec in systems:
-        label, name, settings = parse_spec(spec)
-        try:
-            built[label] = tc.build_system(name, settings)
-        except ModelError as exc:
-            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
-    if not built:
-        raise typer.Exit(1)
+    built = _evaluate_each(systems, None, tc.build_system)
     started = time.perf_counter()
     results = tc.evaluate_toxichat(built, threads, scorer, has_badword, batch_size,
                                    progress=lambda s, i, n: console.print(f"{s}: {i}/{n}", highlight=False))
     seconds = time.perf_counter() - started
     if replies_dir:
         for label, r in results.items():
-            slug = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
-            write_jsonl(replies_dir / f"{slug}.jsonl", [
+            write_jsonl(replies_dir / f"{_slug(label)}.jsonl", [
                 {"id": th.id, "context": th.context, "response": row["reply"]}
                 for th, row in zip(threads, r["replies"], strict=True)])
     reference = tc.reference_rows(threads, scorer, has_badword)
