@@ -123,3 +123,14 @@ def test_safety_suite_compares_labelled_detector_specs(tmp_path, shared_data):
     assert "skipping" in result.output and "model directory not found" in " ".join(result.output.split())
     header = out.with_suffix(".md").read_text().splitlines()[2]
     assert header == "| source | keywords BA | again BA |"
+
+
+def test_a_malformed_model_spec_is_a_usage_error(tmp_path, shared_data):
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "safety-suite", "-d", "keywords:oops", "--per-source", "5",
+                                      "--data", str(shared_data), "--out", str(tmp_path / "suite")])
+    assert result.exit_code == 2 and "expected key=value" in result.output
+    assert not (tmp_path / "suite.md").exists()
