@@ -353,11 +353,7 @@ def train_canary_mini(
     }
     save_model(model, tokenizer, config, bank, out)
     report = {
-        "calibration": calibration_report,
-        "temperature": config.temperature,
-        "casual_threshold": config.casual_threshold,
-        "intervention_threshold": config.intervention_threshold,
-        "precision": config.precision,
+        **_fit_record(config, calibration_report),
         "first_loss": float(np.mean(losses[:20])),
         "last_loss": float(np.mean(losses[-50:])),
         "seconds": round(time.time() - started, 1),
@@ -365,6 +361,17 @@ def train_canary_mini(
     }
     write_json(out / "training.json", report)
     return report
+
+
+def _fit_record(config: MiniConfig, calibration_report: dict[str, float]) -> dict:
+    """What training.json says about the calibration fit (written by a full build and by `recalibrate`)."""
+    return {
+        "calibration": calibration_report,
+        "temperature": config.temperature,
+        "casual_threshold": config.casual_threshold,
+        "intervention_threshold": config.intervention_threshold,
+        "precision": config.precision,
+    }
 
 
 def recalibrate(
@@ -395,13 +402,6 @@ def recalibrate(
     write_json(model_dir / CONFIG, asdict(config))
     report_file = model_dir / "training.json"
     report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
-    report |= {
-        "calibration": report_calibration,
-        "temperature": config.temperature,
-        "casual_threshold": config.casual_threshold,
-        "intervention_threshold": config.intervention_threshold,
-        "precision": config.precision,
-        **config.meta,
-    }
+    report |= {**_fit_record(config, report_calibration), **config.meta}
     write_json(report_file, report)
     return report
