@@ -138,6 +138,12 @@ def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[
     return out, cut
 
 
+def encode_contexts(tokenizer, contexts: Sequence[Sequence[str]], config: MiniConfig) -> tuple[list[list[int]], int]:
+    """Validate, flatten and tokenize contexts: the one input shaping that training, calibration and inference
+    share. Returns the ids and how many contexts were cut to `config.max_length`."""
+    return encode(tokenizer, context_texts(contexts, config.max_turns), config.max_length)
+
+
 def pad_batch(encoded: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask for the given rows, right-padded to the longest of them."""
     width = max(len(encoded[i]) for i in rows)
@@ -291,7 +297,7 @@ class CanaryMini(SafetyDetector):
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
         config = self.config
-        encoded, cut = encode(self._tokenizer, context_texts(contexts, config.max_turns), config.max_length)
+        encoded, cut = encode_contexts(self._tokenizer, contexts, config)
         if cut:
             log.warning(
                 "%d context(s) longer than %d tokens were truncated from the oldest turn", cut, config.max_length

@@ -31,9 +31,8 @@ from prosocial.canary.mini import (
     MiniClassifier,
     MiniConfig,
     batched_logits,
-    context_texts,
     decide,
-    encode,
+    encode_contexts,
     load_classifier,
     load_tokenizer,
     pad_batch,
@@ -142,8 +141,7 @@ def train_classifier(
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
-    texts = context_texts([e.context for e in examples], settings.config.max_turns)
-    encoded, _ = encode(tokenizer, texts, settings.config.max_length)
+    encoded, _ = encode_contexts(tokenizer, [e.context for e in examples], settings.config)
     targets = torch.tensor([SOFT_TARGETS[e.safety_label] for e in examples], dtype=torch.float32)
     steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
     total = max(1, int(steps_per_epoch * settings.epochs))
@@ -258,7 +256,7 @@ def calibrate(
 
     The fit is made in `config.precision`, the arithmetic the detector will run.
     """
-    encoded, _ = encode(tokenizer, context_texts([e.context for e in calibration], config.max_turns), config.max_length)
+    encoded, _ = encode_contexts(tokenizer, [e.context for e in calibration], config)
     logits = batched_logits(with_precision(model, config.precision), encoded, tokenizer.pad_token_id, BATCH_SIZE)
     config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
     probs = softmax(logits, config.temperature)
