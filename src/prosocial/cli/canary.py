@@ -11,6 +11,7 @@ from rich.table import Table
 
 from prosocial.canary import load_detector
 from prosocial.cli.batch import run_jsonl
+from prosocial.cli.errors import fail
 from prosocial.errors import DataError, ModelError
 
 console = Console(stderr=True)
@@ -50,8 +51,7 @@ def check(
             raise typer.BadParameter("give a TEXT to check, or --input FILE")
         verdict = detector.check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(console, exc)
     if as_json:
         import json
 

@@ -6,7 +6,11 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
+from prosocial.cli.errors import fail
+
+err = Console(stderr=True)
 app = typer.Typer(help="Collect ProsocialDialog-style data: import, draft with an LM, annotate on the web, export.",
                   no_args_is_help=True)
 DB_HELP = "Database URL: SQLite by default, e.g. postgresql://user@host/db for teams ($PROSOCIAL_COLLECT_DB)."
@@ -20,11 +24,6 @@ def _factory(url: str, migrate_first: bool = True):
     if migrate_first:
         migrate(engine)
     return session_factory(engine)
-
-
-def _fail(message: object) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command("migrate")
@@ -57,7 +56,7 @@ def import_cmd(
         items = load_source(source, path, split, limit)
         added = import_situations(_factory(db), items, rounds=rounds)
     except (ValueError, FileNotFoundError) as error:
-        _fail(error)
+        fail(err, error)
     typer.echo(f"imported {added} new situations ({len(items) - added} already present)")
 
 
@@ -75,7 +74,7 @@ def create_user(
     try:
         add_user(_factory(db), username, password, role)
     except ValueError as error:
-        _fail(error)
+        fail(err, error)
     typer.echo(f"created {role} {username}")
 
 
@@ -133,7 +132,7 @@ def export(
     try:
         write_dialogues(dialogues, out, format=format)
     except DataError as error:
-        _fail(error)
+        fail(err, error)
     typer.echo(f"wrote {len(dialogues)} dialogues to {out}")
 
 

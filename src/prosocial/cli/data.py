@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prosocial.cli.errors import fail
 from prosocial.data import (
     FORMATS,
     Stats,
@@ -26,10 +27,6 @@ app = typer.Typer(help="ProsocialDialog data: statistics, conversion, validation
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-
-def _fail(error: Exception) -> None:
-    err.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _stats_table(all_stats: list[Stats]) -> Table:
@@ -95,7 +92,7 @@ def stats(
             name, _, split = spec.partition(":")
             results.append(example_stats(load_benchmark(name, split or "train"), name=f"{name}:{split or 'train'}"))
     except (DataError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(err, exc)
     if plot_dir is not None:
         for result in results:
             if result.labelled_contexts:
@@ -119,7 +116,7 @@ def convert(
         dialogues = read_dialogues(source, format)
         write_dialogues(dialogues, target, to)
     except DataError as exc:
-        _fail(exc)
+        fail(err, exc)
     turns = sum(len(d.turns) for d in dialogues)
     console.print(f"wrote {len(dialogues):,} dialogues ({turns:,} turns) to {target} ({to})")
 

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from prosocial.canary import load_detector
 from prosocial.cli.batch import run_jsonl
+from prosocial.cli.errors import fail
 from prosocial.errors import DataError, ModelError
 from prosocial.prost import load_generator
 from prosocial.steer import Conversation, ProsocialAgent
@@ -85,8 +86,7 @@ def respond(
             return
         turn = agent.respond([*context, text])
     except (DataError, ModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(console, exc)
     if as_json:
         sys.stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
         return
@@ -125,8 +125,7 @@ def chat(
     try:
         agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
     except (ModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(console, exc)
     out = Console()
     conversation = Conversation()
     out.print("[dim]Type a message; /reset starts over, /quit ends.[/dim]")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from prosocial.cli.errors import fail
 from prosocial.errors import ModelError
 
 console = Console(stderr=True)
@@ -51,8 +52,7 @@ def serve(
             shutdown_timeout=shutdown_timeout,
         )
     except ModelError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(console, exc)
     upstream = settings.upstream_url or "none (the proxy answers 503)"
     console.print(f"detector {settings.detector}; upstream {upstream}; http://{settings.host}:{settings.port}/docs")
     uvicorn.run(

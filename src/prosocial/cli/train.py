@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prosocial.cli.errors import fail
 from prosocial.data.mixture import CANARY_WEIGHTS, PROST_WEIGHTS, MixtureSampler
 from prosocial.data.schema import Example
 from prosocial.errors import DataError, ModelError
@@ -64,10 +65,6 @@ LIMIT = typer.Option(None, help="Use only the first N training examples (smoke r
 EVAL_LIMIT = typer.Option(500, help="Dev examples for the final table (generation is slow).")
 NO_PROGRESS = typer.Option(False, "--no-progress", help="No progress bar.")
 
-
-def _fail(error: Exception) -> None:
-    err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-    raise typer.Exit(1)
 
 
 def parse_weights(text: str | None, default: dict[str, float]) -> dict[str, float]:
@@ -264,7 +261,7 @@ def canary(
                 ("RoT BLEU-4", "rot_bleu4", True), ("RoT F1", "rot_f1", True), ("RoT PPL", "rot_perplexity", False),
             ], scores)
     except (DataError, ModelError, ValueError, FileNotFoundError) as error:
-        _fail(error)
+        fail(err, error)
 
 
 @app.command()
@@ -333,7 +330,7 @@ def prost(
                 ("w/ gold RoT PPL", "gold_rot_perplexity", False),
             ], scores)
     except (DataError, ModelError, ValueError, FileNotFoundError) as error:
-        _fail(error)
+        fail(err, error)
 
 
 if __name__ == "__main__":
