@@ -260,3 +260,13 @@ def test_migrations_are_shipped_and_idempotent(tmp_path: Path):
     assert set(Base.metadata.tables) <= tables
     command.downgrade(alembic_config(engine), "base")
     assert current_revision(engine) is None
+
+
+def test_a_database_that_cannot_be_opened_is_a_clear_cli_error(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    result = CliRunner().invoke(app, ["collect", "progress", "--db", f"sqlite:///{tmp_path}/missing/dir/c.db"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # not an uncaught error
+    assert "cannot open the database" in " ".join(result.output.split())

@@ -17,23 +17,32 @@ DB_HELP = "Database URL: SQLite by default, e.g. postgresql://user@host/db for t
 DB = typer.Option("sqlite:///collect.db", "--db", envvar="PROSOCIAL_COLLECT_DB", help=DB_HELP)
 
 
-def _factory(url: str, migrate_first: bool = True):
-    from prosocial.collect.db import make_engine, migrate, session_factory
+def _engine(url: str):
+    """The database at `url` with its schema brought up to date; one that cannot be opened is a clear error."""
+    from sqlalchemy.exc import OperationalError
+
+    from prosocial.collect.db import make_engine, migrate
 
     engine = make_engine(url)
-    if migrate_first:
+    try:
         migrate(engine)
-    return session_factory(engine)
+    except OperationalError as error:
+        fail(err, f"cannot open the database {engine.url.render_as_string(hide_password=True)}: {error.orig}")
+    return engine
+
+
+def _factory(url: str):
+    from prosocial.collect.db import session_factory
+
+    return session_factory(_engine(url))
 
 
 @app.command("migrate")
 def migrate_cmd(db: str = DB) -> None:
     """Create or upgrade the database schema (the migrations ship with the package)."""
-    from prosocial.collect.db import current_revision, make_engine, migrate
+    from prosocial.collect.db import current_revision
 
-    engine = make_engine(db)
-    migrate(engine)
-    typer.echo(f"schema at revision {current_revision(engine)}")
+    typer.echo(f"schema at revision {current_revision(_engine(db))}")
 
 
 app.command("init-db", help="Alias of `migrate`.")(migrate_cmd)
