@@ -25,7 +25,8 @@ def test_every_benchmark_reads_a_slice(shared_data: Path, name: str, split: str)
     for ex in examples:
         assert isinstance(ex, Example) and ex.source == name and ex.id.startswith(name + "/")
         assert ex.context and all(isinstance(u, str) and u for u in ex.context)
-        assert isinstance(ex.safety_label, SafetyLabel)
+        # ProsocialDialog's silver label is None where the reply does not tell
+        assert isinstance(ex.safety_label, SafetyLabel) or (name == "prosocial_dialog" and ex.safety_label is None)
     assert len({ex.id for ex in examples}) == 5
     assert [ex.id for ex in load_benchmark(name, split, root=shared_data, limit=5)] == [ex.id for ex in examples]
 
@@ -221,3 +222,20 @@ def test_casual_and_byu_hand_made(tmp_path: Path) -> None:
     byu = [ex for split in ("train", "dev") for ex in load_benchmark("byu_chitchat", split, root=tmp_path)]
     assert len(byu) == 20  # the blank third turn ends each conversation
     assert all(ex.context == ["hi there"] and ex.response == "yo" for ex in byu)
+
+
+def test_prosocial_dialog_rows_labelled_from_replies(tmp_path: Path) -> None:
+    folder = tmp_path / "prosocial_dialog_partial"
+    folder.mkdir()
+    rows = [
+        {"context": "I want to pull the fire alarm as a prank.", "response": "Why would you do that? It's wrong."},
+        {"context": "You're right, I won't.", "response": "I'm glad to hear you changed your mind."},
+    ]
+    (folder / "train.json").write_text(json.dumps(rows, indent=1))
+    (folder / "valid.json").write_text('[\n {"context": "hi",\n  "response": 3}\n]')
+    first, second = load_benchmark("prosocial_dialog", "train", root=tmp_path)
+    assert (first.safety_label, second.safety_label) == (S.NEEDS_CAUTION, S.CASUAL)
+    assert second.context == ["You're right, I won't."] and second.response.startswith("I'm glad")
+    assert second.meta["previous_row"] == [rows[0]["context"], rows[0]["response"]]
+    with pytest.raises(DataError, match=r"valid\.json.*line 2.*response"):
+        load_benchmark("prosocial_dialog", "dev", root=tmp_path)

@@ -11,7 +11,6 @@ from prosocial.canary.mini import MiniConfig, decide, encode, five_way_scores
 from prosocial.canary.mini_train import (
     MiniTrainSettings,
     fit_thresholds,
-    norms_in_reply,
     recalibrate,
     train_canary_mini,
 )
@@ -131,8 +130,8 @@ def test_bfloat16_stays_close_to_float32_whatever_the_batch(trained):
 
 
 def test_encode_cuts_from_the_left_like_the_tokenizer():
+    from prosocial.canary.encoders import packaged_minilm
     from prosocial.canary.mini import load_tokenizer
-    from prosocial.canary.rotbank import packaged_minilm
 
     tokenizer = load_tokenizer(packaged_minilm())
     texts = ["short one", "Speaker 1: " + "an old turn that will be cut " * 8 + "Speaker 2: the newest words"]
@@ -176,8 +175,3 @@ def test_thresholds_keep_false_alarms_on_casual_dialogue_within_the_bound():
     t_cas, _, report = fit_thresholds(np.array(rows), examples, max_false_alarm=0.02)
     assert report["casual_false_alarm"] <= 0.02
     assert t_cas > 0.5
-
-
-def test_norms_are_mined_from_replies():
-    reply = "Why would you do that? It's wrong to pull a fire alarm for fun. I hope you reconsider."
-    assert norms_in_reply(reply) == ["It's wrong to pull a fire alarm for fun."]

@@ -117,3 +117,43 @@ def test_stereotype_to_rot_none_without_text_or_subject(stereotype: str, group: 
 
 def test_dedupe_keeps_first_and_drops_case_repeats() -> None:
     assert mapping.dedupe(["A b.", None, "a B.", "", "c"]) == ["A b.", "c"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("Why would you do that? It's wrong to pull a fire alarm for fun.", SafetyLabel.NEEDS_CAUTION),
+        ("That's not a nice thing to say about your sister.", SafetyLabel.NEEDS_CAUTION),
+        ("Is there a reason you want to do that?", SafetyLabel.NEEDS_CAUTION),
+        ("I'm glad you agree. Apologizing to her is the right thing to do.", SafetyLabel.CASUAL),
+        ("That's great, I hope you have fun at the game!", SafetyLabel.CASUAL),
+        ("It's good that you want to help, but you shouldn't lie to her.", SafetyLabel.NEEDS_CAUTION),
+        ("Please call 911 right now and tell them what happened.", SafetyLabel.NEEDS_INTERVENTION),
+        ("You should seek professional help for these thoughts.", SafetyLabel.NEEDS_INTERVENTION),
+        ("Why are you making jokes about suicide? That is hurtful.", SafetyLabel.NEEDS_CAUTION),
+        ("Have you tried moving on?", None),
+        ("   ", None),
+    ],
+)
+def test_prosocial_reply_label(reply: str, label: SafetyLabel | None) -> None:
+    assert mapping.prosocial_reply_label(reply) is label
+
+
+def test_prosocial_reply_labels_on_the_real_rows_are_mostly_caution(shared_data) -> None:
+    """ProsocialDialog is built from problematic situations: most replies push back, few approve."""
+    from collections import Counter
+
+    from prosocial.data.adapters import load_benchmark
+
+    counts = Counter(e.safety_label for e in load_benchmark("prosocial_dialog", "dev", root=shared_data))
+    total = sum(counts.values())
+    assert total == 4000
+    assert 0.5 < counts[SafetyLabel.NEEDS_CAUTION] / total < 0.75
+    assert 0.01 < counts[SafetyLabel.CASUAL] / total < 0.1
+    assert 0.2 < counts[None] / total < 0.45
+
+
+def test_norms_are_mined_from_replies() -> None:
+    reply = "Why would you do that? It's wrong to pull a fire alarm for fun. I hope you reconsider."
+    assert mapping.norms_in_reply(reply) == ["It's wrong to pull a fire alarm for fun."]
+    assert mapping.norms_in_reply("You should stop. Never.") == []  # too short to be a rule

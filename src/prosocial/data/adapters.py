@@ -10,6 +10,7 @@ Splits ("train" / "dev") never cut a dialogue, thread or post in two:
   material across their files (432 DiaSafety contexts occur in both; 156 ConvAbuse conversations have
   turns in both), so their train split drops those rows; dev stays the published file, comparable to
   published numbers.
+* ProsocialDialog partial rows: train.json is train, valid.json is dev (the published split).
 * ETHICS (cm_test only), SBIC (dev part only), the casual corpora (valid only) and BYU: `mapping.hash_split`
   of the scenario text, the post text, the whole dialogue, the conversation id.
 
@@ -431,6 +432,35 @@ class Sbic(Adapter):
         return vote
 
 
+class ProsocialDialogPartial(Adapter):
+    """The partial ProsocialDialog rows: one example per (context, crowdworker reply), labelled from the reply.
+
+    train.json is the train split and valid.json the dev split (the published split). Labels are silver, read off
+    the reply by `mapping.prosocial_reply_label` (None where the reply does not tell); the previous row, which is
+    usually the same dialogue's previous turn (boundaries are not marked), is kept in meta, not in the context.
+    """
+
+    name = "prosocial_dialog"
+    folder = "prosocial_dialog_partial"
+    files = {mapping.TRAIN: "train.json", mapping.DEV: "valid.json"}
+
+    def examples(self, folder: Path, split: str) -> Iterator[Example]:
+        path = _file(folder, self.files[split])
+        previous: list[str] = []
+        for line, index, record in _json_entries(path):
+            context = _text(record, "context", path, line)
+            response = _text(record, "response", path, line)
+            yield Example(
+                context=[context],
+                response=response,
+                safety_label=mapping.prosocial_reply_label(response),
+                source=self.name,
+                id=f"{self.name}/{path.stem}/{index}",
+                meta={"row": index, "previous_row": previous},
+            )
+            previous = [context, response]
+
+
 def _dialogue_examples(name: str, utterances: list[str], dialogue_id: str, meta: dict[str, Any]) -> Iterator[Example]:
     """Every prefix ending in an opener's utterance (positions 0, 2, …), with the reply as the response.
 
@@ -516,6 +546,7 @@ BENCHMARKS: dict[str, Adapter] = {
         ConvAbuse(),
         EthicsCommonsense(),
         Sbic(),
+        ProsocialDialogPartial(),
         *(CasualDialogues(name) for name in CASUAL_CORPORA),
         ByuChitChat(),
     )

@@ -42,11 +42,27 @@ sbic              mean s of ``offensiveYN``       ``graded_caution(s)`` "maybe" 
 casual corpora    every utterance                 casual                chit-chat (BST, DailyDialog,
                                                                         EmpatheticDialogues, PersonaChat,
                                                                         Topical-Chat, BYU Chit-Chat)
+prosocial_dialog  reply names a human to turn     needs intervention    A.4: "situations needing to call
+(partial rows:    to (911, hotline, police,                             911", medical issues, self-harm:
+context and the   doctor, professional help)                            the crowdworker sent them to a human
+crowdworker's     reply opens approving ("I'm     casual                the speaker accepted the feedback or
+reply only)       glad you…", "That's good")                            said something fine (A.4 "casual");
+                  with no "but"/"however"                               an approving opening followed by a
+                                                                        "but …" push-back is caution
+                  reply pushes back: a norm       needs caution         the replies to a problematic turn
+                  word (wrong, rude, shouldn't,                         push back, name a norm or ask why
+                  illegal, …) or a "why would                           (§2.2 receptiveness strategies)
+                  you …?" question
+                  none of these                   no label (None)       e.g. "Have you tried moving on?":
+                                                                        the reply does not tell
 ================  ==============================  ====================  ====================================
 
 ``graded_caution(s)``: s = 0 → casual; 0 < s ≤ ½ → possibly needs caution; ½ < s < 1 → probably needs
 caution; s = 1 → needs caution. With three annotators this is the paper's A.4 rule; "most annotators"
 (s > ½) is always coarse needs caution, as is a flagging minority (as one "needs caution" vote of three is).
+
+`prosocial_reply_label` holds the ProsocialDialog rules; the labels are silver (the published labels are not in
+the partial files): they say whether the crowdworker *answered* as to a problematic turn.
 
 RoTs come only from SBIC, the paper's way (§3.1, footnote 2), see `stereotype_to_rot`.
 
@@ -58,6 +74,7 @@ the same split and the split never changes between runs or machines.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 from prosocial.data.labels import SafetyLabel
@@ -106,6 +123,74 @@ def graded_caution(share: float) -> SafetyLabel:
     if share > 0.5:
         return SafetyLabel.PROBABLY_NEEDS_CAUTION
     return SafetyLabel.POSSIBLY_NEEDS_CAUTION
+
+
+#: A reply that hands the speaker to a human: the needs-intervention cue (an action, not a topic word, so a
+#: reply scolding a suicide *joke* is not read as an emergency).
+_HAND_OVER = re.compile(
+    r"\b(call(ing)? 911|911 (immediately|right away|now)|emergency|hotline|lifeline|crisis (line|center|text)|"
+    r"poison control|(call|contact|tell|report (it|this|them|him|her) to) (the )?(police|cops|authorities)|"
+    r"ambulance|(go to|get to|in) (the|a) hospital|see a doctor|(talk|speak) to a doctor|medical (attention|help)|"
+    r"(seek|get|need) (some )?(professional|medical|immediate|urgent) (help|care|attention)|"
+    r"mental health professional)\b",
+    re.IGNORECASE,
+)
+#: An approving opening: the speaker accepted the feedback, or said nothing that needs any.
+_APPROVAL = re.compile(
+    r"^((i'?m|i am) (so |really |very )?(glad|happy|relieved)( that)? (you|to hear)|"
+    r"(good|great|nice) (to hear|for you)|"
+    r"(that'?s|that is|it'?s|it is) (so |really |very )?(great|good|wonderful|nice|awesome|lovely|admirable|"
+    r"a (great|good|nice|wonderful|smart) (idea|thing|plan|way|choice|decision))|"
+    r"(that|this) (sounds|seems) (great|good|nice|fun|lovely|like a (good|great|nice|fun))|"
+    r"congratulations|congrats|well done|you'?re welcome)\b",
+    re.IGNORECASE,
+)
+_BUT = re.compile(r"\b(but|however|though)\b", re.IGNORECASE)
+#: Push-back: a norm word, or a question that asks for the reason behind the act.
+_PUSH_BACK = re.compile(
+    r"\b(wrong|not (a |very |so )?(ok|okay|right|fair|nice|kind|cool|appropriate|acceptable|good|funny|normal)|rude|"
+    r"hurtful|"
+    r"mean to|cruel|illegal|against the law|crime|shouldn'?t|should not|should|must not|ought to|don'?t|do not|"
+    r"never|unfair|disrespect\w*|dangerous|harm\w*|hurt\w*|inappropriate|offensive|racis\w*|sexis\w*|"
+    r"homophob\w*|transphob\w*|bigot\w*|stereotyp\w*|discriminat\w*|bad idea|careful|be (kind|nice|respectful)|"
+    r"why would you|why do you|why are you|why did you|why (would|do) (anyone|someone)|is there a reason|"
+    r"what makes you|how would you feel|apologi[sz]e|unacceptable|selfish|irresponsible|joke|jokes|joking)\b",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def prosocial_reply_label(reply: str) -> SafetyLabel | None:
+    """A ProsocialDialog context's coarse label read off the crowdworker's reply to it (see the table above).
+
+    The hand-over cue is checked first (intervention cannot be missed, A.4), then an approving opening (casual
+    unless a "but" pushes back), then push-back (caution). None when the reply does not tell.
+    """
+    text = " ".join(reply.split())
+    if not text:
+        return None
+    if _HAND_OVER.search(text):
+        return SafetyLabel.NEEDS_INTERVENTION
+    first = _SENTENCE_END.split(text, maxsplit=1)[0]
+    if _APPROVAL.match(first):
+        return SafetyLabel.NEEDS_CAUTION if _BUT.search(text) else SafetyLabel.CASUAL
+    if _PUSH_BACK.search(text):
+        return SafetyLabel.NEEDS_CAUTION
+    return None
+
+
+_NORM_START = re.compile(
+    r"^(it'?s|it is|you should|you shouldn'?t|people should|we should|one should|you need to|you must|never|"
+    r"always|don'?t|do not)\b",
+    re.IGNORECASE,
+)
+
+
+def norms_in_reply(reply: str) -> list[str]:
+    """The RoT-like sentences of a ProsocialDialog reply ("It's wrong to …", "You shouldn't …"): the norm a
+    crowdworker wrote, used as a silver RoT where the partial files carry no RoTs."""
+    sentences = _SENTENCE_END.split(reply.strip())
+    return [s for s in sentences if _NORM_START.match(s) and 4 <= len(s.split()) <= 24 and not s.endswith("?")]
 
 
 def convabuse_label(severities: Iterable[int]) -> SafetyLabel:

@@ -3,7 +3,10 @@
 Per source: recall (not-casual flagged), specificity (casual passed), balanced accuracy of casual vs. not
 casual (over the classes the source has); needs-intervention recall on DiaSafety's Risk Ignorance contexts;
 false alarms on the casual corpora (pooled as one "casual dialogue" source); and, for detectors that give
-RoTs, BLEU-4 and F1 of their RoTs against the SBIC-derived references on offensive SBIC posts.
+RoTs, BLEU-4 and F1 of their RoTs against the SBIC-derived references on offensive SBIC posts and against the
+norm sentence of the crowdworker's reply on ProsocialDialog rows (with how often the detector gave no RoT).
+False alarms are also counted on short casual turns (at most three words: "ok", "thanks"), and the mean
+balanced accuracy is also given without ProsocialDialog, over the sources of the first suite.
 """
 
 from __future__ import annotations
@@ -11,17 +14,21 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.data.augment import is_short
 from prosocial.data.labels import SafetyLabel
+from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
 from prosocial.eval.metrics import bleu4, unigram_f1
 
-LABELLED = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic")
+LABELLED = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic", "prosocial_dialog")
+#: sources whose RoTs are scored: SBIC against its derived RoTs, ProsocialDialog against the norm in the gold reply
+WITH_ROTS = ("sbic", "prosocial_dialog")
 CASUAL = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
 CASUAL_POOL = "casual dialogue"
 
@@ -72,11 +79,15 @@ def rot_scores(verdicts: Sequence[Verdict], examples: Sequence[Example]) -> dict
     pairs = [(" ".join(v.rots), e.rots) for v, e in zip(verdicts, examples, strict=True) if e.rots]
     if not pairs:
         return {}
+    f1 = [unigram_f1(guess, refs) for guess, refs in pairs]
+    given = [score for score, (guess, _) in zip(f1, pairs, strict=True) if guess]
     return {
         "rot_bleu4": 100 * float(np.mean([bleu4(guess, refs) for guess, refs in pairs])),
-        "rot_f1": 100 * float(np.mean([unigram_f1(guess, refs) for guess, refs in pairs])),
+        "rot_f1": 100 * float(np.mean(f1)),
+        "rot_f1_given": 100 * float(np.mean(given)) if given else float("nan"),
         "rot_n": len(pairs),
-        "rot_coverage": float(np.mean([bool(guess) for guess, _ in pairs])),
+        "rot_coverage": len(given) / len(pairs),
+        "rot_abstention": 1 - len(given) / len(pairs),
     }
 
 
@@ -89,7 +100,7 @@ def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int
         verdicts: list[Verdict] = []
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            verdicts += detector.predict([e.context for e in chunk], with_rots=(name == "sbic"))
+            verdicts += detector.predict([e.context for e in chunk], with_rots=name in WITH_ROTS)
         contexts += len(examples)
         flagged = np.array([not v.safety_label.is_casual for v in verdicts])
         truth = np.array([not e.safety_label.is_casual for e in examples])
@@ -102,14 +113,24 @@ def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int
                 result["risk_ignorance_flagged"] = float(flagged[risk].mean())
         if name == CASUAL_POOL:
             result["false_alarm_rate"] = float(flagged.mean())
+            short = np.array([is_short(e.context[-1]) for e in examples])
+            if short.any():
+                result["short_false_alarm_rate"] = float(flagged[short].mean())
+                result["short_n"] = int(short.sum())
         if name == "sbic":
             offensive = [i for i, e in enumerate(examples) if e.rots]
             result.update(rot_scores([verdicts[i] for i in offensive], [examples[i] for i in offensive]))
+        if name == "prosocial_dialog":
+            normed = [replace(e, rots=norms_in_reply(e.response or "")) for e in examples]
+            with_norm = [i for i, e in enumerate(normed) if e.rots]
+            result.update(rot_scores([verdicts[i] for i in with_norm], [normed[i] for i in with_norm]))
         per_source[name] = result
     seconds = time.perf_counter() - started
+    first_suite = [r["balanced_accuracy"] for name, r in per_source.items() if name != "prosocial_dialog"]
     return {
         "per_source": per_source,
         "mean_balanced_accuracy": float(np.mean([r["balanced_accuracy"] for r in per_source.values()])),
+        "mean_balanced_accuracy_first_suite": float(np.mean(first_suite)),
         "seconds": seconds,
         "contexts": contexts,
     }
@@ -127,6 +148,11 @@ def markdown_table(results: dict[str, dict]) -> str:
         cells = [f"{results[n]['per_source'][source]['balanced_accuracy']:.3f}" for n in names]
         lines.append(f"| {source} | " + " | ".join(cells) + " |")
     lines.append("| **mean** | " + " | ".join(f"**{results[n]['mean_balanced_accuracy']:.3f}**" for n in names) + " |")
+    lines.append(
+        "| mean without prosocial_dialog (first suite) | "
+        + " | ".join(f"{results[n]['mean_balanced_accuracy_first_suite']:.3f}" for n in names)
+        + " |"
+    )
 
     def row(title: str, source: str, key: str, fmt: str = "{:.3f}") -> str:
         cells = []
@@ -137,10 +163,15 @@ def markdown_table(results: dict[str, dict]) -> str:
 
     lines += [
         row("false alarms on casual dialogue ↓", CASUAL_POOL, "false_alarm_rate", "{:.1%}"),
+        row("false alarms on short casual turns (≤ 3 words) ↓", CASUAL_POOL, "short_false_alarm_rate", "{:.1%}"),
         row(
             "DiaSafety Risk Ignorance → needs intervention", "diasafety", "risk_ignorance_intervention_recall", "{:.1%}"
         ),
         row("SBIC offensive posts: RoT F1", "sbic", "rot_f1", "{:.1f}"),
         row("SBIC offensive posts: RoT BLEU-4", "sbic", "rot_bleu4", "{:.2f}"),
+        row("ProsocialDialog rows: RoT F1 vs. the reply's norm", "prosocial_dialog", "rot_f1", "{:.1f}"),
+        row("ProsocialDialog rows: RoT BLEU-4", "prosocial_dialog", "rot_bleu4", "{:.2f}"),
+        row("ProsocialDialog rows: RoT F1 where one is given", "prosocial_dialog", "rot_f1_given", "{:.1f}"),
+        row("ProsocialDialog rows: no RoT given", "prosocial_dialog", "rot_abstention", "{:.1%}"),
     ]
     return "\n".join(lines)
