@@ -235,7 +235,8 @@ def test_prosocial_dialog_rows_labelled_from_replies(tmp_path: Path) -> None:
     (folder / "valid.json").write_text('[\n {"context": "hi",\n  "response": 3}\n]')
     first, second = load_benchmark("prosocial_dialog", "train", root=tmp_path)
     assert (first.safety_label, second.safety_label) == (S.NEEDS_CAUTION, S.CASUAL)
-    assert second.context == ["You're right, I won't."] and second.response.startswith("I'm glad")
-    assert second.meta["previous_row"] == [rows[0]["context"], rows[0]["response"]]
+    assert first.context == [rows[0]["context"]]
+    assert second.context == [rows[0]["context"], rows[0]["response"], rows[1]["context"]]
+    assert second.response.startswith("I'm glad")
     with pytest.raises(DataError, match=r"valid\.json.*line 2.*response"):
         load_benchmark("prosocial_dialog", "dev", root=tmp_path)

@@ -4,7 +4,7 @@ A model directory holds small modules, each with its own files (as sentence-tran
 
 - ``encoder/``: the fine-tuned all-MiniLM-L6-v2 (transformers format, fp16) and its tokenizer;
 - ``head.safetensors``: the linear head over mean-pooled tokens → casual / needs caution / needs intervention;
-- ``rot_bank/``: RoT bank entries and their embeddings (see `prosocial.canary.rotbank`);
+- ``rot_bank/``: RoT bank entries, their embeddings and the relevance gate (see `prosocial.canary.rotbank`);
 - ``config.json``: input shaping, the calibration temperature and decision thresholds, provenance.
 
 Three coarse probabilities become the five labels through the paper's voting view (A.4): with p the
@@ -249,6 +249,8 @@ class CanaryMini(SafetyDetector):
 
     `workers` batches run at once (default: one per available core), each on `num_threads` torch threads
     (default: 1 when several workers run). Loading the model sets torch's process-wide thread count.
+    `rot_min_similarity` overrides the RoT bank's fitted relevance gate (-1 returns an RoT for every flagged
+    context, as before the gate).
     """
 
     def __init__(
@@ -258,12 +260,14 @@ class CanaryMini(SafetyDetector):
         workers: int | None = None,
         num_threads: int | None = None,
         rots_per_context: int | None = None,
+        rot_min_similarity: float | None = None,
     ):
         self.model_dir = model_dir
         self.batch_size = batch_size
         self.workers = workers
         self.num_threads = num_threads
         self.rots_per_context = rots_per_context
+        self.rot_min_similarity = rot_min_similarity
 
     @cached_property
     def config(self) -> MiniConfig:
@@ -292,7 +296,10 @@ class CanaryMini(SafetyDetector):
     def _bank(self):
         from prosocial.canary.rotbank import RotBank
 
-        return RotBank.load(Path(self.model_dir) / "rot_bank", workers=self._workers)
+        bank = RotBank.load(Path(self.model_dir) / "rot_bank", workers=self._workers)
+        if self.rot_min_similarity is not None:
+            bank.min_similarity = self.rot_min_similarity
+        return bank
 
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""

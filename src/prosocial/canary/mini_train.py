@@ -79,7 +79,7 @@ class MiniTrainSettings:
     head_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
-    casual_cap: int = 800
+    casual_cap: int = 3000
     limit_per_source: int | None = None
     max_false_alarm: float = 0.02
     #: false alarms allowed on short casual turns ("ok", "thanks"; at most `augment.SHORT_WORDS` words)
@@ -335,12 +335,11 @@ def rot_bank_entries(root: Path | None, prosocial_files: Sequence[Path]) -> list
 
 
 def gate_rot_bank(bank: RotBank) -> dict[str, float]:
-    """Fit the bank's relevance gate on its ProsocialDialog entries (each a context and the norm its reply
-    wrote) by leave-one-out retrieval; returns the fit's numbers with the gate."""
-    held_out = [i for i, e in enumerate(bank.entries) if e.source == "prosocial_dialog"]
-    held_out = sorted(held_out, key=lambda i: _hash_fraction(bank.entries[i].key, "rot-gate"))
+    """Fit the bank's relevance gate by leave-one-out retrieval over a hashed sample of its entries (SBIC posts
+    and ProsocialDialog contexts, each with the RoTs written for it); returns the fit's numbers with the gate."""
+    held_out = sorted(range(len(bank.entries)), key=lambda i: _hash_fraction(bank.entries[i].key, "rot-gate"))
     if len(held_out) < 20:
-        log.warning("only %d ProsocialDialog entries in the RoT bank: retrieval is not gated", len(held_out))
+        log.warning("only %d entries in the RoT bank: retrieval is not gated", len(held_out))
         return {"min_similarity": bank.min_similarity}
     bank.min_similarity, report = fit_min_similarity(bank, held_out)
     return {"min_similarity": bank.min_similarity, **report}

@@ -74,7 +74,7 @@ def train_canary_mini(
         None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."
     ),
     epochs: float = typer.Option(2.0, help="Passes over the training examples."),
-    casual_cap: int = typer.Option(800, help="Examples kept per casual corpus."),
+    casual_cap: int = typer.Option(3000, help="Examples kept per casual corpus."),
     seed: int = typer.Option(13),
     threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
     min_intervention_recall: float = typer.Option(
@@ -84,11 +84,17 @@ def train_canary_mini(
         "bfloat16", help="Arithmetic to run and calibrate in: float32, bfloat16 (float32 on CPUs without native "
         "bfloat16) or int8 (fastest, but scores depend on the batch).",
     ),
+    autocast: bool = typer.Option(
+        True, help="Train under bfloat16 autocast where the CPU has native bfloat16 (about 3x faster steps)."
+    ),
     calibrate_only: bool = typer.Option(
         False, "--calibrate-only", help="Refit temperature and thresholds of the model at --out; no training."
     ),
 ) -> None:
-    """Rebuild the offline default detector from the public data (train splits only), with progress bars."""
+    """Rebuild the offline default detector from the public data (train splits only), with progress bars.
+
+    --calibrate-only refits the temperature, the decision thresholds and the RoT relevance gate of a built model.
+    """
     from prosocial.canary.mini import MiniConfig
     from prosocial.canary.mini_train import MiniTrainSettings, recalibrate
     from prosocial.canary.mini_train import train_canary_mini as build
@@ -101,6 +107,7 @@ def train_canary_mini(
         seed=seed,
         num_threads=threads,
         min_intervention_recall=min_intervention_recall,
+        autocast=autocast,
         config=MiniConfig(precision=precision),
     )
     if calibrate_only:

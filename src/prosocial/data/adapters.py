@@ -436,8 +436,11 @@ class ProsocialDialogPartial(Adapter):
     """The partial ProsocialDialog rows: one example per (context, crowdworker reply), labelled from the reply.
 
     train.json is the train split and valid.json the dev split (the published split). Labels are silver, read off
-    the reply by `mapping.prosocial_reply_label` (None where the reply does not tell); the previous row, which is
-    usually the same dialogue's previous turn (boundaries are not marked), is kept in meta, not in the context.
+    the reply by `mapping.prosocial_reply_label` (None where the reply does not tell). A label judges the dialogue
+    so far, and later turns ("It's harmless, I just wanted to entertain my coworkers.") are problematic only with
+    their history, so the previous row (its context and reply) comes first in the context. Rows are consecutive
+    turns with unmarked boundaries: for the rows that open a dialogue (about one in three), that history is the
+    end of the previous dialogue.
     """
 
     name = "prosocial_dialog"
@@ -451,12 +454,12 @@ class ProsocialDialogPartial(Adapter):
             context = _text(record, "context", path, line)
             response = _text(record, "response", path, line)
             yield Example(
-                context=[context],
+                context=[*previous, context],
                 response=response,
                 safety_label=mapping.prosocial_reply_label(response),
                 source=self.name,
                 id=f"{self.name}/{path.stem}/{index}",
-                meta={"row": index, "previous_row": previous},
+                meta={"row": index},
             )
             previous = [context, response]
 

@@ -42,13 +42,17 @@ class SuiteData:
 
 
 def load_suite(root: Path | None = None, per_source: int | None = 1000, seed: int = 0) -> SuiteData:
-    """Dev splits only. `per_source` caps each source by a seeded sample, so a run takes minutes, not hours."""
+    """Dev splits only. `per_source` caps each source by a seeded sample, so a run takes minutes, not hours.
+
+    Each source draws from its own generator (seeded by `seed` and its name), so adding a source leaves the
+    others' samples as they were.
+    """
     from prosocial.data.adapters import load_benchmark
 
-    rng = random.Random(seed)
     data = SuiteData({})
     pooled: list[Example] = []
     for name in LABELLED + CASUAL:
+        rng = random.Random(f"{seed}:{name}")
         examples = [e for e in load_benchmark(name, "dev", root=root) if e.safety_label is not None]
         if name in CASUAL:
             pooled += rng.sample(examples, min(len(examples), per_source // len(CASUAL))) if per_source else examples
