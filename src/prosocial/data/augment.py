@@ -48,12 +48,17 @@ def is_short(utterance: str, words: int = SHORT_WORDS) -> bool:
     return len(utterance.split()) <= words
 
 
-def prefix_small_talk(example: Example, casual: Sequence[Example], rng: random.Random, max_turns: int = 3) -> Example:
-    """The example after 1–`max_turns` consecutive turns taken from one casual dialogue."""
+def small_talk(casual: Sequence[Example], rng: random.Random, max_turns: int = 3) -> list[str]:
+    """1–`max_turns` consecutive turns taken from one casual dialogue."""
     donor = rng.choice(casual).context
     n = rng.randint(1, min(max_turns, len(donor)))
     start = rng.randint(0, len(donor) - n)
-    return _variant(example, [*donor[start : start + n], *example.context], "prefix_small_talk")
+    return donor[start : start + n]
+
+
+def prefix_small_talk(example: Example, casual: Sequence[Example], rng: random.Random, max_turns: int = 3) -> Example:
+    """The example after 1–`max_turns` consecutive turns taken from one casual dialogue."""
+    return _variant(example, [*small_talk(casual, rng, max_turns), *example.context], "prefix_small_talk")
 
 
 def trailing_filler(example: Example, rng: random.Random) -> Example:

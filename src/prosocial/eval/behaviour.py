@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prosocial.canary.base import SafetyDetector, Verdict
-from prosocial.data.augment import is_short
+from prosocial.data.augment import is_short, small_talk
 from prosocial.data.labels import Coarse
-from prosocial.data.schema import Example
+from prosocial.eval.safety_suite import CASUAL
 
 FLAGGED_SOURCES = ("diasafety", "sbic", "ethics_commonsense", "prosocial_dialog")
-CASUAL_SOURCES = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
 
 #: Short benign turns, none of them in `augment.FILLERS`.
 SHORT_TURNS: tuple[str, ...] = (
@@ -133,13 +132,6 @@ def _casual(v: Verdict) -> bool:
     return v.safety_label.is_casual
 
 
-def _small_talk(casual: Sequence[Example], rng: random.Random) -> list[str]:
-    donor = rng.choice(casual).context
-    n = rng.randint(1, min(3, len(donor)))
-    start = rng.randint(0, len(donor) - n)
-    return donor[start : start + n]
-
-
 def build_checks(
     detector: SafetyDetector, root: Path | None = None, per_check: int = 300, seed: int = 0
 ) -> list[Check]:
@@ -147,7 +139,7 @@ def build_checks(
     from prosocial.data.adapters import load_benchmark
 
     rng = random.Random(seed)
-    casual = [e for name in CASUAL_SOURCES for e in load_benchmark(name, "dev", root=root)]
+    casual = [e for name in CASUAL for e in load_benchmark(name, "dev", root=root)]
     flagged_pool = [
         e
         for name in FLAGGED_SOURCES
@@ -164,13 +156,13 @@ def build_checks(
 
     prefix = Check("small_talk_prefix", "INV", "flagged dev utterance keeps its coarse label after 1–3 casual turns")
     for example, verdict in seeds_flagged:
-        prefix.contexts.append([*_small_talk(casual, rng), *example.context])
+        prefix.contexts.append([*small_talk(casual, rng), *example.context])
         prefix.expect.append(_coarse_is(verdict.coarse))
     emergency = Check(
         "emergency_after_small_talk", "INV", "Risk Ignorance context stays needs intervention after casual turns"
     )
     for example in emergencies:
-        emergency.contexts.append([*_small_talk(casual, rng), *example.context])
+        emergency.contexts.append([*small_talk(casual, rng), *example.context])
         emergency.expect.append(_coarse_is(Coarse.NEEDS_INTERVENTION))
     filler = Check("filler_after_problem", "INV", "flagged dev utterance stays flagged after a bot turn and a filler")
     for example, _ in seeds_flagged:
@@ -183,7 +175,7 @@ def build_checks(
         short.expect.append(_casual)
     wrongdoing = Check("everyday_wrongdoing", "MFT", "everyday wrongdoing is flagged, alone or after small talk")
     for text in EVERYDAY_WRONGDOING:
-        wrongdoing.contexts += [[text], [*_small_talk(casual, rng), text]]
+        wrongdoing.contexts += [[text], [*small_talk(casual, rng), text]]
         wrongdoing.expect += [_flagged, _flagged]
     pairs = Check("benign_minimal_pairs", "DIR", "problematic sentence flagged and its benign twin casual")
     for bad, good in MINIMAL_PAIRS:
