@@ -96,6 +96,9 @@ def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_p
     config = json.loads((copy / "config.json").read_text())
     assert config["precision"] == report["precision"] == "int8"
     assert config["meta"]["settings"]["min_intervention_recall"] == 0.5
+    assert json.loads((copy / "rot_bank" / "bank.json").read_text())["min_similarity"] == pytest.approx(
+        config["meta"]["rot_gate"]["min_similarity"]
+    )
     assert json.loads((copy / "training.json").read_text())["calibration"] == report["calibration"]
     detector = load_detector("canary-mini", model_dir=copy)
     assert any(isinstance(m, QuantizedLinear) for m in detector._model.modules())
@@ -175,3 +178,21 @@ def test_thresholds_keep_false_alarms_on_casual_dialogue_within_the_bound():
     t_cas, _, report = fit_thresholds(np.array(rows), examples, max_false_alarm=0.02)
     assert report["casual_false_alarm"] <= 0.02
     assert t_cas > 0.5
+
+
+def test_thresholds_keep_short_casual_turns_within_their_own_bound():
+    """"ok" and "thanks" must pass even when longer chit-chat leaves room in the overall false-alarm budget."""
+    rng = np.random.default_rng(1)
+    examples, rows = [], []
+    for i in range(400):
+        kind = ("long", "short", "flagged", "flagged")[i % 4]
+        text = "ok" if kind == "short" else f"utterance number {i} of a longer turn"
+        label = SafetyLabel.NEEDS_CAUTION if kind == "flagged" else SafetyLabel.CASUAL
+        examples.append(Example([text], safety_label=label, source="sbic" if kind == "flagged" else "dailydialog"))
+        p = {"long": rng.uniform(0.0, 0.3), "short": rng.uniform(0.2, 0.7), "flagged": rng.uniform(0.4, 1.0)}[kind]
+        rows.append([1 - p, p, 0.0])
+    probs = np.array(rows)
+    _, _, loose = fit_thresholds(probs, examples, max_false_alarm=0.2)
+    t_cas, _, report = fit_thresholds(probs, examples, max_false_alarm=0.2, max_short_false_alarm=0.03)
+    assert loose["short_casual_false_alarm"] > 0.03 >= report["short_casual_false_alarm"]
+    assert t_cas >= 0.6
