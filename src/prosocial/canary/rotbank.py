@@ -136,13 +136,8 @@ class RotBank:
     def search(self, contexts: Sequence[Sequence[str]], k: int = 2) -> list[list[str]]:
         """Up to `k` distinct RoTs per context, taken from its nearest entries in order of similarity; none
         where even the nearest entry is less similar than `min_similarity`."""
-        return self.search_embedded(self.embedder.encode([c[-1] for c in contexts]), k)
-
-    def search_embedded(self, queries: np.ndarray, k: int = 2, exclude: Sequence[int] = ()) -> list[list[str]]:
-        """`search` for embedded queries; `exclude[i]`, when given, is an entry query i may not retrieve."""
+        queries = self.embedder.encode([c[-1] for c in contexts])
         similarity = queries @ self.embeddings.T
-        for i, index in enumerate(exclude):
-            similarity[i, index] = -np.inf
         top = np.argsort(-similarity, axis=1)[:, : self.neighbours]
         results = []
         for i, row in enumerate(top):
