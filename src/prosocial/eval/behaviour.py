@@ -149,7 +149,7 @@ def build_checks(
     seeds = rng.sample(flagged_pool, min(len(flagged_pool), 2 * per_check))
     alone = detector.predict([e.context for e in seeds], with_rots=False)
     seeds_flagged = [(e, v) for e, v in zip(seeds, alone, strict=True) if _flagged(v)][:per_check]
-    risk = [e for e in load_benchmark("diasafety", "dev", root=root) if e.meta.get("category") == "Risk Ignorance"]
+    risk = [e for e in flagged_pool if e.source == "diasafety" and e.meta.get("category") == "Risk Ignorance"]
     risk = rng.sample(risk, min(len(risk), per_check))
     risk_alone = detector.predict([e.context for e in risk], with_rots=False)
     emergencies = [e for e, v in zip(risk, risk_alone, strict=True) if v.coarse is Coarse.NEEDS_INTERVENTION]
