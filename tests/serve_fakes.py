@@ -1,9 +1,10 @@
 """Test doubles for the service: a real OpenAI-compatible fake upstream on loopback, and a detector that can
 ask for intervention (the keyword list alone only ever says "needs caution").
 
-The fake upstream's behaviour is chosen by the request's `model`: "fake-fail" (HTTP 500), "fake-reject"
-(HTTP 404), "fake-garbage" (200 with HTML), "fake-slow:<seconds>" (waits, before answering or between
-stream chunks); anything else echoes the last user message, as JSON or as server-sent events.
+The fake upstream's behaviour is chosen by the request's `model`: "fake-fail" (HTTP 500 with a traceback),
+"fake-reject" (HTTP 404), "fake-garbage" (200 with HTML), "fake-slow:<seconds>" (waits, before answering or
+between stream chunks), and for streams "fake-truncated" (stops mid-event, no [DONE]) and "fake-nonjson" (a
+`data:` line that is not JSON); anything else echoes the last user message, as JSON or as server-sent events.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prosocial.data.context import check_context
 from prosocial.data.labels import SafetyLabel
 
 SWEAR_ROT = "It's wrong to swear at people."
+TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/llm/server.py", line 12, in chat\nKeyError: \'secret\'\n'
 
 
 class InterventionDetector(KeywordDetector):
@@ -61,7 +63,7 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
         model = str(body.get("model", ""))
         delay = float(model.split(":", 1)[1]) if model.startswith("fake-slow:") else 0.0
         if model == "fake-fail":
-            return JSONResponse({"error": {"message": "the model crashed"}}, status_code=500)
+            return PlainTextResponse(TRACEBACK, status_code=500)
         if model == "fake-reject":
             return JSONResponse({"error": {"message": f"no model {model}"}}, status_code=404)
         if model == "fake-garbage":
@@ -70,6 +72,12 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
         if body.get("stream"):
 
             async def events():
+                if model == "fake-truncated":
+                    yield 'data: {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "del'
+                    return
+                if model == "fake-nonjson":
+                    yield "data: <html>upstream proxy error</html>\n\n"
+                    return
                 for i, word in enumerate(reply.split(" ")):
                     await asyncio.sleep(delay)
                     delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
@@ -83,6 +91,10 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
         return {"id": "c1", "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "fake-echo", "object": "model", "owned_by": "tests"}]}
 
     @app.post("/hooks/escalation")
     async def hook(request: Request) -> dict[str, str]:

@@ -173,25 +173,47 @@ def test_streamed_escalation_is_a_valid_event_stream(service):
     assert events[0]["prosocial"]["action"] == "escalated" and events[-1] == "[DONE]"
 
 
+def _assert_no_internals(response: httpx.Response, upstream_url: str) -> None:
+    """Nothing of the upstream's address or its error body reaches the client; the request id does."""
+    assert upstream_url.split("//")[1] not in response.text and "Traceback" not in response.text
+    assert "secret" not in response.text and "/srv/llm" not in response.text
+    assert response.headers["x-request-id"] in response.text
+
+
 @pytest.mark.parametrize(
     ("model", "status", "words"),
-    [("fake-fail", 502, "HTTP 500"), ("fake-garbage", 502, "not a chat completion"),
-     ("fake-slow:3", 504, "within 1 s"), ("fake-reject", 404, "no model")],
+    [("fake-fail", 502, "the upstream LLM failed"), ("fake-garbage", 502, "the upstream LLM failed"),
+     ("fake-slow:3", 504, "did not answer in time"), ("fake-reject", 404, "no model fake-reject")],
 )
-def test_upstream_faults_become_json_errors(service, model, status, words):
+def test_upstream_faults_become_json_errors(service, upstream, model, status, words):
     client, _ = service
     response = _chat(client, "hello there", model=model)
     assert response.status_code == status
-    assert words in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert words in error["message"] and set(error) == {"message", "type", "param", "code"}
+    if status >= 500:
+        _assert_no_internals(response, upstream[0].url)
     assert client.get("/healthz").status_code == 200
 
 
-def test_stream_faults(service):
+def _stream_error(response: httpx.Response) -> dict[str, Any]:
+    """The error event that ends a broken stream: the last event, well-formed JSON, after no [DONE]."""
+    events = _sse_data(response.text)
+    assert response.status_code == 200 and "[DONE]" not in events
+    return events[-1]["error"]
+
+
+def test_stream_faults(service, upstream):
     client, _ = service
     assert _chat(client, "hello", model="fake-fail", stream=True).status_code == 502
     assert _chat(client, "hello", model="fake-garbage", stream=True).status_code == 502
     slow = _chat(client, "one two", model="fake-slow:1.5", stream=True)  # each chunk later than the timeout
-    assert slow.status_code == 200 and "the upstream stream broke off" in slow.text
+    assert "did not answer in time" in _stream_error(slow)["message"]
+    for model in ("fake-truncated", "fake-nonjson"):  # cut off mid-event; a data line that is not JSON
+        broken = _chat(client, "hello", model=model, stream=True)
+        assert _stream_error(broken)["code"] == 502
+        assert "<html>" not in broken.text and '"del' not in broken.text  # no half event, no garbage passed on
+        _assert_no_internals(broken, upstream[0].url)
 
 
 def test_unreachable_upstream_is_502():
@@ -199,10 +221,92 @@ def test_unreachable_upstream_is_502():
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens here now
-    app = create_app(ServeSettings(upstream_url=f"http://127.0.0.1:{port}/v1"), detector=InterventionDetector())
+    settings = ServeSettings(upstream_url=f"http://127.0.0.1:{port}/v1", ready_checks_upstream=True)
+    app = create_app(settings, detector=InterventionDetector())
     with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
         response = _chat(client, "hello")
-    assert response.status_code == 502 and "cannot reach" in response.json()["error"]["message"]
+        assert response.status_code == 502 and "the upstream LLM failed" in response.json()["error"]["message"]
+        _assert_no_internals(response, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 10
+        while (ready := client.get("/readyz")).json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.status_code == 503 and ready.json()["status"] == "upstream unavailable"
+
+
+def test_readyz_checks_the_upstream_only_when_asked(upstream):
+    for check in (False, True):
+        app = create_app(ServeSettings(upstream_url=f"{upstream[0].url}/v1", ready_checks_upstream=check),
+                         detector=KeywordDetector())
+        with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+            _wait_ready(client)
+
+
+def test_models_lists_the_upstream_s_or_the_configured_ones(service, upstream):
+    client, _ = service
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["fake-echo"]
+    app = create_app(ServeSettings(models=["guarded-llm"]), detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        assert client.get("/v1/models").json() == {
+            "object": "list", "data": [{"id": "guarded-llm", "object": "model", "owned_by": "prosocial"}]}
+
+
+def _post_raw(client: httpx.Client, route: str, raw: str) -> httpx.Response:
+    return client.post(route, content=raw.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    ("route", "raw", "param"),
+    [
+        ("/v1/safety", '{"contexts":[["bad \\ud800"]]}', "contexts[0][0]"),
+        ("/v1/respond", '{"context":["hi", "bad \\udfff"]}', "context[1]"),
+        ("/v1/chat/completions", '{"model":"\\ud800","messages":[{"role":"user","content":"hi"}]}', "model"),
+        ("/v1/chat/completions",
+         '{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x \\ud800"}]}]}',
+         "messages[0].content[0].text"),
+        ("/v1/safety", '{"contexts":[["hi"]],"with_rots":NaN}', None),
+        ("/v1/safety", '{"contexts":[["hi"]],"with_rots":Infinity}', None),
+        ("/v1/chat/completions", '{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":-Infinity}',
+         None),
+        ("/v1/safety", '{"contexts":[["hi"]],"with_rots":"yes"}', "with_rots"),
+        ("/v1/chat/completions", '{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":1}', "stream"),
+        ("/v1/safety", '{"contexts": [["hi"]', None),
+    ],
+)
+def test_bad_bodies_are_422_in_openai_shape_without_echo(service, route, raw, param):
+    client, _ = service
+    response = _post_raw(client, route, raw)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == 422 and error["param"] == param
+    assert "bad " not in response.text and "x \\ud800" not in response.text  # the input is not echoed
+
+
+def test_content_parts_are_limited_like_plain_content(service):
+    client, _ = service
+    parts = [{"type": "text", "text": "x" * 3000}] * 4  # each fits, together over the 8,000-character limit
+    body = {"model": "m", "messages": [{"role": "user", "content": parts}]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 422 and "8000 characters" in response.json()["error"]["message"]
+    body["messages"][0]["content"] = [{"type": "text", "text": "hi"}] * 50  # more parts than max_turns
+    assert client.post("/v1/chat/completions", json=body).status_code == 422
+
+
+def test_a_huge_invalid_body_gets_a_small_answer():
+    app = create_app(ServeSettings(), detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        response = client.post("/v1/safety", json={"contexts": [["x" * 9000] * 48]})
+    assert response.status_code == 422 and len(response.content) < 1000
+
+
+def test_responses_carry_security_headers_and_errors_everywhere_are_json(service):
+    client, _ = service
+    for response in (client.get("/healthz"), client.get("/no-such-route"), client.post("/v1/safety", json={})):
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-request-id"]
+    assert client.get("/no-such-route").json()["error"]["code"] == 404
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert client.get("/healthz", headers={"X-Request-ID": "a b\tc"}).headers["x-request-id"] != "a b\tc"
 
 
 def test_respond_uses_the_agent_and_escalates(service, upstream):
@@ -231,6 +335,8 @@ def test_api_keys():
     with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
         body = {"contexts": [["hi"]]}
         assert client.post("/v1/safety", json=body).status_code == 401
+        assert _post_raw(client, "/v1/safety", "{not json").status_code == 401  # the key before the body
+        assert client.get("/v1/models").status_code == 401
         assert client.post("/v1/safety", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.post("/v1/safety", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.post("/v1/safety", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
@@ -308,6 +414,25 @@ def test_graceful_shutdown_lets_in_flight_requests_finish(upstream):
         running.stop()  # as on SIGTERM: stop accepting, finish what is in flight
         thread.join()
     assert result["response"].status_code == 200
+
+
+def test_requests_cut_off_by_the_shutdown_grace_get_a_json_503(upstream):
+    server, _ = upstream
+    app = create_app(ServeSettings(upstream_url=f"{server.url}/v1"), detector=KeywordDetector())
+    running = ServerThread(app, timeout_graceful_shutdown=0.3)
+    result: dict[str, Any] = {}
+    with running:
+        def slow_request() -> None:
+            with httpx.Client(base_url=running.url, timeout=10) as client:
+                result["response"] = _chat(client, "hello", model="fake-slow:3")
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.3)
+        running.stop()
+        thread.join()
+    assert result["response"].status_code == 503
+    assert "shutting down" in result["response"].json()["error"]["message"]
 
 
 def test_settings_precedence(tmp_path):

@@ -1,4 +1,5 @@
-"""Schemathesis against the service's own OpenAPI schema: no generated input may cause a server error.
+"""Schemathesis against the service's own OpenAPI schema: no generated input may cause a server error, and every
+error has OpenAI's shape (`test_serve_fuzz.py` adds the inputs a schema does not describe: surrogates, NaN…).
 
 The service runs under uvicorn with a working fake upstream, so a 5xx here is the service's own fault. The
 schema is taken from an app built with the same limits (building one is cheap: models load in its lifespan).
@@ -44,7 +45,16 @@ def base_url() -> Iterator[str]:
             yield running.url
 
 
+@schemathesis.check
+def openai_error_shape(ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case):
+    """Every error is OpenAI's {"error": {"message", "type", "param", "code"}}, so official clients show it."""
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}, error
+        assert error["code"] == response.status_code
+
+
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case, base_url: str) -> None:
-    case.call_and_validate(base_url=base_url, checks=[schemathesis.checks.not_a_server_error])
+    case.call_and_validate(base_url=base_url, checks=[schemathesis.checks.not_a_server_error, openai_error_shape])

@@ -8,17 +8,22 @@ micro-batching thread, and on shutdown lets in-flight requests and escalation de
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prosocial.canary.base import SafetyDetector, Verdict, load_detector
@@ -30,12 +35,15 @@ from prosocial.serve.batcher import MicroBatcher
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
 from prosocial.serve.metrics import Metrics
 from prosocial.serve.proxy import (
+    REQUEST_ID,
     ProxyError,
     Upstream,
     dialogue_context,
     escalation_completion,
     escalation_stream,
     guided_messages,
+    message_text,
+    strict_json_loads,
 )
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import ProsocialAgent
@@ -45,6 +53,11 @@ log = logging.getLogger(__name__)
 VERDICT_HEADER = "X-Prosocial-Safety-Label"
 COARSE_HEADER = "X-Prosocial-Coarse"
 ACTION_HEADER = "X-Prosocial-Action"
+REQUEST_ID_HEADER = "X-Request-ID"
+#: every response: never cached (verdicts are per conversation), never content-sniffed
+SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+#: a client's own request id is reused only when it is this tame (it is echoed into headers and logs)
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 WARMUP_CONTEXT = ["Hello, how are you?"]
 
 
@@ -68,7 +81,10 @@ class RespondResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: dict[str, Any] = Field(description='{"message": …, "type": …, "code": HTTP status}.')
+    error: dict[str, Any] = Field(
+        description='OpenAI\'s shape: {"message": …, "type": …, "param": the field at fault or null, '
+        '"code": HTTP status}.'
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -77,7 +93,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "The request cannot be judged (e.g. no user message).",
         401: "Missing or wrong API key.",
         413: "The request body is larger than max_body_bytes.",
-        503: "The detector (or the agent's generator) is not available.",
+        422: "The body is not valid JSON or does not fit the schema (`param` names the field).",
+        503: "The detector (or the agent's generator) is not available, or the service is shutting down.",
     }.items()
 }
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
@@ -86,8 +103,43 @@ PROXY_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
 }
 
 
-def error_response(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(ProxyError(status, message, kind).body(), status_code=status, headers=headers)
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped, so any text (even a lone surrogate a client smuggled in) encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def error_response(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None, param: str | None = None
+) -> JSONResponse:
+    return SafeJSONResponse(ProxyError(status, message, kind, param).body(), status_code=status, headers=headers)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a field path, ("body", "contexts", 0, 1) -> "contexts[0][1]", without the
+    names pydantic gives union members ("list[ContentPart]", "function-after[…]")."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier():
+            path += f".{part}" if path else part
+    return path
+
+
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    """The deepest problem (in a union, the member that got furthest), named by its field, without echoing the
+    input (it can be huge, or not encodable)."""
+    errors = exc.errors()
+    first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        message = f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
+        return error_response(422, message[:500], "invalid_request_error")
+    param = _field_path(tuple(first.get("loc", ())))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    text = f"{param or 'body'}: {first.get('msg', 'invalid value')}{more}"
+    return error_response(422, text[:500], "invalid_request_error", param=param or None)
 
 
 class _TooLarge(HTTPException):
@@ -95,7 +147,9 @@ class _TooLarge(HTTPException):
 
 
 class _Guard:
-    """ASGI middleware: refuses bodies over the limit (even chunked ones) and records metrics per route."""
+    """ASGI middleware: gives each request an id, refuses bodies over the limit (even chunked ones), adds the
+    security headers, records metrics per route, and answers in JSON whatever happens before a response started:
+    a 503 for a request cut off by the shutdown grace, a generic 500 (details in the log) for a bug."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics):
         self.app = app
@@ -108,6 +162,10 @@ class _Guard:
             return
         started = time.perf_counter()
         status = 500
+        response_started = False
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
         limit = self.max_body_bytes
         too_large = f"the request body is larger than the limit of {limit:,} bytes"
         length = dict(scope["headers"]).get(b"content-length")
@@ -122,9 +180,13 @@ class _Guard:
             return message
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []), *SECURITY_HEADERS, (b"x-request-id", request_id.encode())
+                ]
             await send(message)
 
         try:
@@ -132,7 +194,19 @@ class _Guard:
                 await error_response(413, too_large, "request_too_large")(scope, receive, recording_send)
             else:
                 await self.app(scope, limited_receive, recording_send)
+        except asyncio.CancelledError:  # the shutdown grace ran out while this request was still running
+            if response_started:
+                raise
+            retry = "the service is shutting down; retry the request"
+            await error_response(503, retry, "service_unavailable")(scope, receive, recording_send)
+        except Exception:
+            if response_started:
+                raise
+            log.exception("request %s failed", request_id)
+            oops = f"internal error (request id {request_id})"
+            await error_response(500, oops, "internal_error")(scope, receive, recording_send)
         finally:
+            REQUEST_ID.reset(token)
             route = getattr(scope.get("route"), "path", "(unmatched)")
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
@@ -243,6 +317,39 @@ def _encodable(text: str) -> str:
     return text
 
 
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json_loads(await self.body())
+        return self._json
+
+
+def _authorize(request: Request) -> None:
+    keys = request.app.state.service.settings.api_keys
+    if not keys:
+        return
+    given = request.headers.get("x-api-key") or ""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not given and scheme.lower() == "bearer":
+        given = token.strip()
+    if not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+        raise HTTPException(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)")
+
+
+class _KeyedRoute(APIRoute):
+    """An API route that checks the key before reading the body (so nobody learns anything without one) and
+    reads the body as strict JSON (NaN and Infinity are refused like any other invalid JSON)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def keyed(request: Request) -> Response:
+            _authorize(request)
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return keyed
+
+
 def _checked(context: list[str], where: str) -> list[str]:
     try:
         return check_context(context, where)
@@ -278,6 +385,7 @@ def create_app(
         summary="ProsocialDialog safety verdicts with rules-of-thumb, prosocial replies, and a guard proxy for LLMs.",
         version="0.1.0",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.service = service
     app.add_middleware(_Guard, max_body_bytes=s.max_body_bytes, metrics=service.metrics)
@@ -286,25 +394,16 @@ def create_app(
     async def _proxy_error(_: Request, exc: ProxyError) -> JSONResponse:
         if exc.kind.startswith("upstream"):
             service.metrics.upstream_errors.labels(exc.kind).inc()
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return SafeJSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        kind = {413: "request_too_large", 401: "authentication_error"}.get(exc.status_code, "error")
+        kind = {413: "request_too_large", 401: "authentication_error"}.get(exc.status_code, "invalid_request_error")
         return error_response(exc.status_code, str(exc.detail), kind, getattr(exc, "headers", None))
 
-    bearer = HTTPBearer(auto_error=False, description="Bearer API key (when the service has api_keys).")
-    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="Alternative to the bearer key.")
-
-    def authorize(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-        key: Annotated[str | None, Depends(header_key)],
-    ) -> None:
-        if not s.api_keys:
-            return
-        given = key or (credentials.credentials if credentials else "")
-        if not any(secrets.compare_digest(given.encode(), k.encode()) for k in s.api_keys):
-            raise HTTPException(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)")
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error_response(exc)
 
     Utterance = Annotated[str, Field(max_length=s.max_utterance_chars), AfterValidator(_encodable)]
     Context = Annotated[list[Utterance], Field(min_length=1, max_length=s.max_turns)]
@@ -313,15 +412,30 @@ def create_app(
         contexts: Annotated[list[Context], Field(min_length=1, max_length=s.max_batch)] = Field(
             description="Dialogue contexts, each a list of utterances, oldest first; the last is the user's."
         )
-        with_rots: bool = Field(True, description="False gives labels and scores only (faster).")
+        with_rots: StrictBool = Field(True, description="False gives labels and scores only (faster).")
 
     class RespondRequest(BaseModel):
         context: Context = Field(description="The dialogue so far, oldest utterance first; the last is the user's.")
 
+    class ContentPart(BaseModel):
+        """One part of a multimodal message; only text parts are read, the others pass to the upstream."""
+
+        model_config = ConfigDict(extra="allow")
+        type: str
+        text: Utterance | None = None
+
     class ChatMessage(BaseModel):
         model_config = ConfigDict(extra="allow")
         role: str
-        content: Utterance | list[dict[str, Any]] | None = None
+        content: Utterance | Annotated[list[ContentPart], Field(max_length=s.max_turns)] | None = None
+
+        @model_validator(mode="after")
+        def _text_fits(self) -> "ChatMessage":
+            if isinstance(self.content, list):
+                text = message_text([part.model_dump() for part in self.content])
+                if len(text) > s.max_utterance_chars:
+                    raise ValueError(f"the text parts together exceed {s.max_utterance_chars} characters")
+            return self
 
     class ChatCompletionRequest(BaseModel):
         """An OpenAI chat completion request; fields besides these pass to the upstream unchanged."""
@@ -329,9 +443,12 @@ def create_app(
         model_config = ConfigDict(extra="allow")
         model: Annotated[str, AfterValidator(_encodable)]
         messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=s.max_turns)]
-        stream: bool = False
+        stream: StrictBool = False
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+    # The key is checked by `_KeyedRoute` before the body is read; these only document it in the OpenAPI schema.
+    bearer = HTTPBearer(auto_error=False, description="Bearer API key (when the service has api_keys).")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="Alternative to the bearer key.")
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer), Depends(header_key)], route_class=_KeyedRoute)
 
     @v1.post("/safety", response_model=SafetyResponse, responses=ERRORS, tags=["safety"])
     async def safety(body: SafetyRequest) -> SafetyResponse:
@@ -397,7 +514,7 @@ def create_app(
         raw = await request.body()
         action = "forwarded"
         if verdict.coarse is Coarse.NEEDS_CAUTION and verdict.rots:
-            payload = json.loads(raw)
+            payload = strict_json_loads(raw)
             payload["messages"] = guided_messages(payload["messages"], context, verdict.rots)
             raw = json.dumps(payload).encode()
             action = "guided"
@@ -411,6 +528,15 @@ def create_app(
         # ASCII-escaped, so whatever text the upstream sent (even lone surrogates) re-encodes safely.
         return Response(json.dumps(data).encode(), media_type="application/json", headers=headers)
 
+    @v1.get("/models", responses=PROXY_ERRORS, tags=["proxy"])
+    async def models() -> dict[str, Any]:
+        """OpenAI's model list: the configured `models`, else the upstream's own list."""
+        if s.models:
+            return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "prosocial"} for m in s.models]}
+        if service.upstream is None:
+            raise ProxyError(503, "no upstream LLM is configured (`upstream_url`)", "service_unavailable")
+        return await service.upstream.models()
+
     app.include_router(v1)
 
     @app.get("/healthz", tags=["ops"])
@@ -420,7 +546,10 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "Models are still loading or failed."}})
     async def readyz() -> JSONResponse:
-        """Models are loaded and requests will be answered without a loading delay."""
+        """Models are loaded and requests will be answered without a loading delay (and, with `ready_checks_upstream`,
+        the upstream LLM answers, so a load balancer can drain this instance while the proxy could only say 502)."""
+        if service.ready and s.ready_checks_upstream and service.upstream and not await service.upstream.alive():
+            return JSONResponse({"status": "upstream unavailable", "error": "the upstream LLM does not answer"}, 503)
         if service.ready:
             return JSONResponse({"status": "ready", "detector": s.detector if detector is None else detector.name})
         error = service.detector_error or service.agent_error

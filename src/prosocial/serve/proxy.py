@@ -2,15 +2,20 @@
 the upstream OpenAI-compatible server, and the hand-over reply that replaces it when a person is needed.
 
 Failures of the upstream become `ProxyError`s with the status a client should see: 502 when it is down or
-answers garbage, 504 when it is too slow, its own status when it rejected the request (4xx).
+answers garbage, 504 when it is too slow, its own status when it rejected the request (4xx). What the upstream
+said and where it lives are logged with the request id, never sent to the client: an upstream's error body can
+be a traceback, and its address is internal.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -18,19 +23,47 @@ import httpx
 from prosocial.canary.base import Verdict
 from prosocial.steer.prompts import chat_messages
 
+log = logging.getLogger(__name__)
+
 DIALOGUE_ROLES = {"user", "assistant"}
+#: the id of the request being served (set by the service's middleware), for logs and error messages
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class ProxyError(Exception):
-    """An error to answer in OpenAI's shape: {"error": {"message", "type", "code"}}."""
+    """An error to answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, kind: str = "upstream_error"):
+    def __init__(self, status: int, message: str, kind: str = "upstream_error", param: str | None = None):
         super().__init__(message)
         self.status = status
         self.kind = kind
+        self.param = param
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": str(self), "type": self.kind, "code": self.status}}
+        return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.status}}
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """`json.loads` without NaN / Infinity (Python's extensions, not JSON) and without numbers too large for a
+    float (1e400 would become Infinity): none of them could be written back as JSON to the upstream or client."""
+
+    def reject(constant: str) -> Any:
+        raise json.JSONDecodeError(f"{constant} is not valid JSON", constant, 0)
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if math.isinf(value):
+            raise json.JSONDecodeError(f"the number {text[:20]} is too large", text, 0)
+        return value
+
+    return json.loads(data, parse_constant=reject, parse_float=finite)
+
+
+def _upstream_failed(status: int, detail: str, kind: str = "upstream_error") -> ProxyError:
+    """Log what went wrong upstream; tell the client only what it can act on, and the id to quote."""
+    log.warning("request %s: upstream failure: %s", REQUEST_ID.get(), detail)
+    what = {504: "did not answer in time"}.get(status, "failed")
+    return ProxyError(status, f"the upstream LLM {what} (request id {REQUEST_ID.get()})", kind)
 
 
 def message_text(content: Any) -> str:
@@ -93,14 +126,16 @@ async def escalation_stream(model: str, reply: str, verdict: Verdict) -> AsyncIt
     yield b"data: [DONE]\n\n"
 
 
-def _error_text(response: httpx.Response, body: bytes) -> str:
+def _client_error_message(body: bytes) -> str | None:
+    """The message of an OpenAI-shaped error body (meant for the client), or None for anything else."""
     try:
-        err = json.loads(body).get("error")
-        text = str(err.get("message", err) if isinstance(err, dict) else err)
+        error = json.loads(body).get("error")
     except (ValueError, AttributeError):
-        text = body.decode("utf-8", "replace")
-    text = " ".join(text.split()) or "(empty body)"
-    return text[:300]
+        return None
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message.strip():
+        return None
+    return " ".join(message.split())[:300]
 
 
 class Upstream:
@@ -128,20 +163,23 @@ class Upstream:
         try:
             response = await self._client.send(request, stream=stream)
         except httpx.TimeoutException:
-            message = f"the upstream {url} did not answer within {self.timeout:g} s"
-            raise ProxyError(504, message, "upstream_timeout") from None
+            raise _upstream_failed(504, f"{url} did not answer within {self.timeout:g} s", "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise ProxyError(502, f"cannot reach the upstream {url}: {exc or type(exc).__name__}") from None
+            raise _upstream_failed(502, f"cannot reach {url}: {_describe(exc)}") from None
         if response.status_code >= 400:
             try:
-                text = _error_text(response, await response.aread())
+                text = await response.aread()
             except httpx.HTTPError:
-                text = "(body unreadable)"
+                text = b"(body unreadable)"
             finally:
                 await response.aclose()
-            # A rejected request (4xx) is the client's to fix, so its status passes through; a failing server is ours.
-            status = response.status_code if response.status_code < 500 else 502
-            raise ProxyError(status, f"the upstream answered HTTP {response.status_code}: {text}")
+            detail = f"{url} answered HTTP {response.status_code}: {text[:2000].decode('utf-8', 'replace')}"
+            message = _client_error_message(text) if response.status_code < 500 else None
+            if message is None:
+                raise _upstream_failed(502, detail)
+            # A rejected request (4xx) is the client's to fix, so its status and message pass through.
+            log.info("request %s: %s", REQUEST_ID.get(), detail)
+            raise ProxyError(response.status_code, f"the upstream LLM rejected the request: {message}")
         return response
 
     async def complete(self, body: bytes, client_auth: str | None) -> dict[str, Any]:
@@ -150,19 +188,19 @@ class Upstream:
         try:
             raw = await response.aread()
         except httpx.TimeoutException:
-            message = f"the upstream did not finish answering within {self.timeout:g} s"
-            raise ProxyError(504, message, "upstream_timeout") from None
+            detail = f"did not finish answering within {self.timeout:g} s"
+            raise _upstream_failed(504, detail, "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise ProxyError(502, f"the upstream broke off its answer: {exc or type(exc).__name__}") from None
+            raise _upstream_failed(502, f"broke off its answer: {_describe(exc)}") from None
         finally:
             await response.aclose()
         try:
-            data = json.loads(raw)
+            data = strict_json_loads(raw)
         except ValueError:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             snippet = " ".join(raw.decode("utf-8", "replace").split())[:200] or "(empty body)"
-            raise ProxyError(502, f"the upstream answered something that is not a chat completion: {snippet}")
+            raise _upstream_failed(502, f"answered something that is not a chat completion: {snippet}")
         return data
 
     async def stream(self, body: bytes, client_auth: str | None) -> AsyncIterator[bytes]:
@@ -172,18 +210,71 @@ class Upstream:
         ctype = response.headers.get("content-type", "")
         if not ctype.startswith("text/event-stream"):
             await response.aclose()
-            raise ProxyError(502, f"the upstream answered a stream request with {ctype or 'no content type'}, "
-                                  "not server-sent events")
+            raise _upstream_failed(502, f"answered a stream request with {ctype or 'no content type'}, not SSE")
         return self._relay(response)
 
-    async def _relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def models(self) -> dict[str, Any]:
+        """The upstream's `GET /models` list (OpenAI tooling asks for it before anything else)."""
         try:
-            async for chunk in response.aiter_raw():
-                yield chunk
+            response = await self._client.get(f"{self.base_url}/models", headers=self._headers(None))
+        except httpx.TimeoutException:
+            raise _upstream_failed(504, "GET /models timed out", "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            kind = "upstream_timeout" if isinstance(exc, httpx.TimeoutException) else "upstream_error"
-            error = ProxyError(504 if kind == "upstream_timeout" else 502, f"the upstream stream broke off: "
-                               f"{exc or type(exc).__name__}", kind)
-            yield f"\n\ndata: {json.dumps(error.body())}\n\n".encode()
+            raise _upstream_failed(502, f"GET /models: {_describe(exc)}") from None
+        try:
+            data = strict_json_loads(response.content) if response.status_code == 200 else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise _upstream_failed(502, f"GET /models answered HTTP {response.status_code}: {response.text[:300]}")
+        return data
+
+    async def alive(self) -> bool:
+        """Whether the upstream server answers HTTP at all (any status below 500), within the connect timeout."""
+        try:
+            response = await self._client.get(f"{self.base_url}/models", timeout=self._client.timeout.connect)
+        except httpx.HTTPError as exc:
+            log.warning("readiness: the upstream %s does not answer: %s", self.base_url, _describe(exc))
+            return False
+        return response.status_code < 500
+
+    async def _relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """Pass the upstream's events on, one whole event at a time, checking each: a `data:` line that is not
+        JSON, or a stream that ends without `[DONE]`, ends the client's stream with an error event instead of a
+        silently truncated or unreadable answer."""
+        event: list[str] = []
+        try:
+            async for line in response.aiter_lines():
+                if line:
+                    event.append(line)
+                    continue
+                if not event:
+                    continue
+                payload = "\n".join(x[5:].lstrip() for x in event if x.startswith("data:"))
+                if payload != "[DONE]":
+                    try:
+                        strict_json_loads(payload)
+                    except ValueError:
+                        detail = f"sent a stream event that is not JSON: {payload[:200]}"
+                        yield _error_event(_upstream_failed(502, detail))
+                        return
+                yield ("\n".join(event) + "\n\n").encode()
+                event = []
+                if payload == "[DONE]":
+                    return
+            yield _error_event(_upstream_failed(502, "ended its stream before [DONE]"))
+        except httpx.HTTPError as exc:
+            timeout = isinstance(exc, httpx.TimeoutException)
+            failure = _upstream_failed(504 if timeout else 502, f"stream broke off: {_describe(exc)}",
+                                       "upstream_timeout" if timeout else "upstream_error")
+            yield _error_event(failure)
         finally:
             await response.aclose()
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _error_event(error: ProxyError) -> bytes:
+    return f"data: {json.dumps(error.body())}\n\n".encode()

@@ -36,6 +36,10 @@ class ServeSettings(BaseModel):
     upstream_api_key: str | None = None
     upstream_timeout: float = Field(60.0, gt=0)
     upstream_connect_timeout: float = Field(5.0, gt=0)
+    #: /readyz also asks the upstream (GET /models), so a load balancer drains an instance whose LLM is down
+    ready_checks_upstream: bool = False
+    #: what GET /v1/models lists; empty: the upstream's own list
+    models: list[str] = Field(default_factory=list)
     api_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, gt=0)
     max_turns: int = Field(64, gt=0)
