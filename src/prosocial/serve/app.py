@@ -44,6 +44,8 @@ from prosocial.serve.proxy import (
     guided_messages,
     message_text,
     strict_json_loads,
+    unavailable,
+    upstream_failure,
 )
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import ProsocialAgent
@@ -292,7 +294,7 @@ class _Service:
 
     def require_batcher(self) -> MicroBatcher:
         if self.batcher is None or self.detector_error:
-            raise ProxyError(503, f"the detector is not available: {self.detector_error}", "service_unavailable")
+            raise unavailable("the detector", self.detector_error)
         return self.batcher
 
     async def predict(self, contexts: list[list[str]], with_rots: bool = True) -> list[Verdict]:
@@ -300,7 +302,7 @@ class _Service:
         try:
             return await self.require_batcher().predict(contexts, with_rots)
         except ModelError as exc:
-            raise ProxyError(503, f"the detector is not available: {exc}", "service_unavailable") from None
+            raise unavailable("the detector", exc) from None
 
     def escalate(self, route: str, context: list[str], verdict: Verdict) -> None:
         self.metrics.escalations.inc()
@@ -468,14 +470,14 @@ def create_app(
         if service.agent is None:
             why = service.agent_error or service.detector_error
             why = why or ("still loading" if s.generator else "no generator configured (`generator`)")
-            raise ProxyError(503, f"the agent is not available: {why}", "service_unavailable")
+            raise unavailable("the agent", why)
         agent = service.agent
         try:
             turn = await batcher.run_in_model_thread(lambda: agent.respond(context))
         except UpstreamError as exc:  # the generator's LM server failed (an LM behind the `steered` generator)
-            raise ProxyError(502, f"the agent's language model failed: {exc}") from None
+            raise upstream_failure(502, str(exc), what="the agent's language model") from None
         except ModelError as exc:
-            raise ProxyError(503, f"the agent is not available: {exc}", "service_unavailable") from None
+            raise unavailable("the agent", exc) from None
         result = turn.to_dict()
         out = RespondResponse(**{k: result[k] for k in RespondResponse.model_fields})
         service.metrics.verdicts.labels("/v1/respond", out.safety_label.value).inc()

@@ -59,11 +59,20 @@ def strict_json_loads(data: bytes | str) -> Any:
     return json.loads(data, parse_constant=reject, parse_float=finite)
 
 
-def _upstream_failed(status: int, detail: str, kind: str = "upstream_error") -> ProxyError:
+def upstream_failure(
+    status: int, detail: str, kind: str = "upstream_error", what: str = "the upstream LLM"
+) -> ProxyError:
     """Log what went wrong upstream; tell the client only what it can act on, and the id to quote."""
-    log.warning("request %s: upstream failure: %s", REQUEST_ID.get(), detail)
-    what = {504: "did not answer in time"}.get(status, "failed")
-    return ProxyError(status, f"the upstream LLM {what} (request id {REQUEST_ID.get()})", kind)
+    log.warning("request %s: %s failed: %s", REQUEST_ID.get(), what, detail)
+    outcome = {504: "did not answer in time"}.get(status, "failed")
+    return ProxyError(status, f"{what} {outcome} (request id {REQUEST_ID.get()})", kind)
+
+
+def unavailable(what: str, detail: object) -> ProxyError:
+    """A 503 for a model that cannot run; the reason (paths, exceptions) goes to the log and /readyz only."""
+    log.error("request %s: %s is not available: %s", REQUEST_ID.get(), what, detail)
+    message = f"{what} is not available (request id {REQUEST_ID.get()}; see /readyz)"
+    return ProxyError(503, message, "service_unavailable")
 
 
 def message_text(content: Any) -> str:
@@ -163,9 +172,9 @@ class Upstream:
         try:
             response = await self._client.send(request, stream=stream)
         except httpx.TimeoutException:
-            raise _upstream_failed(504, f"{url} did not answer within {self.timeout:g} s", "upstream_timeout") from None
+            raise upstream_failure(504, f"{url} did not answer within {self.timeout:g} s", "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise _upstream_failed(502, f"cannot reach {url}: {_describe(exc)}") from None
+            raise upstream_failure(502, f"cannot reach {url}: {_describe(exc)}") from None
         if response.status_code >= 400:
             try:
                 text = await response.aread()
@@ -176,7 +185,7 @@ class Upstream:
             detail = f"{url} answered HTTP {response.status_code}: {text[:2000].decode('utf-8', 'replace')}"
             message = _client_error_message(text) if response.status_code < 500 else None
             if message is None:
-                raise _upstream_failed(502, detail)
+                raise upstream_failure(502, detail)
             # A rejected request (4xx) is the client's to fix, so its status and message pass through.
             log.info("request %s: %s", REQUEST_ID.get(), detail)
             raise ProxyError(response.status_code, f"the upstream LLM rejected the request: {message}")
@@ -189,9 +198,9 @@ class Upstream:
             raw = await response.aread()
         except httpx.TimeoutException:
             detail = f"did not finish answering within {self.timeout:g} s"
-            raise _upstream_failed(504, detail, "upstream_timeout") from None
+            raise upstream_failure(504, detail, "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise _upstream_failed(502, f"broke off its answer: {_describe(exc)}") from None
+            raise upstream_failure(502, f"broke off its answer: {_describe(exc)}") from None
         finally:
             await response.aclose()
         try:
@@ -200,7 +209,7 @@ class Upstream:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             snippet = " ".join(raw.decode("utf-8", "replace").split())[:200] or "(empty body)"
-            raise _upstream_failed(502, f"answered something that is not a chat completion: {snippet}")
+            raise upstream_failure(502, f"answered something that is not a chat completion: {snippet}")
         return data
 
     async def stream(self, body: bytes, client_auth: str | None) -> AsyncIterator[bytes]:
@@ -210,7 +219,7 @@ class Upstream:
         ctype = response.headers.get("content-type", "")
         if not ctype.startswith("text/event-stream"):
             await response.aclose()
-            raise _upstream_failed(502, f"answered a stream request with {ctype or 'no content type'}, not SSE")
+            raise upstream_failure(502, f"answered a stream request with {ctype or 'no content type'}, not SSE")
         return self._relay(response)
 
     async def models(self) -> dict[str, Any]:
@@ -218,15 +227,15 @@ class Upstream:
         try:
             response = await self._client.get(f"{self.base_url}/models", headers=self._headers(None))
         except httpx.TimeoutException:
-            raise _upstream_failed(504, "GET /models timed out", "upstream_timeout") from None
+            raise upstream_failure(504, "GET /models timed out", "upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise _upstream_failed(502, f"GET /models: {_describe(exc)}") from None
+            raise upstream_failure(502, f"GET /models: {_describe(exc)}") from None
         try:
             data = strict_json_loads(response.content) if response.status_code == 200 else None
         except ValueError:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise _upstream_failed(502, f"GET /models answered HTTP {response.status_code}: {response.text[:300]}")
+            raise upstream_failure(502, f"GET /models answered HTTP {response.status_code}: {response.text[:300]}")
         return data
 
     async def alive(self) -> bool:
@@ -256,16 +265,16 @@ class Upstream:
                         strict_json_loads(payload)
                     except ValueError:
                         detail = f"sent a stream event that is not JSON: {payload[:200]}"
-                        yield _error_event(_upstream_failed(502, detail))
+                        yield _error_event(upstream_failure(502, detail))
                         return
                 yield ("\n".join(event) + "\n\n").encode()
                 event = []
                 if payload == "[DONE]":
                     return
-            yield _error_event(_upstream_failed(502, "ended its stream before [DONE]"))
+            yield _error_event(upstream_failure(502, "ended its stream before [DONE]"))
         except httpx.HTTPError as exc:
             timeout = isinstance(exc, httpx.TimeoutException)
-            failure = _upstream_failed(504 if timeout else 502, f"stream broke off: {_describe(exc)}",
+            failure = upstream_failure(504 if timeout else 502, f"stream broke off: {_describe(exc)}",
                                        "upstream_timeout" if timeout else "upstream_error")
             yield _error_event(failure)
         finally:
