@@ -53,7 +53,7 @@ def test_respond_batch_writes_every_row(steered: list[str], tmp_path: Path) -> N
     assert all(set(r) == {"id", "response", "rots", "safety_label"} and r["response"] for r in out)
     assert [r["safety_label"] for r in out] == ["__casual__", "__needs_intervention__", "__needs_caution__"]
     assert out[1]["response"] == HANDOVER_REPLY and out[2]["rots"]
-    assert "wrote 3 replies" in " ".join(result.stderr.split())
+    assert f"wrote 3 replies to {target}" in result.stderr.splitlines()
 
 
 def test_respond_batch_names_bad_lines_and_writes_nothing(steered: list[str], tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_respond_batch_names_bad_lines_and_writes_nothing(steered: list[str], tm
     result = runner.invoke(app, [*args, "--skip-invalid"])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == [1]
-    assert "line 2" in result.stderr and "skipped 2 bad lines" in " ".join(result.stderr.split())
+    assert "line 2" in result.stderr and result.stderr.splitlines()[-1].endswith("; skipped 2 bad lines")
 
 
 def test_bad_choices_are_clear_errors(steered: list[str]) -> None:
@@ -112,5 +112,4 @@ def test_check_batch_keeps_every_good_line_and_reports_the_skipped(tmp_path):
                                       "--skip-invalid"])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == ["a", "b"]
-    output = " ".join(result.output.split())  # the console wraps long paths at any width
-    assert "wrote 2 verdicts" in output and "skipped 1 bad lines" in output
+    assert f"wrote 2 verdicts to {target}; skipped 1 bad lines" in result.stderr.splitlines()  # never wrapped

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prosocial.canary import load_detector
-from prosocial.cli.batch import run_jsonl
+from prosocial.cli.batch import INPUT_HELP, OUTPUT_HELP, run_jsonl
 from prosocial.cli.errors import fail
 from prosocial.errors import DataError, ModelError
 
@@ -21,8 +21,8 @@ LABEL_STYLE = {"casual": "green", "needs caution": "yellow", "needs intervention
 def check(
     text: str | None = typer.Argument(None, help="The user's latest utterance."),
     context: list[str] = typer.Option([], "--context", "-c", help="An earlier utterance, oldest first; repeatable."),
-    input: Path | None = typer.Option(None, "--input", "-i", help='JSON Lines: {"id": …, "context": [utterances]}.'),
-    output: Path | None = typer.Option(None, "--output", "-o", help="JSON Lines output (with --input)."),
+    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP),
+    output: Path | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     no_rots: bool = typer.Option(False, "--no-rots", help="Labels and scores only (faster)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
     backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry."),
@@ -31,11 +31,15 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
 ) -> None:
     """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
+    if input is not None and output is None:
+        raise typer.BadParameter("--input needs --output")
+    if output is not None and input is None:
+        raise typer.BadParameter("--output needs --input (one TEXT is printed)")
+    if input is None and text is None:
+        raise typer.BadParameter("give a TEXT to check, or --input FILE")
     try:
         detector = load_detector(backend, **({"model_dir": model_dir} if model_dir else {}))
         if input is not None:
-            if output is None:
-                raise typer.BadParameter("--input needs --output")
             run_jsonl(
                 input,
                 output,
@@ -47,10 +51,8 @@ def check(
                 "verdicts",
             )
             return
-        if text is None:
-            raise typer.BadParameter("give a TEXT to check, or --input FILE")
         verdict = detector.check([*context, text], with_rots=not no_rots)
-    except (DataError, ModelError, ValueError) as exc:
+    except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:
         import json

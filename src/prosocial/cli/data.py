@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prosocial.cli.errors import fail
@@ -23,7 +24,11 @@ from prosocial.data import (
 )
 from prosocial.errors import DataError
 
-app = typer.Typer(help="ProsocialDialog data: statistics, conversion, validation.", no_args_is_help=True)
+app = typer.Typer(
+    help="ProsocialDialog data: statistics, conversion, validation. Files are UTF-8; an empty file holds 0 dialogues "
+    "(no error).",
+    no_args_is_help=True,
+)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -91,7 +96,7 @@ def stats(
         for spec in benchmark:
             name, _, split = spec.partition(":")
             results.append(example_stats(load_benchmark(name, split or "train"), name=f"{name}:{split or 'train'}"))
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (DataError, ValueError, OSError) as exc:
         fail(err, exc)
     if plot_dir is not None:
         for result in results:
@@ -115,10 +120,10 @@ def convert(
     try:
         dialogues = read_dialogues(source, format)
         write_dialogues(dialogues, target, to)
-    except DataError as exc:
+    except (DataError, OSError) as exc:
         fail(err, exc)
     turns = sum(len(d.turns) for d in dialogues)
-    console.print(f"wrote {len(dialogues):,} dialogues ({turns:,} turns) to {target} ({to})")
+    console.print(escape(f"wrote {len(dialogues):,} dialogues ({turns:,} turns) to {target} ({to})"), soft_wrap=True)
 
 
 @app.command()
@@ -137,6 +142,6 @@ def validate(
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
         total += len(problems)
         status = "[green]ok[/green]" if not problems else f"[red]{len(problems)} problem(s)[/red]"
-        console.print(f"{path}: {len(dialogues):,} dialogues, {status}")
+        console.print(f"{escape(str(path))}: {len(dialogues):,} dialogues, {status}", soft_wrap=True)
     if total:
         raise typer.Exit(1)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from prosocial.canary import load_detector
-from prosocial.cli.batch import run_jsonl
+from prosocial.cli.batch import INPUT_HELP, OUTPUT_HELP, run_jsonl
 from prosocial.cli.errors import fail
+from prosocial.cli.logs import held_warnings
 from prosocial.errors import DataError, ModelError
 from prosocial.prost import load_generator
 from prosocial.steer import Conversation, ProsocialAgent
@@ -60,8 +62,8 @@ def build_agent(
 def respond(
     text: str | None = typer.Argument(None, help="The user's latest utterance."),
     context: list[str] = typer.Option([], "--context", "-c", help="An earlier utterance, oldest first; repeatable."),
-    input: Path | None = typer.Option(None, "--input", "-i", help='JSON Lines: {"id": …, "context": [utterances]}.'),
-    output: Path | None = typer.Option(None, "--output", "-o", help="JSON Lines output (with --input)."),
+    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP),
+    output: Path | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
     backend: str = BACKEND,
     model: str | None = MODEL,
@@ -74,18 +76,20 @@ def respond(
     as_json: bool = typer.Option(False, "--json", help="Print the whole turn (label, RoTs, hand-over) as JSON."),
 ) -> None:
     """Answer prosocially: judge safety, ground the reply in rules-of-thumb, hand over to a human if needed."""
+    if input is not None and output is None:
+        raise typer.BadParameter("--input needs --output")
+    if output is not None and input is None:
+        raise typer.BadParameter("--output needs --input (the reply to one TEXT is printed)")
+    if input is None and text is None:
+        raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
     try:
-        if input is not None and output is None:
-            raise typer.BadParameter("--input needs --output")
-        if input is None and text is None:
-            raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
         agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
         if input is not None:
             run_jsonl(input, output, lambda contexts: _rows(agent, contexts), batch_size, skip_invalid, console,
                       "respond", "replies")
             return
         turn = agent.respond([*context, text])
-    except (DataError, ModelError, ValueError) as exc:
+    except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:
         sys.stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
@@ -121,12 +125,22 @@ def chat(
     detector_model: Path | None = DETECTOR_MODEL,
     webhook: str | None = WEBHOOK,
 ) -> None:
-    """Chat with the prosocial agent in the terminal; each reply shows its safety label and RoTs. /reset, /quit."""
-    try:
-        agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
-    except (ModelError, ValueError) as exc:
-        fail(console, exc)
-    out = Console()
+    """Chat with the prosocial agent in the terminal; each reply shows its safety label and RoTs. /reset, /quit.
+
+    Library warnings (e.g. a long conversation cut to what the models read) are shown once, when the chat ends.
+    """
+    with held_warnings(console):
+        try:
+            with console.status("loading the models…"):
+                agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
+                agent.warm_up()
+        except (ModelError, ValueError, OSError) as exc:
+            fail(console, exc)
+        _converse(agent, Console())
+
+
+def _converse(agent: ProsocialAgent, out: Console) -> None:
+    """The chat loop: read a line, answer it beside its judgement, until /quit or the end of input."""
     conversation = Conversation()
     out.print("[dim]Type a message; /reset starts over, /quit ends.[/dim]")
     while True:
@@ -145,7 +159,7 @@ def chat(
         try:
             turn = agent.turn(conversation, line)
         except (ModelError, ValueError) as exc:
-            out.print(f"[red]error:[/red] {exc}", highlight=False)
+            out.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             continue
         grid = Table.grid(padding=(0, 2), expand=True)
         grid.add_column(ratio=3)

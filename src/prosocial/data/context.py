@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 USER_TAG = "Speaker 1:"
 BOT_TAG = "Speaker 2:"
+#: The most characters of one context a batch job passes on: far more than the packaged models read (Canary-mini
+#: 96 tokens, Prost-mini 1,600 characters, both from the end), yet it bounds what one oversized input line costs.
+MAX_CONTEXT_CHARS = 100_000
 
 
 def speaker_of(position_from_end: int) -> str:
@@ -46,3 +49,18 @@ def check_context(context: object, where: str = "context") -> list[str]:
     if not context[-1].strip():
         raise ValueError(f"{where}[{len(context) - 1}]: the last utterance (the one judged) is empty")
     return [u.strip() for u in context]
+
+
+def clip_context(turns: Sequence[str], max_chars: int, per_turn: int = 0) -> list[str]:
+    """The newest turns that fit in `max_chars` (each costing its length plus `per_turn`), the last one cut to its
+    end if it alone is longer: models read the newest words, so that is what an oversized context keeps."""
+    kept: list[str] = []
+    total = 0
+    for turn in reversed(turns):
+        total += len(turn) + per_turn
+        if kept and total > max_chars:
+            break
+        kept.append(turn)
+    kept.reverse()
+    kept[-1] = kept[-1][-max_chars:]
+    return kept

@@ -12,6 +12,7 @@ Every reader checks every field and collects all problems before raising, so `va
 from __future__ import annotations
 
 import ast
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 from prosocial.data.labels import SafetyLabel, parse_vote
 from prosocial.data.schema import Dialogue, Turn
 from prosocial.errors import DataError, Problem
-from prosocial.io import atomic_write
+from prosocial.io import atomic_write, parse_json, read_jsonl, read_text
 
 HF_FIELDS = (
     "context",
@@ -107,7 +108,7 @@ class _Checker:
             return 0
         try:
             number = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             self.fail(line, field, f"expected an integer, got {value!r}")
             return 0
         if isinstance(value, float) and number != value:
@@ -138,7 +139,7 @@ def _decode_list(cell: str) -> Any:
     except json.JSONDecodeError:
         try:
             return ast.literal_eval(cell)
-        except (ValueError, SyntaxError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             return cell
 
 
@@ -153,9 +154,8 @@ def _turn_from_row(row: dict, check: _Checker, line: int | None) -> tuple[Any, d
     if dialogue_id is None:
         check.fail(line, "dialogue_id", "missing field")
     elif isinstance(dialogue_id, str):
-        dialogue_id = (
-            int(dialogue_id) if dialogue_id.strip().isdigit() and str(int(dialogue_id)) == dialogue_id else dialogue_id
-        )
+        canonical = dialogue_id.isdecimal() and str(int(dialogue_id)) == dialogue_id
+        dialogue_id = int(dialogue_id) if canonical else dialogue_id
     else:
         dialogue_id = check.integer(row, "dialogue_id", line)
     turn = Turn(
@@ -237,32 +237,27 @@ def _columns_to_rows(columns: dict, path: str, problems: list[Problem]) -> list[
 def _hf_json_rows(path: Path, data: Any, problems: list[Problem]) -> Iterable[tuple[int | None, dict]]:
     if isinstance(data, dict):  # `Dataset.to_dict()`: one list per column; "line" is the row number
         return _numbered(_columns_to_rows(data, str(path), problems))
+    if not isinstance(data, list):
+        problems.append(Problem(str(path), "expected a list of rows or an object of columns"))
+        return []
     return _numbered(data)
 
 
-def _read_jsonl_rows(path: Path, problems: list[Problem]) -> list[tuple[int, dict]]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(str(path), f"invalid JSON: {exc.msg} (column {exc.colno})", number))
-    return rows
-
-
 def _read_table_rows(path: Path) -> list[tuple[int, dict]]:
-    """Parquet and CSV via pandas; row numbers count data rows from 1 (CSV: line = row + 1 for the header)."""
+    """Parquet and CSV (UTF-8) via pandas; row numbers count data rows from 1 (CSV: line = row + 1 for the header).
+    A file pandas cannot read is a `DataError` naming it; a blank CSV holds no rows."""
     import pandas as pd
 
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-        offset = 1
-    else:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        offset = 2
+    text = None if path.suffix == ".parquet" else read_text(path)
+    if text is not None and not text.strip():
+        return []
+    try:
+        if text is None:
+            frame, offset = pd.read_parquet(path), 1
+        else:
+            frame, offset = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), 2
+    except (ValueError, OSError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise DataError.at(path, f"unreadable {path.suffix[1:]}: {' '.join(str(exc).split())}") from None
     records = frame.to_dict(orient="records")
     return [(i + offset, record) for i, record in enumerate(records)]
 
@@ -270,7 +265,10 @@ def _read_table_rows(path: Path) -> list[tuple[int, dict]]:
 def _read_datasets_dir(path: Path, split: str | None) -> list[tuple[int, dict]]:
     from datasets import DatasetDict, load_from_disk
 
-    dataset = load_from_disk(str(path))
+    try:
+        dataset = load_from_disk(str(path))
+    except FileNotFoundError:
+        raise DataError.at(path, "neither a file nor a `datasets` folder (save_to_disk)") from None
     if isinstance(dataset, DatasetDict):
         if split is None:
             rows = [row for name in dataset for row in dataset[name]]
@@ -356,24 +354,32 @@ def dialogue_to_direct(dialogue: Dialogue, position: int) -> list[dict]:
 # --------------------------------------------------------------------------- DialogStudio and partial
 
 
-def _dialogues_from_dialogstudio(data: dict, path: str, problems: list[Problem]) -> list[Dialogue]:
+def _dialogues_from_dialogstudio(data: Any, path: str, problems: list[Problem]) -> list[Dialogue]:
     check = _Checker(path, problems)
     rows = []
+    if not isinstance(data, dict):
+        check.fail(None, None, "expected an object of dialogues")
+        return []
     for position, (key, dialogue) in enumerate(data.items(), start=1):
         log = dialogue.get("log") if isinstance(dialogue, dict) else None
-        if not isinstance(log, list):
-            check.fail(position, f"{key}.log", "expected a list of turns")
+        if not isinstance(log, list) or not all(isinstance(turn, dict) for turn in log):
+            check.fail(position, f"{key}.log", "expected a list of turn objects")
             continue
         for turn in log:
-            info = dict(turn.get("original user side information") or {})
-            info["context"] = turn.get("user utterance")
-            info["response"] = turn.get("system response")
-            rows.append((position, info))
+            info = turn.get("original user side information") or {}
+            if not isinstance(info, dict):
+                check.fail(position, f"{key}.log", "expected 'original user side information' to be an object")
+                continue
+            row = {**info, "context": turn.get("user utterance"), "response": turn.get("system response")}
+            rows.append((position, row))
     return dialogues_from_rows(rows, path, problems)
 
 
-def _dialogues_from_partial(data: list, path: str, problems: list[Problem]) -> list[Dialogue]:
+def _dialogues_from_partial(data: Any, path: str, problems: list[Problem]) -> list[Dialogue]:
     check = _Checker(path, problems)
+    if not isinstance(data, list):
+        check.fail(None, None, "expected a list of context/response rows")
+        return []
     dialogues = []
     for index, row in enumerate(data):
         if not isinstance(row, dict):
@@ -478,19 +484,18 @@ def check_file(
     if suffix in (".parquet", ".csv"):
         return dialogues_from_rows(_read_table_rows(path), str(path), problems), problems
     if suffix == ".jsonl":
-        rows = _read_jsonl_rows(path, problems)
-        if format == "partial" or (format is None and rows and set(rows[0][1]) <= {"context", "response"}):
+        rows = list(read_jsonl(path, problems))
+        first = rows[0][1] if rows else None
+        partial = isinstance(first, dict) and set(first) <= {"context", "response"}
+        if format == "partial" or (format is None and partial):
             return _dialogues_from_partial([r for _, r in rows], str(path), problems), problems
         return dialogues_from_rows(rows, str(path), problems), problems
     if suffix != ".json":
         raise DataError.at(
             path, f"unsupported file type {suffix!r}; use .json, .jsonl, .parquet, .csv or a datasets folder"
         )
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DataError.at(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    text = read_text(path)
+    data = parse_json(path, text) if text.strip() else []  # a blank file holds no dialogues, as a blank .jsonl
     kind = format or sniff_format(path, data)
     readers = {
         "hf": lambda: dialogues_from_rows(_hf_json_rows(path, data, problems), str(path), problems),

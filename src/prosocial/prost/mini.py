@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prosocial.data.context import check_context
+from prosocial.data.context import check_context, clip_context
 from prosocial.data.mixture import PROST_WEIGHTS
 from prosocial.errors import DataError, ModelError
 from prosocial.lm.base import cached_resource, default_smollm2_gguf
@@ -90,11 +90,7 @@ def fit_context(context: Sequence[str], max_chars: int, where: str = "context") 
     averages about four characters per SmolLM2 token, so the default keeps prompts well inside a slot.
     """
     turns = check_context(context, where)
-    kept = list(turns)
-    while len(kept) > 1 and sum(len(t) + 12 for t in kept) > max_chars:
-        kept.pop(0)
-    if len(kept[-1]) > max_chars:
-        kept[-1] = kept[-1][-max_chars:]
+    kept = clip_context(turns, max_chars, per_turn=12)
     if kept != turns:
         log.warning("%s: %d characters exceed the %d-character budget; kept the newest %d of %d turn(s)%s",
                     where, sum(map(len, turns)), max_chars, len(kept), len(turns),

@@ -138,6 +138,11 @@ class ProsocialAgent:
             WebhookEscalation(h, timeout=webhook_timeout) if isinstance(h, str) else h for h in items
         ]
 
+    def warm_up(self) -> None:
+        """Load the models now, not on the first message (they load on first use): for interactive sessions."""
+        self.detector.predict([["hello"]])
+        self.generator.generate([["hello"]])
+
     def respond(self, context: Sequence[str], conversation_id: str | None = None) -> AgentTurn:
         """One stateless context (utterances, oldest first; the last is the user's)."""
         return self.respond_batch([context], None if conversation_id is None else [conversation_id])[0]
