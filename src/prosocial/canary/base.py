@@ -17,11 +17,13 @@ from prosocial.io import atomic_write
 
 @dataclass
 class Verdict:
-    """A detector's judgement of one context: the five-level label, a score per label, and RoTs."""
+    """A detector's judgement of one context: the five-level label, a score per label, RoTs, and the id of the
+    user norm that decided it, if one did (`prosocial.canary.norms`)."""
 
     safety_label: SafetyLabel
     scores: dict[str, float] = field(default_factory=dict)
     rots: list[str] = field(default_factory=list)
+    norm: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -33,6 +35,7 @@ class Verdict:
             "coarse": self.coarse.value,
             "scores": {k: round(v, 6) for k, v in self.scores.items()},
             "rots": list(self.rots),
+            "norm": self.norm,
         }
 
 
@@ -72,13 +75,19 @@ def register_detector(name: str) -> Callable[[type[SafetyDetector]], type[Safety
     return add
 
 
-def load_detector(name: str = "canary-mini", **settings) -> SafetyDetector:
-    """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings."""
+def load_detector(name: str = "canary-mini", norms: Sequence[str | Path] | None = None, **settings) -> SafetyDetector:
+    """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings; with
+    `norms` (norm files, see `prosocial.canary.norms`), wrapped so the user's norms apply on top."""
     if name not in DETECTORS and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
     if name not in DETECTORS:
         raise ModelError(f"unknown detector backend {name!r}; known: {sorted(set(DETECTORS) | set(_BUILTIN))}")
-    return DETECTORS[name](**settings)
+    detector = DETECTORS[name](**settings)
+    if norms:
+        from prosocial.canary.norms import NormedDetector
+
+        return NormedDetector(detector, list(norms))
+    return detector
 
 
 def resolve_model_dir(path: str | Path, required: Sequence[str]) -> Path:

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prosocial.canary.base import SafetyDetector, Verdict, load_detector
+from prosocial.canary.norms import NormedDetector
 from prosocial.data.context import check_context
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.errors import ModelError
@@ -68,6 +69,7 @@ class VerdictOut(BaseModel):
     coarse: Coarse = Field(description="casual / needs caution / needs intervention.")
     scores: dict[str, float] = Field(description="A score per label (detector-dependent).")
     rots: list[str] = Field(description="Rules-of-thumb for non-casual contexts (empty for detectors without).")
+    norm: str | None = Field(None, description="The id of the user norm (`norms` setting) that decided the verdict.")
 
 
 class SafetyResponse(BaseModel):
@@ -247,6 +249,8 @@ class _Service:
         try:
             if self.detector is None:
                 self.detector = load_detector(s.detector, **s.detector_settings)
+            if s.norms:
+                self.detector = NormedDetector(self.detector, s.norms)
         except Exception as exc:  # a bad configuration leaves the service up and /readyz saying why
             self.detector_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot build detector %r: %s", s.detector, exc)
@@ -259,7 +263,9 @@ class _Service:
         """Load weights (detectors load lazily on first use) and the agent, off the event loop."""
         assert self.batcher is not None and self.detector is not None
         detector = self.detector
-        try:
+        try:  # a norms file that fails to load leaves the service failed (readyz), never running without it
+            if isinstance(detector, NormedDetector):
+                await self.batcher.run_in_model_thread(detector.load)
             await self.batcher.run_in_model_thread(lambda: detector.predict([WARMUP_CONTEXT], with_rots=True))
         except Exception as exc:
             self.detector_error = f"{type(exc).__name__}: {exc}"

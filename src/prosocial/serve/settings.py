@@ -30,6 +30,8 @@ class ServeSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     detector: str = "canary-mini"
     detector_settings: dict[str, Any] = Field(default_factory=dict)
+    #: user norm files (YAML / JSON Lines) applied on top of the detector; one that fails to load fails /readyz
+    norms: list[str] = Field(default_factory=list)
     generator: str | None = None
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     upstream_url: str | None = None
