@@ -435,6 +435,32 @@ def test_requests_cut_off_by_the_shutdown_grace_get_a_json_503(upstream):
     assert "shutting down" in result["response"].json()["error"]["message"]
 
 
+def test_norms_setting_applies_user_norms_and_a_bad_file_fails_readiness(tmp_path, upstream):
+    norms = tmp_path / "norms.jsonl"
+    norm = {"id": "no-spoilers", "rot": "It's rude to spoil a story for people who haven't seen it.",
+            "level": "caution", "examples": ["the butler did it, that's the ending", "the hero dies at the end"]}
+    norms.write_text(json.dumps(norm) + "\n", encoding="utf-8")
+    settings = ServeSettings(norms=[str(norms)], upstream_url=f"{upstream[0].url}/v1")
+    with ServerThread(create_app(settings, detector=KeywordDetector())) as running:
+        with httpx.Client(base_url=running.url) as client:
+            _wait_ready(client)
+            contexts = [["spoiler: the ending is that the butler did it"], ["What a lovely day!"]]
+            results = client.post("/v1/safety", json={"contexts": contexts}).json()["results"]
+            assert [r["norm"] for r in results] == ["no-spoilers", None]
+            assert results[0]["coarse"] == "needs caution" and results[0]["rots"][0] == norm["rot"]
+            _chat(client, "spoiler: the hero dies at the end")
+            guidance = upstream[1]["requests"][-1]["body"]["messages"][1]["content"]
+            assert "spoil a story" in guidance  # the proxy guides the upstream with the matched norm
+    norms.write_text(json.dumps(norm | {"level": "severe"}) + "\n", encoding="utf-8")
+    with ServerThread(create_app(settings, detector=KeywordDetector())) as running:
+        with httpx.Client(base_url=running.url) as client:
+            deadline = time.monotonic() + 10
+            while (ready := client.get("/readyz")).json()["status"] == "loading" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ready.status_code == 503 and "unknown level" in ready.json()["error"]
+            assert client.post("/v1/safety", json={"contexts": [["hi"]]}).status_code == 503
+
+
 def test_settings_precedence(tmp_path):
     config = tmp_path / "serve.toml"
     config.write_text('[serve]\ndetector = "keywords"\nport = 9000\nmax_turns = 5\n', encoding="utf-8")

@@ -237,7 +237,7 @@ class NormBank:
         np.add.at(sums, owner, vectors[: len(examples)])
         return {
             "sums": sums,
-            "prototypes": _unit(sums),
+            "prototypes": unit(sums),
             "thresholds": np.array([self.min_similarity if n.min_similarity is None else n.min_similarity
                                     for n in self.norms], dtype=np.float32),
             "examples": vectors[: len(examples)],
@@ -281,13 +281,15 @@ class NormBank:
                 row = row.copy()
                 for j in np.flatnonzero(index["texts"] == dropped):
                     norm = index["owner"][j]
-                    row[norm] = _unit(index["sums"][norm] - index["examples"][j]) @ query
+                    row[norm] = unit(index["sums"][norm] - index["examples"][j]) @ query
             k = min(candidates, len(row))
             top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
             matches = []
             for norm in top[row[top] >= index["thresholds"][top]]:
-                mine = (index["counter_owner"] == norm) & (index["counter_texts"] != dropped)
-                if mine.any() and (index["counters"][mine] @ query).max() >= row[norm]:
+                # counter-examples are stored in norm order, so a norm's are one slice
+                first, last = np.searchsorted(index["counter_owner"], [norm, norm + 1])
+                mine = [c for c in range(first, last) if index["counter_texts"][c] != dropped]
+                if mine and (index["counters"][mine] @ query).max() >= row[norm]:
                     continue  # closer to what the norm says it does not cover
                 matches.append((float(row[norm]), int(norm)))
             if matches:
@@ -298,7 +300,7 @@ class NormBank:
         return results
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12, None)
 
 
