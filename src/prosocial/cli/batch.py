@@ -28,7 +28,7 @@ INPUT_HELP = (
     f"it gives an empty output. Contexts over {MAX_CONTEXT_CHARS:,} characters keep their newest ones."
 )
 OUTPUT_HELP = (
-    "JSON Lines output (needs --input), one line per input line, written only when the whole job succeeds; "
+    "JSON Lines output (needs --input), one line per good input line, written only when the whole job succeeds; "
     "'-' streams it to stdout. It may not be the input file."
 )
 

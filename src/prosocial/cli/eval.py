@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from prosocial import __version__
 from prosocial.errors import ModelError
@@ -145,11 +146,11 @@ def _evaluate_each(
             label, name, settings = _model_spec(spec, folder_kind)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        console.print(f"evaluating {label}{where} …")
+        console.print(escape(f"evaluating {label}{where} …"), soft_wrap=True)
         try:
             results[label] = evaluate(name, settings)
         except ModelError as exc:
-            console.print(f"[yellow]skipping {spec}:[/yellow] {exc}")
+            console.print(f"[yellow]skipping {escape(spec)}:[/yellow] {escape(str(exc))}", soft_wrap=True)
     if not results:
         raise typer.Exit(1)
     return results

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prosocial.cli.errors import fail
@@ -108,12 +109,13 @@ def casual_sources(names: Sequence[str], root: Path | None, limit: int | None) -
     out = {}
     for name in names:
         if name not in BENCHMARKS:
-            err.print(f"[yellow]warning:[/yellow] no reader for casual corpus {name!r}; its weight is ignored")
+            message = f"no reader for casual corpus {name!r}; its weight is ignored"
+            err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
             continue
         try:
             out[name] = load_benchmark(name, split="train", root=root, limit=limit)
         except (FileNotFoundError, DataError) as error:
-            err.print(f"[yellow]warning:[/yellow] casual corpus {name!r} skipped: {error}")
+            err.print(f"[yellow]warning:[/yellow] {escape(f'casual corpus {name!r} skipped: {error}')}", soft_wrap=True)
     return out
 
 
@@ -159,9 +161,8 @@ def _training_sources(
 
 
 def _print_saved(out: Path, result: TrainResult) -> None:
-    console.print(f"model saved to {out} after {result.steps} updates"
-                  + (f"; best dev perplexity {result.best_dev_perplexity:.3f}" if result.best_dev_perplexity
-                     else ""))
+    best = f"; best dev perplexity {result.best_dev_perplexity:.3f}" if result.best_dev_perplexity else ""
+    console.print(escape(f"model saved to {out} after {result.steps} updates{best}"), soft_wrap=True)
 
 
 def _report_dev(out: Path, title: str, columns: list[tuple[str, str, bool]], result: dict[str, float]) -> None:
