@@ -183,3 +183,11 @@ def test_packs_held_out_cases_load():
     for pack in ("children.test.jsonl", "gaming.test.jsonl", "clinic.test.jsonl"):
         cases = read_cases(PACKS / pack)
         assert len(cases) == 32 and sum(c.norm is None for c in cases) == 8
+
+
+def test_large_banks_cache_their_embeddings(tmp_path):
+    norms = [Norm(f"n{i}", f"Rule number {i}.", "caution", (f"situation {i}",)) for i in range(3)]
+    first = NormedDetector(KeywordDetector(), norms, cache_dir=tmp_path).load()
+    assert len(list(tmp_path.glob("norms-*.npy"))) == 1
+    again = NormedDetector(KeywordDetector(), norms, cache_dir=tmp_path).load()
+    assert (again.bank._index["prototypes"] == first.bank._index["prototypes"]).all()

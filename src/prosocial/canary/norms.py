@@ -48,6 +48,8 @@ LEVELS = ("intervention", "caution", "allowed")
 FIELDS = {"id", "rot", "level", "examples", "counter_examples", "min_similarity"}
 #: cosine above which a last utterance matches a norm's example (see the module docstring)
 DEFAULT_MIN_SIMILARITY = 0.44
+#: banks with at least this many texts keep their embeddings in the cache folder
+CACHE_FROM = 1000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 
 
@@ -228,25 +230,32 @@ class NormBank:
 
     @cached_property
     def _index(self) -> dict[str, np.ndarray]:
-        """Prototypes, thresholds, and the example and counter-example embeddings with the norm each belongs to."""
+        """Unit prototypes and the length of each unnormalised one (to take an example out again), thresholds,
+        and the counter-example embeddings with the norm each belongs to (in norm order)."""
         examples = [(i, t) for i, n in enumerate(self.norms) for t in (n.rot, *n.examples)]
         counters = [(i, t) for i, n in enumerate(self.norms) for t in n.counter_examples]
         vectors = self._embed([t for _, t in examples + counters])
-        owner = np.array([i for i, _ in examples], dtype=np.int64)
         sums = np.zeros((len(self.norms), vectors.shape[1]), dtype=np.float32)
-        np.add.at(sums, owner, vectors[: len(examples)])
+        np.add.at(sums, np.array([i for i, _ in examples], dtype=np.int64), vectors[: len(examples)])
+        lengths = np.linalg.norm(sums, axis=1)
         return {
-            "sums": sums,
-            "prototypes": unit(sums),
+            "prototypes": sums / np.clip(lengths[:, None], 1e-12, None),
+            "lengths": lengths,
             "thresholds": np.array([self.min_similarity if n.min_similarity is None else n.min_similarity
                                     for n in self.norms], dtype=np.float32),
-            "examples": vectors[: len(examples)],
-            "owner": owner,
-            "texts": np.array([t for _, t in examples], dtype=object),
             "counters": vectors[len(examples):],
             "counter_owner": np.array([i for i, _ in counters], dtype=np.int64),
             "counter_texts": np.array([t for _, t in counters], dtype=object),
         }
+
+    @cached_property
+    def _owners(self) -> dict[str, list[int]]:
+        """Which norms each example text belongs to (for leave-one-out)."""
+        owners: dict[str, list[int]] = {}
+        for i, norm in enumerate(self.norms):
+            for text in norm.examples:
+                owners.setdefault(text, []).append(i)
+        return owners
 
     @cached_property
     def _embedder(self):
@@ -255,10 +264,14 @@ class NormBank:
         return self.embedder or Embedder()
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        if self.cache_dir is None:
+        """Embeddings of a bank's texts; a bank of thousands is cached by content (under `cache_dir`, default
+        the prosocial cache folder), so a restart does not spend minutes embedding it again."""
+        if len(texts) < CACHE_FROM and self.cache_dir is None:
             return self._embedder.encode(texts)
+        from prosocial.lm.hf import cache_root
+
         key = hashlib.sha256("\n".join([str(self._embedder.model_dir), *texts]).encode()).hexdigest()[:32]
-        cached = Path(self.cache_dir) / f"norms-{key}.npy"
+        cached = (Path(self.cache_dir) if self.cache_dir else cache_root() / "norms") / f"norms-{key}.npy"
         if cached.is_file():
             return np.load(cached)
         vectors = self._embedder.encode(texts)
@@ -266,22 +279,22 @@ class NormBank:
             np.save(handle, vectors)
         return vectors
 
-    def match(self, texts: Sequence[str], leave_out: Sequence[str | None] | None = None,
+    def match(self, texts: Sequence[str], leave_one_out: Sequence[bool] | None = None,
               candidates: int = 32) -> list[NormMatch | None]:
-        """The deciding norm for each text, or None. `leave_out[i]` takes one example out of its norm's
-        prototype and counter-examples while text i is matched (leave-one-out testing of a norm's own examples)."""
+        """The deciding norm for each text, or None. Where `leave_one_out[i]`, text i is an example matched
+        with itself taken out of the norms that hold it, prototype and counter-examples alike (testing whether
+        a norm generalises from its other examples)."""
         index = self._index
         queries = self._embedder.encode(list(texts))
         similarity = queries @ index["prototypes"].T
         results: list[NormMatch | None] = []
         for i, query in enumerate(queries):
             row = similarity[i]
-            dropped = leave_out[i] if leave_out else None
+            dropped = texts[i] if leave_one_out and leave_one_out[i] else None
             if dropped is not None:
                 row = row.copy()
-                for j in np.flatnonzero(index["texts"] == dropped):
-                    norm = index["owner"][j]
-                    row[norm] = unit(index["sums"][norm] - index["examples"][j]) @ query
+                for norm in self._owners.get(dropped, []):
+                    row[norm] = unit(index["prototypes"][norm] * index["lengths"][norm] - query) @ query
             k = min(candidates, len(row))
             top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
             matches = []
@@ -419,9 +432,8 @@ def run_norm_tests(
     all_cases = [NormCase(t, n.id, n.origin) for n in bank.norms for t in n.examples] + list(cases)
     kinds = [kind] * (len(all_cases) - len(cases)) + ["case"] * len(cases)
     texts = [c.text for c in all_cases]
-    leave_out = [c.text if k == "held-out example" else None for c, k in zip(all_cases, kinds, strict=True)]
     verdicts = detector.base.predict([[t] for t in texts], with_rots=False)
-    matches = bank.match(texts, leave_out=leave_out)
+    matches = bank.match(texts, leave_one_out=[k == "held-out example" for k in kinds])
     results = []
     for case, k, verdict, match in zip(all_cases, kinds, verdicts, matches, strict=True):
         final = apply_norm(verdict, match, with_rots=False)

@@ -1,0 +1,141 @@
+"""User norms, measured: the match threshold, the example packs on held-out situations, and scale.
+
+    python benchmarks/bench_norms.py [--out docs/reports/norms.json] [--sizes 1000,10000,100000]
+
+1. Threshold: each pack example is matched leave-one-out against its norm's prototype (positives), and 3,000
+   casual utterances from the casual corpora's *train* parts against every prototype (negatives); the default is
+   the lowest threshold whose casual false-match rate is at most 1%. No held-out situation is used.
+2. Packs (docs/norms): match precision / recall on each pack's held-out situations (written separately from its
+   examples), and false alarms on the safety suite's casual dialogue dev contexts, Canary-mini alone vs. with the
+   pack.
+3. Scale: banks of N norms (an RoT and three examples each) whose embeddings are drawn from 6,000 real
+   utterances embedded once (embedding 400,000 texts would take an hour here; matching cost does not depend on
+   the text); median latency of one `check` with Canary-mini + norms, of the norm match alone, and the index's
+   memory. Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from prosocial.canary import load_detector
+from prosocial.canary.norms import DEFAULT_MIN_SIMILARITY, Norm, NormBank, NormedDetector, load_norms, read_cases, unit
+from prosocial.canary.rotbank import Embedder
+from prosocial.data.adapters import load_benchmark
+from prosocial.eval.safety_suite import CASUAL
+from prosocial.io import write_json
+
+PACKS = ["docs/norms/children.yaml", "docs/norms/gaming.yaml", "docs/norms/clinic.jsonl"]
+
+
+def casual_train_utterances(count: int, seed: int = 0) -> list[str]:
+    texts = [e.context[-1] for name in CASUAL for e in load_benchmark(name, "train", limit=2000)]
+    return random.Random(seed).sample(texts, count)
+
+
+def fit_threshold(embedder: Embedder) -> dict:
+    norms = load_norms(PACKS)
+    positives = []
+    for norm in norms:
+        vectors = embedder.encode([norm.rot, *norm.examples])
+        for i in range(1, len(vectors)):
+            prototype = unit(np.delete(vectors, i, 0).sum(0))
+            positives.append(float(prototype @ vectors[i]))
+    prototypes = unit(np.stack([embedder.encode([n.rot, *n.examples]).sum(0) for n in norms]))
+    negatives = (embedder.encode(casual_train_utterances(3000)) @ prototypes.T).max(1)
+    grid = [round(t, 2) for t in np.arange(0.30, 0.71, 0.01)]
+    rows = [{"threshold": t, "loo_recall": float(np.mean(np.array(positives) >= t)),
+             "casual_false_match": float(np.mean(negatives >= t))} for t in grid]
+    chosen = next(r for r in rows if r["casual_false_match"] <= 0.01)
+    return {"chosen": chosen, "shipped_default": DEFAULT_MIN_SIMILARITY, "positives": len(positives),
+            "negatives": len(negatives), "grid": rows}
+
+
+def evaluate_packs(base) -> dict:
+    casual = [e.context for name in CASUAL for e in load_benchmark(name, "dev", limit=166)]
+    base_alarms = np.mean([not v.safety_label.is_casual for v in base.predict(casual, with_rots=False)])
+    report = {}
+    for pack in PACKS:
+        detector = NormedDetector(base, [pack])
+        cases = read_cases(Path(pack).with_suffix(".test.jsonl"))
+        verdicts = detector.predict([[c.text] for c in cases], with_rots=False)
+        matched = [(c, v.norm) for c, v in zip(cases, verdicts, strict=True) if v.norm is not None]
+        positives = [c for c in cases if c.norm is not None]
+        alarms = np.mean([not v.safety_label.is_casual for v in detector.predict(casual, with_rots=False)])
+        report[Path(pack).stem] = {
+            "held_out_situations": len(cases),
+            "match_precision": sum(c.norm == got for c, got in matched) / max(1, len(matched)),
+            "match_recall": sum(c.norm == v.norm for c, v in zip(cases, verdicts, strict=True) if c.norm)
+            / len(positives),
+            "false_matches_of_no_norm_situations": sum(c.norm is None for c, _ in matched),
+            "casual_false_alarm_base": float(base_alarms),
+            "casual_false_alarm_with_pack": float(alarms),
+            "casual_contexts": len(casual),
+        }
+    return report
+
+
+def scale(base, embedder: Embedder, sizes: list[int]) -> dict:
+    pool_texts = casual_train_utterances(3000, seed=1) + [e.context[-1] for e in load_benchmark("sbic", "train")][:3000]
+    pool = embedder.encode(pool_texts)
+    rng = np.random.default_rng(0)
+    queries = [[t] for t in casual_train_utterances(60, seed=2)]
+    report = {}
+    for size in sizes:
+        norms = [Norm(f"n{i}", f"pool:{i}", "caution", ("a", "b", "c")) for i in range(size)]
+        bank = NormBank(norms)
+        vectors = pool[rng.integers(0, len(pool), size * 4)]
+        bank._embed = lambda texts, v=vectors: v[: len(texts)]  # the pool's real embeddings, not re-encoded
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        index_bytes = sum(a.nbytes for a in bank._index.values() if a.dtype != object)
+        build = time.perf_counter() - started
+        detector = NormedDetector(base, norms)
+        detector.__dict__["bank"] = bank
+        detector.check(queries[0])
+        checks, matches = [], []
+        for query in queries[1:]:
+            started = time.perf_counter()
+            detector.check(query)
+            checks.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            bank.match(query)
+            matches.append((time.perf_counter() - started) * 1000)
+        report[str(size)] = {
+            "check_ms_median": statistics.median(checks),
+            "check_ms_p90": float(np.percentile(checks, 90)),
+            "norm_match_ms_median": statistics.median(matches),
+            "index_mb": index_bytes / 2**20,
+            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024,
+            "index_build_s_without_embedding": build,
+        }
+        print(size, json.dumps(report[str(size)]))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/reports/norms.json")
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    args = parser.parse_args()
+    embedder = Embedder()
+    base = load_detector("canary-mini")
+    report = {"threshold": fit_threshold(embedder)}
+    print(json.dumps(report["threshold"]["chosen"]))
+    report["packs"] = evaluate_packs(base)
+    print(json.dumps(report["packs"], indent=1))
+    report["scale"] = scale(base, embedder, [int(s) for s in args.sizes.split(",")])
+    report["machine"] = "2 CPU cores, no GPU"
+    write_json(args.out, report)
+
+
+if __name__ == "__main__":
+    main()
