@@ -191,3 +191,27 @@ def test_large_banks_cache_their_embeddings(tmp_path):
     assert len(list(tmp_path.glob("norms-*.npy"))) == 1
     again = NormedDetector(KeywordDetector(), norms, cache_dir=tmp_path).load()
     assert (again.bank._index["prototypes"] == first.bank._index["prototypes"]).all()
+
+
+def test_cli_norms_test_check_and_serve(tmp_path):
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    runner = CliRunner()
+    pack = str(PACKS / "gaming.yaml")
+    result = runner.invoke(app, ["norms", "test", pack, "--backend", "keywords"])
+    assert result.exit_code == 0 and "24 of 24 checks passed" in result.output
+    result = runner.invoke(app, ["norms", "test", pack, "--backend", "keywords",
+                                 "--cases", str(PACKS / "gaming.test.jsonl")])
+    assert result.exit_code == 1 and "FAIL" in result.output and "of 56 checks passed" in result.output
+    norms = _jsonl(tmp_path / "spoilers.jsonl", [SPOILERS])
+    result = runner.invoke(app, ["check", "--backend", "keywords", "--norms", str(norms), "--json",
+                                 "the ending of the film is that the butler did it"])
+    verdict = json.loads(result.stdout)
+    assert verdict["norm"] == "no-spoilers" and verdict["rots"] == [SPOILERS["rot"]]
+    bad = _jsonl(tmp_path / "bad.jsonl", [SPOILERS | {"level": "severe"}])
+    for command in (["check", "--backend", "keywords", "--norms", str(bad), "hi"], ["serve", "--norms", str(bad)],
+                    ["norms", "test", str(bad)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1 and "bad.jsonl, line 1, field 'level'" in result.output, command

@@ -11,6 +11,7 @@ from prosocial.cli.canary import check, train_canary_mini
 from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
 from prosocial.cli.eval import app as eval_app
+from prosocial.cli.norms import app as norms_app
 from prosocial.cli.prost import prost_mini
 from prosocial.cli.respond import chat, respond
 from prosocial.cli.serve import serve
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(collect_app, name="collect")
+app.add_typer(norms_app, name="norms")
 app.command()(check)
 app.command()(respond)
 app.command()(chat)

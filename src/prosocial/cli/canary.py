@@ -12,6 +12,7 @@ from rich.table import Table
 from prosocial.canary import load_detector
 from prosocial.cli.batch import INPUT_HELP, OUTPUT_HELP, run_jsonl
 from prosocial.cli.errors import fail
+from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
 
 console = Console(stderr=True)
@@ -26,6 +27,7 @@ def check(
     no_rots: bool = typer.Option(False, "--no-rots", help="Labels and scores only (faster)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
     backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry."),
+    norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
     batch_size: int = typer.Option(64, help="Contexts per batch."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
@@ -38,7 +40,7 @@ def check(
     if input is None and text is None:
         raise typer.BadParameter("give a TEXT to check, or --input FILE")
     try:
-        detector = load_detector(backend, **({"model_dir": model_dir} if model_dir else {}))
+        detector = load_detector(backend, norms=norms, **({"model_dir": model_dir} if model_dir else {}))
         if input is not None:
             run_jsonl(
                 input,

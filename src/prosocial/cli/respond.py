@@ -16,6 +16,7 @@ from prosocial.canary import load_detector
 from prosocial.cli.batch import INPUT_HELP, OUTPUT_HELP, run_jsonl
 from prosocial.cli.errors import fail
 from prosocial.cli.logs import held_warnings
+from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
 from prosocial.prost import load_generator
 from prosocial.steer import Conversation, ProsocialAgent
@@ -32,6 +33,7 @@ PROMPT_STYLE = typer.Option("paper", "--prompt-style", help="With steered: 'pape
 DETECTOR = typer.Option("canary-mini", "--detector", "-d", help="Detector backend from the registry.")
 DETECTOR_MODEL = typer.Option(None, "--detector-model", help="Detector model directory (default: the packaged one).")
 WEBHOOK = typer.Option(None, "--webhook", help="URL to POST a JSON event to when a conversation needs a human.")
+NORMS = typer.Option([], "--norms", help=NORMS_HELP)
 
 
 def build_agent(
@@ -42,6 +44,7 @@ def build_agent(
     detector: str,
     detector_model: Path | None,
     webhook: str | None,
+    norms: list[Path],
 ) -> ProsocialAgent:
     """The agent from command-line choices; only settings the user gave are passed, so defaults stay the backends'."""
     if backend == "steered":
@@ -55,7 +58,7 @@ def build_agent(
     if model is not None:
         settings["model"] = model
     generator = load_generator(backend, **settings)
-    safety = load_detector(detector, **({"model_dir": detector_model} if detector_model else {}))
+    safety = load_detector(detector, norms=norms, **({"model_dir": detector_model} if detector_model else {}))
     return ProsocialAgent(safety, generator, escalation=webhook)
 
 
@@ -72,6 +75,7 @@ def respond(
     detector: str = DETECTOR,
     detector_model: Path | None = DETECTOR_MODEL,
     webhook: str | None = WEBHOOK,
+    norms: list[Path] = NORMS,
     batch_size: int = typer.Option(16, help="Contexts per batch."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole turn (label, RoTs, hand-over) as JSON."),
 ) -> None:
@@ -83,7 +87,7 @@ def respond(
     if input is None and text is None:
         raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
     try:
-        agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
+        agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
         if input is not None:
             run_jsonl(input, output, lambda contexts: _rows(agent, contexts), batch_size, skip_invalid, console,
                       "respond", "replies")
@@ -100,7 +104,7 @@ def respond(
 
 def _rows(agent: ProsocialAgent, contexts: list[list[str]]) -> list[dict]:
     return [
-        {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value}
+        {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value, "norm": t.norm}
         for t in agent.respond_batch(contexts)
     ]
 
@@ -124,6 +128,7 @@ def chat(
     detector: str = DETECTOR,
     detector_model: Path | None = DETECTOR_MODEL,
     webhook: str | None = WEBHOOK,
+    norms: list[Path] = NORMS,
 ) -> None:
     """Chat with the prosocial agent in the terminal; each reply shows its safety label and RoTs. /reset, /quit.
 
@@ -132,7 +137,7 @@ def chat(
     with held_warnings(console):
         try:
             with console.status("loading the models…"):
-                agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook)
+                agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
                 agent.warm_up()
         except (ModelError, ValueError, OSError) as exc:
             fail(console, exc)

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from prosocial.canary.norms import load_norms
 from prosocial.cli.errors import fail
-from prosocial.errors import ModelError
+from prosocial.cli.norms import NORMS_HELP
+from prosocial.errors import DataError, ModelError
 
 console = Console(stderr=True)
 
@@ -20,6 +22,7 @@ def serve(
         None, "--config", "-c", help="Settings file (TOML, keys at the top or under \\[serve]; or JSON)."
     ),
     detector: str | None = typer.Option(None, "--detector", "-d", help="Detector backend (default canary-mini)."),
+    norms: list[str] = typer.Option([], "--norms", help=NORMS_HELP + " Checked before the service starts."),
     upstream_url: str | None = typer.Option(
         None, help="OpenAI-compatible LLM to guard, with its version path, e.g. http://localhost:8080/v1."
     ),
@@ -44,6 +47,7 @@ def serve(
             host=host,
             port=port,
             detector=detector,
+            norms=norms or None,
             upstream_url=upstream_url,
             upstream_timeout=upstream_timeout,
             generator=generator,
@@ -51,7 +55,8 @@ def serve(
             api_keys=api_key or None,
             shutdown_timeout=shutdown_timeout,
         )
-    except ModelError as exc:
+        load_norms(settings.norms)  # a bad norms file stops here, before the port opens
+    except (ModelError, DataError) as exc:
         fail(console, exc)
     upstream = settings.upstream_url or "none (the proxy answers 503)"
     console.print(f"detector {settings.detector}; upstream {upstream}; http://{settings.host}:{settings.port}/docs")

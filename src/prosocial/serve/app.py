@@ -82,6 +82,7 @@ class RespondResponse(BaseModel):
     coarse: Coarse
     rots: list[str]
     escalated: bool = Field(description="True when the conversation was handed over to a person.")
+    norm: str | None = Field(None, description="The id of the user norm that decided the verdict.")
 
 
 class ErrorBody(BaseModel):

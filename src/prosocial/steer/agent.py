@@ -78,6 +78,8 @@ class AgentTurn:
     safety_label: SafetyLabel
     rots: list[str]
     escalated: bool
+    #: the user norm that decided the verdict, if one did
+    norm: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -90,6 +92,7 @@ class AgentTurn:
             "coarse": self.coarse.value,
             "rots": list(self.rots),
             "escalated": self.escalated,
+            "norm": self.norm,
         }
 
 
@@ -187,10 +190,11 @@ class ProsocialAgent:
         turns = []
         for i, verdict in enumerate(verdicts):
             if handover[i]:
-                turns.append(AgentTurn(self.handover, verdict.safety_label, list(verdict.rots), True))
+                turns.append(AgentTurn(self.handover, verdict.safety_label, list(verdict.rots), True, verdict.norm))
             else:
                 reply = replies[i]
-                turns.append(AgentTurn(reply.response, verdict.safety_label, list(reply.rots or verdict.rots), False))
+                rots = list(reply.rots or verdict.rots)
+                turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm))
         return turns, verdicts
 
     def _escalate(self, event: EscalationEvent) -> None:
