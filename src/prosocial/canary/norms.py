@@ -28,7 +28,6 @@ leave-one-out it routes slightly better than letting intervention beat caution b
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.context import check_context
 from prosocial.data.labels import SafetyLabel
 from prosocial.errors import DataError, Problem
-from prosocial.io import atomic_write
+from prosocial.io import atomic_write, read_jsonl, read_text
 
 LEVELS = ("intervention", "caution", "allowed")
 FIELDS = {"id", "rot", "level", "examples", "counter_examples", "min_similarity"}
@@ -74,15 +73,6 @@ class NormMatch:
 # --- reading -------------------------------------------------------------------------------------------------
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError.at(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x})", line=line) from None
-
-
 def _yaml_items(path: Path, text: str) -> Iterator[tuple[int, Any, dict[str, int]]]:
     """(line, value, line of each field) for each norm of a YAML file."""
     import yaml
@@ -112,16 +102,6 @@ def _yaml_items(path: Path, text: str) -> Iterator[tuple[int, Any, dict[str, int
         except yaml.YAMLError as exc:
             raise DataError.at(path, f"invalid YAML: {exc}", line=node.start_mark.line + 1) from None
         yield node.start_mark.line + 1, value, lines
-
-
-def _jsonl_items(path: Path, text: str) -> Iterator[tuple[int, Any, dict[str, int]]]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line), {}
-        except json.JSONDecodeError as exc:
-            raise DataError.at(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
 
 
 def _texts(value: Any, name: str, required: bool) -> tuple[str, ...] | str:
@@ -178,8 +158,10 @@ def read_norms(path: str | Path) -> list[Norm]:
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".jsonl", ".json"):
         raise DataError.at(path, "a norms file is YAML (.yaml, .yml) or JSON Lines (.jsonl)")
-    text = _decode(path)
-    items = _yaml_items(path, text) if suffix in (".yaml", ".yml") else _jsonl_items(path, text)
+    if suffix in (".yaml", ".yml"):
+        items = _yaml_items(path, read_text(path))
+    else:
+        items = ((number, value, {}) for number, value in read_jsonl(path))
     norms, problems = [], []
     for line, value, lines in items:
         result = _norm(value, f"{path}:{line}")
@@ -399,7 +381,7 @@ def read_cases(path: str | Path) -> list[NormCase]:
     if not path.is_file():
         raise DataError.at(path, "no such cases file")
     cases, problems = [], []
-    for number, value, _ in _jsonl_items(path, _decode(path)):
+    for number, value in read_jsonl(path):
         if not isinstance(value, dict) or not isinstance(value.get("text"), str) or not value["text"].strip():
             problems.append(Problem(str(path), "expected {\"text\": a non-empty string, \"norm\": an id or null}",
                                     number, "text"))
