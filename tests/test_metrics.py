@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from prosocial.errors import ModelError
 from prosocial.data.labels import SafetyLabel
 from prosocial.eval.metrics import (
     binary_rates,
@@ -179,7 +180,7 @@ def test_mismatched_lengths_raise(name: str) -> None:
 
 
 def test_bad_input_is_reported() -> None:
-    with pytest.raises(ValueError, match="unknown metric 'bleu'"):
+    with pytest.raises(ModelError, match="unknown metric backend .bleu."):
         load_metric("bleu")
     with pytest.raises(ValueError, match="no predictions"):
         load_metric("f1").compute([], [])

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +12,7 @@ from typing import Any, ClassVar
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.io import atomic_write
+from prosocial.registry import Registry
 
 
 @dataclass
@@ -56,33 +56,19 @@ class SafetyDetector(ABC):
         return self.predict([context], with_rots=with_rots)[0]
 
 
-DETECTORS: dict[str, Callable[..., SafetyDetector]] = {}
-#: Built-in backends by module, imported on first use so `import prosocial.canary` stays light (no torch).
-_BUILTIN = {
+DETECTORS: Registry[SafetyDetector] = Registry("detector", {
     "canary-mini": "prosocial.canary.mini",
     "generative": "prosocial.canary.generative",
     "keywords": "prosocial.canary.baselines",
     "profanity-check": "prosocial.canary.baselines",
-}
-
-
-def register_detector(name: str) -> Callable[[type[SafetyDetector]], type[SafetyDetector]]:
-    def add(cls: type[SafetyDetector]) -> type[SafetyDetector]:
-        cls.name = name
-        DETECTORS[name] = cls
-        return cls
-
-    return add
+})
+register_detector = DETECTORS.register
 
 
 def load_detector(name: str = "canary-mini", norms: Sequence[str | Path] | None = None, **settings) -> SafetyDetector:
     """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings; with
     `norms` (norm files, see `prosocial.canary.norms`), wrapped so the user's norms apply on top."""
-    if name not in DETECTORS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in DETECTORS:
-        raise ModelError(f"unknown detector backend {name!r}; known: {sorted(set(DETECTORS) | set(_BUILTIN))}")
-    detector = DETECTORS[name](**settings)
+    detector = DETECTORS.create(name, **settings)
     if norms:
         from prosocial.canary.norms import NormedDetector
 

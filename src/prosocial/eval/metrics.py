@@ -18,11 +18,13 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from prosocial.registry import Registry
 
 # ParlAI's two regexes, character for character: ",-." inside the class is the range , - . (three chars).
 _RE_ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -171,27 +173,14 @@ class Metric(ABC):
         """Scores for validated input; subclasses declare only the keywords they take, so typos raise."""
 
 
-_REGISTRY: dict[str, type[Metric]] = {}
-
-
-def register(name: str) -> Callable[[type[Metric]], type[Metric]]:
-    """Class decorator making a metric loadable by ``name``."""
-
-    def wrap(cls: type[Metric]) -> type[Metric]:
-        if name in _REGISTRY:
-            raise ValueError(f"metric {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+METRICS: Registry[Metric] = Registry("metric")
+#: class decorator making a metric loadable by ``name``
+register = METRICS.register
 
 
 def load_metric(name: str) -> Metric:
     """A fresh instance of the metric registered as ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown metric {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return METRICS.create(name)
 
 
 def _check_texts(predictions: Sequence[Any]) -> None:

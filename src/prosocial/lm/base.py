@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prosocial.errors import ModelError
+from prosocial.registry import Registry
 
 Message = dict[str, str]
 """An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": ...}."""
@@ -108,41 +109,21 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-_REGISTRY: dict[str, type[LanguageModel]] = {}
 # Built-in backends are imported only when asked for, so `import prosocial.lm.base` never pulls in torch.
-_BUILTIN = {
+LMS: Registry[LanguageModel] = Registry("language model", {
     "transformers": "prosocial.lm.hf",
     "llamacpp": "prosocial.lm.llamacpp",
     "openai": "prosocial.lm.openai_http",
-}
-L = TypeVar("L", bound=type[LanguageModel])
-
-
-def register_lm(name: str) -> Callable[[L], L]:
-    """Class decorator: make a `LanguageModel` subclass loadable as `load_lm(name, ...)`."""
-
-    def decorate(cls: L) -> L:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ModelError(f"language model backend {name!r} is already registered by {_REGISTRY[name]!r}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def available_lms() -> list[str]:
-    """Names `load_lm` accepts: the built-in backends and any registered since."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN))
+})
+#: class decorator: make a `LanguageModel` subclass loadable as `load_lm(name, ...)`
+register_lm = LMS.register
+#: names `load_lm` accepts: the built-in backends and any registered since
+available_lms = LMS.available
 
 
 def load_lm(name: str, **settings: Any) -> LanguageModel:
     """Build the backend registered as `name` with `settings` (cheap: weights load on first use)."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown language model backend {name!r}; known: {', '.join(available_lms())}")
-    return _REGISTRY[name](**settings)
+    return LMS.create(name, **settings)
 
 
 def default_smollm2_gguf() -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from prosocial.errors import ModelError
+from prosocial.registry import Registry
 
 
 @dataclass
@@ -35,31 +34,16 @@ class ResponseGenerator(ABC):
         return self.generate([context], None if rots is None else [rots])[0]
 
 
-GENERATORS: dict[str, Callable[..., ResponseGenerator]] = {}
-
-
-def register_generator(name: str) -> Callable[[type[ResponseGenerator]], type[ResponseGenerator]]:
-    def add(cls: type[ResponseGenerator]) -> type[ResponseGenerator]:
-        cls.name = name
-        GENERATORS[name] = cls
-        return cls
-
-    return add
-
-
-#: Built-in backends by module, imported on first use so `import prosocial.prost` stays light.
-_BUILTIN = {
+#: Built-in backends are imported on first use, so `import prosocial.prost` stays light.
+GENERATORS: Registry[ResponseGenerator] = Registry("generator", {
     "prost-mini": "prosocial.prost.mini",
     "prost": "prosocial.prost.seq2seq",
     "canned": "prosocial.prost.canned",
     "steered": "prosocial.steer.steered",
-}
+})
+register_generator = GENERATORS.register
 
 
 def load_generator(name: str = "prost-mini", **settings) -> ResponseGenerator:
     """A generator by registry name (e.g. "prost-mini", "prost", "steered", "canned") with its settings."""
-    if name not in GENERATORS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in GENERATORS:
-        raise ModelError(f"unknown generator backend {name!r}; known: {sorted(set(GENERATORS) | set(_BUILTIN))}")
-    return GENERATORS[name](**settings)
+    return GENERATORS.create(name, **settings)

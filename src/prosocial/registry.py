@@ -1,0 +1,60 @@
+"""One registry for every kind of backend (detectors, generators, language models, metrics).
+
+A backend registers under a name with a class decorator; built-in backends are named with the module that
+registers them and imported on first use, so importing a package stays light (no torch until a model is asked
+for). Every registry refuses a name taken by another class and raises the same `ModelError` for an unknown one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from prosocial.errors import ModelError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Backends of one `kind` by name; `builtin` maps built-in names to the module that registers them."""
+
+    def __init__(self, kind: str, builtin: Mapping[str, str] | None = None):
+        self.kind = kind
+        self.builtin = dict(builtin or {})
+        self._classes: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: make the class available as `name` (and set its `name` attribute)."""
+
+        def add(cls: type[T]) -> type[T]:
+            known = self._classes.get(name)
+            if known is not None and _path(known) != _path(cls):  # the same class again (a reload) is fine
+                raise ModelError(f"{self.kind} backend {name!r} is already registered by {_path(known)}")
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
+
+        return add
+
+    def available(self) -> list[str]:
+        """Every name `create` accepts: the built-ins and whatever registered since."""
+        return sorted(set(self._classes) | set(self.builtin))
+
+    def get(self, name: str) -> type[T]:
+        if name not in self._classes and name in self.builtin:
+            importlib.import_module(self.builtin[name])
+        if name not in self._classes:
+            raise ModelError(f"unknown {self.kind} backend {name!r}; known: {', '.join(self.available())}")
+        return self._classes[name]
+
+    def create(self, name: str, **settings: Any) -> T:
+        """A new backend instance (cheap: backends load weights on first use)."""
+        return self.get(name)(**settings)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes or name in self.builtin
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
