@@ -19,8 +19,11 @@ LDNOOBW = RESOURCES / "wordlists" / "ldnoobw_en.txt"
 
 
 def _binary_verdict(p_unsafe: float) -> Verdict:
+    """A two-way judgement in the five-label shape: its mass on casual and needs caution, none elsewhere."""
     label = SafetyLabel.NEEDS_CAUTION if p_unsafe >= 0.5 else SafetyLabel.CASUAL
-    return Verdict(label, {SafetyLabel.CASUAL.value: 1 - p_unsafe, SafetyLabel.NEEDS_CAUTION.value: p_unsafe})
+    scores = dict.fromkeys((s.value for s in SafetyLabel), 0.0)
+    scores |= {SafetyLabel.CASUAL.value: 1 - p_unsafe, SafetyLabel.NEEDS_CAUTION.value: p_unsafe}
+    return Verdict(label, scores)
 
 
 @register_detector("keywords")
@@ -37,7 +40,8 @@ class KeywordDetector(SafetyDetector):
         return re.compile(rf"(?<![\w])(?:{alternation})(?![\w])", re.IGNORECASE)
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
-        return [_binary_verdict(float(bool(self._pattern.search(check_context(c)[-1])))) for c in contexts]
+        lasts = [check_context(c, f"contexts[{i}]")[-1] for i, c in enumerate(contexts)]
+        return [_binary_verdict(float(bool(self._pattern.search(last)))) for last in lasts]
 
 
 @register_detector("profanity-check")
@@ -51,5 +55,5 @@ class ProfanityCheckDetector(SafetyDetector):
             from prosocial.errors import ModelError
 
             raise ModelError("the profanity-check peer needs `pip install alt-profanity-check`") from exc
-        lasts = [check_context(c)[-1] for c in contexts]
+        lasts = [check_context(c, f"contexts[{i}]")[-1] for i, c in enumerate(contexts)]
         return [_binary_verdict(float(p)) for p in predict_prob(lasts)] if lasts else []
