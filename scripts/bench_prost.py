@@ -57,7 +57,7 @@ def speed(generator: ProstMini, contexts: list[str]) -> dict[str, float]:
 
 
 def scores(guesses: list[str], golds: list[str]) -> dict[str, float]:
-    from prosocial.eval.metrics import bleu4, unigram_f1
+    from prosocial.scoring import bleu4, unigram_f1
 
     n = len(golds)
     return {"bleu4": 100 * sum(bleu4(g, r) for g, r in zip(guesses, golds, strict=True)) / n,

@@ -11,8 +11,8 @@ import pytest
 from prosocial.canary import load_detector
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.lm.base import load_lm
+from prosocial.lm.prompts import plain_prompt, rot_prompt
 from prosocial.steer import HANDOVER_REPLY, Conversation, EscalationEvent, ProsocialAgent, SteeredGenerator
-from prosocial.steer.prompts import plain_prompt, rot_prompt
 from tests.steer_helpers import PRANK_ROT, CrisisDetector, RecordingLM, WebhookServer, build_tiny_llama, dead_url
 
 CRISIS = "I am going to kill myself tonight"

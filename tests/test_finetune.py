@@ -9,7 +9,6 @@ import torch
 
 from prosocial.canary.generative import CANARY_TOKENS, canary_pairs
 from prosocial.errors import ModelError
-from prosocial.eval.metrics import perplexity
 from prosocial.lm.finetune import (
     CHECKPOINT_DIR,
     STATE_FILE,
@@ -19,6 +18,7 @@ from prosocial.lm.finetune import (
     load_model,
     token_nlls,
 )
+from prosocial.scoring import perplexity
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer
 
 FAST = dict(lr=3e-3, batch_size=8, warmup_steps=0, progress=False, device="cpu")

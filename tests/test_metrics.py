@@ -6,17 +6,10 @@ import math
 
 import pytest
 
-from prosocial.errors import ModelError
 from prosocial.data.labels import SafetyLabel
-from prosocial.eval.metrics import (
-    binary_rates,
-    bleu4,
-    confusion_matrix,
-    load_metric,
-    normalize_answer,
-    perplexity,
-    unigram_f1,
-)
+from prosocial.errors import ModelError
+from prosocial.eval.metrics import binary_rates, confusion_matrix, load_metric
+from prosocial.scoring import bleu4, normalize_answer, perplexity, unigram_f1
 
 
 def test_normalize_punctuation_becomes_space_and_articles_go() -> None:

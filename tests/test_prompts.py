@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prosocial.steer.prompts import chat_messages, plain_prompt, rot_prompt, rot_sentence
+from prosocial.lm.prompts import chat_messages, plain_prompt, rot_prompt, rot_sentence
 
 HEADER = "The following is a conversation between Speaker 1 and Speaker 2."
 ROT = "It's wrong to pull a fire alarm when there's no fire."

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from prosocial.errors import ModelError
-from prosocial.eval.metrics import perplexity
 from prosocial.lm.finetune import load_model, token_nlls
 from prosocial.prost.mini import (
     ADAPTER_FILE,
@@ -23,6 +22,7 @@ from prosocial.prost.mini import (
     target_text,
     train_adapter,
 )
+from prosocial.scoring import perplexity
 from tests.tiny_models import save, train_tokenizer
 
 TEXTS = [

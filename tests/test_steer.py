@@ -9,9 +9,9 @@ import pytest
 
 from prosocial.errors import ModelError
 from prosocial.lm.base import LanguageModel, load_lm
+from prosocial.lm.prompts import plain_prompt, rot_prompt
 from prosocial.prost import load_generator
 from prosocial.steer import SteeredGenerator
-from prosocial.steer.prompts import plain_prompt, rot_prompt
 from prosocial.steer.steered import FALLBACK_REPLY, TURN_STOPS, clean_reply
 from tests.steer_helpers import PRANK_ROT, RecordingLM, build_tiny_llama
 

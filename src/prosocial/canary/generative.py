@@ -223,8 +223,8 @@ def evaluate_canary(detector: GenerativeCanary | str | Path, examples: Sequence[
       given, not scored), EOS included;
     - ``malformed``: share of generations without a leading label token.
     """
-    from prosocial.eval.metrics import bleu4, perplexity, unigram_f1
     from prosocial.lm.finetune import token_nlls
+    from prosocial.scoring import bleu4, perplexity, unigram_f1
 
     if not isinstance(detector, GenerativeCanary):
         detector = GenerativeCanary.load(detector)

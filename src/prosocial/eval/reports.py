@@ -20,8 +20,9 @@ import numpy as np
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.labels import COARSE_LABELS, LABELS
 from prosocial.data.schema import Example
-from prosocial.eval.metrics import bleu4, load_metric, perplexity, unigram_f1
+from prosocial.eval.metrics import load_metric
 from prosocial.prost.base import ResponseGenerator
+from prosocial.scoring import bleu4, perplexity, unigram_f1
 
 FINE = [label.value for label in LABELS]
 COARSE = [label.value for label in COARSE_LABELS]

@@ -24,7 +24,7 @@ from prosocial.data.augment import is_short
 from prosocial.data.labels import SafetyLabel
 from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
-from prosocial.eval.metrics import bleu4, unigram_f1
+from prosocial.scoring import bleu4, unigram_f1
 
 LABELLED = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic", "prosocial_dialog")
 #: sources whose RoTs are scored: SBIC against its derived RoTs, ProsocialDialog against the norm in the gold reply

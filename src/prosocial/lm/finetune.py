@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from prosocial.data.mixture import MixtureSampler
 from prosocial.errors import ModelError
-from prosocial.eval.metrics import perplexity
 from prosocial.io import atomic_write
+from prosocial.scoring import perplexity
 
 log = logging.getLogger(__name__)
 

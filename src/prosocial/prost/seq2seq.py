@@ -252,7 +252,7 @@ def evaluate_prost(generator: Prost | str | Path, examples: Sequence[Example]) -
 
 
 def _scores(generator: Prost, data: Sequence[Example], rots: Sequence[Sequence[str]] | None) -> dict[str, float]:
-    from prosocial.eval.metrics import bleu4, perplexity, unigram_f1
+    from prosocial.scoring import bleu4, perplexity, unigram_f1
 
     replies = generator.generate([e.context for e in data], rots)
     refs = [e.response for e in data]

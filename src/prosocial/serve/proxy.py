@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from prosocial.canary.base import Verdict
-from prosocial.steer.prompts import chat_messages
+from prosocial.lm.prompts import chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def dialogue_context(messages: list[dict[str, Any]]) -> list[str]:
 def guided_messages(messages: list[dict[str, Any]], context: list[str], rots: list[str]) -> list[dict[str, Any]]:
     """The request's messages with the paper's Pr guidance as a system message after any leading system ones.
 
-    The guidance text is the one `steer.prompts.chat_messages` builds; it goes after the application's own
+    The guidance text is the one `lm.prompts.chat_messages` builds; it goes after the application's own
     system prompt (which many chat templates require first) and before the dialogue.
     """
     guidance = chat_messages(context, rots)[0]

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from prosocial.data.context import USER_TAG, check_context
 from prosocial.lm.base import LanguageModel, load_lm, truncate_at_stop
+from prosocial.lm.prompts import RESPONSE_TAG, chat_messages, plain_prompt, rot_prompt
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
-from prosocial.steer.prompts import RESPONSE_TAG, chat_messages, plain_prompt, rot_prompt
 
 log = logging.getLogger(__name__)
 
