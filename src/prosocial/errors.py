@@ -33,6 +33,10 @@ class DataError(ValueError):
         more = len(self.problems) - 20
         super().__init__(shown + (f"\n… and {more} more" if more > 0 else ""))
 
+    def __reduce__(self) -> tuple[type[DataError], tuple[list[Problem]]]:
+        """Pickle the problems, not the message, so the error crosses process boundaries (Ray workers) intact."""
+        return type(self), (self.problems,)
+
     @classmethod
     def at(cls, path: str | Path, message: str, line: int | None = None, field: str | None = None) -> DataError:
         return cls(Problem(str(path), message, line, field))

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prosocial.cli.logs import held_warnings
-from prosocial.data.context import MAX_CONTEXT_CHARS, check_context, clip_context
+from prosocial.data.context import MAX_CONTEXT_CHARS, clip_context
 from prosocial.errors import DataError, Problem
 from prosocial.io import atomic_write, read_jsonl
+from prosocial.jobs.corpus import ENGINES, FORMATS, BatchFn, input_record, output_line, run_corpus
 
-#: Given the contexts of a batch, return one output record per context, in order.
-BatchFn = Callable[[list[list[str]]], list[dict]]
 STDOUT = Path("-")
 
 # The --input/--output help of every batch command ("\\[" keeps Rich from reading "[utterances]" as markup).
@@ -29,21 +28,16 @@ INPUT_HELP = (
 )
 OUTPUT_HELP = (
     "JSON Lines output (needs --input), one line per good input line, written only when the whole job succeeds; "
-    "'-' streams it to stdout. It may not be the input file."
+    "'-' streams it to stdout. It may not be the input file. For shards: the output folder (one shard per shard)."
 )
-
-
-def _record(path: Path, number: int, record: object) -> tuple[object, list[str]]:
-    """The id (the line number when absent) and the validated context of one input line."""
-    if not isinstance(record, dict):
-        raise DataError.at(path, "expected an object with a 'context' list", line=number)
-    if "context" not in record:
-        raise DataError.at(path, "missing field", line=number, field="context")
-    try:
-        context = check_context(record["context"])
-    except ValueError as exc:
-        raise DataError.at(path, str(exc), line=number, field="context") from None
-    return record.get("id", number), context
+CORPUS_HELP = (
+    " Or a folder, a glob (in the last part) or an s3:// / gs:// URI of .jsonl/.parquet shards: a corpus job, one "
+    "output shard per input shard, resumable (finished shards are skipped)."
+)
+ENGINE = typer.Option("local", "--engine", help="Corpus jobs: local (this process) or ray (Ray Data actors).")
+ADDRESS = typer.Option(None, "--address", help="With --engine ray: the cluster to join (default: a local Ray).")
+ACTORS = typer.Option(None, "--actors", min=1, help="With --engine ray: model actors per node (default: 1 per CPU).")
+OUTPUT_FORMAT = typer.Option("jsonl", "--output-format", help="Corpus jobs: jsonl or parquet output shards.")
 
 
 def _count_lines(path: Path) -> int:
@@ -100,14 +94,14 @@ def run_jsonl(
             nonlocal written
             results = process([context for _, _, context in pending])
             for (_, identifier, _), result in zip(pending, results, strict=True):
-                out.write(json.dumps({"id": identifier, **result}, ensure_ascii=False) + "\n")
+                out.write(output_line(identifier, result) + "\n")
             written += len(pending)
             progress.update(task, completed=pending[-1][0])
             pending.clear()
 
         for number, value in read_jsonl(source, problems):
             try:
-                identifier, context = _record(source, number, value)
+                identifier, context = input_record(source, number, value)
             except DataError as error:
                 if problems is None:
                     raise
@@ -135,3 +129,56 @@ def run_jsonl(
     where = "stdout" if target == STDOUT else target
     console.print(escape(f"wrote {written:,} {records} to {where}{note}"), highlight=False, soft_wrap=True)
     return written, len(problems or [])
+
+
+def is_corpus(source: str, engine: str) -> bool:
+    """A folder, glob, URI, Parquet file or --engine ray makes a corpus job; a JSON Lines file keeps the single-file
+    job (output to one file or stdout)."""
+    return (engine != "local" or "://" in source or source.endswith(".parquet") or any(c in source for c in "*?[")
+            or Path(source).is_dir())
+
+
+def run_corpus_job(
+    source: str,
+    target: str,
+    make: Callable[[], BatchFn],
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    batch_size: int,
+    fmt: str,
+    skip_invalid: bool,
+    console: Console,
+    what: str,
+    records: str,
+) -> None:
+    """`run_corpus` with a progress bar over shards showing rows and rows/s, then the same summary lines as
+    `run_jsonl` (bad lines skipped, contexts clipped) and the shards a previous run had finished."""
+    if engine not in ENGINES or fmt not in FORMATS:
+        raise typer.BadParameter(f"--engine must be one of {ENGINES} and --output-format one of {FORMATS}")
+    if target == str(STDOUT):
+        raise typer.BadParameter("a corpus job writes a folder of shards; give -o FOLDER, not '-'")
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("shards  {task.fields[rows]:,} rows  "
+               "{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn())
+    with (
+        held_warnings(console),
+        Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress,
+    ):
+        task = progress.add_task(what, total=None, rows=0, rate=0.0)
+
+        def step(rows: int, shards: int, to_do: int) -> None:
+            done = progress.tasks[0].fields["rows"] + rows
+            elapsed = progress.tasks[0].elapsed or 0.0
+            progress.update(task, total=to_do, advance=shards, rows=done, rate=done / elapsed if elapsed else 0.0)
+
+        report = run_corpus(source, target, make, engine=engine, address=address, actors=actors,
+                            batch_size=batch_size, fmt=fmt, skip_invalid=skip_invalid, progress=step)
+    for problem in report.problems:
+        console.print(f"[yellow]skipped[/yellow] {escape(str(problem))}", highlight=False, soft_wrap=True)
+    if report.clipped:
+        console.print(f"[yellow]clipped[/yellow] {report.clipped:,} context(s) over {MAX_CONTEXT_CHARS:,} characters "
+                      f"to their newest {MAX_CONTEXT_CHARS:,}", highlight=False, soft_wrap=True)
+    notes = [f"{report.done_before:,} shards already done"] if report.done_before else []
+    notes += [f"skipped {len(report.problems):,} bad lines"] if report.problems else []
+    summary = f"wrote {report.rows:,} {records} in {report.shards:,} shards to {target}"
+    console.print(escape(summary + "".join(f"; {n}" for n in notes)), highlight=False, soft_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -10,10 +11,22 @@ from rich.console import Console
 from rich.table import Table
 
 from prosocial.canary import load_detector
-from prosocial.cli.batch import INPUT_HELP, OUTPUT_HELP, run_jsonl
+from prosocial.cli.batch import (
+    ACTORS,
+    ADDRESS,
+    CORPUS_HELP,
+    ENGINE,
+    INPUT_HELP,
+    OUTPUT_FORMAT,
+    OUTPUT_HELP,
+    is_corpus,
+    run_corpus_job,
+    run_jsonl,
+)
 from prosocial.cli.errors import fail
 from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
+from prosocial.jobs.corpus import check_rows
 
 console = Console(stderr=True)
 LABEL_STYLE = {"casual": "green", "needs caution": "yellow", "needs intervention": "bold red"}
@@ -22,14 +35,18 @@ LABEL_STYLE = {"casual": "green", "needs caution": "yellow", "needs intervention
 def check(
     text: str | None = typer.Argument(None, help="The user's latest utterance."),
     context: list[str] = typer.Option([], "--context", "-c", help="An earlier utterance, oldest first; repeatable."),
-    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP),
-    output: Path | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
+    input: str | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + CORPUS_HELP),
+    output: str | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     no_rots: bool = typer.Option(False, "--no-rots", help="Labels and scores only (faster)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
     backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry."),
     norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
-    batch_size: int = typer.Option(64, help="Contexts per batch."),
+    batch_size: int = typer.Option(64, min=1, help="Contexts per batch."),
+    engine: str = ENGINE,
+    address: str | None = ADDRESS,
+    actors: int | None = ACTORS,
+    output_format: str = OUTPUT_FORMAT,
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
 ) -> None:
     """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
@@ -39,21 +56,18 @@ def check(
         raise typer.BadParameter("--output needs --input (one TEXT is printed)")
     if input is None and text is None:
         raise typer.BadParameter("give a TEXT to check, or --input FILE")
+    settings = {"model_dir": model_dir} if model_dir else {}
     try:
-        detector = load_detector(backend, norms=norms, **({"model_dir": model_dir} if model_dir else {}))
-        if input is not None:
-            run_jsonl(
-                input,
-                output,
-                lambda contexts: [v.to_dict() for v in detector.predict(contexts, with_rots=not no_rots)],
-                batch_size,
-                skip_invalid,
-                console,
-                "check",
-                "verdicts",
-            )
+        if input is not None and is_corpus(input, engine):
+            make = partial(check_rows, backend, not no_rots, norms, **settings)
+            run_corpus_job(input, output, make, engine, address, actors, batch_size, output_format, skip_invalid,
+                           console, "check", "verdicts")
             return
-        verdict = detector.check([*context, text], with_rots=not no_rots)
+        if input is not None:
+            process = check_rows(backend, not no_rots, norms, **settings)
+            run_jsonl(Path(input), Path(output), process, batch_size, skip_invalid, console, "check", "verdicts")
+            return
+        verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:

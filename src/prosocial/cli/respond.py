@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -13,11 +14,23 @@ from rich.table import Table
 from rich.text import Text
 
 from prosocial.canary import load_detector
-from prosocial.cli.batch import INPUT_HELP, OUTPUT_HELP, run_jsonl
+from prosocial.cli.batch import (
+    ACTORS,
+    ADDRESS,
+    CORPUS_HELP,
+    ENGINE,
+    INPUT_HELP,
+    OUTPUT_FORMAT,
+    OUTPUT_HELP,
+    is_corpus,
+    run_corpus_job,
+    run_jsonl,
+)
 from prosocial.cli.errors import fail
 from prosocial.cli.logs import held_warnings
 from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
+from prosocial.jobs.corpus import respond_rows
 from prosocial.prost import load_generator
 from prosocial.steer import Conversation, ProsocialAgent
 from prosocial.steer.agent import AgentTurn
@@ -65,8 +78,8 @@ def build_agent(
 def respond(
     text: str | None = typer.Argument(None, help="The user's latest utterance."),
     context: list[str] = typer.Option([], "--context", "-c", help="An earlier utterance, oldest first; repeatable."),
-    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP),
-    output: Path | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
+    input: str | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + CORPUS_HELP),
+    output: str | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
     backend: str = BACKEND,
     model: str | None = MODEL,
@@ -76,7 +89,11 @@ def respond(
     detector_model: Path | None = DETECTOR_MODEL,
     webhook: str | None = WEBHOOK,
     norms: list[Path] = NORMS,
-    batch_size: int = typer.Option(16, help="Contexts per batch."),
+    batch_size: int = typer.Option(16, min=1, help="Contexts per batch."),
+    engine: str = ENGINE,
+    address: str | None = ADDRESS,
+    actors: int | None = ACTORS,
+    output_format: str = OUTPUT_FORMAT,
     as_json: bool = typer.Option(False, "--json", help="Print the whole turn (label, RoTs, hand-over) as JSON."),
 ) -> None:
     """Answer prosocially: judge safety, ground the reply in rules-of-thumb, hand over to a human if needed."""
@@ -86,13 +103,17 @@ def respond(
         raise typer.BadParameter("--output needs --input (the reply to one TEXT is printed)")
     if input is None and text is None:
         raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
+    build = partial(build_agent, backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
     try:
-        agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
-        if input is not None:
-            run_jsonl(input, output, lambda contexts: _rows(agent, contexts), batch_size, skip_invalid, console,
-                      "respond", "replies")
+        if input is not None and is_corpus(input, engine):
+            run_corpus_job(input, output, partial(respond_rows, build), engine, address, actors, batch_size,
+                           output_format, skip_invalid, console, "respond", "replies")
             return
-        turn = agent.respond([*context, text])
+        if input is not None:
+            run_jsonl(Path(input), Path(output), respond_rows(build), batch_size, skip_invalid, console, "respond",
+                      "replies")
+            return
+        turn = build().respond([*context, text])
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:
@@ -100,13 +121,6 @@ def respond(
         return
     sys.stdout.write(turn.response + "\n")
     console.print(_side(turn))
-
-
-def _rows(agent: ProsocialAgent, contexts: list[list[str]]) -> list[dict]:
-    return [
-        {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value, "norm": t.norm}
-        for t in agent.respond_batch(contexts)
-    ]
 
 
 def _side(turn: AgentTurn) -> Text:
