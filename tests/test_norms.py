@@ -215,3 +215,31 @@ def test_cli_norms_test_check_and_serve(tmp_path):
                     ["norms", "test", str(bad)]):
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "bad.jsonl, line 1, field 'level'" in result.output, command
+
+
+class HashEmbedder:
+    """Deterministic unit vectors per text (a stand-in for MiniLM where only the search is under test)."""
+
+    model_dir = None
+
+    def encode(self, texts):
+        import numpy as np
+
+        seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in texts]
+        vectors = np.stack([np.random.default_rng(seed).normal(size=384) for seed in seeds])
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_large_banks_search_an_hnsw_index_with_the_same_answers(monkeypatch, tmp_path):
+    import prosocial.canary.norms as norms_module
+
+    norms = [Norm(f"n{i}", f"rule {i}", "caution", (f"case {i} a", f"case {i} b")) for i in range(400)]
+    queries = [f"case {i} a" for i in range(0, 400, 7)] + ["nothing like it"]
+    exact = norms_module.NormBank(norms, embedder=HashEmbedder(), min_similarity=0.3, cache_dir=tmp_path)
+    assert exact._ann is None
+    monkeypatch.setattr(norms_module, "ANN_FROM", 100)
+    approximate = norms_module.NormBank(norms, embedder=HashEmbedder(), min_similarity=0.3, cache_dir=tmp_path)
+    assert approximate._ann is not None
+    found = [m and m.norm.id for m in approximate.match(queries)]
+    assert found == [m and m.norm.id for m in exact.match(queries)]
+    assert found[:-1] == [f"n{i}" for i in range(0, 400, 7)] and found[-1] is None

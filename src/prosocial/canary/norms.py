@@ -49,6 +49,8 @@ FIELDS = {"id", "rot", "level", "examples", "counter_examples", "min_similarity"
 DEFAULT_MIN_SIMILARITY = 0.44
 #: banks with at least this many texts keep their embeddings in the cache folder
 CACHE_FROM = 1000
+#: banks with at least this many norms are searched through an HNSW index (faiss) instead of a matrix product
+ANN_FROM = 20_000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 
 
@@ -200,8 +202,8 @@ def load_norms(sources: Iterable[str | Path | Norm]) -> list[Norm]:
 
 class NormBank:
     """Norms as prototypes: each norm is the normalised mean of its examples' and its RoT's embeddings (chosen
-    by leave-one-out recall over the example packs' own examples, see the README), matched by cosine with a
-    matrix product (100,000 norms answer in milliseconds), embeddings cached on disk by content."""
+    by leave-one-out recall over the example packs' own examples, see the README), matched by cosine: a matrix
+    product, or an HNSW index for large banks; embeddings cached on disk by content."""
 
     def __init__(self, norms: Sequence[Norm], embedder=None, min_similarity: float = DEFAULT_MIN_SIMILARITY,
                  cache_dir: str | Path | None = None):
@@ -261,35 +263,65 @@ class NormBank:
             np.save(handle, vectors)
         return vectors
 
+    @cached_property
+    def _ann(self):
+        """A faiss HNSW index over the prototypes for banks of `ANN_FROM` norms or more (brute force is exact and
+        faster below; see the README for the crossover), else None."""
+        if len(self.norms) < ANN_FROM:
+            return None
+        import faiss
+
+        prototypes = self._index["prototypes"]
+        index = faiss.IndexHNSWFlat(prototypes.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 64
+        index.add(prototypes)
+        index.hnsw.efSearch = 128
+        return index
+
+    def _candidates(self, queries: np.ndarray, leave_one_out: Sequence[bool], texts: Sequence[str],
+                    k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The `k` most similar norms of each query with their similarities (exact, or by the ANN index)."""
+        index = self._index
+        k = min(k, len(self.norms))
+        if self._ann is not None and not any(leave_one_out):
+            similarity, top = self._ann.search(queries, k)
+            return [(t[t >= 0], s[t >= 0]) for t, s in zip(top, similarity, strict=True)]
+        similarity = queries @ index["prototypes"].T
+        found = []
+        for i, query in enumerate(queries):
+            row = similarity[i]
+            if leave_one_out[i]:
+                row = row.copy()
+                for norm in self._owners.get(texts[i], []):
+                    row[norm] = unit(index["prototypes"][norm] * index["lengths"][norm] - query) @ query
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            found.append((top, row[top]))
+        return found
+
     def match(self, texts: Sequence[str], leave_one_out: Sequence[bool] | None = None,
               candidates: int = 32) -> list[NormMatch | None]:
         """The deciding norm for each text, or None. Where `leave_one_out[i]`, text i is an example matched
         with itself taken out of the norms that hold it, prototype and counter-examples alike (testing whether
         a norm generalises from its other examples)."""
         index = self._index
+        leave_one_out = list(leave_one_out) if leave_one_out else [False] * len(texts)
         queries = self._embedder.encode(list(texts))
-        similarity = queries @ index["prototypes"].T
         results: list[NormMatch | None] = []
-        for i, query in enumerate(queries):
-            row = similarity[i]
-            dropped = texts[i] if leave_one_out and leave_one_out[i] else None
-            if dropped is not None:
-                row = row.copy()
-                for norm in self._owners.get(dropped, []):
-                    row[norm] = unit(index["prototypes"][norm] * index["lengths"][norm] - query) @ query
-            k = min(candidates, len(row))
-            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+        found = self._candidates(queries, leave_one_out, texts, candidates)
+        for text, query, dropped, (top, similarity) in zip(texts, queries, leave_one_out, found, strict=True):
             matches = []
-            for norm in top[row[top] >= index["thresholds"][top]]:
+            for norm, score in zip(top, similarity, strict=True):
+                if score < index["thresholds"][norm]:
+                    continue
                 # counter-examples are stored in norm order, so a norm's are one slice
                 first, last = np.searchsorted(index["counter_owner"], [norm, norm + 1])
-                mine = [c for c in range(first, last) if index["counter_texts"][c] != dropped]
-                if mine and (index["counters"][mine] @ query).max() >= row[norm]:
+                mine = [c for c in range(first, last) if not (dropped and index["counter_texts"][c] == text)]
+                if mine and (index["counters"][mine] @ query).max() >= score:
                     continue  # closer to what the norm says it does not cover
-                matches.append((float(row[norm]), int(norm)))
+                matches.append((float(score), int(norm)))
             if matches:
-                similarity_, norm = max(matches)
-                results.append(NormMatch(self.norms[norm], similarity_))
+                score, norm = max(matches)
+                results.append(NormMatch(self.norms[norm], score))
             else:
                 results.append(None)
         return results
