@@ -251,6 +251,8 @@ def canary(
             start = stage
         result = finetune(start, _mixture(sources, mix, seed), out, config, dev=dev_pairs or None,
                           new_tokens=CANARY_TOKENS, resume=resume)
+        if not result.main:  # under `accelerate launch`, the main process writes and reports
+            return
         write_canary_config(out, ROT_SEP, max_turns, max_source_len)
         _print_saved(out, result)
         labelled = [e for e in dev_examples if e.safety_label is not None][:eval_limit]
@@ -319,6 +321,8 @@ def prost(
         dev_pairs = prost_pairs(dev_examples, variant, max_turns)
         result = finetune(model, _mixture(sources, mix, seed), out, config, dev=dev_pairs or None,
                           new_tokens=PROST_TOKENS if variant == "rot-response" else (), resume=resume)
+        if not result.main:
+            return
         write_prost_config(out, variant, max_turns, max_source_len)
         _print_saved(out, result)
         replied = [e for e in dev_examples if e.response and e.response.strip()][:eval_limit]

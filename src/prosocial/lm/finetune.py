@@ -87,20 +87,23 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a run did: where the final model is, how far it went, and the dev perplexity history."""
+    """What a run did: where the final model is, how far it went, and the dev perplexity history. Under a
+    multi-process launch only the main process (`main`) should write or report anything else."""
 
     model_dir: Path
     steps: int
     best_dev_perplexity: float | None
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    main: bool = True
 
 
 # --------------------------------------------------------------------------- models and tokens
 
 
 def is_seq2seq(model: Any) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
+    """Whether `model` is an encoder-decoder; a DDP wrapper (multi-process training) holds it in `.module`."""
+    return bool(getattr(getattr(model, "module", model).config, "is_encoder_decoder", False))
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> tuple[Any, Any]:
@@ -570,4 +573,4 @@ def finetune(
         checkpoint()
     accelerator.wait_for_everyone()
     return TrainResult(out_dir, state["step"], state["best"], state["stopped_early"],
-                       [dict(h) for h in state["history"]])
+                       [dict(h) for h in state["history"]], accelerator.is_main_process)
