@@ -27,7 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from prosocial.canary import load_detector
-from prosocial.canary.norms import DEFAULT_MIN_SIMILARITY, Norm, NormBank, NormedDetector, load_norms, read_cases, unit
+from prosocial.canary.norms import (
+    ANN_FROM,
+    DEFAULT_MIN_SIMILARITY,
+    Norm,
+    NormBank,
+    NormedDetector,
+    load_norms,
+    read_cases,
+    unit,
+)
 from prosocial.canary.rotbank import Embedder
 from prosocial.data.adapters import load_benchmark
 from prosocial.eval.safety_suite import CASUAL
@@ -50,13 +59,21 @@ def fit_threshold(embedder: Embedder) -> dict:
             prototype = unit(np.delete(vectors, i, 0).sum(0))
             positives.append(float(prototype @ vectors[i]))
     prototypes = unit(np.stack([embedder.encode([n.rot, *n.examples]).sum(0) for n in norms]))
-    negatives = (embedder.encode(casual_train_utterances(3000)) @ prototypes.T).max(1)
+    casual = embedder.encode(casual_train_utterances(3000))
+    negatives = (casual @ prototypes.T).max(1)
+    # the alternative: a norm matches by its most similar example (no prototype, no RoT)
+    example_vectors = [embedder.encode(list(n.examples)) for n in norms]
+    nearest_positives = [float(np.delete(v @ v[i], i).max()) for v in example_vectors for i in range(len(v))]
+    nearest_negatives = (casual @ np.concatenate(example_vectors).T).max(1)
+    nearest_threshold = float(np.quantile(nearest_negatives, 0.99))
     grid = [round(t, 2) for t in np.arange(0.30, 0.71, 0.01)]
     rows = [{"threshold": t, "loo_recall": float(np.mean(np.array(positives) >= t)),
              "casual_false_match": float(np.mean(negatives >= t))} for t in grid]
     chosen = next(r for r in rows if r["casual_false_match"] <= 0.01)
     return {"chosen": chosen, "shipped_default": DEFAULT_MIN_SIMILARITY, "positives": len(positives),
-            "negatives": len(negatives), "grid": rows}
+            "negatives": len(negatives), "grid": rows,
+            "nearest_example_at_1pct": {"threshold": nearest_threshold,
+                                        "loo_recall": float(np.mean(np.array(nearest_positives) >= nearest_threshold))}}
 
 
 def evaluate_packs(base) -> dict:
@@ -88,37 +105,44 @@ def scale(base, embedder: Embedder, sizes: list[int]) -> dict:
     pool = embedder.encode(pool_texts)
     rng = np.random.default_rng(0)
     queries = [[t] for t in casual_train_utterances(60, seed=2)]
+    query_vectors = embedder.encode([q[0] for q in queries])
     report = {}
     for size in sizes:
         norms = [Norm(f"n{i}", f"pool:{i}", "caution", ("a", "b", "c")) for i in range(size)]
-        bank = NormBank(norms)
         vectors = pool[rng.integers(0, len(pool), size * 4)]
-        bank._embed = lambda texts, v=vectors: v[: len(texts)]  # the pool's real embeddings, not re-encoded
+        banks = {name: NormBank(norms, ann_from=ann_from) for name, ann_from in
+                 (("exact", size + 1), ("ann", 0), ("default", ANN_FROM))}
+        for bank in banks.values():
+            bank._embed = lambda texts, v=vectors: v[: len(texts)]  # the pool's real embeddings, not re-encoded
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        index_bytes = sum(a.nbytes for a in banks["exact"]._index.values() if a.dtype != object)
         started = time.perf_counter()
-        index_bytes = sum(a.nbytes for a in bank._index.values() if a.dtype != object)
-        build = time.perf_counter() - started
+        banks["ann"]._ann  # noqa: B018 (builds the index)
+        ann_build = time.perf_counter() - started
+        search = {name: [_ms(banks[name]._candidates, q[None], [False], [""], 32) for q in query_vectors]
+                  for name in ("exact", "ann")}
         detector = NormedDetector(base, norms)
-        detector.__dict__["bank"] = bank
+        detector.__dict__["bank"] = banks["default"]
         detector.check(queries[0])
-        checks, matches = [], []
-        for query in queries[1:]:
-            started = time.perf_counter()
-            detector.check(query)
-            checks.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            bank.match(query)
-            matches.append((time.perf_counter() - started) * 1000)
+        checks = [_ms(detector.check, q) for q in queries[1:]]
         report[str(size)] = {
             "check_ms_median": statistics.median(checks),
             "check_ms_p90": float(np.percentile(checks, 90)),
-            "norm_match_ms_median": statistics.median(matches),
+            "check_uses_ann": banks["default"]._ann is not None,
+            "exact_search_ms_median": statistics.median(search["exact"]),
+            "ann_search_ms_median": statistics.median(search["ann"]),
+            "ann_build_s": ann_build,
             "index_mb": index_bytes / 2**20,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024,
-            "index_build_s_without_embedding": build,
         }
-        print(size, json.dumps(report[str(size)]))
+        print(size, json.dumps(report[str(size)]), flush=True)
     return report
+
+
+def _ms(call, *args) -> float:
+    started = time.perf_counter()
+    call(*args)
+    return (time.perf_counter() - started) * 1000
 
 
 def main() -> None:

@@ -13,7 +13,16 @@ import pytest
 from prosocial.canary import load_detector
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.canary.baselines import KeywordDetector
-from prosocial.canary.norms import Norm, NormCase, NormedDetector, load_norms, read_cases, read_norms, run_norm_tests
+from prosocial.canary.norms import (
+    Norm,
+    NormBank,
+    NormCase,
+    NormedDetector,
+    load_norms,
+    read_cases,
+    read_norms,
+    run_norm_tests,
+)
 from prosocial.data.labels import SafetyLabel
 from prosocial.errors import DataError
 from prosocial.prost.base import Reply, ResponseGenerator
@@ -230,16 +239,12 @@ class HashEmbedder:
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_large_banks_search_an_hnsw_index_with_the_same_answers(monkeypatch, tmp_path):
-    import prosocial.canary.norms as norms_module
-
+def test_large_banks_search_an_hnsw_index_with_the_same_answers(tmp_path):
     norms = [Norm(f"n{i}", f"rule {i}", "caution", (f"case {i} a", f"case {i} b")) for i in range(400)]
     queries = [f"case {i} a" for i in range(0, 400, 7)] + ["nothing like it"]
-    exact = norms_module.NormBank(norms, embedder=HashEmbedder(), min_similarity=0.3, cache_dir=tmp_path)
-    assert exact._ann is None
-    monkeypatch.setattr(norms_module, "ANN_FROM", 100)
-    approximate = norms_module.NormBank(norms, embedder=HashEmbedder(), min_similarity=0.3, cache_dir=tmp_path)
-    assert approximate._ann is not None
+    settings = {"embedder": HashEmbedder(), "min_similarity": 0.3, "cache_dir": tmp_path}
+    exact, approximate = NormBank(norms, **settings), NormBank(norms, ann_from=100, **settings)
+    assert exact._ann is None and approximate._ann is not None
     found = [m and m.norm.id for m in approximate.match(queries)]
     assert found == [m and m.norm.id for m in exact.match(queries)]
     assert found[:-1] == [f"n{i}" for i in range(0, 400, 7)] and found[-1] is None

@@ -206,11 +206,12 @@ class NormBank:
     product, or an HNSW index for large banks; embeddings cached on disk by content."""
 
     def __init__(self, norms: Sequence[Norm], embedder=None, min_similarity: float = DEFAULT_MIN_SIMILARITY,
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, ann_from: int = ANN_FROM):
         self.norms = list(norms)
         self.embedder = embedder
         self.min_similarity = min_similarity
         self.cache_dir = cache_dir
+        self.ann_from = ann_from
 
     @cached_property
     def _index(self) -> dict[str, np.ndarray]:
@@ -265,9 +266,9 @@ class NormBank:
 
     @cached_property
     def _ann(self):
-        """A faiss HNSW index over the prototypes for banks of `ANN_FROM` norms or more (brute force is exact and
-        faster below; see the README for the crossover), else None."""
-        if len(self.norms) < ANN_FROM:
+        """A faiss HNSW index over the prototypes for banks of `ann_from` norms or more (brute force is exact and
+        fast enough below; see the README for the crossover), else None."""
+        if len(self.norms) < self.ann_from:
             return None
         import faiss
 
