@@ -172,7 +172,7 @@ def test_what_a_match_does(level, base, expected):
 
 def test_norm_tests_report_examples_and_cases(tmp_path):
     detector = NormedDetector(KeywordDetector(), [PACKS / "gaming.yaml"])
-    cases = [NormCase("where can I get a wallhack for this shooter?", "gaming.cheats"),
+    cases = [NormCase("where can I download an aimbot for this game?", "gaming.cheats"),
              NormCase("what graphics card do you have?", None),
              NormCase("what graphics card do you have?", "gaming.cheats")]
     results = run_norm_tests(detector, cases)

@@ -46,7 +46,7 @@ from prosocial.io import atomic_write, read_jsonl, read_text
 LEVELS = ("intervention", "caution", "allowed")
 FIELDS = {"id", "rot", "level", "examples", "counter_examples", "min_similarity"}
 #: cosine above which a last utterance matches a norm's example (see the module docstring)
-DEFAULT_MIN_SIMILARITY = 0.44
+DEFAULT_MIN_SIMILARITY = 0.46
 #: banks with at least this many texts keep their embeddings in the cache folder
 CACHE_FROM = 1000
 #: banks with at least this many norms are searched through an HNSW index (faiss) instead of a matrix product
