@@ -17,10 +17,10 @@ RANK = int(os.environ.get("RANK", "0"))
 save_model, atomic_write = finetune._save_model, finetune.atomic_write
 
 
-def logged_save(model, tokenizer, path, merge) -> None:
+def logged_save(model, tokenizer, path, *args) -> None:
     with open(os.environ["PROSOCIAL_TEST_SAVES"], "a") as handle:
         handle.write(f"{RANK} {path}\n")
-    save_model(model, tokenizer, path, merge)
+    save_model(model, tokenizer, path, *args)
 
 
 @contextmanager

@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prosocial.cli.train import app
-from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE
+from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE, load_model
+from prosocial.resources import RESOURCES
 from tests.conftest import REPO
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer
 
@@ -43,12 +44,16 @@ def _args(command: str, model: str, setup: dict, out: Path, batch_size: int) -> 
     return [command, "--model", model, *data, "--out", str(out), "--batch-size", str(batch_size), *COMMON]
 
 
-def _launch(args: list[str], saves: Path, **env: str) -> subprocess.CompletedProcess:
+DDP = ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
+FSDP = ["--config_file", str(RESOURCES / "accelerate" / "fsdp.yaml")]  # the shipped config, on 2 CPU processes
+
+
+def _launch(args: list[str], saves: Path, strategy: list[str] = DDP, **env: str) -> subprocess.CompletedProcess:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    launcher = [str(ACCELERATE), "launch", *strategy, "--num_processes", "2", "--mixed_precision", "no",
+                "--main_process_port", str(port)]
     environ = {**os.environ, "PROSOCIAL_TEST_SAVES": str(saves), "OMP_NUM_THREADS": "1", **env}
     return subprocess.run([*launcher, str(REPO / "tests" / "launch_train.py"), *args], cwd=REPO, env=environ,
                           capture_output=True, text=True, timeout=240)
@@ -74,15 +79,25 @@ def _single(args: list[str], out: Path) -> list[tuple[int, float]]:
     return _history(out)
 
 
-def test_canary_on_two_processes_matches_one_and_only_rank_0_saves(setup: dict, tmp_path: Path) -> None:
-    saves = tmp_path / "saves.txt"
-    run = _launch(_args("canary", setup["t5"], setup, tmp_path / "two", 4), saves)
+@pytest.fixture(scope="module")
+def canary_one(setup: dict, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, float]]:
+    """The single-process reference run: the same 8 pairs per update as 2 processes × 4."""
+    out = tmp_path_factory.mktemp("one")
+    return _single(_args("canary", setup["t5"], setup, out, 8), out)
+
+
+@pytest.mark.parametrize("strategy", [DDP, FSDP], ids=["ddp", "fsdp"])
+def test_canary_on_two_processes_matches_one_and_only_rank_0_saves(
+    strategy: list[str], setup: dict, canary_one: list[tuple[int, float]], tmp_path: Path
+) -> None:
+    saves, out = tmp_path / "saves.txt", tmp_path / "two"
+    run = _launch(_args("canary", setup["t5"], setup, out, 4), saves, strategy)
     assert run.returncode == 0, run.stderr[-3000:]
-    _close(_single(_args("canary", setup["t5"], setup, tmp_path / "one", 8), tmp_path / "one"),
-           _history(tmp_path / "two"))
-    ranks = {line.split()[0] for line in saves.read_text().splitlines()}
-    assert ranks == {"0"}
-    assert json.loads((tmp_path / "two" / "canary.json").read_text())
+    _close(canary_one, _history(out))
+    assert {line.split()[0] for line in saves.read_text().splitlines()} == {"0"}
+    assert json.loads((out / "canary.json").read_text())
+    model, _ = load_model(out)  # whole weights, gathered from the FSDP shards
+    assert model.num_parameters() == load_model(setup["t5"])[0].num_parameters()
 
 
 def test_prost_killed_after_a_checkpoint_resumes_from_it_on_two_processes(setup: dict, tmp_path: Path) -> None:
@@ -97,3 +112,14 @@ def test_prost_killed_after_a_checkpoint_resumes_from_it_on_two_processes(setup:
     assert "model saved to" in resumed.stdout and "after 4 updates" in resumed.stdout
     _close(_single(_args("prost", setup["gpt2"], setup, tmp_path / "one", 8), tmp_path / "one"), _history(out))
     assert {line.split()[0] for line in saves.read_text().splitlines()} == {"0"}
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed-zero2", "DEEPSPEED")])
+def test_shipped_accelerate_configs_load_and_use_only_options_accelerate_knows(name: str, kind: str) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    config = load_config_from_file(str(RESOURCES / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == kind and config.mixed_precision == "bf16"
+    options = {action.dest for action in launch_command_parser()._actions}
+    assert set(config.fsdp_config) | set(config.deepspeed_config) <= options

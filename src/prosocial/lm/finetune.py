@@ -428,14 +428,15 @@ def _apply_lora(model: Any, config: TrainConfig, new_token_ids: Sequence[int]) -
     return get_peft_model(model, lora)
 
 
-def _save_model(model: Any, tokenizer: Any, path: Path, merge: bool) -> None:
-    """A plain `save_pretrained` folder; LoRA adapters are merged into a copy so any loader can read it."""
+def _save_model(model: Any, tokenizer: Any, path: Path, merge: bool, state_dict: dict | None = None) -> None:
+    """A plain `save_pretrained` folder; LoRA adapters are merged into a copy so any loader can read it.
+    `state_dict` holds the full weights when the model's own are shards (FSDP)."""
     path.mkdir(parents=True, exist_ok=True)
     if merge:
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(path)
+    model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
 
 
@@ -475,6 +476,8 @@ def finetune(
     position), written at every evaluation and at the end. With `resume`, training continues from it.
     `new_tokens` are added as special tokens first (Canary's safety labels, the RoT separators).
     """
+    from accelerate.utils import DistributedType
+
     config = config or TrainConfig()
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT_DIR
@@ -495,6 +498,9 @@ def finetune(
     sampler = train if isinstance(train, MixtureSampler) else MixtureSampler({"train": train}, {"train": 1},
                                                                              seed=config.seed)
     accelerator = _accelerator(config)
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    if sharded and lora:
+        raise ModelError("LoRA cannot be merged from FSDP shards; train LoRA with DDP or DeepSpeed ZeRO-2")
     max_steps = _steps_for(config, sum(len(s) for s in sampler.sources.values()), accelerator.num_processes)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -517,9 +523,14 @@ def finetune(
         return perplexity(token_nlls(unwrapped, tokenizer, [s for s, _ in dev], [t for _, t in dev],
                                      config.eval_batch_size, config.max_source_len, config.max_target_len))
 
-    def checkpoint() -> None:
+    def save(path: Path, merge: bool) -> None:
+        """Save from the main process only; FSDP shards are first gathered, which every process takes part in."""
+        weights = accelerator.get_state_dict(model) if sharded else None
         if accelerator.is_main_process:
-            _save_model(unwrapped, tokenizer, ckpt, merge=False)
+            _save_model(unwrapped, tokenizer, path, merge, weights)
+
+    def checkpoint() -> None:
+        save(ckpt, merge=False)
         accelerator.save_state(str(ckpt / "state"))
         if accelerator.is_main_process:
             with atomic_write(ckpt / STATE_FILE) as handle:
@@ -531,8 +542,7 @@ def finetune(
         state["history"].append({"step": state["step"], "dev_perplexity": ppl})
         if state["best"] is None or ppl < state["best"]:
             state["best"], state["bad_evals"] = ppl, 0
-            if accelerator.is_main_process:
-                _save_model(unwrapped, tokenizer, out_dir, merge=lora)
+            save(out_dir, merge=lora)
         else:
             state["bad_evals"] += 1
             scheduler.base_lrs = [lr * config.plateau_factor for lr in scheduler.base_lrs]
@@ -555,7 +565,7 @@ def finetune(
                 loss = mle_loss(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)  # FSDP swaps them
                 optimizer.step()
                 optimizer.zero_grad()
         scheduler.step()
@@ -568,8 +578,7 @@ def finetune(
             checkpoint()
     bar.close()
     if not dev:
-        if accelerator.is_main_process:
-            _save_model(unwrapped, tokenizer, out_dir, merge=lora)
+        save(out_dir, merge=lora)
         checkpoint()
     accelerator.wait_for_everyone()
     return TrainResult(out_dir, state["step"], state["best"], state["stopped_early"],
