@@ -155,3 +155,5 @@ def test_shards_are_listed_by_folder_glob_or_file_and_clashes_are_refused(corpus
         list_shards(str(tmp_path / "missing"), out)
     result = runner.invoke(app, ["check", "-i", str(corpus), "-o", "-", "-b", "keywords"])
     assert result.exit_code != 0 and "a corpus job writes a folder" in result.output
+    result = runner.invoke(app, ["check", "-i", str(corpus), "-o", out, "-b", "keywords", "--actors", "2"])
+    assert result.exit_code != 0 and "--actors need --engine ray" in result.output

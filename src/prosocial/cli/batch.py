@@ -156,6 +156,8 @@ def run_corpus_job(
     `run_jsonl` (bad lines skipped, contexts clipped) and the shards a previous run had finished."""
     if engine not in ENGINES or fmt not in FORMATS:
         raise typer.BadParameter(f"--engine must be one of {ENGINES} and --output-format one of {FORMATS}")
+    if engine == "local" and (address or actors):
+        raise typer.BadParameter("--address and --actors need --engine ray")
     if target == str(STDOUT):
         raise typer.BadParameter("a corpus job writes a folder of shards; give -o FOLDER, not '-'")
     columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("shards  {task.fields[rows]:,} rows  "
