@@ -128,9 +128,10 @@ def test_bad_lines_stop_a_ray_job_by_name_or_are_skipped_and_reported(corpus: Pa
     assert report.rows == 49 and [p.line for p in report.problems] == [18]
 
 
-def test_respond_writes_parquet_shards_whose_rows_fit_one_schema(corpus: Path, tmp_path: Path) -> None:
+def test_respond_on_ray_writes_parquet_shards_whose_rows_fit_one_schema(corpus: Path, tmp_path: Path) -> None:
     options = ["--backend", "canned", "--detector", "keywords", "--output-format", "parquet"]
-    result = runner.invoke(app, ["respond", "-i", str(corpus / "c.parquet"), "-o", str(tmp_path / "out"), *options])
+    args = ["respond", "-i", str(corpus / "c.parquet"), "-o", str(tmp_path / "out"), *options, "--engine", "ray"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     table = pq.read_table(tmp_path / "out" / "c.parquet")
     assert table.column("id").to_pylist() == [f"p{i}" for i in range(9)]
@@ -156,4 +157,4 @@ def test_shards_are_listed_by_folder_glob_or_file_and_clashes_are_refused(corpus
     result = runner.invoke(app, ["check", "-i", str(corpus), "-o", "-", "-b", "keywords"])
     assert result.exit_code != 0 and "a corpus job writes a folder" in result.output
     result = runner.invoke(app, ["check", "-i", str(corpus), "-o", out, "-b", "keywords", "--actors", "2"])
-    assert result.exit_code != 0 and "--actors need --engine ray" in result.output
+    assert result.exit_code != 0 and "--gpus-per-actor need --engine ray" in result.output

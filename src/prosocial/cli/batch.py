@@ -37,6 +37,7 @@ CORPUS_HELP = (
 ENGINE = typer.Option("local", "--engine", help="Corpus jobs: local (this process) or ray (Ray Data actors).")
 ADDRESS = typer.Option(None, "--address", help="With --engine ray: the cluster to join (default: a local Ray).")
 ACTORS = typer.Option(None, "--actors", min=1, help="With --engine ray: model actors per node (default: 1 per CPU).")
+GPUS = typer.Option(0.0, "--gpus-per-actor", min=0, help="With --engine ray: GPUs each actor reserves (e.g. 1).")
 OUTPUT_FORMAT = typer.Option("jsonl", "--output-format", help="Corpus jobs: jsonl or parquet output shards.")
 
 
@@ -145,6 +146,7 @@ def run_corpus_job(
     engine: str,
     address: str | None,
     actors: int | None,
+    gpus: float,
     batch_size: int,
     fmt: str,
     skip_invalid: bool,
@@ -156,8 +158,8 @@ def run_corpus_job(
     `run_jsonl` (bad lines skipped, contexts clipped) and the shards a previous run had finished."""
     if engine not in ENGINES or fmt not in FORMATS:
         raise typer.BadParameter(f"--engine must be one of {ENGINES} and --output-format one of {FORMATS}")
-    if engine == "local" and (address or actors):
-        raise typer.BadParameter("--address and --actors need --engine ray")
+    if engine == "local" and (address or actors or gpus):
+        raise typer.BadParameter("--address, --actors and --gpus-per-actor need --engine ray")
     if target == str(STDOUT):
         raise typer.BadParameter("a corpus job writes a folder of shards; give -o FOLDER, not '-'")
     columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("shards  {task.fields[rows]:,} rows  "
@@ -173,7 +175,7 @@ def run_corpus_job(
             elapsed = progress.tasks[0].elapsed or 0.0
             progress.update(task, total=to_do, advance=shards, rows=done, rate=done / elapsed if elapsed else 0.0)
 
-        report = run_corpus(source, target, make, engine=engine, address=address, actors=actors,
+        report = run_corpus(source, target, make, engine=engine, address=address, actors=actors, gpus_per_actor=gpus,
                             batch_size=batch_size, fmt=fmt, skip_invalid=skip_invalid, progress=step)
     for problem in report.problems:
         console.print(f"[yellow]skipped[/yellow] {escape(str(problem))}", highlight=False, soft_wrap=True)

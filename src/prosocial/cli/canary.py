@@ -16,6 +16,7 @@ from prosocial.cli.batch import (
     ADDRESS,
     CORPUS_HELP,
     ENGINE,
+    GPUS,
     INPUT_HELP,
     OUTPUT_FORMAT,
     OUTPUT_HELP,
@@ -46,6 +47,7 @@ def check(
     engine: str = ENGINE,
     address: str | None = ADDRESS,
     actors: int | None = ACTORS,
+    gpus_per_actor: float = GPUS,
     output_format: str = OUTPUT_FORMAT,
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
 ) -> None:
@@ -60,8 +62,8 @@ def check(
     try:
         if input is not None and is_corpus(input, engine):
             make = partial(check_rows, backend, not no_rots, norms, **settings)
-            run_corpus_job(input, output, make, engine, address, actors, batch_size, output_format, skip_invalid,
-                           console, "check", "verdicts")
+            run_corpus_job(input, output, make, engine, address, actors, gpus_per_actor, batch_size, output_format,
+                           skip_invalid, console, "check", "verdicts")
             return
         if input is not None:
             process = check_rows(backend, not no_rots, norms, **settings)

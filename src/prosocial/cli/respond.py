@@ -19,6 +19,7 @@ from prosocial.cli.batch import (
     ADDRESS,
     CORPUS_HELP,
     ENGINE,
+    GPUS,
     INPUT_HELP,
     OUTPUT_FORMAT,
     OUTPUT_HELP,
@@ -93,6 +94,7 @@ def respond(
     engine: str = ENGINE,
     address: str | None = ADDRESS,
     actors: int | None = ACTORS,
+    gpus_per_actor: float = GPUS,
     output_format: str = OUTPUT_FORMAT,
     as_json: bool = typer.Option(False, "--json", help="Print the whole turn (label, RoTs, hand-over) as JSON."),
 ) -> None:
@@ -106,8 +108,8 @@ def respond(
     build = partial(build_agent, backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
     try:
         if input is not None and is_corpus(input, engine):
-            run_corpus_job(input, output, partial(respond_rows, build), engine, address, actors, batch_size,
-                           output_format, skip_invalid, console, "respond", "replies")
+            run_corpus_job(input, output, partial(respond_rows, build), engine, address, actors, gpus_per_actor,
+                           batch_size, output_format, skip_invalid, console, "respond", "replies")
             return
         if input is not None:
             run_jsonl(Path(input), Path(output), respond_rows(build), batch_size, skip_invalid, console, "respond",

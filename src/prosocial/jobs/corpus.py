@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prosocial.data.context import MAX_CONTEXT_CHARS, check_context, clip_context
-from prosocial.errors import DataError, Problem
+from prosocial.errors import DataError, ModelError, Problem
 from prosocial.io import atomic_write, read_jsonl
 
 if TYPE_CHECKING:
@@ -304,8 +304,8 @@ def run_corpus(
 
     `make` is called once per process (here, or once per Ray actor) and must be picklable for Ray (a `partial`
     of `check_rows` or `respond_rows`). With `engine="ray"`, Ray joins `address` (a new local instance when None
-    and none is running) and runs `actors` actors per node (default: one per CPU). Missing or extra ids are a
-    `DataError` naming each output shard.
+    and none is running) and runs `actors` actors on each node that can hold one (default: as many as fit, one per
+    CPU or per `gpus_per_actor` GPUs). Missing or extra ids are a `DataError` naming each output shard.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -396,6 +396,16 @@ class _Worker:
                          "text": pa.array(texts, pa.string())})
 
 
+def _fits(gpus_per_actor: float) -> list[int]:
+    """How many actors each live Ray node can hold: one per CPU, or per `gpus_per_actor` GPUs when they use GPUs."""
+    import ray
+
+    resources = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    if gpus_per_actor:
+        return [int(r.get("GPU", 0) // gpus_per_actor) for r in resources]
+    return [int(r.get("CPU", 0)) for r in resources]
+
+
 def _run_ray(pending: list[Shard], make: Callable[[], BatchFn], batch_size: int, actors: int | None,
              gpus_per_actor: float, fmt: str, skip_invalid: bool, step: Callable[[int, int], None]) -> None:
     """Read shards in Ray tasks, label them on an actor pool, and write each shard here as soon as it is whole."""
@@ -406,14 +416,15 @@ def _run_ray(pending: list[Shard], make: Callable[[], BatchFn], batch_size: int,
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.raise_original_map_exception = True  # a bad line stays a DataError naming its file and line
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    per_node = actors or max(1, int(min(n["Resources"].get("CPU", 1) for n in nodes)))
+    size = sum(actors or fit for fit in _fits(gpus_per_actor) if fit)
+    if not size:
+        raise ModelError(f"no Ray node can hold an actor with 1 CPU and {gpus_per_actor:g} GPUs")
     items = [{"shard": i, "source": s.source} for i, s in enumerate(pending)]
     dataset = (
         ray.data.from_items(items, override_num_blocks=len(items))
         .flat_map(_read_rows, fn_kwargs={"skip_invalid": skip_invalid}, num_cpus=0)
         .map_batches(_Worker, fn_constructor_args=(make,), batch_size=batch_size, batch_format="pyarrow",
-                     compute=ActorPoolStrategy(size=per_node * len(nodes)), num_cpus=1, num_gpus=gpus_per_actor)
+                     compute=ActorPoolStrategy(size=size), num_cpus=1, num_gpus=gpus_per_actor)
     )
     done: dict[int, list[tuple[int, str]]] = {}
     written = 0
