@@ -313,10 +313,10 @@ def run_corpus(
         raise ValueError("batch_size and actors must be at least 1")
     shards = list_shards(inputs, output_dir, fmt)
     pending = [s for s in shards if not _done(s.target)]
-    report = progress or (lambda rows, done, to_do: None)
+    notify = progress or (lambda rows, done, to_do: None)
 
     def step(rows: int, done: int) -> None:
-        report(rows, done, len(pending))
+        notify(rows, done, len(pending))
 
     step(0, 0)
     process = make()  # models load lazily, so on Ray this only checks the settings here, where errors are readable
@@ -366,7 +366,7 @@ def _ray(address: str | None) -> Iterator[None]:
 
 
 def _ray_checks(shards: list[Shard], fmt: str, skip_invalid: bool) -> list[ShardCheck]:
-    """The id checks as Ray tasks, beside the data, not on this machine."""
+    """The id checks as Ray tasks, spread over the cluster rather than all read on this machine."""
     import ray
 
     remote = ray.remote(num_cpus=0)(check_shard)
