@@ -196,3 +196,17 @@ def test_thresholds_keep_short_casual_turns_within_their_own_bound():
     t_cas, _, report = fit_thresholds(probs, examples, max_false_alarm=0.2, max_short_false_alarm=0.03)
     assert loose["short_casual_false_alarm"] > 0.03 >= report["short_casual_false_alarm"]
     assert t_cas >= 0.6
+
+
+def test_repeats_weight_a_source_and_keep_its_copies_in_one_part(shared_data):
+    from prosocial.canary.mini_train import load_training_examples, split_calibration
+
+    base = MiniTrainSettings(limit_per_source=40, casual_cap=40)
+    weighted = MiniTrainSettings(limit_per_source=40, casual_cap=40, repeats={"ethics_commonsense": 3})
+    once, thrice = load_training_examples(shared_data, base), load_training_examples(shared_data, weighted)
+    assert len(thrice["ethics_commonsense"]) == 3 * len(once["ethics_commonsense"])
+    assert {k: len(v) for k, v in thrice.items() if k != "ethics_commonsense"} == {
+        k: len(v) for k, v in once.items() if k != "ethics_commonsense"}
+    train, calibration = split_calibration({"ethics_commonsense": thrice["ethics_commonsense"]}, weighted)
+    held = {"\n".join(e.context) for e in calibration}
+    assert not held & {"\n".join(e.context) for e in train}  # no copy on both sides of the calibration split

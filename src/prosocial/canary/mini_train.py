@@ -81,6 +81,8 @@ class MiniTrainSettings:
     warmup_fraction: float = 0.06
     casual_cap: int = 3000
     limit_per_source: int | None = None
+    #: times each example of a source is repeated (after capping): more weight where one source is hard to learn
+    repeats: dict[str, int] = field(default_factory=dict)
     max_false_alarm: float = 0.02
     #: false alarms allowed on short casual turns ("ok", "thanks"; at most `augment.SHORT_WORDS` words)
     max_short_false_alarm: float = 0.03
@@ -104,7 +106,8 @@ def _hash_fraction(key: str, salt: str) -> float:
 
 
 def load_training_examples(root: Path | None, settings: MiniTrainSettings) -> dict[str, list[Example]]:
-    """Train-split examples per source, deduplicated by text, casual corpora capped."""
+    """Train-split examples per source, deduplicated by text, casual corpora capped, then `repeats` applied (a
+    repeated example lands in the same training or calibration part, and gets its own augmentation draws)."""
     from prosocial.data.adapters import load_benchmark
 
     by_source: dict[str, list[Example]] = {}
@@ -123,7 +126,7 @@ def load_training_examples(root: Path | None, settings: MiniTrainSettings) -> di
         cap = min(x for x in (cap, settings.limit_per_source, len(kept)) if x is not None)
         if cap < len(kept):
             kept = rng.sample(kept, cap)
-        by_source[name] = kept
+        by_source[name] = kept * settings.repeats.get(name, 1)
     return by_source
 
 

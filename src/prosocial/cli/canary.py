@@ -95,6 +95,13 @@ def train_canary_mini(
     ),
     epochs: float = typer.Option(2.0, help="Passes over the training examples."),
     casual_cap: int = typer.Option(3000, help="Examples kept per casual corpus."),
+    prefix_share: float | None = typer.Option(
+        None, help="Share of single utterances given casual small talk before them (default: the shipped recipe)."
+    ),
+    repeat: list[str] = typer.Option(
+        [], help="SOURCE=N: repeat a source's examples N times, for more weight; repeatable (default: the shipped "
+        "recipe, in the model card).",
+    ),
     seed: int = typer.Option(13),
     threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
     min_intervention_recall: float = typer.Option(
@@ -121,9 +128,16 @@ def train_canary_mini(
     from prosocial.data.adapters import default_root
 
     root = data or default_root()
+    recipe = MiniTrainSettings()
+    try:
+        repeats = {name: int(times) for name, _, times in (r.partition("=") for r in repeat)} or recipe.repeats
+    except ValueError:
+        raise typer.BadParameter(f"--repeat takes SOURCE=N, got {repeat}") from None
     settings = MiniTrainSettings(
         epochs=epochs,
         casual_cap=casual_cap,
+        prefix_share=recipe.prefix_share if prefix_share is None else prefix_share,
+        repeats=repeats,
         seed=seed,
         num_threads=threads,
         min_intervention_recall=min_intervention_recall,
