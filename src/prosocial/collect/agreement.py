@@ -1,32 +1,49 @@
-"""Krippendorff's alpha for nominal labels, for the admin page (no extra dependency for one formula)."""
+"""Krippendorff's alpha (Krippendorff 2011), for the collection admin page and the human evaluation (no extra
+dependency for one formula; the `krippendorff` package would add a dependency for what is 30 lines here)."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import permutations
+
+import numpy as np
+
+
+def krippendorff_alpha(units: Sequence[Sequence[Hashable]], metric: str = "nominal") -> float:
+    """Krippendorff's alpha from the values each unit received (missing ratings simply absent).
+
+    Builds the coincidence matrix over units with at least two values; `metric` is "nominal" (δ = 1 when
+    values differ) or "interval" (δ = squared difference; values must be numbers). NaN when undefined: fewer
+    than two pairable values, or no variation at all (every value the same).
+    """
+    if metric not in ("nominal", "interval"):
+        raise ValueError(f"metric must be 'nominal' or 'interval', got {metric!r}")
+    pairable = [list(u) for u in units if len(u) >= 2]
+    values = sorted({v for u in pairable for v in u}, key=repr)
+    if not values:
+        return math.nan
+    index = {v: i for i, v in enumerate(values)}
+    coincidence = np.zeros((len(values), len(values)))
+    for unit in pairable:
+        counts = Counter(unit)
+        for c, n_c in counts.items():
+            for k, n_k in counts.items():
+                coincidence[index[c], index[k]] += n_c * (n_k - (c == k)) / (len(unit) - 1)
+    if metric == "nominal":
+        delta = 1.0 - np.eye(len(values))
+    else:
+        x = np.array(values, dtype=float)
+        delta = (x[:, None] - x[None, :]) ** 2
+    marginals = coincidence.sum(axis=1)
+    n = marginals.sum()
+    expected = (np.outer(marginals, marginals) * delta).sum() / (n - 1) if n > 1 else 0.0
+    if expected == 0:
+        return math.nan
+    return float(1.0 - (coincidence * delta).sum() / expected)
 
 
 def krippendorff_alpha_nominal(units: Iterable[Sequence[Hashable]]) -> float | None:
-    """Alpha over units (each the values its coders gave); units with fewer than two values are not pairable.
-
-    Returns None when alpha is undefined: no pairable values, or only one category ever used.
-    """
-    coincidences: Counter = Counter()
-    for values in units:
-        m = len(values)
-        if m < 2:
-            continue
-        for a, b in permutations(range(m), 2):
-            coincidences[values[a], values[b]] += 1 / (m - 1)
-    totals: Counter = Counter()
-    for (c, _k), weight in coincidences.items():
-        totals[c] += weight
-    n = sum(totals.values())
-    if n <= 1:
-        return None
-    observed = sum(w for (c, k), w in coincidences.items() if c != k)
-    expected = sum(totals[c] * totals[k] for c in totals for k in totals if c != k) / (n - 1)
-    if expected == 0:
-        return None
-    return 1 - observed / expected
+    """Nominal alpha as the admin page shows it: None where alpha is undefined."""
+    alpha = krippendorff_alpha([list(u) for u in units])
+    return None if math.isnan(alpha) else alpha
