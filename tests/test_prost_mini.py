@@ -9,10 +9,10 @@ import torch
 
 from prosocial.errors import ModelError
 from prosocial.lm.finetune import load_model, token_nlls
+from prosocial.lm.llamacpp import LlamaCppLM
 from prosocial.prost.mini import (
     ADAPTER_FILE,
     RESOURCE_DIR,
-    LoraLlamaCppLM,
     ProstMini,
     export_lora_gguf,
     fit_context,
@@ -157,7 +157,9 @@ def test_missing_files_are_model_errors(tmp_path):
     adapter = tmp_path / "a.gguf"
     adapter.write_bytes(b"")
     with pytest.raises(ModelError, match="GGUF model file not found"):
-        LoraLlamaCppLM(adapter, model=tmp_path / "none.gguf").generate(["hi"])
+        LlamaCppLM(model=tmp_path / "none.gguf", lora=adapter).generate(["hi"])
+    with pytest.raises(ModelError, match="LoRA adapter file not found"):
+        LlamaCppLM(lora=tmp_path / "missing-adapter.gguf").generate(["hi"])
 
 
 @pytest.mark.slow

@@ -48,6 +48,8 @@ class LlamaCppLM(LanguageModel):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         verbosity: int = 0,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ):
         self.model = Path(model) if model is not None else default_smollm2_gguf()
         self.n_ctx = n_ctx
@@ -55,18 +57,24 @@ class LlamaCppLM(LanguageModel):
         self.n_threads = n_threads or _cpu_count()
         self.n_gpu_layers = n_gpu_layers
         self.verbosity = verbosity
+        self.lora = None if lora is None else Path(lora)
+        self.lora_scale = lora_scale
 
     def _server(self) -> Any:
-        key = ("llamacpp", str(self.model.resolve()), self.n_ctx, self.n_parallel, self.n_threads, self.n_gpu_layers)
+        key = ("llamacpp", str(self.model.resolve()), self.lora and str(self.lora.resolve()), self.lora_scale,
+               self.n_ctx, self.n_parallel, self.n_threads, self.n_gpu_layers)
         return cached_resource(key, self._start)
 
     def _start(self) -> Any:
         import xllamacpp
 
-        if not self.model.is_file():
-            raise ModelError(f"GGUF model file not found: {self.model}")
+        for path, what in ((self.model, "GGUF model"), (self.lora, "LoRA adapter")):
+            if path is not None and not path.is_file():
+                raise ModelError(f"{what} file not found: {path}")
         params = xllamacpp.CommonParams()
         params.model.path = str(self.model)
+        if self.lora is not None:
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(self.lora), self.lora_scale)]
         params.n_ctx = self.n_ctx
         params.n_parallel = self.n_parallel
         params.n_gpu_layers = self.n_gpu_layers
@@ -77,7 +85,8 @@ class LlamaCppLM(LanguageModel):
         try:
             return xllamacpp.Server(params)
         except Exception as err:  # the binding raises plain RuntimeError/ValueError with llama.cpp's reason
-            raise ModelError(f"llama.cpp cannot load {self.model}: {err}") from err
+            adapter = f" with adapter {self.lora}" if self.lora else ""
+            raise ModelError(f"llama.cpp cannot load {self.model}{adapter}: {err}") from err
 
     @staticmethod
     def _choices(result: Any, expected: int) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from typing import Any
 from prosocial.data.context import check_context, clip_context
 from prosocial.data.mixture import PROST_WEIGHTS
 from prosocial.errors import DataError, ModelError
-from prosocial.lm.base import cached_resource, default_smollm2_gguf
+from prosocial.lm.base import default_smollm2_gguf
 from prosocial.lm.llamacpp import LlamaCppLM
 from prosocial.lm.prompts import RESPONSE_TAG, plain_prompt, rot_prompt
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
@@ -309,41 +309,6 @@ def train_prost_mini(
 # --------------------------------------------------------------------------- serving
 
 
-class LoraLlamaCppLM(LlamaCppLM):
-    """`LlamaCppLM` with one LoRA adapter applied at `lora_scale` (the base class has no adapter option)."""
-
-    def __init__(self, adapter: str | Path, lora_scale: float = 1.0, **settings: Any):
-        super().__init__(**settings)
-        self.adapter = Path(adapter)
-        self.lora_scale = lora_scale
-
-    def _server(self) -> Any:
-        key = ("llamacpp-lora", str(self.model.resolve()), str(self.adapter.resolve()), self.lora_scale,
-               self.n_ctx, self.n_parallel, self.n_threads)
-        return cached_resource(key, self._start)
-
-    def _start(self) -> Any:
-        import xllamacpp
-
-        for path, what in ((self.model, "GGUF model"), (self.adapter, "LoRA adapter")):
-            if not path.is_file():
-                raise ModelError(f"{what} file not found: {path}")
-        params = xllamacpp.CommonParams()
-        params.model.path = str(self.model)
-        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(self.adapter), self.lora_scale)]
-        params.n_ctx = self.n_ctx
-        params.n_parallel = self.n_parallel
-        params.n_gpu_layers = self.n_gpu_layers
-        params.cpuparams.n_threads = self.n_threads
-        params.cpuparams_batch.n_threads = self.n_threads
-        params.verbosity = self.verbosity
-        params.warmup = False
-        try:
-            return xllamacpp.Server(params)
-        except Exception as err:  # the binding raises plain RuntimeError/ValueError with llama.cpp's reason
-            raise ModelError(f"llama.cpp cannot load {self.model} with adapter {self.adapter}: {err}") from err
-
-
 @register_generator("prost-mini")
 class ProstMini(ResponseGenerator):
     """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply.
@@ -368,8 +333,8 @@ class ProstMini(ResponseGenerator):
         self.adapter = Path(adapter) if adapter else RESOURCE_DIR / ADAPTER_FILE
         if not self.adapter.is_file():
             raise ModelError(f"Prost-mini adapter not found: {self.adapter} (rebuild: prosocial train prost-mini)")
-        self.lm = LoraLlamaCppLM(self.adapter, lora_scale, model=base, n_ctx=1024 * n_parallel,
-                                 n_parallel=n_parallel, n_threads=n_threads)
+        self.lm = LlamaCppLM(model=base, lora=self.adapter, lora_scale=lora_scale, n_ctx=1024 * n_parallel,
+                             n_parallel=n_parallel, n_threads=n_threads)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.seed = seed
