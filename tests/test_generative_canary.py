@@ -13,13 +13,13 @@ from prosocial.canary.generative import (
     GenerativeCanary,
     canary_pairs,
     canary_target,
-    evaluate_canary,
     parse_canary,
     write_config,
 )
 from prosocial.data.formats import read_dialogues
 from prosocial.data.labels import LABELS, SafetyLabel
 from prosocial.errors import ModelError
+from prosocial.eval.reports import canary_report
 from prosocial.lm.finetune import TrainConfig, add_special_tokens, finetune
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer
 
@@ -112,13 +112,13 @@ def test_an_untrained_model_never_crashes_and_warns_on_malformed_output(examples
 
 
 def test_table2_evaluation_on_fixtures_and_paper_dialogues(trained, examples, paper_tables_path):
-    result = evaluate_canary(trained, examples)
-    assert set(result) == {"n", "accuracy", "accuracy_coarse", "malformed", "rot_n", "rot_bleu4", "rot_f1",
-                           "rot_perplexity"}
+    result = canary_report(GenerativeCanary.load(trained), examples)
+    assert {"n", "accuracy", "accuracy_coarse", "malformed", "rot_n", "rot_bleu4", "rot_f1",
+            "rot_perplexity"} <= set(result)
     assert result["n"] == len(examples)
     for key in ("accuracy", "accuracy_coarse", "malformed", "rot_bleu4", "rot_f1"):
         assert 0.0 <= result[key] <= 1.0
     assert result["accuracy_coarse"] >= result["accuracy"]
     assert 1.0 < result["rot_perplexity"] < 10_000
     paper = [e for d in read_dialogues(paper_tables_path) for e in d.examples()]
-    assert evaluate_canary(GenerativeCanary.load(trained), paper)["n"] == len(paper)
+    assert canary_report(GenerativeCanary.load(trained), paper)["n"] == len(paper)

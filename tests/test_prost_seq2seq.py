@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from prosocial.canary.generative import ROT_SEP
 from prosocial.cli.train import app, parse_weights
 from prosocial.data.mixture import PROST_WEIGHTS
+from prosocial.eval.reports import prost_report
 from prosocial.lm.finetune import TrainConfig, finetune
 from prosocial.prost import Reply, load_generator
 from prosocial.prost.seq2seq import (
@@ -17,7 +18,6 @@ from prosocial.prost.seq2seq import (
     RESPONSE_SEP,
     ROTS_LINE,
     Prost,
-    evaluate_prost,
     parse_prost,
     prost_pairs,
     write_config,
@@ -72,13 +72,13 @@ def test_rot_response_generates_rots_then_a_reply_and_obeys_given_rots(rot_respo
 
 
 def test_table3_evaluation_has_the_paper_rows(rot_response, examples, paper_tables_path):
-    result = evaluate_prost(rot_response, examples)
+    result = prost_report(Prost.load(rot_response), examples)
     assert set(result) == {"n", "bleu4", "f1", "perplexity", "gold_rot_n", "gold_rot_bleu4", "gold_rot_f1",
                            "gold_rot_perplexity"}
     for key in ("bleu4", "f1", "gold_rot_bleu4", "gold_rot_f1"):
         assert 0.0 <= result[key] <= 1.0
     assert 1.0 < result["gold_rot_perplexity"] < 10_000 and 1.0 < result["perplexity"] < 10_000
-    assert evaluate_prost(Prost.load(rot_response), examples[:3])["n"] == 3
+    assert prost_report(Prost.load(rot_response), examples[:3])["n"] == 3
 
 
 def test_response_only_variant_on_a_causal_model(examples, tokenizer, tmp_path):
@@ -88,7 +88,7 @@ def test_response_only_variant_on_a_causal_model(examples, tokenizer, tmp_path):
     assert ROTS_LINE in prost.sources([["Hi"]], [["Be kind."]])[0]  # given RoTs go into its input
     replies = prost.generate([e.context for e in examples[:3]], [["Be kind."]] * 3)
     assert all(r.rots == ["Be kind."] for r in replies)
-    result = evaluate_prost(prost, examples[:5])
+    result = prost_report(prost, examples[:5])
     assert {"bleu4", "f1", "perplexity", "gold_rot_perplexity"} <= set(result)
     copy = Prost.load(prost.save(tmp_path / "copy"))
     assert copy.variant == "response"

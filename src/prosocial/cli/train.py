@@ -216,15 +216,10 @@ def canary(
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Canary (§4.1, B.1): context → safety token + RoTs, by MLE, optionally after a pre-training stage."""
-    from prosocial.canary.generative import (
-        CANARY_TOKENS,
-        ROT_SEP,
-        GenerativeCanary,
-        canary_pairs,
-        evaluate_canary,
-    )
+    from prosocial.canary.generative import CANARY_TOKENS, ROT_SEP, GenerativeCanary, canary_pairs
     from prosocial.canary.generative import write_config as write_canary_config
     from prosocial.data.labels import SafetyLabel
+    from prosocial.eval.reports import canary_report
 
     try:
         mix = parse_weights(weights, CANARY_WEIGHTS)
@@ -258,7 +253,7 @@ def canary(
         labelled = [e for e in dev_examples if e.safety_label is not None][:eval_limit]
         if labelled:
             detector = GenerativeCanary(out, device=device, max_source_len=max_source_len, max_turns=max_turns)
-            scores = evaluate_canary(detector, labelled)
+            scores = canary_report(detector, labelled)
             _report_dev(out, f"Table 2 columns on {len(labelled)} dev examples", [
                 ("Safety acc.", "accuracy", True), ("coarse acc.", "accuracy_coarse", True),
                 ("RoT BLEU-4", "rot_bleu4", True), ("RoT F1", "rot_f1", True), ("RoT PPL", "rot_perplexity", False),
@@ -303,7 +298,8 @@ def prost(
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Prost (§4.2, B.2): context → (RoTs +) reply, by MLE on ProsocialDialog mixed with casual dialogue."""
-    from prosocial.prost.seq2seq import PROST_TOKENS, VARIANTS, Prost, evaluate_prost, prost_pairs
+    from prosocial.eval.reports import prost_report
+    from prosocial.prost.seq2seq import PROST_TOKENS, VARIANTS, Prost, prost_pairs
     from prosocial.prost.seq2seq import write_config as write_prost_config
 
     try:
@@ -328,7 +324,7 @@ def prost(
         replied = [e for e in dev_examples if e.response and e.response.strip()][:eval_limit]
         if replied:
             generator = Prost(out, device=device, max_source_len=max_source_len, max_turns=max_turns)
-            scores = evaluate_prost(generator, replied)
+            scores = prost_report(generator, replied)
             _report_dev(out, f"Table 3 columns on {len(replied)} dev examples ({variant})", [
                 ("BLEU-4", "bleu4", True), ("F1", "f1", True), ("PPL", "perplexity", False),
                 ("w/ gold RoT BLEU-4", "gold_rot_bleu4", True), ("w/ gold RoT F1", "gold_rot_f1", True),

@@ -1,10 +1,10 @@
 """Table 2 and Table 3 reports (paper §5.1, §5.2) for any detector or generator, on any labelled data.
 
-`evaluate_canary` / `evaluate_prost` compute the paper's columns for the paper's model kinds. The reports
-here add what a reader needs to trust and compare them: per-class precision / recall / F1 and confusion
-matrices (5-way and coarse 3-way), several models side by side, any registered detector or generator (the
-offline defaults included; columns a model cannot give, such as a retrieval detector's perplexity, are "–"),
-and data given either as a ProsocialDialog file or as an external benchmark split.
+`canary_report` / `prost_report` compute the paper's columns (training uses them for its dev tables) and what a
+reader needs to trust and compare them: per-class precision / recall / F1 and confusion matrices (5-way and
+coarse 3-way), several models side by side, any registered detector or generator (the offline defaults
+included; columns a model cannot give, such as a retrieval detector's perplexity, are "–"), and data given
+either as a ProsocialDialog file or as an external benchmark split.
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ def _verdicts(detector: SafetyDetector, contexts: list[list[str]], batch_size: i
 
 
 def _gold_rot_perplexity(detector: SafetyDetector, examples: Sequence[Example]) -> float | None:
-    """Perplexity of the gold RoTs after the gold label token, as `evaluate_canary` defines it; None for
-    detectors that are not language models."""
+    """Perplexity of the gold RoTs, teacher-forced after the gold label token (the label is given, not scored),
+    EOS included; None for detectors that are not language models."""
     from prosocial.canary.generative import GenerativeCanary
 
     if not isinstance(detector, GenerativeCanary) or not examples:
@@ -126,7 +126,8 @@ def canary_report(detector: SafetyDetector, examples: Sequence[Example], batch_s
     """Table 2's columns (as fractions; PPL as is) plus per-class scores and confusion matrices.
 
     Only labelled examples count. RoT BLEU-4 / F1 compare the predicted RoTs (joined by spaces) with the gold
-    RoTs (joined alike) on the examples that have gold RoTs, whatever label was predicted, as `evaluate_canary`.
+    RoTs (joined alike) on the examples that have gold RoTs, whatever label was predicted; ``malformed`` is the
+    share of generative Canary outputs without a leading label token.
     """
     labelled = [e for e in examples if e.safety_label is not None]
     if not labelled:
@@ -209,24 +210,25 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
 
 
 def prost_report(generator: ResponseGenerator, examples: Sequence[Example]) -> dict[str, Any]:
-    """Table 3's columns (fractions) for any generator on examples that have a gold reply.
-
-    A `Prost` gets `evaluate_prost` (BLEU-4, F1, perplexity; ``gold_rot_*`` with the gold RoTs given). Other
-    generators (e.g. "steered") give BLEU-4 and F1; perplexity needs token probabilities they do not expose.
+    """Table 3's columns (fractions; the paper prints BLEU-4 and F1 ×100) for any generator on examples that have
+    a gold reply: BLEU-4 and F1 of the reply (a rot-response Prost writes its own RoTs first; only the reply is
+    scored), and for a `Prost` the reply's perplexity (other generators do not expose token probabilities).
+    Where examples have RoTs, ``gold_rot_*`` repeat the columns with the gold RoTs given ("Response w/ gold RoT").
     """
-    from prosocial.prost.seq2seq import Prost, evaluate_prost
+    from prosocial.prost.seq2seq import Prost
 
     data = [e for e in examples if e.response and e.response.strip()]
     if not data:
         raise ValueError("the Prost report needs examples with a gold response")
-    if isinstance(generator, Prost):
-        return evaluate_prost(generator, data)
 
     def scores(subset: Sequence[Example], rots: Sequence[Sequence[str]] | None) -> dict[str, float]:
         replies = generator.generate([e.context for e in subset], rots)
         refs = [e.response for e in subset]
-        return {"bleu4": float(np.mean([bleu4(r.response, g) for r, g in zip(replies, refs, strict=True)])),
-                "f1": float(np.mean([unigram_f1(r.response, g) for r, g in zip(replies, refs, strict=True)]))}
+        out = {"bleu4": float(np.mean([bleu4(r.response, g) for r, g in zip(replies, refs, strict=True)])),
+               "f1": float(np.mean([unigram_f1(r.response, g) for r, g in zip(replies, refs, strict=True)]))}
+        if isinstance(generator, Prost):
+            out["perplexity"] = perplexity(generator.response_nlls(subset, gold_rots=rots is not None))
+        return out
 
     result: dict[str, Any] = {"n": float(len(data)), **scores(data, None)}
     grounded = [e for e in data if any(r.strip() for r in e.rots)]

@@ -228,36 +228,3 @@ def write_config(path: Path, variant: str, max_turns: int | None, max_source_len
 
 def read_config(path: Path) -> dict[str, Any]:
     return read_model_config(path / CONFIG_FILE)
-
-
-def evaluate_prost(generator: Prost | str | Path, examples: Sequence[Example]) -> dict[str, float]:
-    """Table 3's columns as fractions (the paper prints BLEU-4 and F1 ×100) on examples that have a reply.
-
-    ``bleu4``, ``f1``, ``perplexity``: the model generating on its own (rot-response writes its own RoTs first;
-    only the reply is scored by BLEU/F1). When some examples have RoTs, ``gold_rot_*`` repeat the three on those
-    examples with the gold RoTs given ("Prost (Response w/ gold RoT)"); ``gold_rot_n`` counts them.
-    """
-    if not isinstance(generator, Prost):
-        generator = Prost.load(generator)
-    data = [e for e in examples if e.response and e.response.strip()]
-    if not data:
-        raise ValueError("evaluate_prost needs examples with a gold response")
-    result = {"n": float(len(data)), **_scores(generator, data, None)}
-    grounded = [e for e in data if _clean(e.rots)]
-    if grounded:
-        result["gold_rot_n"] = float(len(grounded))
-        scores = _scores(generator, grounded, [e.rots for e in grounded])
-        result.update({f"gold_rot_{k}": v for k, v in scores.items()})
-    return result
-
-
-def _scores(generator: Prost, data: Sequence[Example], rots: Sequence[Sequence[str]] | None) -> dict[str, float]:
-    from prosocial.scoring import bleu4, perplexity, unigram_f1
-
-    replies = generator.generate([e.context for e in data], rots)
-    refs = [e.response for e in data]
-    return {
-        "bleu4": sum(bleu4(r.response, ref) for r, ref in zip(replies, refs, strict=True)) / len(refs),
-        "f1": sum(unigram_f1(r.response, ref) for r, ref in zip(replies, refs, strict=True)) / len(refs),
-        "perplexity": perplexity(generator.response_nlls(data, gold_rots=rots is not None)),
-    }
