@@ -210,3 +210,12 @@ def test_repeats_weight_a_source_and_keep_its_copies_in_one_part(shared_data):
     train, calibration = split_calibration({"ethics_commonsense": thrice["ethics_commonsense"]}, weighted)
     held = {"\n".join(e.context) for e in calibration}
     assert not held & {"\n".join(e.context) for e in train}  # no copy on both sides of the calibration split
+
+
+def test_a_config_with_an_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"max_turns": 4, "casual_treshold": 0.6}), encoding="utf-8")
+    with pytest.raises(ModelError, match=r"unknown setting\(s\) \['casual_treshold'\]"):
+        MiniConfig.load(path)
+    path.write_text(json.dumps({"max_turns": 3}), encoding="utf-8")  # an older folder's subset still loads
+    assert MiniConfig.load(path).max_turns == 3

@@ -32,6 +32,7 @@ from prosocial.canary.base import SafetyDetector, Verdict, register_detector, re
 from prosocial.canary.batching import run_batches
 from prosocial.data.context import build_context, check_context
 from prosocial.data.labels import COARSE_LABELS, SafetyLabel
+from prosocial.errors import ModelError
 from prosocial.resources import RESOURCES
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,15 @@ class MiniConfig:
 
     @classmethod
     def load(cls, path: Path) -> MiniConfig:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """The saved config; an unknown key is an error (a typo, or a file from a newer release), not ignored."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"unreadable Canary-mini config {path}: {exc}") from None
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__)) if isinstance(raw, dict) else ["(not an object)"]
+        if unknown:
+            raise ModelError(f"{path}: unknown setting(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**raw)
 
 
 class MiniClassifier(nn.Module):
