@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prosocial.cli.logs import held_warnings
-from prosocial.data.context import MAX_CONTEXT_CHARS, clip_context
+from prosocial.data.context import MAX_CONTEXT_CHARS
 from prosocial.errors import DataError, Problem
 from prosocial.io import atomic_write, read_jsonl
-from prosocial.jobs.corpus import ENGINES, FORMATS, BatchFn, input_record, output_line, run_corpus
+from prosocial.jobs.corpus import ENGINES, FORMATS, BatchFn, output_line, run_corpus, valid_records
 
 STDOUT = Path("-")
 
@@ -100,16 +100,8 @@ def run_jsonl(
             progress.update(task, completed=pending[-1][0])
             pending.clear()
 
-        for number, value in read_jsonl(source, problems):
-            try:
-                identifier, context = input_record(source, number, value)
-            except DataError as error:
-                if problems is None:
-                    raise
-                problems.extend(error.problems)
-                continue
-            if sum(map(len, context)) > MAX_CONTEXT_CHARS:
-                context = clip_context(context, MAX_CONTEXT_CHARS)
+        for number, identifier, context, was_clipped in valid_records(source, read_jsonl(source, problems), problems):
+            if was_clipped:
                 clipped.append(number)
             pending.append((number, identifier, context))
             if len(pending) >= batch_size:

@@ -16,7 +16,7 @@ import os
 import posixpath
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +67,29 @@ def input_record(path: str | Path, number: int, record: object) -> tuple[object,
         context = check_context(record["context"])
     except ValueError as exc:
         raise DataError.at(path, str(exc), line=number, field="context") from None
-    return record.get("id", number), context
+    identifier = record.get("id", number)
+    try:
+        json.dumps(identifier)
+    except (TypeError, ValueError):
+        raise DataError.at(path, "not a JSON value", line=number, field="id") from None
+    return identifier, context
+
+
+def valid_records(
+    path: str | Path, records: Iterable[tuple[int, object]], problems: list[Problem] | None
+) -> Iterator[tuple[int, object, list[str], bool]]:
+    """(line, id, context, clipped) for each valid record, contexts over `MAX_CONTEXT_CHARS` keeping their newest
+    characters; a bad record is an error naming it, or, given `problems`, recorded there and skipped."""
+    for number, record in records:
+        try:
+            identifier, context = input_record(path, number, record)
+        except DataError as error:
+            if problems is None:
+                raise
+            problems.extend(error.problems)
+            continue
+        clipped = sum(map(len, context)) > MAX_CONTEXT_CHARS
+        yield number, identifier, clip_context(context, MAX_CONTEXT_CHARS) if clipped else context, clipped
 
 
 def output_line(identifier: object, result: dict) -> str:
@@ -182,22 +204,10 @@ def read_shard(source: str, skip_invalid: bool = False) -> ShardRows:
     rows = ShardRows()
     problems = rows.problems if skip_invalid else None
     with _local_copy(source) as path:
-        for number, record in _records(source, path, problems):
-            try:
-                identifier, context = input_record(source, number, record)
-                try:
-                    rows.ids.append(json.dumps(identifier, ensure_ascii=False))
-                except TypeError:
-                    raise DataError.at(source, "not a JSON value", line=number, field="id") from None
-            except DataError as error:
-                if problems is None:
-                    raise
-                problems.extend(error.problems)
-                continue
-            if sum(map(len, context)) > MAX_CONTEXT_CHARS:
-                context = clip_context(context, MAX_CONTEXT_CHARS)
-                rows.clipped += 1
+        for _, identifier, context, clipped in valid_records(source, _records(source, path, problems), problems):
+            rows.ids.append(json.dumps(identifier, ensure_ascii=False))
             rows.contexts.append(context)
+            rows.clipped += clipped
     return rows
 
 
