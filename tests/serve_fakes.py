@@ -4,7 +4,8 @@ ask for intervention (the keyword list alone only ever says "needs caution").
 The fake upstream's behaviour is chosen by the request's `model`: "fake-fail" (HTTP 500 with a traceback),
 "fake-reject" (HTTP 404), "fake-garbage" (200 with HTML), "fake-slow:<seconds>" (waits, before answering or
 between stream chunks), and for streams "fake-truncated" (stops mid-event, no [DONE]) and "fake-nonjson" (a
-`data:` line that is not JSON); anything else echoes the last user message, as JSON or as server-sent events.
+`data:` line that is not JSON), "fake-keepalive" (a comment event first, as servers send to hold a connection);
+anything else echoes the last user message, as JSON or as server-sent events.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
                 if model == "fake-nonjson":
                     yield "data: <html>upstream proxy error</html>\n\n"
                     return
+                if model == "fake-keepalive":
+                    yield ": keep-alive\n\n"
                 for i, word in enumerate(reply.split(" ")):
                     await asyncio.sleep(delay)
                     delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}

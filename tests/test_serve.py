@@ -155,9 +155,10 @@ def test_proxy_escalates_without_calling_the_upstream(service, upstream):
     assert callback_events[-1]["conversation_id"] == event["conversation_id"]
 
 
-def test_streaming_passes_through(service):
+@pytest.mark.parametrize("model", ["fake-echo", "fake-keepalive"])
+def test_streaming_passes_through(service, model):
     client, _ = service
-    response = _chat(client, "Tell me about cats", stream=True)
+    response = _chat(client, "Tell me about cats", model=model, stream=True)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-prosocial-safety-label"] == "__casual__"

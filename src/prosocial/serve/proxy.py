@@ -248,8 +248,8 @@ class Upstream:
         return response.status_code < 500
 
     async def _relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        """Pass the upstream's events on, one whole event at a time, checking each: a `data:` line that is not
-        JSON, or a stream that ends without `[DONE]`, ends the client's stream with an error event instead of a
+        """Pass the upstream's events on, one whole event at a time, checking each: `data:` that is not JSON, or a
+        stream that ends without `[DONE]`, ends the client's stream with an error event instead of a
         silently truncated or unreadable answer."""
         event: list[str] = []
         try:
@@ -259,8 +259,9 @@ class Upstream:
                     continue
                 if not event:
                     continue
-                payload = "\n".join(x[5:].lstrip() for x in event if x.startswith("data:"))
-                if payload != "[DONE]":
+                data = [x[5:].lstrip() for x in event if x.startswith("data:")]
+                payload = "\n".join(data)
+                if data and payload != "[DONE]":  # an event of comments only (": keep-alive") has nothing to check
                     try:
                         strict_json_loads(payload)
                     except ValueError:
