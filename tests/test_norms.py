@@ -77,6 +77,8 @@ def test_norm_files_read_in_both_formats(tmp_path):
         ("- id: a\n  rot: r\n  level: caution\n  examples: [x, '  ']\n", 4, "examples", "empty text"),
         ("- id: a\n  rot: r\n  level: caution\n  examples: [x]\n  min_similarity: 2\n", 5, "min_similarity", "-1 to 1"),
         ("- id: a b\n  rot: r\n  level: caution\n  examples: [x]\n", 1, "id", "an id is"),
+        ("- id: a\n  rot: r\n  level: caution\n  examples: [x]\n  counter_examples: [x]\n", 5, "counter_examples",
+         "both an example and a counter-example"),
         ("- id: a\n  rot: r\n  level: caution\n  examples: [x\n", None, None, "invalid YAML"),
         ("[]\n", None, None, "no norms"),
     ],

@@ -144,6 +144,8 @@ def _norm(value: Any, origin: str) -> Norm | tuple[str, str | None]:
     counters = _texts(value.get("counter_examples"), "counter_examples", required=False)
     if isinstance(counters, str):
         return counters, "counter_examples"
+    if set(counters) & set(examples):
+        return "a situation cannot be both an example and a counter-example", "counter_examples"
     threshold = value.get("min_similarity")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
                                   or not -1.0 <= threshold <= 1.0):
@@ -231,7 +233,6 @@ class NormBank:
                                     for n in self.norms], dtype=np.float32),
             "counters": vectors[len(examples):],
             "counter_owner": np.array([i for i, _ in counters], dtype=np.int64),
-            "counter_texts": np.array([t for _, t in counters], dtype=object),
         }
 
     @cached_property
@@ -303,22 +304,21 @@ class NormBank:
     def match(self, texts: Sequence[str], leave_one_out: Sequence[bool] | None = None,
               candidates: int = 32) -> list[NormMatch | None]:
         """The deciding norm for each text, or None. Where `leave_one_out[i]`, text i is an example matched
-        with itself taken out of the norms that hold it, prototype and counter-examples alike (testing whether
-        a norm generalises from its other examples)."""
+        with itself taken out of the prototypes of the norms that hold it (testing whether a norm generalises
+        from its other examples)."""
         index = self._index
         leave_one_out = list(leave_one_out) if leave_one_out else [False] * len(texts)
         queries = self._embedder.encode(list(texts))
         results: list[NormMatch | None] = []
         found = self._candidates(queries, leave_one_out, texts, candidates)
-        for text, query, dropped, (top, similarity) in zip(texts, queries, leave_one_out, found, strict=True):
+        for query, (top, similarity) in zip(queries, found, strict=True):
             matches = []
             for norm, score in zip(top, similarity, strict=True):
                 if score < index["thresholds"][norm]:
                     continue
                 # counter-examples are stored in norm order, so a norm's are one slice
                 first, last = np.searchsorted(index["counter_owner"], [norm, norm + 1])
-                mine = [c for c in range(first, last) if not (dropped and index["counter_texts"][c] == text)]
-                if mine and (index["counters"][mine] @ query).max() >= score:
+                if last > first and (index["counters"][first:last] @ query).max() >= score:
                     continue  # closer to what the norm says it does not cover
                 matches.append((float(score), int(norm)))
             if matches:
