@@ -37,7 +37,7 @@ def trained(tmp_path_factory, shared_data):
     encoder_dir = save(BertModel(config), tokenizer, tmp_path_factory.mktemp("tiny-bert"))
     out = tmp_path_factory.mktemp("canary-mini")
     settings = MiniTrainSettings(epochs=4, batch_size=16, encoder_lr=1e-3, head_lr=1e-2, freeze_embeddings=False,
-                                 config=MiniConfig(max_length=64))
+                                 config=MiniConfig(max_length=64, pooling="mean+last"))
     report = train_canary_mini(out, root=shared_data, settings=settings, encoder_dir=encoder_dir,
                                by_source=by_source, embedder=Embedder(encoder_dir))
     return out, report, by_source
@@ -122,7 +122,7 @@ def test_bfloat16_stays_close_to_float32_whatever_the_batch(trained):
         return
     assert next(model.parameters()).dtype is torch.bfloat16
     texts = context_texts([e.context for e in by_source["toxichat"][:20]], 4)
-    encoded, _ = encode(fp32._tokenizer, texts, 64)
+    encoded = encode(fp32._tokenizer, texts, 64)
     pad = fp32._tokenizer.pad_token_id
     reference = batched_logits(fp32._model, encoded, pad, 16)
     batched, alone = batched_logits(model, encoded, pad, 16, workers=2), batched_logits(model, encoded, pad, 1)
@@ -138,10 +138,29 @@ def test_encode_cuts_from_the_left_like_the_tokenizer():
 
     tokenizer = load_tokenizer(packaged_minilm())
     texts = ["short one", "Speaker 1: " + "an old turn that will be cut " * 8 + "Speaker 2: the newest words"]
-    ids, cut = encode(tokenizer, texts, 16)
+    encoded = encode(tokenizer, texts, 16)
+    ids = encoded.ids
     tokenizer.truncation_side = "left"
     assert ids == tokenizer(texts, truncation=True, max_length=16)["input_ids"]
-    assert cut == 1 and len(ids[1]) == 16 and tokenizer.decode(ids[1][-4:-1]) == "the newest words"
+    assert encoded.cut == 1 and len(ids[1]) == 16 and tokenizer.decode(ids[1][-4:-1]) == "the newest words"
+
+
+def test_the_last_utterance_span_is_its_own_tokens_whatever_precedes_it():
+    from prosocial.canary.encoders import packaged_minilm
+    from prosocial.canary.mini import encode_contexts, load_tokenizer, pad_batch
+
+    tokenizer = load_tokenizer(packaged_minilm())
+    last = "I've been cutting myself again, and I don't want to stop."
+    contexts = [[last], ["What's your favourite movie?", "The Matrix!", last], ["an old turn " * 60, last],
+                ["hi", "word " * 200]]
+    encoded = encode_contexts(tokenizer, contexts, MiniConfig(max_length=64))
+    alone = tokenizer(last, add_special_tokens=False)["input_ids"]
+    for ids, (start, end) in zip(encoded.ids[:3], encoded.last_spans[:3], strict=True):
+        assert ids[start:end] == alone and end == len(ids) - 1
+    start, end = encoded.last_spans[3]  # a last utterance longer than the window: all of the window
+    assert (start, end) == (1, 63)
+    _, mask, last_mask = pad_batch(encoded, [0, 1], tokenizer.pad_token_id)
+    assert last_mask.sum(1).tolist() == [len(alone)] * 2 and (last_mask <= mask).all()
 
 
 def test_five_way_scores_follow_the_vote_view():

@@ -3,7 +3,8 @@
 A model directory holds small modules, each with its own files (as sentence-transformers does):
 
 - ``encoder/``: the fine-tuned all-MiniLM-L6-v2 (transformers format, fp16) and its tokenizer;
-- ``head.safetensors``: the linear head over mean-pooled tokens → casual / needs caution / needs intervention;
+- ``head.safetensors``: the linear head over pooled tokens → casual / needs caution / needs intervention (pooled
+  over the whole context, and with ``pooling: "mean+last"`` also over the last utterance's own tokens);
 - ``rot_bank/``: RoT bank entries, their embeddings and the relevance gate (see `prosocial.canary.rotbank`);
 - ``config.json``: input shaping, the calibration temperature and decision thresholds, provenance.
 
@@ -56,6 +57,9 @@ class MiniConfig:
     #: the arithmetic the encoder runs in (a key of `PRECISIONS`); the temperature and thresholds were fitted
     #: with it, so it is saved with them
     precision: str = "float32"
+    #: "mean": one mean over all tokens; "mean+last": beside it, the mean over the last utterance's tokens, so the
+    #: turn being judged keeps its own voice however much small talk precedes it
+    pooling: str = "mean"
     meta: dict | None = None
 
     @classmethod
@@ -71,19 +75,34 @@ class MiniConfig:
         return cls(**raw)
 
 
+POOLINGS = ("mean", "mean+last")
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 class MiniClassifier(nn.Module):
-    """MiniLM encoder, mean pooling over real tokens, dropout, linear head to the three coarse classes."""
+    """MiniLM encoder, mean pooling over real tokens (and over the last utterance's, see `MiniConfig.pooling`),
+    dropout, linear head to the three coarse classes."""
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1, pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ModelError(f"unknown pooling {pooling!r}; known: {list(POOLINGS)}")
         self.encoder = encoder
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, len(COARSE_LABELS))
+        self.head = nn.Linear(encoder.config.hidden_size * (1 + (pooling == "mean+last")), len(COARSE_LABELS))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = _masked_mean(hidden, attention_mask)
+        if self.pooling == "mean+last":
+            pooled = torch.cat([pooled, _masked_mean(hidden, attention_mask if last_mask is None else last_mask)], -1)
         return self.head(self.dropout(pooled))
 
 
@@ -126,45 +145,69 @@ def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
     return labels
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids cut from the left (the oldest turns go first) to `max_length`, and how many texts were cut.
+@dataclass
+class Encoded:
+    """Token ids of flattened contexts, the span [start, end) of each one's last utterance, and how many were cut."""
+
+    ids: list[list[int]]
+    last_spans: list[tuple[int, int]]
+    cut: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, last_utterances: Sequence[str] | None = None) -> Encoded:
+    """Token ids cut from the left (the oldest turns go first) to `max_length`.
 
     One tokenizer pass does both jobs: texts are tokenized whole, then the words between the leading and trailing
-    special tokens are cut from the left, exactly as the tokenizer's own left truncation would.
+    special tokens are cut from the left, exactly as the tokenizer's own left truncation would. Each text ends with
+    its last utterance (WordPiece tokenizes a line the same alone or joined), so that utterance's own token count
+    says where it starts; without `last_utterances` the whole text counts as the last utterance.
     """
-    batch = tokenizer(list(texts), return_special_tokens_mask=True, verbose=False)
-    out, cut = [], 0
-    for ids, special in zip(batch["input_ids"], batch["special_tokens_mask"], strict=True):
+    last_utterances = list(texts) if last_utterances is None else list(last_utterances)
+    batch = tokenizer([*texts, *last_utterances], return_special_tokens_mask=True, verbose=False)
+    n = len(texts)
+    specials = batch["special_tokens_mask"]
+    ids_out, spans, cut = [], [], 0
+    for ids, special, last in zip(batch["input_ids"][:n], specials[:n], specials[n:], strict=True):
+        head = next(i for i, flag in enumerate(special) if not flag)
+        tail = next(i for i, flag in enumerate(reversed(special)) if not flag)
         if len(ids) > max_length:
-            head = next(i for i, flag in enumerate(special) if not flag)
-            tail = next(i for i, flag in enumerate(reversed(special)) if not flag)
             end = len(ids) - tail
             ids = ids[:head] + ids[end - (max_length - head - tail) : end] + ids[end:]
             cut += 1
-        out.append(ids)
-    return out, cut
+        end = len(ids) - tail
+        spans.append((max(head, end - (len(last) - sum(last))), end))
+        ids_out.append(ids)
+    return Encoded(ids_out, spans, cut)
 
 
-def encode_contexts(tokenizer, contexts: Sequence[Sequence[str]], config: MiniConfig) -> tuple[list[list[int]], int]:
+def encode_contexts(tokenizer, contexts: Sequence[Sequence[str]], config: MiniConfig) -> Encoded:
     """Validate, flatten and tokenize contexts: the one input shaping that training, calibration and inference
-    share. Returns the ids and how many contexts were cut to `config.max_length`."""
-    return encode(tokenizer, context_texts(contexts, config.max_turns), config.max_length)
+    share."""
+    texts = context_texts(contexts, config.max_turns)
+    return encode(tokenizer, texts, config.max_length, [c[-1].strip() for c in contexts])
 
 
-def pad_batch(encoded: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask for the given rows, right-padded to the longest of them."""
-    width = max(len(encoded[i]) for i in rows)
+def pad_batch(encoded: Encoded, rows: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, attention mask and last-utterance mask for the given rows, right-padded to the longest."""
+    width = max(len(encoded.ids[i]) for i in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
+    last = torch.zeros((len(rows), width), dtype=torch.long)
     for j, i in enumerate(rows):
-        ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
-        mask[j, : len(encoded[i])] = 1
-    return ids, mask
+        row = encoded.ids[i]
+        ids[j, : len(row)] = torch.tensor(row)
+        mask[j, : len(row)] = 1
+        start, end = encoded.last_spans[i]
+        last[j, start:end] = 1
+    return ids, mask, last
 
 
 def batched_logits(
     model: MiniClassifier,
-    encoded: Sequence[Sequence[int]],
+    encoded: Encoded,
     pad: int,
     batch_size: int,
     workers: int = 1,
@@ -178,7 +221,7 @@ def batched_logits(
         with torch.inference_mode():
             out[rows] = model(*pad_batch(encoded, rows, pad)).float().numpy()
 
-    run_batches([len(ids) for ids in encoded], batch_size, workers, classify, progress)
+    run_batches([len(ids) for ids in encoded.ids], batch_size, workers, classify, progress)
     return out
 
 
@@ -227,12 +270,12 @@ def with_precision(model: MiniClassifier, precision: str) -> MiniClassifier:
     return PRECISIONS[precision](model)
 
 
-def load_classifier(directory: Path) -> MiniClassifier:
+def load_classifier(directory: Path, pooling: str = "mean") -> MiniClassifier:
     """The fp32 classifier of a model directory (encoder folder + head), in eval mode."""
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    model = MiniClassifier(AutoModel.from_pretrained(directory / "encoder", dtype=torch.float32))
+    model = MiniClassifier(AutoModel.from_pretrained(directory / "encoder", dtype=torch.float32), pooling=pooling)
     model.head.load_state_dict(load_file(directory / "head.safetensors"))
     return model.eval()
 
@@ -296,7 +339,7 @@ class CanaryMini(SafetyDetector):
         threads = self.num_threads or (1 if self._workers > 1 else None)
         if threads:
             torch.set_num_threads(threads)
-        model = load_classifier(Path(self.model_dir))
+        model = load_classifier(Path(self.model_dir), self.config.pooling)
         return with_precision(model, self.config.precision)
 
     @cached_property
@@ -311,10 +354,10 @@ class CanaryMini(SafetyDetector):
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
         config = self.config
-        encoded, cut = encode_contexts(self._tokenizer, contexts, config)
-        if cut:
+        encoded = encode_contexts(self._tokenizer, contexts, config)
+        if encoded.cut:
             log.warning(
-                "%d context(s) longer than %d tokens were truncated from the oldest turn", cut, config.max_length
+                "%d context(s) longer than %d tokens were truncated from the oldest turn", encoded.cut, config.max_length
             )
         logits = batched_logits(self._model, encoded, self._tokenizer.pad_token_id, self.batch_size, self._workers)
         return softmax(logits, config.temperature)

@@ -97,7 +97,7 @@ class MiniTrainSettings:
     min_intervention_recall: float = 0.9
     seed: int = 13
     num_threads: int | None = None
-    config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16"))
+    config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))
 
 
 def _hash_fraction(key: str, salt: str) -> float:
@@ -175,7 +175,7 @@ def train_classifier(
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
-    encoded, _ = encode_contexts(tokenizer, [e.context for e in examples], settings.config)
+    encoded = encode_contexts(tokenizer, [e.context for e in examples], settings.config)
     targets = torch.tensor([SOFT_TARGETS[e.safety_label] for e in examples], dtype=torch.float32)
     steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
     total = max(1, int(steps_per_epoch * settings.epochs))
@@ -200,7 +200,7 @@ def train_classifier(
     batches: list[list[int]] = []
     while len(losses) < total:
         if not batches:
-            batches = _batches([len(ids) for ids in encoded], settings.batch_size, rng)
+            batches = _batches([len(ids) for ids in encoded.ids], settings.batch_size, rng)
         rows = batches.pop()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = model(*pad_batch(encoded, rows, pad)).float()
@@ -305,7 +305,7 @@ def calibrate(
 
     The fit is made in `config.precision`, the arithmetic the detector will run.
     """
-    encoded, _ = encode_contexts(tokenizer, [e.context for e in calibration], config)
+    encoded = encode_contexts(tokenizer, [e.context for e in calibration], config)
     logits = batched_logits(with_precision(model, config.precision), encoded, tokenizer.pad_token_id, BATCH_SIZE)
     config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
     probs = softmax(logits, config.temperature)
@@ -384,7 +384,7 @@ def train_canary_mini(
     encoder_dir = encoder_dir or packaged_minilm()
     tokenizer = load_tokenizer(encoder_dir)
     torch.manual_seed(settings.seed)
-    model = MiniClassifier(AutoModel.from_pretrained(encoder_dir))
+    model = MiniClassifier(AutoModel.from_pretrained(encoder_dir), pooling=settings.config.pooling)
     losses = train_classifier(model, tokenizer, train, settings)
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
@@ -443,7 +443,7 @@ def recalibrate(
     by_source = by_source if by_source is not None else load_training_examples(root, settings)
     _, calibration = split_calibration(by_source, settings)
     report_calibration = calibrate(
-        load_classifier(model_dir), load_tokenizer(model_dir / "encoder"), calibration, config, settings
+        load_classifier(model_dir, config.pooling), load_tokenizer(model_dir / "encoder"), calibration, config, settings
     )
     bank = RotBank.load(model_dir / "rot_bank")
     gate_report = gate_rot_bank(bank)

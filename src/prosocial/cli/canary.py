@@ -102,6 +102,9 @@ def train_canary_mini(
         [], help="SOURCE=N: repeat a source's examples N times, for more weight; repeatable (default: the shipped "
         "recipe, in the model card).",
     ),
+    pooling: str = typer.Option(
+        "mean+last", help="Head input: mean (over all tokens) or mean+last (and over the last utterance's own tokens)."
+    ),
     seed: int = typer.Option(13),
     threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
     min_intervention_recall: float = typer.Option(
@@ -142,7 +145,7 @@ def train_canary_mini(
         num_threads=threads,
         min_intervention_recall=min_intervention_recall,
         autocast=autocast,
-        config=MiniConfig(precision=precision),
+        config=MiniConfig(precision=precision, pooling=pooling),
     )
     if calibrate_only:
         console.print_json(data=recalibrate(out, root=root, settings=settings))
