@@ -87,6 +87,8 @@ def test_save_load_round_trip_and_unreadable_dirs(trained, examples, tokenizer, 
     copy = GenerativeCanary.load(detector.save(tmp_path / "copy"))
     context = examples[0].context
     assert copy.check(context).to_dict() == detector.check(context).to_dict()
+    by_folder = load_detector(tmp_path / "copy")  # its prosocial.json names the backend
+    assert isinstance(by_folder, GenerativeCanary) and by_folder.check(context) == detector.check(context)
     with pytest.raises(ModelError, match="not found"):
         GenerativeCanary(tmp_path / "missing").check(["hi"])
     (tmp_path / "junk").mkdir()

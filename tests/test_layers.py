@@ -1,7 +1,7 @@
 """The package's floors: every import points down (or sideways within a floor), never up.
 
-    errors, io, registry, scoring, resources → data → lm → canary, collect → prost → steer → eval, serve, jobs,
-    testing → cli
+    errors, io, model_folder, registry, scoring, resources → data → lm → canary, collect → prost → steer → eval,
+    serve, jobs, testing → cli
 
 Imports inside functions count too: a lazy import is still a dependency.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import prosocial
 
 FLOORS = {
-    **dict.fromkeys(["__init__", "errors", "io", "registry", "scoring", "resources"], 0),
+    **dict.fromkeys(["__init__", "errors", "io", "model_folder", "registry", "scoring", "resources"], 0),
     "data": 1,
     "lm": 2,
     **dict.fromkeys(["canary", "collect"], 3),

@@ -92,6 +92,8 @@ def test_response_only_variant_on_a_causal_model(examples, tokenizer, tmp_path):
     assert {"bleu4", "f1", "perplexity", "gold_rot_perplexity"} <= set(result)
     copy = Prost.load(prost.save(tmp_path / "copy"))
     assert copy.variant == "response"
+    by_folder = load_generator(str(tmp_path / "copy"))  # its prosocial.json names the backend
+    assert isinstance(by_folder, Prost) and by_folder.variant == "response"
 
 
 def test_weights_option_parses_and_defaults():

@@ -3,15 +3,18 @@
 A backend registers under a name with a class decorator; built-in backends are named with the module that
 registers them and imported on first use, so importing a package stays light (no torch until a model is asked
 for). Every registry refuses a name taken by another class and raises the same `ModelError` for an unknown one.
+`load` also takes a saved model folder, whose ``prosocial.json`` names its backend (`prosocial.model_folder`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from prosocial.errors import ModelError
+from prosocial.model_folder import folder_backend
 
 T = TypeVar("T")
 
@@ -51,6 +54,18 @@ class Registry(Generic[T]):
     def create(self, name: str, **settings: Any) -> T:
         """A new backend instance (cheap: backends load weights on first use)."""
         return self.get(name)(**settings)
+
+    def load(self, name: str | Path, legacy: Sequence[tuple[str, str]] = (), **settings: Any) -> T:
+        """`create` for a registry name; for a model folder (a `Path`, or a string that is no registered name but a
+        folder or a path with "/"), the backend its ``prosocial.json`` names (or `legacy` recognises), given the
+        folder as its first argument, as every folder backend takes it."""
+        if isinstance(name, str) and (name in self or ("/" not in name and not Path(name).is_dir())):
+            return self.create(name, **settings)
+        backend = folder_backend(name, legacy)
+        if backend not in self:
+            raise ModelError(f"{name} holds a {backend!r} model, not a {self.kind}; {self.kind} backends: "
+                             f"{', '.join(self.available())}")
+        return self.get(backend)(Path(name), **settings)
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes or name in self.builtin

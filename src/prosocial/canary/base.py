@@ -1,17 +1,19 @@
-"""The detector interface: dialogue contexts in, safety verdicts (label, scores, RoTs) out."""
+"""The detector interface: dialogue contexts in, safety verdicts (label, scores, RoTs) out.
+
+`load_detector` takes a registry name or a saved model folder, whose ``prosocial.json`` names the backend
+(`prosocial.model_folder`).
+"""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from prosocial.data.labels import Coarse, SafetyLabel
-from prosocial.errors import ModelError
-from prosocial.io import atomic_write
+from prosocial.model_folder import resolve_model_dir  # noqa: F401  (canary.mini imports it from here)
 from prosocial.registry import Registry
 
 
@@ -63,41 +65,20 @@ DETECTORS: Registry[SafetyDetector] = Registry("detector", {
     "profanity-check": "prosocial.canary.baselines",
 })
 register_detector = DETECTORS.register
+#: Folders saved before ``prosocial.json``, known by the file their backend wrote (a bare Hugging Face folder is
+#: a generative Canary, as `prosocial eval canary` always took it).
+LEGACY_FOLDERS = (("canary.json", "generative"), ("head.safetensors", "canary-mini"), ("config.json", "generative"))
 
 
-def load_detector(name: str = "canary-mini", norms: Sequence[str | Path] | None = None, **settings) -> SafetyDetector:
-    """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings; with
-    `norms` (norm files, see `prosocial.canary.norms`), wrapped so the user's norms apply on top."""
-    detector = DETECTORS.create(name, **settings)
+def load_detector(
+    name: str | Path = "canary-mini", norms: Sequence[str | Path] | None = None, **settings
+) -> SafetyDetector:
+    """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings, or from a saved
+    model folder (whose ``prosocial.json`` names its backend); with `norms` (norm files, see
+    `prosocial.canary.norms`), wrapped so the user's norms apply on top."""
+    detector = DETECTORS.load(name, LEGACY_FOLDERS, **settings)
     if norms:
         from prosocial.canary.norms import NormedDetector
 
         return NormedDetector(detector, list(norms))
     return detector
-
-
-def resolve_model_dir(path: str | Path, required: Sequence[str]) -> Path:
-    """Check a model directory before loading it, so a wrong path fails with a message that names it."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelError(f"model directory not found: {path}")
-    missing = [name for name in required if not (path / name).exists()]
-    if missing:
-        raise ModelError(f"model directory {path} is missing {missing}")
-    return path
-
-
-def write_model_config(file: Path, settings: dict[str, Any]) -> None:
-    """Write a model folder's small JSON settings file (e.g. ``canary.json``, ``prost.json``) atomically."""
-    with atomic_write(file) as handle:
-        json.dump(settings, handle, indent=2)
-
-
-def read_model_config(file: Path) -> dict[str, Any]:
-    """A model folder's settings file as written by `write_model_config`: {} when absent, unreadable is an error."""
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"unreadable {file}: {error}") from error

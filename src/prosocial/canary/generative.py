@@ -21,18 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prosocial.canary.base import (
-    SafetyDetector,
-    Verdict,
-    read_model_config,
-    register_detector,
-    resolve_model_dir,
-    write_model_config,
-)
+from prosocial.canary.base import SafetyDetector, Verdict, register_detector
 from prosocial.data.context import build_context, check_context
 from prosocial.data.labels import LABELS, SafetyLabel
 from prosocial.data.schema import Example
 from prosocial.errors import ModelError
+from prosocial.lm.hf_folder import HFModelFolder
+from prosocial.model_folder import write_backend, write_model_config
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
     import torch
@@ -89,82 +84,42 @@ def parse_canary(text: str, scores: dict[str, float], separator: str = ROT_SEP) 
 
 
 @register_detector("generative")
-class GenerativeCanary(SafetyDetector):
+class GenerativeCanary(HFModelFolder, SafetyDetector):
     """Canary from a fine-tuned model folder (see `prosocial train canary`); weights load on first use.
 
     Scores are the model's probabilities of the five label tokens as the first target token, renormalised over
     those five. With RoTs, one greedy/beam generation also yields those scores; without, one forward pass.
+    `rot_separator` and `max_turns` default to what the folder's ``canary.json`` says.
     """
 
-    def __init__(
-        self,
-        model: str | Path,
-        device: str = "auto",
-        batch_size: int = 16,
-        max_source_len: int = 512,
-        max_new_tokens: int = 64,
-        num_beams: int = 1,
-        max_turns: int | None = None,
-        rot_separator: str | None = None,
-    ):
-        self.model_dir = Path(model)
-        self.device = device
-        self.batch_size = batch_size
-        self.max_source_len = max_source_len
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
-        self.max_turns = max_turns
+    settings_file = CONFIG_FILE
+    settings_keys = frozenset({"kind", "rot_separator", "max_turns", "max_source_len"})  # "kind": older folders
+
+    def __init__(self, model: str | Path, rot_separator: str | None = None, max_new_tokens: int = 64,
+                 **settings: Any):
+        super().__init__(model, max_new_tokens=max_new_tokens, **settings)
         self.rot_separator = rot_separator
-        self._model: Any = None
-        self._tokenizer: Any = None
         self._label_ids: list[int] = []
-
-    @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, **settings: Any) -> GenerativeCanary:
-        """Wrap an already loaded model (e.g. straight after training) without a round trip through disk."""
-        detector = cls(settings.pop("model_dir", "<in memory>"), **settings)
-        detector._attach(model, tokenizer)
-        return detector
-
-    @classmethod
-    def load(cls, path: str | Path, **settings: Any) -> GenerativeCanary:
-        detector = cls(path, **settings)
-        detector._ensure()
-        return detector
-
-    def save(self, path: str | Path) -> Path:
-        """Model, tokenizer and ``canary.json`` (the RoT separator and context settings) in one folder."""
-        model, tokenizer = self._ensure()
-        path = Path(path)
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        write_config(path, self.separator, self.max_turns, self.max_source_len)
-        return path
 
     @property
     def separator(self) -> str:
         return self.rot_separator or ROT_SEP
+
+    def _write_settings(self, path: Path) -> None:
+        write_config(path, self.separator, self.max_turns, self.max_source_len)
+
+    def _configure(self, saved: dict[str, Any]) -> None:
+        super()._configure(saved)
+        if self.rot_separator is None:
+            self.rot_separator = saved.get("rot_separator", ROT_SEP)
 
     def _attach(self, model: Any, tokenizer: Any) -> None:
         ids = tokenizer.convert_tokens_to_ids([label.value for label in LABELS])
         if tokenizer.unk_token_id in ids or None in ids or len(set(ids)) != len(LABELS):
             raise ModelError(f"{self.model_dir} is not a Canary model: its tokenizer lacks the label tokens "
                              f"{[label.value for label in LABELS]} (train one with `prosocial train canary`)")
-        self._model, self._tokenizer, self._label_ids = model, tokenizer, ids
-
-    def _ensure(self) -> tuple[Any, Any]:
-        if self._model is None:
-            path = resolve_model_dir(self.model_dir, ["config.json"])
-            settings = read_config(path)
-            if self.rot_separator is None:
-                self.rot_separator = settings.get("rot_separator", ROT_SEP)
-            if self.max_turns is None:
-                self.max_turns = settings.get("max_turns")
-            from prosocial.lm.finetune import load_model, resolve_device
-
-            model, tokenizer = load_model(path, resolve_device(self.device))
-            self._attach(model, tokenizer)
-        return self._model, self._tokenizer
+        super()._attach(model, tokenizer)
+        self._label_ids = ids
 
     def label_scores(self, logits: torch.Tensor) -> list[dict[str, float]]:
         probs = logits[:, self._label_ids].float().softmax(dim=-1)
@@ -204,9 +159,7 @@ class GenerativeCanary(SafetyDetector):
 
 
 def write_config(path: Path, separator: str, max_turns: int | None, max_source_len: int) -> None:
-    write_model_config(path / CONFIG_FILE, {"kind": "canary", "rot_separator": separator, "max_turns": max_turns,
+    """Name the backend of a trained folder and save its settings (``prosocial.json`` and ``canary.json``)."""
+    write_backend(path, GenerativeCanary.name)
+    write_model_config(path / CONFIG_FILE, {"rot_separator": separator, "max_turns": max_turns,
                                             "max_source_len": max_source_len})
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    return read_model_config(path / CONFIG_FILE)

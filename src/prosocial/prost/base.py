@@ -1,10 +1,15 @@
-"""The generator interface: dialogue contexts (optionally with RoTs) in, replies (and produced RoTs) out."""
+"""The generator interface: dialogue contexts (optionally with RoTs) in, replies (and produced RoTs) out.
+
+`load_generator` takes a registry name or a saved model folder, whose ``prosocial.json`` names the backend
+(`prosocial.model_folder`).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from prosocial.registry import Registry
@@ -42,8 +47,12 @@ GENERATORS: Registry[ResponseGenerator] = Registry("generator", {
     "steered": "prosocial.steer.steered",
 })
 register_generator = GENERATORS.register
+#: Folders saved before ``prosocial.json``, known by the file their backend wrote (a bare Hugging Face folder is
+#: a fine-tuned Prost, as `prosocial eval prost` always took it).
+LEGACY_FOLDERS = (("prost.json", "prost"), ("prost-mini.json", "prost-mini"), ("config.json", "prost"))
 
 
-def load_generator(name: str = "prost-mini", **settings) -> ResponseGenerator:
-    """A generator by registry name (e.g. "prost-mini", "prost", "steered", "canned") with its settings."""
-    return GENERATORS.create(name, **settings)
+def load_generator(name: str | Path = "prost-mini", **settings) -> ResponseGenerator:
+    """A generator by registry name (e.g. "prost-mini", "prost", "steered", "canned") with its settings, or from a
+    saved model folder (whose ``prosocial.json`` names its backend)."""
+    return GENERATORS.load(name, LEGACY_FOLDERS, **settings)

@@ -38,6 +38,7 @@ from prosocial.errors import DataError, ModelError
 from prosocial.lm.base import default_smollm2_gguf
 from prosocial.lm.llamacpp import LlamaCppLM
 from prosocial.lm.prompts import RESPONSE_TAG, plain_prompt, rot_prompt
+from prosocial.model_folder import write_backend
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,7 @@ def train_prost_mini(
               "steps": run.steps, "dev_history": run.history, "train_seconds_this_run": time.monotonic() - started,
               "sources": {n: len(p) for n, p in sources.items()}, "dev_rows": len(dev)}
     (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_backend(out_dir, ProstMini.name)
     return adapter
 
 
@@ -313,8 +315,9 @@ def train_prost_mini(
 class ProstMini(ResponseGenerator):
     """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply.
 
-    `adapter` defaults to the packaged one; `lora_scale=0` gives the untuned base (for comparisons). RoTs, when
-    given, go into the paper's Pr prompt. Contexts longer than `max_prompt_chars` lose their oldest turns.
+    `adapter` (the GGUF file, or a folder holding it) defaults to the packaged one; `lora_scale=0` gives the untuned
+    base (for comparisons). RoTs, when given, go into the paper's Pr prompt. Contexts longer than
+    `max_prompt_chars` lose their oldest turns.
     """
 
     def __init__(
@@ -330,7 +333,9 @@ class ProstMini(ResponseGenerator):
         n_threads: int | None = None,
         n_parallel: int = 2,
     ):
-        self.adapter = Path(adapter) if adapter else RESOURCE_DIR / ADAPTER_FILE
+        self.adapter = Path(adapter or RESOURCE_DIR)
+        if self.adapter.is_dir():
+            self.adapter /= ADAPTER_FILE
         if not self.adapter.is_file():
             raise ModelError(f"Prost-mini adapter not found: {self.adapter} (rebuild: prosocial train prost-mini)")
         self.lm = LlamaCppLM(model=base, lora=self.adapter, lora_scale=lora_scale, n_ctx=1024 * n_parallel,

@@ -12,6 +12,9 @@ response-only model was never shown RoTs, so they are appended to its input as a
 (zero-shot grounding, as in the paper's §6.2 prompts).
 
 Mixture defaults: `PROST_WEIGHTS` (B.2: ProsocialDialog 9 and the six casual corpora; see mixture.py).
+
+A saved folder: the model and tokenizer, ``prosocial.json`` naming this backend (``prost``, so
+``load_generator(folder)`` finds it) and ``prost.json`` (the variant and context settings).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from prosocial.canary.base import read_model_config, resolve_model_dir, write_model_config
 from prosocial.canary.generative import ROT_SEP, split_rots
 from prosocial.data.context import build_context, check_context
 from prosocial.data.schema import Example
 from prosocial.errors import ModelError
+from prosocial.lm.hf_folder import HFModelFolder
+from prosocial.model_folder import read_model_config, write_backend, write_model_config
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
@@ -95,72 +99,35 @@ def parse_prost(text: str) -> tuple[Reply, bool]:
 
 
 @register_generator("prost")
-class Prost(ResponseGenerator):
+class Prost(HFModelFolder, ResponseGenerator):
     """Prost from a fine-tuned model folder (see `prosocial train prost`); weights load on first use.
 
-    `variant` is read from the folder's ``prost.json`` unless given.
+    `variant` and `max_turns` default to what the folder's ``prost.json`` says.
     """
 
-    def __init__(
-        self,
-        model: str | Path,
-        variant: Variant | None = None,
-        device: str = "auto",
-        batch_size: int = 16,
-        max_source_len: int = 512,
-        max_new_tokens: int = 128,
-        num_beams: int = 1,
-        max_turns: int | None = None,
-    ):
-        self.model_dir = Path(model)
-        if variant is None and (self.model_dir / CONFIG_FILE).is_file():  # a small JSON, no weights
-            variant = read_config(self.model_dir).get("variant")
+    settings_file = CONFIG_FILE
+    settings_keys = frozenset({"kind", "variant", "max_turns", "max_source_len"})  # "kind": older folders
+
+    def __init__(self, model: str | Path, variant: Variant | None = None, max_new_tokens: int = 128,
+                 **settings: Any):
+        super().__init__(model, max_new_tokens=max_new_tokens, **settings)
+        if variant is None:  # a small JSON, no weights
+            variant = read_model_config(self.model_dir / CONFIG_FILE, self.settings_keys).get("variant")
         self.variant = None if variant is None else _check_variant(variant)
-        self.device = device
-        self.batch_size = batch_size
-        self.max_source_len = max_source_len
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
-        self.max_turns = max_turns
-        self._model: Any = None
-        self._tokenizer: Any = None
 
-    @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, variant: Variant, **settings: Any) -> Prost:
-        """Wrap an already loaded model (e.g. straight after training)."""
-        generator = cls(settings.pop("model_dir", "<in memory>"), variant, **settings)
-        generator._model, generator._tokenizer = model, tokenizer
-        return generator
-
-    @classmethod
-    def load(cls, path: str | Path, **settings: Any) -> Prost:
-        generator = cls(path, **settings)
-        generator._ensure()
-        return generator
-
-    def save(self, path: str | Path) -> Path:
-        model, tokenizer = self._ensure()
-        path = Path(path)
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+    def _write_settings(self, path: Path) -> None:
         write_config(path, self.variant or "response", self.max_turns, self.max_source_len)
-        return path
 
-    def _ensure(self) -> tuple[Any, Any]:
-        if self._model is None:
-            path = resolve_model_dir(self.model_dir, ["config.json"])
-            settings = read_config(path)
-            self.variant = self.variant or _check_variant(settings.get("variant", "response"))
-            if self.max_turns is None:
-                self.max_turns = settings.get("max_turns")
-            from prosocial.lm.finetune import load_model, resolve_device
+    def _configure(self, saved: dict[str, Any]) -> None:
+        super()._configure(saved)
+        self.variant = self.variant or _check_variant(saved.get("variant", "response"))
 
-            self._model, self._tokenizer = load_model(path, resolve_device(self.device))
-        if self.variant == "rot-response" and self._tokenizer.convert_tokens_to_ids(RESPONSE_SEP) in (
-            None, self._tokenizer.unk_token_id
+    def _attach(self, model: Any, tokenizer: Any) -> None:
+        if self.variant == "rot-response" and tokenizer.convert_tokens_to_ids(RESPONSE_SEP) in (
+            None, tokenizer.unk_token_id
         ):
             raise ModelError(f"{self.model_dir} is not a rot-response Prost: its tokenizer lacks {RESPONSE_SEP}")
-        return self._model, self._tokenizer
+        super()._attach(model, tokenizer)
 
     def _inputs(self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None):
         checked = [check_context(c, where=f"contexts[{i}]") for i, c in enumerate(contexts)]
@@ -222,9 +189,7 @@ class Prost(ResponseGenerator):
 
 
 def write_config(path: Path, variant: str, max_turns: int | None, max_source_len: int) -> None:
-    write_model_config(path / CONFIG_FILE, {"kind": "prost", "variant": _check_variant(variant),
-                                            "max_turns": max_turns, "max_source_len": max_source_len})
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    return read_model_config(path / CONFIG_FILE)
+    """Name the backend of a trained folder and save its settings (``prosocial.json`` and ``prost.json``)."""
+    write_backend(path, Prost.name)
+    write_model_config(path / CONFIG_FILE, {"variant": _check_variant(variant), "max_turns": max_turns,
+                                            "max_source_len": max_source_len})
