@@ -459,3 +459,16 @@ def recalibrate(
     report |= {**_fit_record(config, report_calibration), **config.meta}
     write_json(report_file, report)
     return report
+
+
+#: The shared data folder's ProsocialDialog files whose rows (their RoTs, or the norms in their replies) join the
+#: RoT bank of a default build.
+PROSOCIAL_FILES = (
+    "prosocial_dialog_partial/train.json",
+    "prosocial_dialog_examples/dialogstudio_converted_examples.json",
+)
+
+
+def default_prosocial_files(root: Path) -> list[Path]:
+    """Those of `PROSOCIAL_FILES` that the shared data folder `root` holds."""
+    return [root / name for name in PROSOCIAL_FILES if (root / name).exists()]

@@ -126,7 +126,7 @@ def train_canary_mini(
     --calibrate-only refits the temperature, the decision thresholds and the RoT relevance gate of a built model.
     """
     from prosocial.canary.mini import MiniConfig
-    from prosocial.canary.mini_train import MiniTrainSettings, recalibrate
+    from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate
     from prosocial.canary.mini_train import train_canary_mini as build
     from prosocial.data.adapters import default_root
 
@@ -150,9 +150,5 @@ def train_canary_mini(
     if calibrate_only:
         console.print_json(data=recalibrate(out, root=root, settings=settings))
         return
-    prosocial_files = [
-        root / "prosocial_dialog_partial" / "train.json",
-        root / "prosocial_dialog_examples" / "dialogstudio_converted_examples.json",
-    ]
-    report = build(out, root=root, prosocial_files=[p for p in prosocial_files if p.exists()], settings=settings)
+    report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings)
     console.print_json(data=report)
