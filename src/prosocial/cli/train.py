@@ -9,11 +9,7 @@ several GPUs. At the end the Table 2 / Table 3 columns are printed for the dev d
 from __future__ import annotations
 
 import json
-import logging
-import random
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,17 +20,13 @@ from rich.table import Table
 
 from prosocial.cli.errors import fail
 from prosocial.data.mixture import CANARY_WEIGHTS, PROST_WEIGHTS, MixtureSampler
-from prosocial.data.schema import Example
 from prosocial.errors import DataError, ModelError
-from prosocial.io import read_jsonl
-from prosocial.lm.finetune import CHECKPOINT_DIR, Pair, TrainConfig, TrainResult, finetune
+from prosocial.lm.finetune import Pair, TrainConfig, TrainResult, finetune
+from prosocial.lm.recipe import PROSOCIAL, pretrain, read_split, training_sources
 
 app = typer.Typer(help="Fine-tune Canary and Prost with the paper's recipes.", no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
-log = logging.getLogger(__name__)
-
-PROSOCIAL = "prosocial"
 
 # Options shared by both commands.
 MODEL = typer.Option(..., "--model", help="Hugging Face hub id or local folder to start from.")
@@ -86,78 +78,19 @@ def parse_weights(text: str | None, default: dict[str, float]) -> dict[str, floa
     return weights
 
 
-def read_split(data: Sequence[Path], dev: Sequence[Path] | None, fraction: float, seed: int,
-               limit: int | None) -> tuple[list[Example], list[Example]]:
-    """Training and dev examples; without dev files, whole dialogues are held out so no dialogue is in both."""
-    from prosocial.data.formats import read_dialogues
-
-    dialogues = [d for path in data for d in read_dialogues(path)]
-    if dev:
-        dev_dialogues = [d for path in dev for d in read_dialogues(path)]
-    else:
-        random.Random(seed).shuffle(dialogues)
-        held = max(1, round(fraction * len(dialogues))) if len(dialogues) > 1 else 0
-        dev_dialogues, dialogues = dialogues[:held], dialogues[held:]
-    train = [e for d in dialogues for e in d.examples()][:limit]
-    return train, [e for d in dev_dialogues for e in d.examples()]
-
-
-def casual_sources(names: Sequence[str], root: Path | None, limit: int | None) -> dict[str, list[Example]]:
-    """The casual corpora named in the weights that can be read; the others are skipped with a warning."""
-    from prosocial.data.adapters import BENCHMARKS, load_benchmark
-
-    out = {}
-    for name in names:
-        if name not in BENCHMARKS:
-            message = f"no reader for casual corpus {name!r}; its weight is ignored"
-            err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
-            continue
-        try:
-            out[name] = load_benchmark(name, split="train", root=root, limit=limit)
-        except (FileNotFoundError, DataError) as error:
-            err.print(f"[yellow]warning:[/yellow] {escape(f'casual corpus {name!r} skipped: {error}')}", soft_wrap=True)
-    return out
-
-
-def read_pairs(paths: Sequence[Path]) -> list[Pair]:
-    """Pre-training pairs: JSON Lines of {"source": ..., "target": ...} (e.g. Social Chemistry situation → RoT)."""
-    pairs = []
-    for path in paths:
-        for line, row in read_jsonl(path):
-            if not isinstance(row, dict) or not isinstance(row.get("source"), str) or not isinstance(
-                row.get("target"), str
-            ):
-                raise DataError.at(path, 'expected {"source": str, "target": str}', line)
-            pairs.append((row["source"], row["target"]))
-    return pairs
-
-
 def _config(**kw) -> TrainConfig:
     targets = kw.pop("lora_targets")
     return TrainConfig(lora_targets=[t.strip() for t in targets.split(",")] if targets else None, **kw)
 
 
 def _mixture(sources: dict[str, list[Pair]], weights: dict[str, float], seed: int) -> MixtureSampler[Pair]:
-    used = {name: pairs for name, pairs in sources.items() if pairs}
-    console.print("mixture: " + ", ".join(f"{n}={weights[n]:g} ({len(p):,} pairs)" for n, p in used.items()))
-    return MixtureSampler(used, weights, seed=seed)
+    sampler = MixtureSampler(sources, weights, seed=seed)  # sources without pairs are left out
+    console.print("mixture: " + ", ".join(f"{n}={weights[n]:g} ({len(p):,} pairs)" for n, p in sampler.sources.items()))
+    return sampler
 
 
-def _training_sources(
-    train: list[Example],
-    to_pairs: Callable[[list[Example]], list[Pair]],
-    casual_to_pairs: Callable[[list[Example]], list[Pair]],
-    mix: dict[str, float],
-    casual_root: Path | None,
-    casual_limit: int | None,
-    no_casual: bool,
-) -> dict[str, list[Pair]]:
-    """ProsocialDialog's pairs and, unless `no_casual`, those of each casual corpus the weights name."""
-    sources = {PROSOCIAL: to_pairs(train)}
-    if not no_casual:
-        casual = casual_sources([n for n in mix if n != PROSOCIAL], casual_root, casual_limit)
-        sources |= {n: casual_to_pairs(ex) for n, ex in casual.items()}
-    return sources
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def _print_saved(out: Path, result: TrainResult) -> None:
@@ -229,21 +162,15 @@ def canary(
                          lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets, device=device,
                          mixed_precision=mixed_precision, progress=not no_progress)
         train, dev_examples = read_split(data, dev, dev_fraction, seed, limit)
-        sources = _training_sources(
+        sources = training_sources(
             train, partial(canary_pairs, max_turns=max_turns),
             partial(canary_pairs, max_turns=max_turns, default_label=SafetyLabel.CASUAL),
-            mix, casual_root, casual_limit, no_casual,
+            mix, casual_root, casual_limit, not no_casual, _warn,
         )
         dev_pairs = canary_pairs(dev_examples, max_turns=max_turns)
         start: str | Path = model
         if pretrain_data:
-            stage = out / "pretrain"
-            if not (out / CHECKPOINT_DIR).exists():
-                console.print(f"stage 1: pre-training on {len(pretrain_data)} file(s)")
-                pre = replace(config, max_steps=pretrain_steps)
-                finetune(model, read_pairs(pretrain_data), stage, pre, new_tokens=CANARY_TOKENS,
-                         resume=resume and (stage / CHECKPOINT_DIR).exists())
-            start = stage
+            start = pretrain(model, pretrain_data, out, config, pretrain_steps, CANARY_TOKENS, resume, console.print)
         result = finetune(start, _mixture(sources, mix, seed), out, config, dev=dev_pairs or None,
                           new_tokens=CANARY_TOKENS, resume=resume)
         if not result.main:  # under `accelerate launch`, the main process writes and reports
@@ -313,7 +240,7 @@ def prost(
                          device=device, mixed_precision=mixed_precision, progress=not no_progress)
         train, dev_examples = read_split(data, dev, dev_fraction, seed, limit)
         to_pairs = partial(prost_pairs, variant=variant, max_turns=max_turns)
-        sources = _training_sources(train, to_pairs, to_pairs, mix, casual_root, casual_limit, no_casual)
+        sources = training_sources(train, to_pairs, to_pairs, mix, casual_root, casual_limit, not no_casual, _warn)
         dev_pairs = prost_pairs(dev_examples, variant, max_turns)
         result = finetune(model, _mixture(sources, mix, seed), out, config, dev=dev_pairs or None,
                           new_tokens=PROST_TOKENS if variant == "rot-response" else (), resume=resume)
