@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,25 +11,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from prosocial import __version__
 from prosocial.errors import ModelError
-from prosocial.io import atomic_write, write_json
+from prosocial.eval.report_files import provenance, seed_everything, seeded_sample, slug, write_report
 
 app = typer.Typer(help="Evaluation reports (paper Tables 2–5, the safety suite).", no_args_is_help=True)
 console = Console(stderr=True)
 
 DEFAULT_DETECTORS = ["canary-mini", "keywords", "profanity-check"]
-
-
-def provenance(**extra) -> dict:
-    """What every report states so a figure can be traced: version, machine, time, and the caller's details."""
-    return {
-        "prosocial_version": __version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        **extra,
-    }
 
 
 @app.command("safety-suite")
@@ -50,16 +36,11 @@ def safety_suite(
     from prosocial.eval.safety_suite import evaluate_detector, load_suite, markdown_table
 
     suite = load_suite(data, per_source or None, seed)
-    results = _evaluate_each(detectors, None, lambda name, settings: evaluate_detector(load_detector(name, **settings),
-                                                                                    suite))
+    results = _evaluate_each(detectors, lambda name, spec: evaluate_detector(load_detector(name, **spec), suite))
     meta = provenance(detectors=detectors, per_source=per_source, seed=seed, data=suite.description, split="dev")
     table = markdown_table(results)
-    with atomic_write(out.with_suffix(".md")) as handle:
-        handle.write("# Safety suite (dev splits)\n\n")
-        handle.write(table + "\n\n")
-        handle.write("BA = balanced accuracy of casual vs. not casual over the classes a source has.\n\n")
-        handle.write("```json\n" + json.dumps(meta, indent=2) + "\n```\n")
-    write_json(out.with_suffix(".json"), {"meta": meta, "results": results})
+    write_report(out, "Safety suite (dev splits)", [
+        table, "BA = balanced accuracy of casual vs. not casual over the classes a source has."], meta, results)
     typer.echo(table)
 
 
@@ -81,10 +62,10 @@ def behaviour(
         detector = load_detector(name, **settings)
         return run_checks(detector, build_checks(detector, data, per_check, seed))
 
-    results = _evaluate_each(detectors, None, evaluate)
+    results = _evaluate_each(detectors, evaluate)
     meta = provenance(detectors=detectors, per_check=per_check, seed=seed, split="dev")
     table = markdown_table(results)
-    _write_report(out, "Behavioural suite (dev splits and written cases)", [table], meta, results)
+    write_report(out, "Behavioural suite (dev splits and written cases)", [table], meta, results)
     typer.echo(table)
 
 
@@ -96,54 +77,16 @@ RootOption = typer.Option(None, help="The shared data folder for BENCHMARK:SPLIT
                                      "or ../shared/data).")
 
 
-def _seed_everything(seed: int) -> None:
-    """Seed every RNG a model may draw from, so a report's numbers can be reproduced."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.manual_seed(seed)
-
-
-def _write_report(out: Path, title: str, sections: list[str], meta: dict, results: dict) -> None:
-    """OUT.md (the tables, then the provenance) and OUT.json (everything, for re-plotting)."""
-    with atomic_write(out.with_suffix(".md")) as handle:
-        handle.write(f"# {title}\n\n" + "\n\n".join(sections) + "\n\n## Provenance\n\n```json\n"
-                     + json.dumps(meta, indent=2, ensure_ascii=False) + "\n```\n")
-    write_json(out.with_suffix(".json"), {"meta": meta, "results": results})
-
-
-def _model_spec(spec: str, folder_kind: str | None) -> tuple[str, str, dict]:
-    """(label, backend, settings); a bare folder is a fine-tuned model of `folder_kind` (when given)."""
+def _evaluate_each(specs: list[str], evaluate: Callable[[str, dict], Any], where: str = "") -> dict[str, Any]:
+    """`evaluate(backend or model folder, settings)` for every model spec, keyed by its label, in order; a model that
+    cannot be loaded is skipped with the reason, and none left is an error (exit 1). A malformed spec is a usage error.
+    """
     from prosocial.eval.reports import parse_spec
 
-    label, name, settings = parse_spec(spec)
-    if folder_kind and not settings and Path(name).is_dir():
-        return label, folder_kind, {"model": name}
-    return label, name, settings
-
-
-def _slug(label: str) -> str:
-    """A file-name part from a report label ("SmolLM2-135M, P0" → "smollm2-135m--p0")."""
-    return "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
-
-
-def _evaluate_each(
-    specs: list[str], folder_kind: str | None, evaluate: Callable[[str, dict], Any], where: str = ""
-) -> dict[str, Any]:
-    """`evaluate(backend, settings)` for every model spec, keyed by its label, in order; a model that cannot be
-    loaded is skipped with the reason, and none left is an error (exit 1). A malformed spec is a usage error.
-    """
     results = {}
     for spec in specs:
         try:
-            label, name, settings = _model_spec(spec, folder_kind)
+            label, name, settings = parse_spec(spec)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         console.print(escape(f"evaluating {label}{where} …"), soft_wrap=True)
@@ -168,24 +111,19 @@ def canary(
 ) -> None:
     """Table 2: safety accuracy (5-way, 3-way), per-class P/R/F1, confusion matrices, RoT BLEU-4 / F1 / PPL."""
     from prosocial.canary import load_detector
-    from prosocial.eval.reports import canary_report, canary_table, load_examples, per_class_table, plot_confusion
+    from prosocial.eval.reports import canary_report, canary_sections, canary_table, load_examples
 
-    _seed_everything(seed)
+    seed_everything(seed)
     examples, described = load_examples(data, root, limit or None, seed)
-    results = _evaluate_each(models, "generative", lambda name, settings: canary_report(
-        load_detector(name, **settings), examples), f" on {described}")
-    sections, figures = [], {}
-    for label, result in results.items():
-        figure = plot_confusion(result, out.parent / f"{out.name}-{_slug(label)}.png", f"{label} on {described}")
-        figures[label] = figure.name
-        sections.append(f"### {label}\n\n5-way:\n\n{per_class_table(result)}\n\n3-way:\n\n"
-                        f"{per_class_table(result, 'coarse')}\n\n![confusion matrices]({figure.name})")
+    results = _evaluate_each(models, lambda name, settings: canary_report(load_detector(name, **settings), examples),
+                             f" on {described}")
+    sections, figures = canary_sections(results, out, described)
     table = canary_table(results)
     meta = provenance(command="eval canary", data=described, models=models, seed=seed, limit=limit, figures=figures)
-    _write_report(out, "Safety classification and RoT generation (paper Table 2)",
-                  [table, "Accuracy and F1 ×100; RoT BLEU-4 and F1 ×100 on examples with gold RoTs; RoT PPL is the "
-                   "perplexity of the gold RoTs after the gold label (language-model detectors only).", *sections],
-                  meta, results)
+    write_report(out, "Safety classification and RoT generation (paper Table 2)",
+                 [table, "Accuracy and F1 ×100; RoT BLEU-4 and F1 ×100 on examples with gold RoTs; RoT PPL is the "
+                  "perplexity of the gold RoTs after the gold label (language-model detectors only).", *sections],
+                 meta, results)
     typer.echo(table)
 
 
@@ -202,15 +140,15 @@ def prost(
     """Table 3: BLEU-4, F1 and perplexity of replies; again with the gold RoTs given when the data has them."""
     from prosocial.eval.reports import load_examples, prost_report, prost_table
 
-    _seed_everything(seed)
+    seed_everything(seed)
     examples, described = load_examples(data, root, limit or None, seed)
-    results = _evaluate_each(models, "prost", lambda name, settings: prost_report(_generator(name, settings),
-                                                                                  examples), f" on {described}")
+    results = _evaluate_each(models, lambda name, settings: prost_report(_generator(name, settings), examples),
+                             f" on {described}")
     table = prost_table(results)
     meta = provenance(command="eval prost", data=described, models=models, seed=seed, limit=limit)
-    _write_report(out, "Response generation (paper Table 3)",
-                  [table, "BLEU-4 and F1 ×100 against the gold reply. Perplexity of the gold reply needs token "
-                   "probabilities, so only fine-tuned Prost models have it."], meta, results)
+    write_report(out, "Response generation (paper Table 3)",
+                 [table, "BLEU-4 and F1 ×100 against the gold reply. Perplexity of the gold reply needs token "
+                  "probabilities, so only fine-tuned Prost models have it."], meta, results)
     typer.echo(table)
 
 
@@ -248,28 +186,24 @@ def toxichat(
     out: Path = typer.Option(Path("docs/reports/toxichat"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 5: stance (disagree / agree), offense and bad-word rates of replies to ToxiChat threads."""
-    import random
-
     from prosocial.data.adapters import default_root
     from prosocial.eval import toxichat as tc
     from prosocial.io import write_jsonl
 
-    _seed_everything(seed)
+    seed_everything(seed)
     path = Path(root or default_root()) / "toxichat" / f"{split}.jsonl"
-    threads = tc.read_threads(path)
-    total = len(threads)
-    if limit and limit < total:
-        threads = [threads[i] for i in sorted(random.Random(seed).sample(range(total), limit))]
+    every = tc.read_threads(path)
+    total, threads = len(every), seeded_sample(every, limit, seed)
     scorer = tc.Evaluators.load(evaluators)
     has_badword = tc.badword_matcher(tc.load_badwords(badwords))
-    built = _evaluate_each(systems, None, tc.build_system)
+    built = _evaluate_each(systems, tc.build_system)
     started = time.perf_counter()
     results = tc.evaluate_toxichat(built, threads, scorer, has_badword, batch_size,
                                    progress=lambda s, i, n: console.print(f"{s}: {i}/{n}", highlight=False))
     seconds = time.perf_counter() - started
     if replies_dir:
         for label, r in results.items():
-            write_jsonl(replies_dir / f"{_slug(label)}.jsonl", [
+            write_jsonl(replies_dir / f"{slug(label)}.jsonl", [
                 {"id": th.id, "context": th.context, "response": row["reply"]}
                 for th, row in zip(threads, r["replies"], strict=True)])
     reference = tc.reference_rows(threads, scorer, has_badword)
@@ -285,8 +219,8 @@ def toxichat(
                       + (f" (seeded sample, seed {seed})" if len(threads) < total else ""), systems=systems, seed=seed,
                       evaluators=str(evaluators or tc.EVALUATORS_DIR), badwords=str(badwords or tc.BADWORDS_FILE),
                       seconds=round(seconds, 1))
-    _write_report(out, "ToxiChat zero-shot (paper Table 5)", sections, meta,
-                  {"systems": results, "reference": reference})
+    write_report(out, "ToxiChat zero-shot (paper Table 5)", sections, meta,
+                 {"systems": results, "reference": reference})
     typer.echo(table)
 
 
@@ -369,9 +303,9 @@ def human_aggregate(
     done, total = store.progress()
     meta = provenance(command="eval human aggregate", db=str(db), study=study, bootstrap=bootstrap, seed=seed,
                       judged=f"{done} of {total} task-rater pairs", note=note)
-    _write_report(out, f"Head-to-head human evaluation: {study['system_a']} vs {study['system_b']} (paper Table 4)",
-                  [rendered, "Percent of judgments; 95% bootstrap intervals over items in brackets.",
-                   *([note] if note else [])], meta, result)
+    write_report(out, f"Head-to-head human evaluation: {study['system_a']} vs {study['system_b']} (paper Table 4)",
+                 [rendered, "Percent of judgments; 95% bootstrap intervals over items in brackets.",
+                  *([note] if note else [])], meta, result)
     typer.echo(rendered)
 
 

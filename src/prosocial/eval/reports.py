@@ -10,7 +10,6 @@ either as a ProsocialDialog file or as an external benchmark split.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.labels import COARSE_LABELS, LABELS
 from prosocial.data.schema import Example
 from prosocial.eval.metrics import load_metric
+from prosocial.eval.report_files import seeded_sample, slug
 from prosocial.prost.base import ResponseGenerator
 from prosocial.scoring import bleu4, perplexity, unigram_f1
 
@@ -29,11 +29,12 @@ COARSE = [label.value for label in COARSE_LABELS]
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """``[LABEL=]NAME[:key=value,...]`` → (label, registry name, settings); values are JSON when they parse
-    (commas inside JSON objects and lists are fine).
+    """``[LABEL=]NAME[:key=value,...]`` → (label, NAME, settings); values are JSON when they parse (commas inside
+    JSON objects and lists are fine).
 
-    A bare existing folder means a fine-tuned model folder (``generative`` / ``prost`` by the caller's kind),
-    so ``--model runs/canary`` works as well as ``--model "T5=generative:model=runs/canary"``.
+    NAME is a registry name or a saved model folder, whose ``prosocial.json`` names its backend (`load_detector`
+    and `load_generator` read it), so ``--model runs/canary`` works as well as
+    ``--model "T5=generative:model=runs/canary"``.
     """
     head, _, tail = spec.partition(":")
     label, _, name = head.rpartition("=")
@@ -83,9 +84,7 @@ def load_examples(data: str, root: Path | None = None, limit: int | None = None,
         examples = load_benchmark(name, bench_split or "dev", root=root)
         what = f"benchmark {name}, {bench_split or 'dev'} split"
     total = len(examples)
-    if limit and total > limit:
-        keep = sorted(random.Random(seed).sample(range(total), limit))
-        examples = [examples[i] for i in keep]
+    examples = seeded_sample(examples, limit, seed)
     return examples, f"{what}: {len(examples)} of {total} examples" + (f" (seeded sample, seed {seed})"
                                                                        if len(examples) < total else "")
 
@@ -204,6 +203,18 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def canary_sections(results: dict[str, dict[str, Any]], out: Path, described: str) -> tuple[list[str], dict[str, str]]:
+    """A report section per model (per-class tables, 5-way and 3-way, and its confusion matrices drawn beside
+    `out` as OUT-<model>.png), and each model's figure file name."""
+    sections, figures = [], {}
+    for label, result in results.items():
+        figure = plot_confusion(result, out.parent / f"{out.name}-{slug(label)}.png", f"{label} on {described}")
+        figures[label] = figure.name
+        sections.append(f"### {label}\n\n5-way:\n\n{per_class_table(result)}\n\n3-way:\n\n"
+                        f"{per_class_table(result, 'coarse')}\n\n![confusion matrices]({figure.name})")
+    return sections, figures
 
 
 # --- Table 3 --------------------------------------------------------------------------------------------------
