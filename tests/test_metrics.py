@@ -9,7 +9,7 @@ import pytest
 from prosocial.data.labels import SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.eval.metrics import binary_rates, confusion_matrix, load_metric
-from prosocial.scoring import bleu4, normalize_answer, perplexity, unigram_f1
+from prosocial.scoring import bleu4, normalize_answer, perplexity, rot_scores, unigram_f1
 
 
 def test_normalize_punctuation_becomes_space_and_articles_go() -> None:
@@ -185,3 +185,17 @@ def test_bad_input_is_reported() -> None:
         load_metric("f1").compute(["a"], [[]])
     with pytest.raises(TypeError):  # a misspelt keyword must not be ignored silently
         load_metric("classification").compute(["a"], ["a"], label=["a"])
+
+
+def test_rot_scores_join_the_gold_rots_or_take_the_best_alternative() -> None:
+    predicted = [["It is wrong to lie."], [], ["Be kind to others."]]
+    gold = [["It is wrong to lie.", "Honesty matters."], ["Be kind."], [" "]]  # the third has no gold RoT
+    joined = rot_scores(predicted, gold)
+    f1 = unigram_f1("It is wrong to lie.", "It is wrong to lie. Honesty matters.")
+    assert joined["rot_n"] == 2 and joined["rot_f1"] == pytest.approx(f1 / 2) and joined["rot_f1_given"] == f1
+    assert joined["rot_bleu4"] == pytest.approx(bleu4("It is wrong to lie.", "It is wrong to lie. Honesty matters.") / 2
+                                                + bleu4("", "Be kind.") / 2)
+    assert joined["rot_coverage"] == 0.5 and joined["rot_abstention"] == 0.5
+    best = rot_scores(predicted, gold, alternatives=True)  # the exact alternative is found: F1 1 on the first
+    assert best["rot_f1"] == 0.5 and best["rot_f1_given"] == 1.0
+    assert rot_scores([[]], [[]]) == {"rot_n": 0} and rot_scores([[]], [["Be kind."]])["rot_f1_given"] is None

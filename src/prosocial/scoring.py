@@ -1,5 +1,6 @@
-"""ParlAI-exact text scores (BLEU-4, unigram F1, perplexity): plain arithmetic at the bottom of the package, so
-training (`lm.finetune`) and the models' own evaluation can use it without importing `prosocial.eval`.
+"""ParlAI-exact text scores (BLEU-4, unigram F1, perplexity) and the RoT scores built on them: plain arithmetic at
+the bottom of the package, so training (`lm.finetune`) and the models' own evaluation can use it without importing
+`prosocial.eval`.
 
 ProsocialDialog reports ParlAI's numbers (Tables 2, 3 and 8), so these follow ``parlai/core/metrics.py``: the same
 normalisation, NLTK's sentence BLEU with epsilon smoothing, max-over-references unigram F1, and token-weighted
@@ -85,3 +86,28 @@ def perplexity(token_nlls: Sequence[Sequence[float]]) -> float:
     if not all(x >= 0 for x in nlls):  # also rejects NaN
         raise ValueError("token NLLs must be >= 0 (pass -log p, not log-likelihoods)")
     return math.exp(math.fsum(nlls) / len(nlls))
+
+
+def rot_scores(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]],
+               alternatives: bool = False) -> dict[str, float | None]:
+    """BLEU-4 and F1 (fractions) of each example's predicted RoTs, joined by spaces, on the examples with gold RoTs.
+
+    The gold RoTs are one reference, joined alike, for Table 2, where they are all the RoTs Canary should write;
+    with `alternatives` each is a reference of its own (the best counts), for gold RoTs that are several phrasings
+    of which any one is right (SBIC's implied statements, a reply's norms). Also: F1 over the examples given some
+    RoT (None when none was), and the share given one (``rot_coverage``) or none (``rot_abstention``).
+    """
+    pairs = [(" ".join(p), list(g) if alternatives else " ".join(g))
+             for p, g in zip(predicted, gold, strict=True) if any(r.strip() for r in g)]
+    if not pairs:
+        return {"rot_n": 0}
+    f1 = [unigram_f1(guess, refs) for guess, refs in pairs]
+    given = [score for score, (guess, _) in zip(f1, pairs, strict=True) if guess]
+    return {
+        "rot_n": len(pairs),
+        "rot_bleu4": math.fsum(bleu4(guess, refs) for guess, refs in pairs) / len(pairs),
+        "rot_f1": math.fsum(f1) / len(f1),
+        "rot_f1_given": math.fsum(given) / len(given) if given else None,
+        "rot_coverage": len(given) / len(pairs),
+        "rot_abstention": 1 - len(given) / len(pairs),
+    }

@@ -22,7 +22,7 @@ from prosocial.data.schema import Example
 from prosocial.eval.metrics import load_metric
 from prosocial.eval.report_files import seeded_sample, slug
 from prosocial.prost.base import ResponseGenerator
-from prosocial.scoring import bleu4, perplexity, unigram_f1
+from prosocial.scoring import bleu4, perplexity, rot_scores, unigram_f1
 
 FINE = [label.value for label in LABELS]
 COARSE = [label.value for label in COARSE_LABELS]
@@ -125,8 +125,8 @@ def canary_report(detector: SafetyDetector, examples: Sequence[Example], batch_s
     """Table 2's columns (as fractions; PPL as is) plus per-class scores and confusion matrices.
 
     Only labelled examples count. RoT BLEU-4 / F1 compare the predicted RoTs (joined by spaces) with the gold
-    RoTs (joined alike) on the examples that have gold RoTs, whatever label was predicted; ``malformed`` is the
-    share of generative Canary outputs without a leading label token.
+    RoTs (joined alike, `scoring.rot_scores`) on the examples that have gold RoTs, whatever label was predicted;
+    ``malformed`` is the share of generative Canary outputs without a leading label token.
     """
     labelled = [e for e in examples if e.safety_label is not None]
     if not labelled:
@@ -139,15 +139,10 @@ def canary_report(detector: SafetyDetector, examples: Sequence[Example], batch_s
                                     references=[e.coarse.value for e in labelled], labels=COARSE)
     result: dict[str, Any] = {"n": len(labelled), "accuracy": fine["accuracy"], "accuracy_coarse": coarse["accuracy"],
                               "malformed": malformed / len(labelled), "fine": fine, "coarse": coarse}
-    with_rots = [(e, v) for e, v in zip(labelled, verdicts, strict=True) if any(r.strip() for r in e.rots)]
-    result["rot_n"] = len(with_rots)
-    if with_rots:
-        refs = [" ".join(e.rots) for e, _ in with_rots]
-        guesses = [" ".join(v.rots) for _, v in with_rots]
-        result["rot_bleu4"] = float(np.mean(list(map(bleu4, guesses, refs))))
-        result["rot_f1"] = float(np.mean(list(map(unigram_f1, guesses, refs))))
-        result["rot_coverage"] = float(np.mean([bool(g) for g in guesses]))
-        result["rot_perplexity"] = _gold_rot_perplexity(detector, [e for e, _ in with_rots])
+    result |= rot_scores([v.rots for v in verdicts], [e.rots for e in labelled])
+    if result["rot_n"]:
+        with_rots = [e for e in labelled if any(r.strip() for r in e.rots)]
+        result["rot_perplexity"] = _gold_rot_perplexity(detector, with_rots)
     return result
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from prosocial.data.augment import is_short
 from prosocial.data.labels import SafetyLabel
 from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
-from prosocial.scoring import bleu4, unigram_f1
+from prosocial.scoring import rot_scores
 
 LABELLED = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic", "prosocial_dialog")
 #: sources whose RoTs are scored: SBIC against its derived RoTs, ProsocialDialog against the norm in the gold reply
@@ -78,23 +77,6 @@ def _balanced(flagged: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return out
 
 
-def rot_scores(verdicts: Sequence[Verdict], examples: Sequence[Example]) -> dict[str, float]:
-    """BLEU-4 and F1 (×100, as the paper prints them) of the predicted RoTs, joined, vs. the gold RoTs."""
-    pairs = [(" ".join(v.rots), e.rots) for v, e in zip(verdicts, examples, strict=True) if e.rots]
-    if not pairs:
-        return {}
-    f1 = [unigram_f1(guess, refs) for guess, refs in pairs]
-    given = [score for score, (guess, _) in zip(f1, pairs, strict=True) if guess]
-    return {
-        "rot_bleu4": 100 * float(np.mean([bleu4(guess, refs) for guess, refs in pairs])),
-        "rot_f1": 100 * float(np.mean(f1)),
-        "rot_f1_given": 100 * float(np.mean(given)) if given else float("nan"),
-        "rot_n": len(pairs),
-        "rot_coverage": len(given) / len(pairs),
-        "rot_abstention": 1 - len(given) / len(pairs),
-    }
-
-
 def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int = 256) -> dict:
     """Every metric of the suite for one detector."""
     per_source: dict[str, dict] = {}
@@ -123,11 +105,13 @@ def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int
                 result["short_n"] = int(short.sum())
         if name == "sbic":
             offensive = [i for i, e in enumerate(examples) if e.rots]
-            result.update(rot_scores([verdicts[i] for i in offensive], [examples[i] for i in offensive]))
+            result.update(rot_scores([verdicts[i].rots for i in offensive], [examples[i].rots for i in offensive],
+                                     alternatives=True))
         if name == "prosocial_dialog":
             normed = [replace(e, rots=norms_in_reply(e.response or "")) for e in examples]
             with_norm = [i for i, e in enumerate(normed) if e.rots]
-            result.update(rot_scores([verdicts[i] for i in with_norm], [normed[i] for i in with_norm]))
+            result.update(rot_scores([verdicts[i].rots for i in with_norm], [normed[i].rots for i in with_norm],
+                                     alternatives=True))
         per_source[name] = result
     seconds = time.perf_counter() - started
     first_suite = [r["balanced_accuracy"] for name, r in per_source.items() if name != "prosocial_dialog"]
@@ -158,11 +142,11 @@ def markdown_table(results: dict[str, dict]) -> str:
         + " |"
     )
 
-    def row(title: str, source: str, key: str, fmt: str = "{:.3f}") -> str:
+    def row(title: str, source: str, key: str, fmt: str = "{:.3f}", scale: float = 1.0) -> str:
         cells = []
         for n in names:
             value = results[n]["per_source"].get(source, {}).get(key)
-            cells.append("–" if value is None else fmt.format(value))
+            cells.append("–" if value is None else fmt.format(scale * value))
         return f"| {title} | " + " | ".join(cells) + " |"
 
     lines += [
@@ -171,11 +155,11 @@ def markdown_table(results: dict[str, dict]) -> str:
         row(
             "DiaSafety Risk Ignorance → needs intervention", "diasafety", "risk_ignorance_intervention_recall", "{:.1%}"
         ),
-        row("SBIC offensive posts: RoT F1", "sbic", "rot_f1", "{:.1f}"),
-        row("SBIC offensive posts: RoT BLEU-4", "sbic", "rot_bleu4", "{:.2f}"),
-        row("ProsocialDialog rows: RoT F1 vs. the reply's norm", "prosocial_dialog", "rot_f1", "{:.1f}"),
-        row("ProsocialDialog rows: RoT BLEU-4", "prosocial_dialog", "rot_bleu4", "{:.2f}"),
-        row("ProsocialDialog rows: RoT F1 where one is given", "prosocial_dialog", "rot_f1_given", "{:.1f}"),
+        row("SBIC offensive posts: RoT F1", "sbic", "rot_f1", "{:.1f}", 100),
+        row("SBIC offensive posts: RoT BLEU-4", "sbic", "rot_bleu4", "{:.2f}", 100),
+        row("ProsocialDialog rows: RoT F1 vs. the reply's norm", "prosocial_dialog", "rot_f1", "{:.1f}", 100),
+        row("ProsocialDialog rows: RoT BLEU-4", "prosocial_dialog", "rot_bleu4", "{:.2f}", 100),
+        row("ProsocialDialog rows: RoT F1 where one is given", "prosocial_dialog", "rot_f1_given", "{:.1f}", 100),
         row("ProsocialDialog rows: no RoT given", "prosocial_dialog", "rot_abstention", "{:.1%}"),
     ]
     return "\n".join(lines)
