@@ -23,6 +23,7 @@ from prosocial.eval.reports import (
 )
 from prosocial.lm.finetune import add_special_tokens
 from prosocial.prost.canned import CANNED_REPLY, CannedGenerator
+from prosocial.resources import RESOURCES
 from tests.tiny_models import corpus_texts, fixture_examples, tiny_gpt2, train_tokenizer
 
 
@@ -94,12 +95,13 @@ def test_load_examples_from_files_and_benchmarks_with_seeded_samples(shared_data
 def test_eval_canary_and_prost_commands_write_traceable_reports(shared_data, tmp_path):
     data = str(shared_data / "prosocial_dialog_examples" / "dialogstudio_converted_examples.json")
     out = tmp_path / "t2"
+    folder = f"mini={RESOURCES / 'canary-mini'}"  # a model folder: its prosocial.json names the backend
     result = CliRunner().invoke(app, ["canary", "--data", data, "-m", "Stub=test-always-caution", "-m", "keywords",
-                                      "--seed", "5", "--out", str(out)])
+                                      "-m", folder, "--seed", "5", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["meta"]["seed"] == 5 and data in report["meta"]["data"] and "prosocial_version" in report["meta"]
-    assert set(report["results"]) == {"Stub", "keywords"}
+    assert set(report["results"]) == {"Stub", "keywords", "mini"}
     assert (tmp_path / "t2-stub.png").is_file() and "t2-stub.png" in out.with_suffix(".md").read_text()
 
     out = tmp_path / "t3"
