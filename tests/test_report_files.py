@@ -8,7 +8,14 @@ import random
 import numpy as np
 
 from prosocial import __version__
-from prosocial.eval.report_files import provenance, seed_everything, seeded_sample, slug, write_report
+from prosocial.eval.report_files import (
+    describe_sample,
+    provenance,
+    seed_everything,
+    seeded_sample,
+    slug,
+    write_report,
+)
 
 
 def test_provenance_states_version_machine_time_and_the_callers_details():
@@ -26,6 +33,8 @@ def test_seeding_and_samples_are_reproducible():
     sample = seeded_sample(items, 10, seed=1)
     assert sample == sorted(sample) and len(set(sample)) == 10 and sample == seeded_sample(items, 10, seed=1)
     assert seeded_sample(items, None, 1) == items and seeded_sample(items, 200, 1) == items
+    assert describe_sample("dev.jsonl", 10, 100, 1, "threads") == "dev.jsonl: 10 of 100 threads (seeded sample, seed 1)"
+    assert describe_sample("dev.jsonl", 5, 5, 1) == "dev.jsonl: 5 of 5 examples"
 
 
 def test_a_report_is_markdown_then_provenance_beside_json(tmp_path):

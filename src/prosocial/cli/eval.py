@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from prosocial.errors import ModelError
-from prosocial.eval.report_files import provenance, seed_everything, seeded_sample, slug, write_report
+from prosocial.eval.report_files import (
+    describe_sample,
+    provenance,
+    seed_everything,
+    seeded_sample,
+    slug,
+    write_report,
+)
 
 app = typer.Typer(help="Evaluation reports (paper Tables 2–5, the safety suite).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -202,26 +209,16 @@ def toxichat(
                                    progress=lambda s, i, n: console.print(f"{s}: {i}/{n}", highlight=False))
     seconds = time.perf_counter() - started
     if replies_dir:
-        for label, r in results.items():
-            write_jsonl(replies_dir / f"{slug(label)}.jsonl", [
-                {"id": th.id, "context": th.context, "response": row["reply"]}
-                for th, row in zip(threads, r["replies"], strict=True)])
+        for label, result in results.items():
+            write_jsonl(replies_dir / f"{slug(label)}.jsonl", tc.reply_rows(threads, result))
     reference = tc.reference_rows(threads, scorer, has_badword)
-    table = tc.table(results)
-    dev = scorer.config.get("dev")
-    sections = [table, "Percent of replies. Disagree / Agree / Neutral: the stance evaluator on (last comment, reply); "
-                "Offense: the offense evaluator on the reply; Bad: reply contains a word of Zhou et al.'s list.",
-                "## Check: ToxiChat's own chatbot replies, human labels vs. our evaluators\n\n"
-                + tc.reference_table(reference)]
-    if dev:
-        sections.append("## The evaluators on ToxiChat dev (human labels)\n\n" + tc.evaluator_table(dev))
-    meta = provenance(command="eval toxichat", data=f"{path}: {len(threads)} of {total} threads"
-                      + (f" (seeded sample, seed {seed})" if len(threads) < total else ""), systems=systems, seed=seed,
-                      evaluators=str(evaluators or tc.EVALUATORS_DIR), badwords=str(badwords or tc.BADWORDS_FILE),
-                      seconds=round(seconds, 1))
+    sections = tc.report_sections(results, reference, scorer.config.get("dev"))
+    meta = provenance(command="eval toxichat", data=describe_sample(str(path), len(threads), total, seed, "threads"),
+                      systems=systems, seed=seed, evaluators=str(evaluators or tc.EVALUATORS_DIR),
+                      badwords=str(badwords or tc.BADWORDS_FILE), seconds=round(seconds, 1))
     write_report(out, "ToxiChat zero-shot (paper Table 5)", sections, meta,
                  {"systems": results, "reference": reference})
-    typer.echo(table)
+    typer.echo(sections[0])
 
 
 @app.command("toxichat-train")

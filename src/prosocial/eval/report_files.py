@@ -52,6 +52,11 @@ def seeded_sample(items: Sequence[T], limit: int | None, seed: int) -> list[T]:
     return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
 
 
+def describe_sample(what: str, kept: int, total: int, seed: int, unit: str = "examples") -> str:
+    """"WHAT: KEPT of TOTAL UNIT", marked as a seeded sample when some were left out."""
+    return f"{what}: {kept} of {total} {unit}" + (f" (seeded sample, seed {seed})" if kept < total else "")
+
+
 def slug(label: str) -> str:
     """A file-name part from a report label ("SmolLM2-135M, P0" → "smollm2-135m--p0")."""
     return "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()

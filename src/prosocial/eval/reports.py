@@ -20,7 +20,7 @@ from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.labels import COARSE_LABELS, LABELS
 from prosocial.data.schema import Example
 from prosocial.eval.metrics import load_metric
-from prosocial.eval.report_files import seeded_sample, slug
+from prosocial.eval.report_files import describe_sample, seeded_sample, slug
 from prosocial.prost.base import ResponseGenerator
 from prosocial.scoring import bleu4, perplexity, rot_scores, unigram_f1
 
@@ -83,10 +83,8 @@ def load_examples(data: str, root: Path | None = None, limit: int | None = None,
         name, _, bench_split = data.partition(":")
         examples = load_benchmark(name, bench_split or "dev", root=root)
         what = f"benchmark {name}, {bench_split or 'dev'} split"
-    total = len(examples)
-    examples = seeded_sample(examples, limit, seed)
-    return examples, f"{what}: {len(examples)} of {total} examples" + (f" (seeded sample, seed {seed})"
-                                                                       if len(examples) < total else "")
+    sample = seeded_sample(examples, limit, seed)
+    return sample, describe_sample(what, len(sample), len(examples), seed)
 
 
 # --- Table 2 --------------------------------------------------------------------------------------------------

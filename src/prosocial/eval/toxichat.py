@@ -401,6 +401,25 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def report_sections(results: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Any],
+                    dev: Mapping[str, Any] | None) -> list[str]:
+    """The Table 5 report: the table and how to read it, the evaluators checked on ToxiChat's own chatbot replies,
+    and (when the evaluators' config holds them) their dev scores."""
+    sections = [table(results), "Percent of replies. Disagree / Agree / Neutral: the stance evaluator on (last "
+                "comment, reply); Offense: the offense evaluator on the reply; Bad: reply contains a word of Zhou et "
+                "al.'s list.", "## Check: ToxiChat's own chatbot replies, human labels vs. our evaluators\n\n"
+                + reference_table(reference)]
+    if dev:
+        sections.append("## The evaluators on ToxiChat dev (human labels)\n\n" + evaluator_table(dev))
+    return sections
+
+
+def reply_rows(threads: Sequence[Thread], result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One system's replies as rows of id, context and response (the input of `eval human build`)."""
+    return [{"id": thread.id, "context": thread.context, "response": row["reply"]}
+            for thread, row in zip(threads, result["replies"], strict=True)]
+
+
 def evaluator_table(dev: Mapping[str, Any]) -> str:
     """The evaluators' own dev scores against ToxiChat's human labels, for printing beside Table 5."""
     lines = ["| evaluator | n | accuracy | macro F1 | per class (P / R) |", "|---|---|---|---|---|"]
