@@ -16,7 +16,12 @@ from prosocial.model_folder import read_model_config, resolve_model_dir
 
 
 class HFModelFolder:
-    """Loading, saving and wrapping of a fine-tuned seq2seq or causal LM; subclasses add their settings file."""
+    """Loading, saving and wrapping of a fine-tuned seq2seq or causal LM; subclasses add their settings file.
+
+    `device`: auto (CUDA when available), cuda or cpu; `batch_size` contexts per forward pass; `max_source_len`
+    source tokens kept (the newest); `max_new_tokens` and `num_beams` for generation; `max_turns` keeps only the
+    last N utterances of each context (None: what the folder was trained with).
+    """
 
     #: the settings file beside the weights, and the keys it may hold
     settings_file: ClassVar[str]
