@@ -124,6 +124,39 @@ def run_jsonl(
     return written, len(problems or [])
 
 
+def check_input_output(text: str | None, input: str | None, output: str | None, one: str, verb: str) -> None:
+    """--input and --output go together; without them the command needs a TEXT (`one` is what gets printed)."""
+    if input is not None and output is None:
+        raise typer.BadParameter("--input needs --output")
+    if output is not None and input is None:
+        raise typer.BadParameter(f"--output needs --input ({one} is printed)")
+    if input is None and text is None:
+        raise typer.BadParameter(f"give a TEXT to {verb}, or --input FILE")
+
+
+def run_input(
+    source: str,
+    target: str,
+    make: Callable[[], BatchFn],
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    gpus: float,
+    batch_size: int,
+    fmt: str,
+    skip_invalid: bool,
+    console: Console,
+    what: str,
+    records: str,
+) -> None:
+    """--input as a corpus job (`make` builds each worker's batch function) or, for one JSON Lines file, here."""
+    if is_corpus(source, engine):
+        run_corpus_job(source, target, make, engine, address, actors, gpus, batch_size, fmt, skip_invalid, console,
+                       what, records)
+    else:
+        run_jsonl(Path(source), Path(target), make(), batch_size, skip_invalid, console, what, records)
+
+
 def is_corpus(source: str, engine: str) -> bool:
     """A folder, glob, URI, Parquet file or --engine ray makes a corpus job; a JSON Lines file keeps the single-file
     job (output to one file or stdout)."""

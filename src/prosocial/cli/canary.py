@@ -20,9 +20,8 @@ from prosocial.cli.batch import (
     INPUT_HELP,
     OUTPUT_FORMAT,
     OUTPUT_HELP,
-    is_corpus,
-    run_corpus_job,
-    run_jsonl,
+    check_input_output,
+    run_input,
 )
 from prosocial.cli.errors import fail
 from prosocial.cli.norms import NORMS_HELP
@@ -52,22 +51,12 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
 ) -> None:
     """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
-    if input is not None and output is None:
-        raise typer.BadParameter("--input needs --output")
-    if output is not None and input is None:
-        raise typer.BadParameter("--output needs --input (one TEXT is printed)")
-    if input is None and text is None:
-        raise typer.BadParameter("give a TEXT to check, or --input FILE")
+    check_input_output(text, input, output, "one TEXT", "check")
     settings = {"model_dir": model_dir} if model_dir else {}
     try:
-        if input is not None and is_corpus(input, engine):
-            make = partial(check_rows, backend, not no_rots, norms, **settings)
-            run_corpus_job(input, output, make, engine, address, actors, gpus_per_actor, batch_size, output_format,
-                           skip_invalid, console, "check", "verdicts")
-            return
         if input is not None:
-            process = check_rows(backend, not no_rots, norms, **settings)
-            run_jsonl(Path(input), Path(output), process, batch_size, skip_invalid, console, "check", "verdicts")
+            run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), engine, address,
+                      actors, gpus_per_actor, batch_size, output_format, skip_invalid, console, "check", "verdicts")
             return
         verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError, OSError) as exc:

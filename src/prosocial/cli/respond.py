@@ -23,9 +23,8 @@ from prosocial.cli.batch import (
     INPUT_HELP,
     OUTPUT_FORMAT,
     OUTPUT_HELP,
-    is_corpus,
-    run_corpus_job,
-    run_jsonl,
+    check_input_output,
+    run_input,
 )
 from prosocial.cli.errors import fail
 from prosocial.cli.logs import held_warnings
@@ -99,21 +98,12 @@ def respond(
     as_json: bool = typer.Option(False, "--json", help="Print the whole turn (label, RoTs, hand-over) as JSON."),
 ) -> None:
     """Answer prosocially: judge safety, ground the reply in rules-of-thumb, hand over to a human if needed."""
-    if input is not None and output is None:
-        raise typer.BadParameter("--input needs --output")
-    if output is not None and input is None:
-        raise typer.BadParameter("--output needs --input (the reply to one TEXT is printed)")
-    if input is None and text is None:
-        raise typer.BadParameter("give a TEXT to respond to, or --input FILE")
+    check_input_output(text, input, output, "the reply to one TEXT", "respond to")
     build = partial(build_agent, backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
     try:
-        if input is not None and is_corpus(input, engine):
-            run_corpus_job(input, output, partial(respond_rows, build), engine, address, actors, gpus_per_actor,
-                           batch_size, output_format, skip_invalid, console, "respond", "replies")
-            return
         if input is not None:
-            run_jsonl(Path(input), Path(output), respond_rows(build), batch_size, skip_invalid, console, "respond",
-                      "replies")
+            run_input(input, output, partial(respond_rows, build), engine, address, actors, gpus_per_actor,
+                      batch_size, output_format, skip_invalid, console, "respond", "replies")
             return
         turn = build().respond([*context, text])
     except (DataError, ModelError, ValueError, OSError) as exc:
