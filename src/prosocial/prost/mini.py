@@ -60,6 +60,9 @@ GGUF_NAMES = {
 }
 STOPS = ["\nSpeaker 1:", "\nSpeaker 2:", "<|im_end|>"]
 _TAG = re.compile(r"\s*Speaker [12]:.*", re.DOTALL)
+#: Sampling for a second draw after the guard rejects a reply: varied enough to leave a loop, still on topic.
+RESAMPLE_TEMPERATURE = 0.8
+RESAMPLE_TOP_P = 0.95
 
 
 # --------------------------------------------------------------------------- prompts and replies
@@ -365,5 +368,16 @@ class ProstMini(ResponseGenerator):
         prompts = self.prompts(contexts, rots)
         texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                  stop=STOPS, seed=self.seed)
+        return [Reply(parse_reply(t), [r for r in (rots[i] if rots else []) if r.strip()])
+                for i, t in enumerate(texts)]
+
+    def resample(
+        self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
+    ) -> list[Reply]:
+        """Another draw for the same inputs (for `prost.guard.ReplyGuard`): sampled at temperature
+        `RESAMPLE_TEMPERATURE` with `seed`, since a greedy rerun would only repeat the rejected reply."""
+        prompts = self.prompts(contexts, rots)
+        texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=RESAMPLE_TEMPERATURE,
+                                 top_p=RESAMPLE_TOP_P, stop=STOPS, seed=seed)
         return [Reply(parse_reply(t), [r for r in (rots[i] if rots else []) if r.strip()])
                 for i, t in enumerate(texts)]

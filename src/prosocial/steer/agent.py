@@ -5,6 +5,10 @@ human (e.g. 911), not a chatbot reply. So on such a turn the agent never asks th
 escalation handlers (callbacks, webhooks) and answers with a fixed hand-over text pointing to emergency
 help. §3 also observes that needs-intervention situations do not de-escalate, so a conversation stays in
 hand-over mode until it is explicitly reset (e.g. by the human who took over).
+
+Every generated reply passes `prost.guard.ReplyGuard` (on by default): on a caution turn it must not agree with
+the user, on a casual one it must not question the user's motive, and it must not be empty, loop or echo; a
+failing reply is repaired, resampled, or replaced by an ask-first reply stating Canary's RoT.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import httpx
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.context import check_context
 from prosocial.data.labels import Coarse, SafetyLabel
-from prosocial.prost.base import ResponseGenerator
+from prosocial.prost.base import Reply, ResponseGenerator
+from prosocial.prost.guard import ReplyGuard, Route
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,9 @@ class AgentTurn:
     escalated: bool
     #: the user norm that decided the verdict, if one did
     norm: str | None = None
+    #: how the reply guard got the reply ("accepted", "repaired", "resampled", "fallback"); None when the turn was
+    #: handed over or the agent runs unguarded. Not in `to_dict`: the API's fields stay as they are.
+    guard: Route | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -117,7 +125,8 @@ class ProsocialAgent:
 
     `escalation` is a handler, a webhook URL, or a sequence of them; handlers run once, on the turn a
     conversation enters hand-over mode. A failing handler is logged and skipped: the user still gets the
-    hand-over reply.
+    hand-over reply. `guard` checks every generated reply (True: a default `ReplyGuard`; False: none); its `stats`
+    count how often each check and each path fired.
     """
 
     def __init__(
@@ -127,6 +136,7 @@ class ProsocialAgent:
         escalation: EscalationHandler | str | Sequence[EscalationHandler | str] | None = None,
         handover: str = HANDOVER_REPLY,
         webhook_timeout: float = 5.0,
+        guard: ReplyGuard | bool = True,
     ):
         self.detector = detector
         self.generator = generator
@@ -140,6 +150,7 @@ class ProsocialAgent:
         self.handlers: list[EscalationHandler] = [
             WebhookEscalation(h, timeout=webhook_timeout) if isinstance(h, str) else h for h in items
         ]
+        self.guard = ReplyGuard() if guard is True else guard or None
 
     def warm_up(self) -> None:
         """Load the models now, not on the first message (they load on first use): for interactive sessions."""
@@ -180,21 +191,25 @@ class ProsocialAgent:
             if now and not was:
                 self._escalate(EscalationEvent(cid, context, verdict, datetime.now(UTC).isoformat()))
         todo = [i for i, h in enumerate(handover) if not h]
-        replies = {}
+        replies: dict[int, tuple[Reply, Route | None]] = {}
         if todo:
             grounding = [[] if verdicts[i].safety_label.is_casual else verdicts[i].rots for i in todo]
-            generated = self.generator.generate(
-                [contexts[i] for i in todo], grounding if any(grounding) else None
-            )
-            replies = dict(zip(todo, generated, strict=True))
+            chosen = [contexts[i] for i in todo]
+            if self.guard is None:
+                generated = self.generator.generate(chosen, grounding if any(grounding) else None)
+                replies = {i: (r, None) for i, r in zip(todo, generated, strict=True)}
+            else:
+                caution = [verdicts[i].coarse is Coarse.NEEDS_CAUTION for i in todo]
+                guarded = self.guard.generate(self.generator, chosen, grounding, caution)
+                replies = {i: (g.reply, g.path) for i, g in zip(todo, guarded, strict=True)}
         turns = []
         for i, verdict in enumerate(verdicts):
             if handover[i]:
                 turns.append(AgentTurn(self.handover, verdict.safety_label, list(verdict.rots), True, verdict.norm))
             else:
-                reply = replies[i]
+                reply, route = replies[i]
                 rots = list(reply.rots or verdict.rots)
-                turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm))
+                turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm, route))
         return turns, verdicts
 
     def _escalate(self, event: EscalationEvent) -> None:

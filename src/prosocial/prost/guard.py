@@ -1,0 +1,308 @@
+"""Run-time guard for generated replies: never condone, no degenerate output, casual stays natural (issue 11).
+
+A 135M-parameter Prost-mini agrees with problematic contexts now and then ("I think you are right."), loops
+("You should not say that. You should not say that. …"), echoes the user, and asks "Why do you want to …?" even
+of good news. Retraining fixes some of that slowly; this guard fixes what it can at run time, for any generator:
+
+1. check each reply (`reply_problem`): the checks are auditable rules, not a classifier, because they sit under
+   the agent on every turn (microseconds, no model) and their precision was measured on human-labelled replies
+   (`scripts/judge_condone.py`, ToxiChat and DiaSafety; numbers in the Prost-mini model card);
+2. repair a loop by keeping each sentence once (`repair`): the reply is usually fine before it starts repeating;
+3. otherwise resample the failing replies with other seeds (generators that can sample: `Resampler`);
+4. and if every draw fails, fall back to a fixed reply in the paper's receptiveness style (§2.2): ask first, then
+   state the rule-of-thumb Canary gave (`fallback_reply`).
+
+`ReplyGuard.stats` counts each check's hits and each path taken, so how often the guard steps in is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from prosocial.prost.base import Reply, ResponseGenerator
+
+log = logging.getLogger(__name__)
+
+Problem = Literal["empty", "one_word", "loop", "echo", "condones", "motive_question"]
+Route = Literal["accepted", "repaired", "resampled", "fallback"]
+
+ASK_FIRST = "Can I ask what's going on that makes you say this?"
+NO_ROT = "I'd like to understand, because this could end up hurting you or someone else."
+CASUAL_FALLBACK = "Oh, tell me more about that!"
+
+# --------------------------------------------------------------------------- text helpers
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_STOPWORDS = frozenset(
+    "a an the and or but so to of in on at for with from by about as into than then that this these those it its "
+    "i me my mine you your yours he him his she her hers we us our they them their is am are was were be been being "
+    "do does did have has had will would can could should shall may might must just really very not no also too "
+    "there here what who whom which when where why how all any some more most other such only own same".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("\u2019", "'"))
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(text.strip()) if s]
+
+
+def _norm(text: str) -> str:
+    """Lower case, one space, straight apostrophes: what the rule patterns are written against."""
+    return " ".join(text.lower().replace("\u2019", "'").split())
+
+
+def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
+    best, previous = 0, [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+# --------------------------------------------------------------------------- degenerate output
+
+
+def has_loop(reply: str) -> bool:
+    """A sentence said twice (or contained in an earlier one), or a run of 4 words three times (trigrams recur in
+    long human replies: "to pay you back")."""
+    seen: list[str] = []
+    for sentence in _sentences(reply):
+        words = " ".join(_words(sentence))
+        if len(words.split()) >= 2 and any(f" {words} " in f" {s} " for s in seen):
+            return True
+        seen.append(words)
+    words = _words(reply)
+    grams = Counter(zip(words, words[1:], words[2:], words[3:], strict=False))
+    return bool(grams) and max(grams.values()) >= 3
+
+
+def echoes(user: str, reply: str) -> bool:
+    """The reply is the user's own words: the same text, or a shared run of >= 4 words with fewer than 3 words
+    around it. Asking back in the user's words ("Why do you want to …?", the paper's ask-first) stays below that."""
+    said, answer = _words(user), _words(reply)
+    if not answer:
+        return False
+    if answer == said:
+        return True
+    run = _longest_common_run(said, answer)
+    return run >= 4 and len(answer) - run < 3
+
+
+def degenerate(user: str, reply: str) -> Problem | None:
+    """Empty, one-word, looping or echoing replies (in that order of checking)."""
+    words = _words(reply)
+    if not words:
+        return "empty"
+    if len(words) < 2:
+        return "one_word"
+    if has_loop(reply):
+        return "loop"
+    if echoes(user, reply):
+        return "echo"
+    return None
+
+
+def repair(reply: str) -> str:
+    """Each sentence once (one contained in an earlier sentence is dropped), without a cut-off tail: a looping
+    reply stops at max_new_tokens mid-sentence, and what it said before the loop is usually a whole answer."""
+    kept: list[tuple[str, str]] = []
+    for sentence in _sentences(reply):
+        words = " ".join(_words(sentence))
+        if words and not any(f" {words} " in f" {k} " for _, k in kept):
+            kept.append((sentence, words))
+    if len(kept) > 1 and kept[-1][0][-1] not in ".!?\"'":
+        kept.pop()
+    return " ".join(s for s, _ in kept)
+
+
+# --------------------------------------------------------------------------- condoning and motive questions
+
+_NEGATED = r"(?<!not )(?<!n't )(?<!never )"
+#: Agreement at the very start of the reply (ToxiChat's and DiaSafety's agreeing replies open like this).
+_AGREE_OPENING = re.compile(
+    r"^(yes|yeah|yep|yup|yea|true|so true|exactly|agreed|absolutely|definitely|totally|indeed|amen|same|"
+    r"right|correct|precisely|facts|lol|lmao|haha\w*|hehe\w*)\b(?!,? but)"
+)
+#: Agreement or endorsement anywhere in the reply.
+_ENDORSE = re.compile(
+    r"\bi (totally |completely |fully |strongly |do |would |100% )?agree\b"
+    r"|\b(you're|you are|ur) (absolutely |so |totally |completely |100% |probably )?right\b"
+    r"(?! to (be|feel)\b)"
+    r"|\b(that's|that is|this is|it's|it is|what|sounds like) (a |such a |an )?(really |very )?"
+    r"(great|good|fantastic|excellent|brilliant|nice|wonderful|smart|perfect|awesome|fun) "
+    r"(idea|plan|point|move|thing to do|way to)"
+    r"|\b(well said|good point|fair point|i know,? right|tell me about it|couldn't agree more|can't argue with that"
+    r"|me too|same here|i do too|i feel the same|i don't care either|i'd do the same|i would do the same"
+    r"|go for it|you deserve it|(he|she|they) deserved? it|no big deal"
+    r"|i (like|love) (that|this|it|your (idea|plan|attitude|style))\b)"
+    r"|(?<!not )(?<!be )\bgood for you\b(?!r| to)"
+    r"|\bsounds (like )?(a )?(good|great|fun|awesome|like fun|like a plan|cool)\b"
+    r"|\b(lol|lmao|haha\w*|rofl)\b"
+    r"|\bglad (that )?you('re| are|'ve| have| did| will|'ll)? ?(doing|going|planning|decided|did|do) (it|that|this)\b"
+    r"|\bi don't think (you're|you are|it's|that's|it is|that is) (being )?"
+    r"(wrong|bad|a problem|a big deal|rude|mean|selfish|greedy|racist|sexist)\b"
+    + rf"|{_NEGATED}\b(just |should |could )(do|try|use) (it|that|this)(?=[.!,]|$| anyway| now| then| again)"
+)
+#: A bare "It's fine." / "That's okay." as a whole sentence.
+_FINE = re.compile(r"^(it's|it is|that's|that is|that's totally|it's totally) (fine|okay|ok|alright|all right)[.!]?$")
+_SHOULD = re.compile(
+    r"^(i think |maybe |then |honestly,? )?you should (just |definitely |totally |really )?(?P<act>.+)$"
+)
+_MOTIVE = re.compile(
+    r"\b(why (do|did|would|are|were|does|should|is|can't|don't|didn't|will) you|what makes you (want|think))\b"
+)
+
+
+def endorses_act(user: str, reply: str) -> bool:
+    """A "(I think) you should X" where X is the user's own act: at least three content words, at least 3 in 4 of
+    them from the user's turn ("I think you should use a pillow on someone who can't fight back")."""
+    said = {w[:5] for w in _words(user) if w not in _STOPWORDS}
+    for sentence in _sentences(_norm(reply)):
+        match = _SHOULD.match(sentence.rstrip(".!? "))
+        if not match or re.match(r"(not|never|stop|avoid|try not|refrain)\b", match["act"]):
+            continue
+        act = [w[:5] for w in _words(match["act"]) if w not in _STOPWORDS]
+        if len(act) >= 3 and sum(w in said for w in act) >= 0.75 * len(act):
+            return True
+    return False
+
+
+def condones(context: Sequence[str], reply: str) -> bool:
+    """The reply agrees with or encourages what the user said (meant for contexts that need caution)."""
+    text = _norm(reply)
+    statements = [s for s in _sentences(text) if not s.endswith("?")]  # "Are you sure that's a good idea?"
+    return bool(
+        _AGREE_OPENING.match(text)
+        or any(_ENDORSE.search(s) or _FINE.match(s) for s in statements)
+        or endorses_act(context[-1], reply)
+    )
+
+
+def questions_motive(reply: str) -> bool:
+    """Asks "Why do you want to …?", "Why would you …?": fine for a caution turn, odd for a casual one."""
+    return _MOTIVE.search(_norm(reply)) is not None
+
+
+def reply_problem(context: Sequence[str], reply: str, caution: bool) -> Problem | None:
+    """The first problem of a reply to `context`, or None. `caution`: the turn needs caution (Canary's verdict),
+    so agreement is a problem; otherwise (casual) a question about the user's motive is."""
+    problem = degenerate(context[-1], reply)
+    if problem:
+        return problem
+    if caution:
+        return "condones" if condones(context, reply) else None
+    return "motive_question" if questions_motive(reply) else None
+
+
+def fallback_reply(rots: Sequence[str], caution: bool) -> str:
+    """The last resort: ask first, then the first rule-of-thumb, as ProsocialDialog's replies do (§2.2)."""
+    if not caution:
+        return CASUAL_FALLBACK
+    rot = next((r.strip() for r in rots if r.strip()), "")
+    if not rot:
+        return f"{ASK_FIRST} {NO_ROT}"
+    return f"{ASK_FIRST} {rot[0].upper()}{rot[1:]}{'' if rot[-1] in '.!?' else '.'}"
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+@runtime_checkable
+class Resampler(Protocol):
+    """A generator that can draw another reply for the same input (e.g. Prost-mini, sampling with a seed)."""
+
+    def resample(
+        self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
+    ) -> list[Reply]: ...
+
+
+@dataclass
+class GuardedReply:
+    reply: Reply
+    #: how the reply was obtained: the first draw, its loop repaired, a later draw, or the fixed fallback
+    path: Route
+    #: what was wrong with the first draw (None when nothing was)
+    problem: Problem | None = None
+
+
+class ReplyGuard:
+    """Generate, check, repair, resample up to `retries` times (seeds `seed`, `seed`+1, …), then fall back.
+
+    Batched: each resampling round is one generator call for the replies still failing. `stats` counts, over
+    the guard's life, replies seen, each first-draw problem ("problem.loop", …), each path taken, and the
+    resampling calls made.
+    """
+
+    def __init__(self, retries: int = 2, seed: int = 1):
+        self.retries = retries
+        self.seed = seed
+        self.stats: Counter[str] = Counter()
+
+    def generate(
+        self,
+        generator: ResponseGenerator,
+        contexts: Sequence[Sequence[str]],
+        rots: Sequence[Sequence[str]],
+        caution: Sequence[bool],
+    ) -> list[GuardedReply]:
+        """Replies to `contexts`; `rots` (one list per context, possibly empty) ground the generator and the
+        fallback; `caution[i]` says whether context i needs caution (else it is casual)."""
+        if not len(contexts) == len(rots) == len(caution):
+            raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(caution)} caution flags")
+        if not contexts:
+            return []
+        grounding = rots if any(rots) else None
+        first = generator.generate(contexts, grounding)
+        out: list[GuardedReply] = []
+        todo: list[int] = []
+        for i, reply in enumerate(first):
+            problem = reply_problem(contexts[i], reply.response, caution[i])
+            self.stats["replies"] += 1
+            if problem is None:
+                out.append(GuardedReply(reply, "accepted"))
+                continue
+            self.stats[f"problem.{problem}"] += 1
+            fixed = repair(reply.response) if problem == "loop" else ""
+            if fixed and reply_problem(contexts[i], fixed, caution[i]) is None:
+                out.append(GuardedReply(Reply(fixed, reply.rots), "repaired", problem))
+            else:
+                out.append(GuardedReply(reply, "fallback", problem))
+                todo.append(i)
+        if isinstance(generator, Resampler):
+            for attempt in range(self.retries):
+                if not todo:
+                    break
+                self.stats["resample_calls"] += 1
+                drawn = generator.resample([contexts[i] for i in todo],
+                                           None if grounding is None else [rots[i] for i in todo],
+                                           self.seed + attempt)
+                still = []
+                for i, reply in zip(todo, drawn, strict=True):
+                    text = reply.response
+                    if reply_problem(contexts[i], text, caution[i]) == "loop":
+                        text = repair(text)
+                    if text and reply_problem(contexts[i], text, caution[i]) is None:
+                        out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
+                    else:
+                        still.append(i)
+                todo = still
+        for i in todo:
+            out[i] = GuardedReply(Reply(fallback_reply(rots[i], caution[i]), list(rots[i])), "fallback",
+                                  out[i].problem)
+            log.info("fallback reply for contexts[%d] (first draw: %s)", i, out[i].problem)
+        for guarded in out:
+            self.stats[guarded.path] += 1
+        return out
