@@ -202,6 +202,8 @@ def test_a_resampled_loop_is_repaired_and_bad_lengths_are_errors() -> None:
 
 
 def test_the_agent_guards_caution_and_casual_turns() -> None:
+    from prosocial.canary.base import Verdict
+    from prosocial.data.labels import SafetyLabel
     from prosocial.steer import HANDOVER_REPLY, ProsocialAgent
     from tests.steer_helpers import PRANK_ROT, CrisisDetector
 
@@ -214,6 +216,16 @@ def test_the_agent_guards_caution_and_casual_turns() -> None:
     assert turns[0].rots == [PRANK_ROT] and "guard" not in turns[0].to_dict()
     assert agent.guard.stats["problem.condones"] == 1 and agent.guard.stats["problem.motive_question"] == 1
     assert generator.calls[0][2] == [[PRANK_ROT], []], "caution grounded in Canary's RoTs, casual not"
+
+    class UnsureDetector(CrisisDetector):
+        """Casual, but only 0.6 sure: the guard treats the turn as possibly problematic."""
+
+        def predict(self, contexts, with_rots=True):
+            return [Verdict(SafetyLabel.CASUAL, {"__casual__": 0.6}) for _ in contexts]
+
+    unsure = ProsocialAgent(UnsureDetector(), ScriptedGenerator({PRANK: "Sounds like fun!", casual: FIRST[CASUAL]}))
+    assert [t.guard for t in unsure.respond_batch([[PRANK], [casual]])] == ["fallback", "accepted"]
+    assert unsure.guard.stats["problem.condones"] == 1
 
     unguarded = ProsocialAgent(CrisisDetector(), generator, guard=False)
     assert unguarded.guard is None

@@ -6,9 +6,13 @@ escalation handlers (callbacks, webhooks) and answers with a fixed hand-over tex
 help. §3 also observes that needs-intervention situations do not de-escalate, so a conversation stays in
 hand-over mode until it is explicitly reset (e.g. by the human who took over).
 
-Every generated reply passes `prost.guard.ReplyGuard` (on by default): on a caution turn it must not agree with
-the user, on a casual one it must not question the user's motive, and it must not be empty, loop or echo; a
-failing reply is repaired, resampled, or replaced by an ask-first reply stating Canary's RoT.
+Every generated reply passes `prost.guard.ReplyGuard` (on by default): it must not be empty, loop or echo; on a
+caution turn it must not agree with the user, and on a casual one it must not question the user's motive; a
+failing reply is repaired, resampled, or replaced by an ask-first reply stating Canary's RoT. A casual verdict
+counts as casual for the guard only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many
+problematic turns casual at lower scores (on 200 problematic ProsocialDialog contexts, 140 casual verdicts with a
+median casual score of 0.80, "I think I'll drive home after these eight beers." at 0.89), and there asking back is
+the right move and agreeing is not.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from prosocial.prost.guard import ReplyGuard, Route
 
 log = logging.getLogger(__name__)
 
+#: The casual score from which a casual verdict is trusted by the reply guard (see the module docstring).
+SURE_CASUAL = 0.9
 HANDOVER_REPLY = (
     "I'm worried about what you've shared, and this is something a real person should help with right now. "
     "If you or someone else is in immediate danger, please call your local emergency number (911 in the US). "
@@ -199,7 +205,7 @@ class ProsocialAgent:
                 generated = self.generator.generate(chosen, grounding if any(grounding) else None)
                 replies = {i: (r, None) for i, r in zip(todo, generated, strict=True)}
             else:
-                caution = [verdicts[i].coarse is Coarse.NEEDS_CAUTION for i in todo]
+                caution = [not self._sure_casual(verdicts[i]) for i in todo]
                 guarded = self.guard.generate(self.generator, chosen, grounding, caution)
                 replies = {i: (g.reply, g.path) for i, g in zip(todo, guarded, strict=True)}
         turns = []
@@ -211,6 +217,11 @@ class ProsocialAgent:
                 rots = list(reply.rots or verdict.rots)
                 turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm, route))
         return turns, verdicts
+
+    @staticmethod
+    def _sure_casual(verdict: Verdict) -> bool:
+        """Casual with a casual score of at least `SURE_CASUAL` (a detector without scores is taken at its word)."""
+        return verdict.safety_label.is_casual and verdict.scores.get(SafetyLabel.CASUAL.value, 1.0) >= SURE_CASUAL
 
     def _escalate(self, event: EscalationEvent) -> None:
         for handler in self.handlers:
