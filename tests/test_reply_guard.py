@@ -105,7 +105,7 @@ def test_fallback_asks_first_then_states_the_rot() -> None:
 
 def test_condone_check_on_diasafety_agreement_replies(shared_data: Path) -> None:
     """Held-out DiaSafety Toxicity Agreement replies (val): half agree with a toxic context (label Unsafe).
-    Measured: 81 flagged, precision 0.77, recall 0.43 (scripts/judge_condone.py)."""
+    Measured: 77 flagged, precision 0.77, recall 0.41 (scripts/judge_condone.py)."""
     rows = [r for r in json.loads((shared_data / "diasafety" / "val.json").read_text())
             if r["category"] == "Toxicity Agreement"]
     flagged = [r["label"] == "Unsafe" for r in rows if condones([r["context"]], r["response"])]
@@ -117,7 +117,7 @@ def test_condone_check_on_diasafety_agreement_replies(shared_data: Path) -> None
 
 def test_few_false_alarms_on_prosocialdialog_gold_replies(shared_data: Path) -> None:
     """Crowdworkers' prosocial replies (validation file): loops and echoes almost never, agreement rarely (they
-    agree when a later turn concedes: "You're right, I shouldn't" → "Yes, …")."""
+    agree when a later turn concedes: "You're right, I shouldn't" → "Yes, …"). Measured: 0 and 62 of 4,000."""
     rows = read_partial_rows(shared_data / "prosocial_dialog_partial" / "valid.json")
     degenerate_rate = sum(degenerate(c, r) is not None for c, r in rows) / len(rows)
     condone_rate = sum(condones([c], r) for c, r in rows) / len(rows)
