@@ -46,7 +46,7 @@ def trained(tmp_path_factory, shared_data):
 def test_training_lowers_the_loss_and_writes_every_module(trained):
     out, report, _ = trained
     assert report["last_loss"] < report["first_loss"]
-    for part in ("config.json", "head.safetensors", "encoder/config.json", "rot_bank/entries.jsonl",
+    for part in ("prosocial.json", "config.json", "head.safetensors", "encoder/config.json", "rot_bank/entries.jsonl",
                  "rot_bank/embeddings.npy", "rot_bank/bank.json", "training.json"):
         assert (out / part).exists(), part
     config = json.loads((out / "config.json").read_text())

@@ -357,7 +357,9 @@ class CanaryMini(SafetyDetector):
         encoded = encode_contexts(self._tokenizer, contexts, config)
         if encoded.cut:
             log.warning(
-                "%d context(s) longer than %d tokens were truncated from the oldest turn", encoded.cut, config.max_length
+                "%d context(s) longer than %d tokens were truncated from the oldest turn",
+                encoded.cut,
+                config.max_length,
             )
         logits = batched_logits(self._model, encoded, self._tokenizer.pad_token_id, self.batch_size, self._workers)
         return softmax(logits, config.temperature)

@@ -48,6 +48,7 @@ from prosocial.data.labels import SafetyLabel
 from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
 from prosocial.io import write_json
+from prosocial.model_folder import write_backend
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +362,7 @@ def save_model(model: MiniClassifier, tokenizer, config: MiniConfig, bank: RotBa
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out / "head.safetensors"))
     bank.save(out / "rot_bank")
     write_json(out / CONFIG, asdict(config))
+    write_backend(out, "canary-mini")
 
 
 def train_canary_mini(
