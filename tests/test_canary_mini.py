@@ -220,7 +220,7 @@ def test_thresholds_keep_short_casual_turns_within_their_own_bound():
 def test_repeats_weight_a_source_and_keep_its_copies_in_one_part(shared_data):
     from prosocial.canary.mini_train import load_training_examples, split_calibration
 
-    base = MiniTrainSettings(limit_per_source=40, casual_cap=40)
+    base = MiniTrainSettings(limit_per_source=40, casual_cap=40, repeats={})
     weighted = MiniTrainSettings(limit_per_source=40, casual_cap=40, repeats={"ethics_commonsense": 3})
     once, thrice = load_training_examples(shared_data, base), load_training_examples(shared_data, weighted)
     assert len(thrice["ethics_commonsense"]) == 3 * len(once["ethics_commonsense"])

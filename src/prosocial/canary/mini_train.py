@@ -83,19 +83,19 @@ class MiniTrainSettings:
     casual_cap: int = 3000
     limit_per_source: int | None = None
     #: times each example of a source is repeated (after capping): more weight where one source is hard to learn
-    repeats: dict[str, int] = field(default_factory=dict)
+    repeats: dict[str, int] = field(default_factory=lambda: {"ethics_commonsense": 2, "prosocial_dialog": 2})
     max_false_alarm: float = 0.02
     #: false alarms allowed on short casual turns ("ok", "thanks"; at most `augment.SHORT_WORDS` words)
     max_short_false_alarm: float = 0.03
     #: shares of `prosocial.data.augment.augment`
-    prefix_share: float = 0.4
+    prefix_share: float = 0.6
     filler_share: float = 0.15
     lone_share: float = 0.12
     #: train under bfloat16 autocast where the CPU has native bfloat16 (weights and optimiser stay float32):
     #: 3x faster steps on two cores (1.8 s → 0.6 s for 32 contexts of 60 tokens)
     autocast: bool = True
     #: needs-intervention situations "cannot be missed" (A.4): the threshold must keep this recall on calibration
-    min_intervention_recall: float = 0.9
+    min_intervention_recall: float = 0.93
     seed: int = 13
     num_threads: int | None = None
     config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))

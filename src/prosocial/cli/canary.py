@@ -97,7 +97,7 @@ def train_canary_mini(
     seed: int = typer.Option(13),
     threads: int = typer.Option(1, help="Torch threads; 1 is fastest when the other core is busy."),
     min_intervention_recall: float = typer.Option(
-        0.9, help="Needs-intervention recall the thresholds must keep on the calibration slice."
+        0.93, help="Needs-intervention recall the thresholds must keep on the calibration slice."
     ),
     precision: str = typer.Option(
         "bfloat16", help="Arithmetic to run and calibrate in: float32, bfloat16 (float32 on CPUs without native "
