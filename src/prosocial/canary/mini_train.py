@@ -241,14 +241,14 @@ def fit_thresholds(
     max_false_alarm: float,
     min_intervention_recall: float = 0.0,
     max_short_false_alarm: float = 1.0,
-) -> tuple[float, float, dict[str, float]]:
+) -> tuple[float, float, dict[str, float | None]]:
     """Choose the casual and intervention thresholds together on the calibration slice.
 
     Among the pairs whose false-alarm rate on casual dialogue stays within `max_false_alarm`, and on its short
     turns within `max_short_false_alarm` (the paper's point: safe talk must flow), and whose needs-intervention
     recall is at least `min_intervention_recall` (emergencies must not be missed), take the one that maximises
     the mean over sources of balanced accuracy of casual vs. not, plus the balanced accuracy of needs
-    intervention vs. the rest, as one more term. The casual corpora (and lone casual turns) count as one source,
+    intervention vs. the rest, as one more term. A rate the slice cannot measure (no such examples) is None. The casual corpora (and lone casual turns) count as one source,
     as in the safety suite, so that chit-chat does not outvote everyday wrongdoing six to one.
     """
     casual_corpus = np.array([e.source in CASUAL_POOL for e in examples])
@@ -292,16 +292,16 @@ def fit_thresholds(
     flagged = (probs[:, 2] >= t_int) | (q >= t_cas)
     report = {
         "mean_balanced_accuracy": mean_ba,
-        "casual_false_alarm": float(flagged[casual_corpus].mean()) if casual_corpus.any() else float("nan"),
-        "short_casual_false_alarm": float(flagged[short].mean()) if short.any() else float("nan"),
-        "intervention_recall": float((probs[intervention, 2] >= t_int).mean()) if intervention.any() else float("nan"),
+        "casual_false_alarm": float(flagged[casual_corpus].mean()) if casual_corpus.any() else None,
+        "short_casual_false_alarm": float(flagged[short].mean()) if short.any() else None,
+        "intervention_recall": float((probs[intervention, 2] >= t_int).mean()) if intervention.any() else None,
     }
     return t_cas, t_int, report
 
 
 def calibrate(
     model: MiniClassifier, tokenizer, calibration: list[Example], config: MiniConfig, settings: MiniTrainSettings
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Fit the temperature and thresholds into `config` on held-out training examples; returns their metrics.
 
     The fit is made in `config.precision`, the arithmetic the detector will run.
@@ -412,7 +412,7 @@ def train_canary_mini(
     return report
 
 
-def _fit_record(config: MiniConfig, calibration_report: dict[str, float]) -> dict:
+def _fit_record(config: MiniConfig, calibration_report: dict[str, float | None]) -> dict:
     """What training.json says about the calibration fit (written by a full build and by `recalibrate`)."""
     return {
         "calibration": calibration_report,
