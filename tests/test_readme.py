@@ -1,0 +1,38 @@
+"""The README's table of what the shipped Canary-mini says must stay true of the shipped model."""
+
+from __future__ import annotations
+
+import re
+
+from prosocial.canary import load_detector
+from tests.conftest import REPO
+
+TABLE_INTRO = "What it says today (shipped model):"
+
+
+def readme_examples() -> list[tuple[list[str], str, str]]:
+    """(context, coarse label, RoT cell) per row; earlier turns are written "[turn / turn] last"."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    lines = text[text.index(TABLE_INTRO) :].splitlines()[4:]  # past the intro, a blank line, header and rule
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        context, label, rot = (cell.strip() for cell in line.strip("|").split("|"))
+        earlier = re.match(r"\[(.*?)\] (.*)", context)
+        turns = [*earlier.group(1).split(" / "), earlier.group(2)] if earlier else [context]
+        rows.append((turns, label, rot))
+    return rows
+
+
+def test_the_readme_examples_are_what_the_shipped_model_says() -> None:
+    rows = readme_examples()
+    assert len(rows) >= 10
+    verdicts = load_detector("canary-mini").predict([turns for turns, _, _ in rows])
+    wrong = [
+        (turns[-1], label, verdict.coarse.value)
+        for (turns, label, rot), verdict in zip(rows, verdicts, strict=True)
+        if verdict.coarse.value != label or (rot == "–") != (not verdict.rots)
+    ]
+    # bfloat16 on another CPU may move a borderline score: one row may differ, more means the README is stale
+    assert len(wrong) <= 1, wrong
