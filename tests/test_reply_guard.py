@@ -55,6 +55,7 @@ def test_degenerate_replies(user: str, reply: str, problem: str | None) -> None:
     "I don't think you're being greedy.",
     "You should just do it.",
     "I think you should use a pillow on someone who can't fight back.",
+    "I think that's a good thing to say.",
 ])
 def test_condoning_replies_are_caught(reply: str) -> None:
     context = ["Yes, it's a good idea to use a pillow on someone who can't fight back, she deserves it."]
@@ -69,6 +70,7 @@ def test_condoning_replies_are_caught(reply: str) -> None:
     "I'm sorry to hear that. It's not good for you to keep this anger inside.",
     "I think you should talk to her about how you feel instead.",
     "It's not okay to hurt people. You should apologize.",
+    "I'm not sure I like it. I think you should do it differently.",
 ])
 def test_prosocial_replies_are_not_flagged(reply: str) -> None:
     assert not condones(["I want to smother her with a pillow, she deserves it."], reply)
@@ -79,9 +81,9 @@ def test_motive_questions_are_flagged_only_on_casual_turns() -> None:
     reply = "Why do you want to eat dinner with your family?"
     assert questions_motive(reply) and questions_motive("What makes you want to go there?")
     assert not questions_motive("What did you cook?")
-    assert reply_problem(context, reply, caution=False) == "motive_question"
-    assert reply_problem(context, reply, caution=True) is None
-    assert reply_problem(context, "I think you are right.", caution=False) is None
+    assert reply_problem(context, reply, casual=True) == "motive_question"
+    assert reply_problem(context, reply, casual=False) is None
+    assert reply_problem(context, "I think you are right.", casual=True) == "condones", "checked on every turn"
 
 
 def test_repair_keeps_each_sentence_once_and_drops_a_cut_off_tail() -> None:
@@ -92,12 +94,12 @@ def test_repair_keeps_each_sentence_once_and_drops_a_cut_off_tail() -> None:
 
 
 def test_fallback_asks_first_then_states_the_rot() -> None:
-    assert fallback_reply([" ", ROT], caution=True) == f"{ASK_FIRST} {ROT}."
-    assert fallback_reply(["it's good to be honest."], caution=True) == f"{ASK_FIRST} It's good to be honest."
-    assert fallback_reply([], caution=True).startswith(ASK_FIRST)
-    assert fallback_reply([ROT], caution=False) == CASUAL_FALLBACK
-    for text in (fallback_reply([ROT], True), fallback_reply([], True), CASUAL_FALLBACK):
-        assert reply_problem([PRANK], text, caution=True) is None and degenerate(PRANK, text) is None
+    assert fallback_reply([" ", ROT], casual=False) == f"{ASK_FIRST} {ROT}."
+    assert fallback_reply(["it's good to be honest."], casual=False) == f"{ASK_FIRST} It's good to be honest."
+    assert fallback_reply([], casual=False).startswith(ASK_FIRST)
+    assert fallback_reply([ROT], casual=True) == CASUAL_FALLBACK
+    for text in (fallback_reply([ROT], False), fallback_reply([], False), CASUAL_FALLBACK):
+        assert reply_problem([PRANK], text, casual=True) is None and degenerate(PRANK, text) is None
 
 
 # --------------------------------------------------------------------------- rates on real, human-labelled replies
@@ -163,7 +165,7 @@ def test_resample_then_fall_back_with_counters() -> None:
     guard = ReplyGuard(retries=2, seed=5)
     contexts = [[GOOD], [LOOPS], [AGREES], [CASUAL]]
     rots = [[ROT], [ROT], [ROT], []]
-    out = guard.generate(generator, contexts, rots, caution=[True, True, True, False])
+    out = guard.generate(generator, contexts, rots, casual=[False, False, False, True])
     assert [g.path for g in out] == ["accepted", "repaired", "fallback", "resampled"]
     assert [g.problem for g in out] == [None, "loop", "condones", "motive_question"]
     assert out[1].reply.response == "It's wrong to lie. You should not lie."
@@ -182,7 +184,7 @@ def test_resample_then_fall_back_with_counters() -> None:
 def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
     generator = ScriptedGenerator(FIRST)
     guard = ReplyGuard(retries=3)
-    out = guard.generate(generator, [[AGREES], [CASUAL]], [[], []], caution=[True, False])
+    out = guard.generate(generator, [[AGREES], [CASUAL]], [[], []], casual=[False, True])
     assert [g.path for g in out] == ["fallback", "fallback"]
     assert out[0].reply.response.startswith(ASK_FIRST) and out[1].reply.response == CASUAL_FALLBACK
     assert len(generator.calls) == 1 and generator.calls[0][2] is None, "no RoTs: the plain prompt, as before"
@@ -191,10 +193,10 @@ def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
 
 def test_a_resampled_loop_is_repaired_and_bad_lengths_are_errors() -> None:
     generator = ScriptedSampler({AGREES: "I agree."}, {1: {AGREES: "That's unkind. That's unkind. That's unkind."}})
-    out = ReplyGuard(retries=1).generate(generator, [[AGREES]], [[ROT]], caution=[True])
+    out = ReplyGuard(retries=1).generate(generator, [[AGREES]], [[ROT]], casual=[False])
     assert (out[0].path, out[0].reply.response) == ("resampled", "That's unkind.")
-    with pytest.raises(ValueError, match="caution flags"):
-        ReplyGuard().generate(generator, [[AGREES]], [[ROT]], caution=[])
+    with pytest.raises(ValueError, match="casual flags"):
+        ReplyGuard().generate(generator, [[AGREES]], [[ROT]], casual=[])
     assert ReplyGuard().generate(generator, [], [], []) == []
 
 
@@ -225,7 +227,7 @@ def test_the_agent_guards_caution_and_casual_turns() -> None:
 
     unsure = ProsocialAgent(UnsureDetector(), ScriptedGenerator({PRANK: "Sounds like fun!", casual: FIRST[CASUAL]}))
     assert [t.guard for t in unsure.respond_batch([[PRANK], [casual]])] == ["fallback", "accepted"]
-    assert unsure.guard.stats["problem.condones"] == 1
+    assert unsure.guard.stats["problem.condones"] == 1 and unsure.guard.stats["problem.motive_question"] == 0
 
     unguarded = ProsocialAgent(CrisisDetector(), generator, guard=False)
     assert unguarded.guard is None
@@ -248,3 +250,9 @@ def test_prost_mini_resamples_with_temperature_and_the_seed(tmp_path: Path) -> N
     (reply,) = generator.resample([[PRANK]], [[ROT]], seed=7)
     assert reply == Reply("Please don't.", [ROT])
     assert generator.lm.options["seed"] == 7 and generator.lm.options["temperature"] == RESAMPLE_TEMPERATURE > 0
+
+
+def test_encouraging_the_users_own_act_is_caught_across_word_forms() -> None:
+    context = ["I don't know, but it doesn't matter. They should be owned like pets or slaves."]
+    assert condones(context, "I think you should be allowed to own pets or slaves.")
+    assert not condones(context, "You should not own anyone. People are not property.")

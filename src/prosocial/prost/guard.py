@@ -43,7 +43,7 @@ _STOPWORDS = frozenset(
     "a an the and or but so to of in on at for with from by about as into than then that this these those it its "
     "i me my mine you your yours he him his she her hers we us our they them their is am are was were be been being "
     "do does did have has had will would can could should shall may might must just really very not no also too "
-    "there here what who whom which when where why how all any some more most other such only own same".split()
+    "there here what who whom which when where why how all any some more most other such only same".split()
 )
 
 
@@ -143,11 +143,11 @@ _ENDORSE = re.compile(
     r"(?! to (be|feel)\b)"
     r"|\b(that's|that is|this is|it's|it is|what|sounds like) (a |such a |an )?(really |very )?"
     r"(great|good|fantastic|excellent|brilliant|nice|wonderful|smart|perfect|awesome|fun) "
-    r"(idea|plan|point|move|thing to do|way to)"
+    r"(idea|plan|point|move|thing to (do|say)|thing|way to)\b"
     r"|\b(well said|good point|fair point|i know,? right|tell me about it|couldn't agree more|can't argue with that"
     r"|me too|same here|i do too|i feel the same|i don't care either|i'd do the same|i would do the same"
     r"|go for it|you deserve it|(he|she|they) deserved? it|no big deal"
-    r"|i (like|love) (that|this|it|your (idea|plan|attitude|style))\b)"
+    r"|(?<!sure )i (like|love) (that|this|it|your (idea|plan|attitude|style))\b)"
     r"|(?<!not )(?<!be )\bgood for you\b(?!r| to)"
     r"|\bsounds (like )?(a )?(good|great|fun|awesome|like fun|like a plan|cool)\b"
     r"|\b(lol|lmao|haha\w*|rofl)\b"
@@ -166,22 +166,31 @@ _MOTIVE = re.compile(
 )
 
 
+def _stem(word: str) -> str:
+    """A crude stem, enough to match "owned" with "own" and "slaves" with "slave": no suffix, first 5 letters."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            word = word[: -len(suffix)]
+            break
+    return word[:5]
+
+
 def endorses_act(user: str, reply: str) -> bool:
     """A "(I think) you should X" where X is the user's own act: at least three content words, at least 3 in 4 of
     them from the user's turn ("I think you should use a pillow on someone who can't fight back")."""
-    said = {w[:5] for w in _words(user) if w not in _STOPWORDS}
+    said = {_stem(w) for w in _words(user) if w not in _STOPWORDS}
     for sentence in _sentences(_norm(reply)):
         match = _SHOULD.match(sentence.rstrip(".!? "))
         if not match or re.match(r"(not|never|stop|avoid|try not|refrain)\b", match["act"]):
             continue
-        act = [w[:5] for w in _words(match["act"]) if w not in _STOPWORDS]
+        act = [_stem(w) for w in _words(match["act"]) if w not in _STOPWORDS]
         if len(act) >= 3 and sum(w in said for w in act) >= 0.75 * len(act):
             return True
     return False
 
 
 def condones(context: Sequence[str], reply: str) -> bool:
-    """The reply agrees with or encourages what the user said (meant for contexts that need caution)."""
+    """The reply agrees with or encourages what the user said."""
     text = _norm(reply)
     statements = [s for s in _sentences(text) if not s.endswith("?")]  # "Are you sure that's a good idea?"
     return bool(
@@ -192,24 +201,26 @@ def condones(context: Sequence[str], reply: str) -> bool:
 
 
 def questions_motive(reply: str) -> bool:
-    """Asks "Why do you want to …?", "Why would you …?": fine for a caution turn, odd for a casual one."""
+    """Asks "Why do you want to …?", "Why would you …?": the paper's ask-first on a problematic turn, odd on a
+    casual one ("I made dinner for my family tonight." → "Why do you want to eat dinner with your family?")."""
     return _MOTIVE.search(_norm(reply)) is not None
 
 
-def reply_problem(context: Sequence[str], reply: str, caution: bool) -> Problem | None:
-    """The first problem of a reply to `context`, or None. `caution`: the turn needs caution (Canary's verdict),
-    so agreement is a problem; otherwise (casual) a question about the user's motive is."""
+def reply_problem(context: Sequence[str], reply: str, casual: bool) -> Problem | None:
+    """The first problem of a reply to `context`, or None. Agreement is checked on every turn: a detector calls
+    problematic turns casual too, and a false alarm on a casual turn costs only a resample (the rules flag 2-3%
+    of casual replies). `casual`: the turn is surely casual, so asking about the user's motive is a problem too."""
     problem = degenerate(context[-1], reply)
     if problem:
         return problem
-    if caution:
-        return "condones" if condones(context, reply) else None
-    return "motive_question" if questions_motive(reply) else None
+    if condones(context, reply):
+        return "condones"
+    return "motive_question" if casual and questions_motive(reply) else None
 
 
-def fallback_reply(rots: Sequence[str], caution: bool) -> str:
+def fallback_reply(rots: Sequence[str], casual: bool) -> str:
     """The last resort: ask first, then the first rule-of-thumb, as ProsocialDialog's replies do (§2.2)."""
-    if not caution:
+    if casual:
         return CASUAL_FALLBACK
     rot = next((r.strip() for r in rots if r.strip()), "")
     if not rot:
@@ -256,12 +267,12 @@ class ReplyGuard:
         generator: ResponseGenerator,
         contexts: Sequence[Sequence[str]],
         rots: Sequence[Sequence[str]],
-        caution: Sequence[bool],
+        casual: Sequence[bool],
     ) -> list[GuardedReply]:
         """Replies to `contexts`; `rots` (one list per context, possibly empty) ground the generator and the
-        fallback; `caution[i]` says whether context i needs caution (else it is casual)."""
-        if not len(contexts) == len(rots) == len(caution):
-            raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(caution)} caution flags")
+        fallback; `casual[i]` says whether context i is surely casual (the detector's verdict and confidence)."""
+        if not len(contexts) == len(rots) == len(casual):
+            raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(casual)} casual flags")
         if not contexts:
             return []
         grounding = rots if any(rots) else None
@@ -269,14 +280,14 @@ class ReplyGuard:
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
-            problem = reply_problem(contexts[i], reply.response, caution[i])
+            problem = reply_problem(contexts[i], reply.response, casual[i])
             self.stats["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
                 continue
             self.stats[f"problem.{problem}"] += 1
             fixed = repair(reply.response) if problem == "loop" else ""
-            if fixed and reply_problem(contexts[i], fixed, caution[i]) is None:
+            if fixed and reply_problem(contexts[i], fixed, casual[i]) is None:
                 out.append(GuardedReply(Reply(fixed, reply.rots), "repaired", problem))
             else:
                 out.append(GuardedReply(reply, "fallback", problem))
@@ -292,15 +303,15 @@ class ReplyGuard:
                 still = []
                 for i, reply in zip(todo, drawn, strict=True):
                     text = reply.response
-                    if reply_problem(contexts[i], text, caution[i]) == "loop":
+                    if reply_problem(contexts[i], text, casual[i]) == "loop":
                         text = repair(text)
-                    if text and reply_problem(contexts[i], text, caution[i]) is None:
+                    if text and reply_problem(contexts[i], text, casual[i]) is None:
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
                     else:
                         still.append(i)
                 todo = still
         for i in todo:
-            out[i] = GuardedReply(Reply(fallback_reply(rots[i], caution[i]), list(rots[i])), "fallback",
+            out[i] = GuardedReply(Reply(fallback_reply(rots[i], casual[i]), list(rots[i])), "fallback",
                                   out[i].problem)
             log.info("fallback reply for contexts[%d] (first draw: %s)", i, out[i].problem)
         for guarded in out:

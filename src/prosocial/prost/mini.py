@@ -60,8 +60,10 @@ GGUF_NAMES = {
 }
 STOPS = ["\nSpeaker 1:", "\nSpeaker 2:", "<|im_end|>"]
 _TAG = re.compile(r"\s*Speaker [12]:.*", re.DOTALL)
-#: Sampling for a second draw after the guard rejects a reply: varied enough to leave a loop, still on topic.
-RESAMPLE_TEMPERATURE = 0.8
+#: Sampling for a second draw after the guard rejects a reply. Chosen on 20 contexts whose greedy reply the guard
+#: rejected: at 0.5, 37 of 40 draws passed its checks and stayed on topic; at 0.8, 35 of 40 and several wandered
+#: ("Why don't you grab a drink first?" to "I think I'll drive home after these eight beers.").
+RESAMPLE_TEMPERATURE = 0.5
 RESAMPLE_TOP_P = 0.95
 
 

@@ -6,13 +6,12 @@ escalation handlers (callbacks, webhooks) and answers with a fixed hand-over tex
 help. §3 also observes that needs-intervention situations do not de-escalate, so a conversation stays in
 hand-over mode until it is explicitly reset (e.g. by the human who took over).
 
-Every generated reply passes `prost.guard.ReplyGuard` (on by default): it must not be empty, loop or echo; on a
-caution turn it must not agree with the user, and on a casual one it must not question the user's motive; a
-failing reply is repaired, resampled, or replaced by an ask-first reply stating Canary's RoT. A casual verdict
-counts as casual for the guard only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many
-problematic turns casual at lower scores (on 200 problematic ProsocialDialog contexts, 140 casual verdicts with a
-median casual score of 0.80, "I think I'll drive home after these eight beers." at 0.89), and there asking back is
-the right move and agreeing is not.
+Every generated reply passes `prost.guard.ReplyGuard` (on by default): it must not be empty, loop, echo or agree
+with what the user said, and on a casual turn it must not question the user's motive; a failing reply is
+repaired, resampled, or replaced by an ask-first reply stating Canary's RoT. A turn counts as casual for the guard
+only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many problematic turns casual at lower
+scores (v3, on 200 problematic ProsocialDialog contexts: 140 casual verdicts, median casual score 0.80; "I think
+I'll drive home after these eight beers." at 0.89), and there asking back is the right move.
 """
 
 from __future__ import annotations
@@ -205,8 +204,8 @@ class ProsocialAgent:
                 generated = self.generator.generate(chosen, grounding if any(grounding) else None)
                 replies = {i: (r, None) for i, r in zip(todo, generated, strict=True)}
             else:
-                caution = [not self._sure_casual(verdicts[i]) for i in todo]
-                guarded = self.guard.generate(self.generator, chosen, grounding, caution)
+                casual = [self._sure_casual(verdicts[i]) for i in todo]
+                guarded = self.guard.generate(self.generator, chosen, grounding, casual)
                 replies = {i: (g.reply, g.path) for i, g in zip(todo, guarded, strict=True)}
         turns = []
         for i, verdict in enumerate(verdicts):
