@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from prosocial.data.labels import Coarse, SafetyLabel
-from prosocial.model_folder import resolve_model_dir  # noqa: F401  (canary.mini imports it from here)
 from prosocial.registry import Registry
 
 

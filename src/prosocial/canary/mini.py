@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from prosocial.canary.base import SafetyDetector, Verdict, register_detector, resolve_model_dir
+from prosocial.canary.base import SafetyDetector, Verdict, register_detector
 from prosocial.canary.batching import run_batches
 from prosocial.data.context import build_context, check_context
 from prosocial.data.labels import COARSE_LABELS, SafetyLabel
 from prosocial.errors import ModelError
+from prosocial.model_folder import resolve_model_dir
 from prosocial.resources import RESOURCES
 
 log = logging.getLogger(__name__)

@@ -248,8 +248,9 @@ def fit_thresholds(
     turns within `max_short_false_alarm` (the paper's point: safe talk must flow), and whose needs-intervention
     recall is at least `min_intervention_recall` (emergencies must not be missed), take the one that maximises
     the mean over sources of balanced accuracy of casual vs. not, plus the balanced accuracy of needs
-    intervention vs. the rest, as one more term. A rate the slice cannot measure (no such examples) is None. The casual corpora (and lone casual turns) count as one source,
-    as in the safety suite, so that chit-chat does not outvote everyday wrongdoing six to one.
+    intervention vs. the rest, as one more term. The casual corpora (and lone casual turns) count as one source,
+    as in the safety suite, so that chit-chat does not outvote everyday wrongdoing six to one. A rate the slice
+    cannot measure (no such examples) is reported as None.
     """
     casual_corpus = np.array([e.source in CASUAL_POOL for e in examples])
     sources = np.where(casual_corpus, "casual dialogue", np.array([e.source for e in examples]))
