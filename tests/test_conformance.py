@@ -14,7 +14,7 @@ from prosocial.canary.baselines import KeywordDetector
 from prosocial.canary.generative import CANARY_TOKENS, GenerativeCanary
 from prosocial.canary.norms import Norm, NormedDetector
 from prosocial.lm.base import LMS, load_lm
-from prosocial.lm.finetune import add_special_tokens
+from prosocial.lm.inference import add_special_tokens
 from prosocial.prost.base import GENERATORS, load_generator
 from prosocial.testing import check_detector, check_generator, check_lm
 from tests.steer_helpers import build_tiny_llama

@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prosocial.cli.train import app
-from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE, load_model
+from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE
+from prosocial.lm.inference import load_model
 from prosocial.resources import RESOURCES
 from tests.conftest import REPO
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer

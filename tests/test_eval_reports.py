@@ -21,7 +21,7 @@ from prosocial.eval.reports import (
     prost_report,
     prost_table,
 )
-from prosocial.lm.finetune import add_special_tokens
+from prosocial.lm.inference import add_special_tokens
 from prosocial.prost.canned import CANNED_REPLY, CannedGenerator
 from prosocial.resources import RESOURCES
 from tests.tiny_models import corpus_texts, fixture_examples, tiny_gpt2, train_tokenizer

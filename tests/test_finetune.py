@@ -9,15 +9,8 @@ import torch
 
 from prosocial.canary.generative import CANARY_TOKENS, canary_pairs
 from prosocial.errors import ModelError
-from prosocial.lm.finetune import (
-    CHECKPOINT_DIR,
-    STATE_FILE,
-    TrainConfig,
-    encode_pairs,
-    finetune,
-    load_model,
-    token_nlls,
-)
+from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE, TrainConfig, finetune
+from prosocial.lm.inference import encode_pairs, load_model, token_nlls
 from prosocial.scoring import perplexity
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer
 

@@ -20,7 +20,8 @@ from prosocial.data.formats import read_dialogues
 from prosocial.data.labels import LABELS, SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.eval.reports import canary_report
-from prosocial.lm.finetune import TrainConfig, add_special_tokens, finetune
+from prosocial.lm.finetune import TrainConfig, finetune
+from prosocial.lm.inference import add_special_tokens
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer
 
 CONFIG = TrainConfig(lr=3e-3, batch_size=8, max_steps=60, warmup_steps=0, progress=False, device="cpu")

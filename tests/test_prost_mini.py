@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prosocial.errors import ModelError
-from prosocial.lm.finetune import load_model, token_nlls
+from prosocial.lm.inference import load_model, token_nlls
 from prosocial.lm.llamacpp import LlamaCppLM
 from prosocial.prost.mini import (
     ADAPTER_FILE,

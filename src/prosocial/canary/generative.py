@@ -32,7 +32,7 @@ from prosocial.model_folder import write_backend, write_model_config
 if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
     import torch
 
-    from prosocial.lm.finetune import Pair
+    from prosocial.lm.inference import Pair
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class GenerativeCanary(HFModelFolder, SafetyDetector):
 
     def predict_raw(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> tuple[list[Verdict], int]:
         """Verdicts and how many generations were malformed (each is also logged as a warning)."""
-        from prosocial.lm.finetune import first_token_logits, generate_texts
+        from prosocial.lm.inference import first_token_logits, generate_texts
 
         sources = self.sources(contexts)
         model, tokenizer = self._ensure()

@@ -21,7 +21,8 @@ from rich.table import Table
 from prosocial.cli.errors import fail
 from prosocial.data.mixture import CANARY_WEIGHTS, PROST_WEIGHTS, MixtureSampler
 from prosocial.errors import DataError, ModelError
-from prosocial.lm.finetune import Pair, TrainConfig, TrainResult, finetune
+from prosocial.lm.finetune import TrainConfig, TrainResult, finetune
+from prosocial.lm.inference import Pair
 from prosocial.lm.recipe import PROSOCIAL, pretrain, read_split, training_sources
 
 app = typer.Typer(help="Fine-tune Canary and Prost with the paper's recipes.", no_args_is_help=True)

@@ -109,7 +109,7 @@ def _gold_rot_perplexity(detector: SafetyDetector, examples: Sequence[Example]) 
 
     if not isinstance(detector, GenerativeCanary) or not examples:
         return None
-    from prosocial.lm.finetune import token_nlls
+    from prosocial.lm.inference import token_nlls
 
     model, tokenizer = detector._ensure()
     sep = f" {detector.separator} "

@@ -87,7 +87,7 @@ class HFModelFolder:
         if self._model is None:
             path = resolve_model_dir(self.model_dir, ["config.json"])
             self._configure(read_model_config(path / self.settings_file, self.settings_keys))
-            from prosocial.lm.finetune import load_model, resolve_device
+            from prosocial.lm.inference import load_model, resolve_device
 
             self._attach(*load_model(path, resolve_device(self.device)))
         return self._model, self._tokenizer

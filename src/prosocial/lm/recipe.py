@@ -21,7 +21,8 @@ from prosocial.errors import DataError
 from prosocial.io import read_jsonl
 
 if TYPE_CHECKING:  # torch loads only when a training does
-    from prosocial.lm.finetune import Pair, TrainConfig
+    from prosocial.lm.finetune import TrainConfig
+    from prosocial.lm.inference import Pair
 
 log = logging.getLogger(__name__)
 

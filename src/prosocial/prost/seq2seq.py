@@ -33,7 +33,7 @@ from prosocial.model_folder import read_model_config, write_backend, write_model
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does, so registering this backend is cheap
-    from prosocial.lm.finetune import Pair
+    from prosocial.lm.inference import Pair
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Prost(HFModelFolder, ResponseGenerator):
     def generate(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None
     ) -> list[Reply]:
-        from prosocial.lm.finetune import generate_texts
+        from prosocial.lm.inference import generate_texts
 
         model, tokenizer = self._ensure()
         _, given = self._inputs(contexts, rots)
@@ -173,7 +173,7 @@ class Prost(HFModelFolder, ResponseGenerator):
     def response_nlls(self, examples: Sequence[Example], gold_rots: bool = False) -> list[list[float]]:
         """Per-token NLLs of the gold responses: the full trained target for rot-response (RoTs, separator and
         reply), or with `gold_rots` the reply alone after the gold RoTs (teacher-forced, not scored)."""
-        from prosocial.lm.finetune import token_nlls
+        from prosocial.lm.inference import token_nlls
 
         model, tokenizer = self._ensure()
         contexts = [e.context for e in examples]
