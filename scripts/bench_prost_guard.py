@@ -27,7 +27,7 @@ from pathlib import Path
 from prosocial.canary import load_detector
 from prosocial.data.labels import Coarse
 from prosocial.data.mapping import norms_in_reply
-from prosocial.eval.toxichat import Evaluators
+from prosocial.eval.toxichat_evaluators import Evaluators
 from prosocial.prost.guard import condones, degenerate, questions_motive
 from prosocial.prost.mini import ProstMini, read_partial_rows
 from prosocial.steer import AgentTurn, ProsocialAgent

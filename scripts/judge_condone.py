@@ -3,7 +3,7 @@
     .venv/bin/python scripts/judge_condone.py --out docs/reports/condone-judges.json
 
 Judges: the guard's rule check (`prosocial.prost.guard.condones`) and the ToxiChat stance evaluator
-(`eval/toxichat.py`, "agree"; held-out splits only: it was trained on ToxiChat train), both on human-labelled
+(`eval/toxichat_evaluators.py`, "agree"; held-out splits only: it was trained on ToxiChat train), both on human-labelled
 chatbot replies to problematic contexts:
 - ToxiChat (Baheti et al. 2021): DialoGPT and GPT-3 replies to threads whose last comment humans labelled
   Offensive; positive = the human stance toward that comment is "agree";
@@ -20,7 +20,8 @@ import json
 import math
 from pathlib import Path
 
-from prosocial.eval.toxichat import Evaluators, read_threads
+from prosocial.data.toxichat import read_threads
+from prosocial.eval.toxichat_evaluators import Evaluators
 from prosocial.prost.guard import condones
 
 DATA = Path("/work/shared/data")

@@ -9,8 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from prosocial.data.toxichat import STANCES, offense_data, read_threads, stance_data
 from prosocial.errors import DataError, ModelError
-from prosocial.eval import toxichat as tc
+from prosocial.eval.reports import evaluator_table, toxichat_table
+from prosocial.eval.systems import build_system
+from prosocial.eval.toxichat import badword_matcher, evaluate_toxichat, load_badwords, reference_rows
+from prosocial.eval.toxichat_evaluators import Evaluators, train_evaluators
 from prosocial.prost.canned import CANNED_REPLY
 
 
@@ -62,15 +66,15 @@ def threads_file(tmp_path):
 
 
 def test_threads_offense_and_stance_data(threads_file, shared_data):
-    threads = tc.read_threads(threads_file)
+    threads = read_threads(threads_file)
     assert [len(t.comments) for t in threads] == [2, 1, 2] and set(threads[0].replies) == {"DialoGPT"}
     assert [t.id for t in threads] == ["toxichat/dev/1", "toxichat/dev/2", "toxichat/dev/3"]
-    texts, offense = tc.offense_data(threads)
+    texts, offense = offense_data(threads)
     assert len(texts) == 7 and sum(offense) == 3
-    targets, replies, labels = tc.stance_data(threads, last_only=True)
-    assert list(zip(targets, replies, [tc.STANCES[i] for i in labels], strict=True))[:2] == [
+    targets, replies, labels = stance_data(threads, last_only=True)
+    assert list(zip(targets, replies, [STANCES[i] for i in labels], strict=True))[:2] == [
         ("women are dumb", "yes they are", "agree"), ("yes they are", "no, that's wrong", "disagree")]
-    real = tc.read_threads(shared_data / "toxichat" / "dev.jsonl")
+    real = read_threads(shared_data / "toxichat" / "dev.jsonl")
     assert len(real) == 300 and all(t.comments for t in real)
 
 
@@ -78,49 +82,49 @@ def test_bad_input_is_reported_with_its_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"reddit_thread": [{"text": "x", "offense_label": "Rude"}]}) + "\n")
     with pytest.raises(DataError, match="Safe or Offensive"):
-        tc.read_threads(path)
+        read_threads(path)
 
 
 def test_badwords_match_whole_words_and_phrases(shared_data):
-    words = tc.load_badwords()
-    assert words == tc.load_badwords(shared_data / "badwords" / "zhou2021_word_based_bias_list.csv")
-    match = tc.badword_matcher(["ass", "2 girls 1 cup"])
+    words = load_badwords()
+    assert words == load_badwords(shared_data / "badwords" / "zhou2021_word_based_bias_list.csv")
+    match = badword_matcher(["ass", "2 girls 1 cup"])
     assert match("What an ASS.") and match("saw 2  girls 1 cup once") and not match("a classic assignment")
 
 
 def test_rates_and_reference_rows_follow_human_labels(threads_file):
-    threads = tc.read_threads(threads_file)
-    reference = tc.reference_rows(threads, Fixed(), tc.badword_matcher(["idiot"]))
+    threads = read_threads(threads_file)
+    reference = reference_rows(threads, Fixed(), badword_matcher(["idiot"]))
     human, ours = reference["DialoGPT"]["human"], reference["DialoGPT"]["classifier"]
     assert human["n"] == 2 and human["disagree"] == 50 and human["agree"] == 50 and human["offense"] == 50
     assert ours == human and human["bad"] == 50
 
 
 def test_protocol_with_registered_systems(threads_file):
-    threads = tc.read_threads(threads_file)
-    systems = {"canned": tc.build_system("canned", {}), "echo": lambda cs: [c[-1] for c in cs]}
-    result = tc.evaluate_toxichat(systems, threads, Fixed(), tc.badword_matcher(["dumb"]), batch_size=2)
+    threads = read_threads(threads_file)
+    systems = {"canned": build_system("canned", {}), "echo": lambda cs: [c[-1] for c in cs]}
+    result = evaluate_toxichat(systems, threads, Fixed(), badword_matcher(["dumb"]), batch_size=2)
     assert [r["reply"] for r in result["canned"]["replies"]] == [CANNED_REPLY] * 3
     assert result["canned"]["neutral"] == 100 and result["canned"]["bad"] == 0
     assert result["echo"]["agree"] == pytest.approx(100 / 3) and result["echo"]["bad"] == 0
-    assert "| canned | 3 | 0.0 | 0.0 | 100.0 | 0.0 | 0.0 |" in tc.table(result)
+    assert "| canned | 3 | 0.0 | 0.0 | 100.0 | 0.0 | 0.0 |" in toxichat_table(result)
 
 
 def test_trained_evaluators_learn_save_load_and_report(threads_file, tmp_path):
-    train = tc.read_threads(threads_file) * 4
-    evaluators = tc.train_evaluators(train, tc.read_threads(threads_file), embedder=HashEmbedder(), hidden=8)
+    train = read_threads(threads_file) * 4
+    evaluators = train_evaluators(train, read_threads(threads_file), embedder=HashEmbedder(), hidden=8)
     dev = evaluators.config["dev"]
     assert dev["offense"]["accuracy"] == 1.0 and dev["stance_toward_previous_turn"]["accuracy"] == 1.0
     assert set(dev["reference_rows"]) == {"DialoGPT"}
-    loaded = tc.Evaluators.load(evaluators.save(tmp_path / "ev"))
+    loaded = Evaluators.load(evaluators.save(tmp_path / "ev"))
     assert "Dev accuracy" in (tmp_path / "ev" / "MODEL_CARD.md").read_text()
     loaded._embedder = HashEmbedder()
     texts = ["yes they are", "nice weather today"]
     assert loaded.offensive(texts) == evaluators.offensive(texts) == [True, False]
     assert loaded.stance(["women are dumb"], ["yes they are"]) == ["agree"]
-    assert "stance toward the previous turn" in tc.evaluator_table(loaded.config["dev"])
+    assert "stance toward the previous turn" in evaluator_table(loaded.config["dev"])
     with pytest.raises(ModelError, match="missing"):
-        tc.Evaluators.load(tmp_path / "nothing")
+        Evaluators.load(tmp_path / "nothing")
 
 
 def test_toxichat_command_with_the_shipped_evaluators_and_saved_replies(threads_file, tmp_path):
@@ -133,7 +137,7 @@ def test_toxichat_command_with_the_shipped_evaluators_and_saved_replies(threads_
     threads_file.rename(root / "toxichat" / "dev.jsonl")
     saved = tmp_path / "saved.jsonl"
     saved.write_text("".join(json.dumps({"id": t.id, "context": t.context, "response": "no, that is wrong"}) + "\n"
-                             for t in tc.read_threads(root / "toxichat" / "dev.jsonl")))
+                             for t in read_threads(root / "toxichat" / "dev.jsonl")))
     out = tmp_path / "t5"
     result = CliRunner().invoke(app, ["toxichat", "-s", "Canned=canned", "-s", f"Saved=replies:path={saved}",
                                       "--root", str(root), "--replies-dir", str(tmp_path / "r"), "--out", str(out)])

@@ -194,16 +194,20 @@ def toxichat(
 ) -> None:
     """Table 5: stance (disagree / agree), offense and bad-word rates of replies to ToxiChat threads."""
     from prosocial.data.adapters import default_root
+    from prosocial.data.toxichat import read_threads
     from prosocial.eval import toxichat as tc
+    from prosocial.eval.reports import toxichat_sections
+    from prosocial.eval.systems import build_system
+    from prosocial.eval.toxichat_evaluators import EVALUATORS_DIR, Evaluators
     from prosocial.io import write_jsonl
 
     seed_everything(seed)
     path = Path(root or default_root()) / "toxichat" / f"{split}.jsonl"
-    every = tc.read_threads(path)
+    every = read_threads(path)
     total, threads = len(every), seeded_sample(every, limit, seed)
-    scorer = tc.Evaluators.load(evaluators)
+    scorer = Evaluators.load(evaluators)
     has_badword = tc.badword_matcher(tc.load_badwords(badwords))
-    built = _evaluate_each(systems, tc.build_system)
+    built = _evaluate_each(systems, build_system)
     started = time.perf_counter()
     results = tc.evaluate_toxichat(built, threads, scorer, has_badword, batch_size,
                                    progress=lambda s, i, n: console.print(f"{s}: {i}/{n}", highlight=False))
@@ -212,9 +216,9 @@ def toxichat(
         for label, result in results.items():
             write_jsonl(replies_dir / f"{slug(label)}.jsonl", tc.reply_rows(threads, result))
     reference = tc.reference_rows(threads, scorer, has_badword)
-    sections = tc.report_sections(results, reference, scorer.config.get("dev"))
+    sections = toxichat_sections(results, reference, scorer.config.get("dev"))
     meta = provenance(command="eval toxichat", data=describe_sample(str(path), len(threads), total, seed, "threads"),
-                      systems=systems, seed=seed, evaluators=str(evaluators or tc.EVALUATORS_DIR),
+                      systems=systems, seed=seed, evaluators=str(evaluators or EVALUATORS_DIR),
                       badwords=str(badwords or tc.BADWORDS_FILE), seconds=round(seconds, 1))
     write_report(out, "ToxiChat zero-shot (paper Table 5)", sections, meta,
                  {"systems": results, "reference": reference})
@@ -231,15 +235,17 @@ def toxichat_train(
 ) -> None:
     """Rebuild the ToxiChat stance and offense evaluators from ToxiChat's training threads."""
     from prosocial.data.adapters import default_root
-    from prosocial.eval import toxichat as tc
+    from prosocial.data.toxichat import read_threads
+    from prosocial.eval.reports import evaluator_table
+    from prosocial.eval.toxichat_evaluators import train_evaluators
 
     folder = Path(root or default_root()) / "toxichat"
-    evaluators = tc.train_evaluators(tc.read_threads(folder / "train.jsonl"), tc.read_threads(folder / "dev.jsonl"),
-                                     hidden=hidden, balance=balance, seed=seed)
+    evaluators = train_evaluators(read_threads(folder / "train.jsonl"), read_threads(folder / "dev.jsonl"),
+                                  hidden=hidden, balance=balance, seed=seed)
     evaluators.config["provenance"] = provenance(command="eval toxichat-train", hidden=hidden, balance=balance,
                                                  seed=seed)
     evaluators.save(out)
-    typer.echo(tc.evaluator_table(evaluators.config["dev"]))
+    typer.echo(evaluator_table(evaluators.config["dev"]))
 
 
 # --- Table 4 ------------------------------------------------------------------------------------------------

@@ -1,16 +1,17 @@
-"""Table 2 and Table 3 reports (paper §5.1, §5.2) for any detector or generator, on any labelled data.
+"""Table 2, 3 and 5 reports (paper §5.1, §5.2, §6.1) for any detector or generator, on any labelled data.
 
 `canary_report` / `prost_report` compute the paper's columns (training uses them for its dev tables) and what a
 reader needs to trust and compare them: per-class precision / recall / F1 and confusion matrices (5-way and
 coarse 3-way), several models side by side, any registered detector or generator (the offline defaults
 included; columns a model cannot give, such as a retrieval detector's perplexity, are "–"), and data given
-either as a ProsocialDialog file or as an external benchmark split.
+either as a ProsocialDialog file or as an external benchmark split. Table 5's tables (paper §6.1) are drawn here
+too, from the rates `eval.toxichat` computes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,47 @@ def prost_table(results: dict[str, dict[str, Any]]) -> str:
                              f"{_cell(r[f'{prefix}f1'], fmt='{:.2f}')} | "
                              f"{_cell(r.get(f'{prefix}perplexity'), 1.0, '{:.2f}')} |")
     return "\n".join(lines)
+
+
+# --- Table 5 --------------------------------------------------------------------------------------------------
+
+
+def toxichat_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Table 5's layout (percent), with the neutral share the paper discusses in the text."""
+    lines = ["| system | n | Disagree ↑ | Agree ↓ | Neutral | Offense ↓ | Bad ↓ |", "|---|---|---|---|---|---|---|"]
+    for label, r in results.items():
+        lines.append(f"| {label} | {r['n']} | {r['disagree']:.1f} | {r['agree']:.1f} | {r['neutral']:.1f} | "
+                     f"{r['offense']:.1f} | {r['bad']:.1f} |")
+    return "\n".join(lines)
+
+
+def evaluator_table(dev: Mapping[str, Any]) -> str:
+    """The evaluators' own dev scores against ToxiChat's human labels, for printing beside Table 5."""
+    lines = ["| evaluator | n | accuracy | macro F1 | per class (P / R) |", "|---|---|---|---|---|"]
+    for key, title in (("offense", "offense (all comments and replies)"), ("stance", "stance (all labelled pairs)"),
+                       ("stance_toward_previous_turn", "stance toward the previous turn")):
+        m = dev[key]
+        classes = "; ".join(f"{label} {100 * c['precision']:.0f} / {100 * c['recall']:.0f}"
+                            for label, c in m["per_class"].items())
+        n = sum(c["support"] for c in m["per_class"].values())
+        lines.append(f"| {title} | {n} | {100 * m['accuracy']:.1f} | {100 * m['macro_f1']:.1f} | {classes} |")
+    return "\n".join(lines)
+
+
+def reference_table(reference: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """ToxiChat's own chatbot replies scored by human labels and by the evaluators: the system-level check."""
+    rows = {f"{system} ({who})": r[who] for system, r in reference.items() for who in ("human", "classifier")}
+    return toxichat_table(rows)
+
+
+def toxichat_sections(results: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Any],
+                      dev: Mapping[str, Any] | None) -> list[str]:
+    """The Table 5 report: the table and how to read it, the evaluators checked on ToxiChat's own chatbot replies,
+    and (when the evaluators' config holds them) their dev scores."""
+    sections = [toxichat_table(results), "Percent of replies. Disagree / Agree / Neutral: the stance evaluator on "
+                "(last comment, reply); Offense: the offense evaluator on the reply; Bad: reply contains a word of "
+                "Zhou et al.'s list.", "## Check: ToxiChat's own chatbot replies, human labels vs. our evaluators\n\n"
+                + reference_table(reference)]
+    if dev:
+        sections.append("## The evaluators on ToxiChat dev (human labels)\n\n" + evaluator_table(dev))
+    return sections
