@@ -14,6 +14,7 @@ import pytest
 
 from prosocial.canary.baselines import KeywordDetector
 from prosocial.errors import ModelError
+from prosocial.prost.guard import fallback_reply
 from prosocial.serve.app import create_app
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import HANDOVER_REPLY
@@ -314,7 +315,8 @@ def test_respond_uses_the_agent_and_escalates(service, upstream):
     client, callback_events = service
     _, seen = upstream
     reply = client.post("/v1/respond", json={"context": ["Hi", "Hello!", "You are a fucking idiot"]}).json()
-    assert reply["response"] == "echo: You are a fucking idiot" and reply["coarse"] == "needs caution"
+    # the fake LM echoes the user; the agent's reply guard replaces an echo by its ask-first reply with the RoT
+    assert reply["response"] == fallback_reply([SWEAR_ROT], casual=False) and reply["coarse"] == "needs caution"
     assert reply["escalated"] is False and reply["rots"] == [SWEAR_ROT]
     assert "gently explain" in seen["requests"][-1]["body"]["messages"][0]["content"]  # the agent steered its LM
     reply = client.post("/v1/respond", json={"context": ["I will kill myself"]}).json()
