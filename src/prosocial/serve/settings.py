@@ -1,7 +1,9 @@
 """Service settings: defaults, then a TOML/JSON file, then PROSOCIAL_* environment variables, then CLI flags.
 
 One flat set of keys keeps the three sources symmetrical: the file key `upstream_url`, the variable
-`PROSOCIAL_UPSTREAM_URL` and the flag `--upstream-url` all set the same field.
+`PROSOCIAL_UPSTREAM_URL` and the flag `--upstream-url` all set the same field. Plain pydantic, not
+pydantic-settings: the file, variable and flag layers are a few lines here, and a settings library would add a
+dependency without removing them (the flags still come from typer).
 """
 
 from __future__ import annotations

@@ -35,7 +35,11 @@ def _shares(winners: Sequence[str]) -> dict[str, float]:
 
 def aggregate(judgments: Sequence[Judgment], bootstrap: int = 1000, seed: int = 0,
               confidence: float = 0.95) -> dict[str, Any]:
-    """Per dimension: shares of a / tie / b (percent), their bootstrap intervals, alpha, and counts."""
+    """Per dimension: shares of a / tie / b (percent), their bootstrap intervals, alpha, and counts.
+
+    The bootstrap resamples items with all their judgments together (a cluster bootstrap), which
+    `scipy.stats.bootstrap` does not offer: it resamples observations independently.
+    """
     by_dim: dict[str, dict[str, list[str]]] = {d: defaultdict(list) for d in DIMENSIONS}
     for j in judgments:
         by_dim.setdefault(j.dimension, defaultdict(list))[j.item_id].append(j.winner)
