@@ -191,6 +191,20 @@ def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
     assert guard.stats["resample_calls"] == 0 and guard.stats["fallback"] == 2
 
 
+def test_counters_add_up_when_one_guard_serves_many_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    guard = ReplyGuard(retries=1, seed=5)
+
+    def one_request(_: int) -> None:
+        guard.generate(ScriptedSampler(FIRST), [[GOOD], [AGREES]], [[ROT], [ROT]], casual=[False, False])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one_request, range(400)))
+    assert guard.stats["replies"] == 800 and guard.stats["accepted"] == guard.stats["fallback"] == 400
+    assert guard.stats["resample_calls"] == 400
+
+
 def test_a_resampled_loop_is_repaired_and_bad_lengths_are_errors() -> None:
     generator = ScriptedSampler({AGREES: "I agree."}, {1: {AGREES: "That's unkind. That's unkind. That's unkind."}})
     out = ReplyGuard(retries=1).generate(generator, [[AGREES]], [[ROT]], casual=[False])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,6 +262,7 @@ class ReplyGuard:
         self.retries = retries
         self.seed = seed
         self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def generate(
         self,
@@ -276,16 +278,17 @@ class ReplyGuard:
         if not contexts:
             return []
         grounding = rots if any(rots) else None
+        seen: Counter[str] = Counter()  # merged into `stats` once, under the lock: one guard serves many requests
         first = generator.generate(contexts, grounding)
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
             problem = reply_problem(contexts[i], reply.response, casual[i])
-            self.stats["replies"] += 1
+            seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
                 continue
-            self.stats[f"problem.{problem}"] += 1
+            seen[f"problem.{problem}"] += 1
             fixed = repair(reply.response) if problem == "loop" else ""
             if fixed and reply_problem(contexts[i], fixed, casual[i]) is None:
                 out.append(GuardedReply(Reply(fixed, reply.rots), "repaired", problem))
@@ -296,7 +299,7 @@ class ReplyGuard:
             for attempt in range(self.retries):
                 if not todo:
                     break
-                self.stats["resample_calls"] += 1
+                seen["resample_calls"] += 1
                 drawn = generator.resample([contexts[i] for i in todo],
                                            None if grounding is None else [rots[i] for i in todo],
                                            self.seed + attempt)
@@ -315,5 +318,7 @@ class ReplyGuard:
                                   out[i].problem)
             log.info("fallback reply for contexts[%d] (first draw: %s)", i, out[i].problem)
         for guarded in out:
-            self.stats[guarded.path] += 1
+            seen[guarded.path] += 1
+        with self._lock:
+            self.stats.update(seen)
         return out
