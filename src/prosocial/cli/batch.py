@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -134,27 +135,28 @@ def check_input_output(text: str | None, input: str | None, output: str | None, 
         raise typer.BadParameter(f"give a TEXT to {verb}, or --input FILE")
 
 
-def run_input(
-    source: str,
-    target: str,
-    make: Callable[[], BatchFn],
-    engine: str,
-    address: str | None,
-    actors: int | None,
-    gpus: float,
-    batch_size: int,
-    fmt: str,
-    skip_invalid: bool,
-    console: Console,
-    what: str,
-    records: str,
-) -> None:
+@dataclass(frozen=True)
+class JobOptions:
+    """How `check -i` / `respond -i` run: the engine flags, the batch and output settings, and the words the
+    progress bar and summary use (`what`: the command, `records`: what one output row is)."""
+
+    engine: str
+    address: str | None
+    actors: int | None
+    gpus: float
+    batch_size: int
+    fmt: str
+    skip_invalid: bool
+    what: str
+    records: str
+
+
+def run_input(source: str, target: str, make: Callable[[], BatchFn], job: JobOptions, console: Console) -> None:
     """--input as a corpus job (`make` builds each worker's batch function) or, for one JSON Lines file, here."""
-    if is_corpus(source, engine):
-        run_corpus_job(source, target, make, engine, address, actors, gpus, batch_size, fmt, skip_invalid, console,
-                       what, records)
+    if is_corpus(source, job.engine):
+        run_corpus_job(source, target, make, job, console)
     else:
-        run_jsonl(Path(source), Path(target), make(), batch_size, skip_invalid, console, what, records)
+        run_jsonl(Path(source), Path(target), make(), job.batch_size, job.skip_invalid, console, job.what, job.records)
 
 
 def is_corpus(source: str, engine: str) -> bool:
@@ -164,26 +166,13 @@ def is_corpus(source: str, engine: str) -> bool:
             or Path(source).is_dir())
 
 
-def run_corpus_job(
-    source: str,
-    target: str,
-    make: Callable[[], BatchFn],
-    engine: str,
-    address: str | None,
-    actors: int | None,
-    gpus: float,
-    batch_size: int,
-    fmt: str,
-    skip_invalid: bool,
-    console: Console,
-    what: str,
-    records: str,
-) -> None:
+def run_corpus_job(source: str, target: str, make: Callable[[], BatchFn], job: JobOptions, console: Console) -> None:
     """`run_corpus` with a progress bar over shards showing rows and rows/s, then the same summary lines as
     `run_jsonl` (bad lines skipped, contexts clipped) and the shards a previous run had finished."""
-    if engine not in ENGINES or fmt not in FORMATS:
+    engine, what = job.engine, job.what
+    if engine not in ENGINES or job.fmt not in FORMATS:
         raise typer.BadParameter(f"--engine must be one of {ENGINES} and --output-format one of {FORMATS}")
-    if engine == "local" and (address or actors or gpus):
+    if engine == "local" and (job.address or job.actors or job.gpus):
         raise typer.BadParameter("--address, --actors and --gpus-per-actor need --engine ray")
     if target == str(STDOUT):
         raise typer.BadParameter("a corpus job writes a folder of shards; give -o FOLDER, not '-'")
@@ -200,8 +189,9 @@ def run_corpus_job(
             elapsed = progress.tasks[0].elapsed or 0.0
             progress.update(task, total=to_do, advance=shards, rows=done, rate=done / elapsed if elapsed else 0.0)
 
-        report = run_corpus(source, target, make, engine=engine, address=address, actors=actors, gpus_per_actor=gpus,
-                            batch_size=batch_size, fmt=fmt, skip_invalid=skip_invalid, progress=step)
+        report = run_corpus(source, target, make, engine=engine, address=job.address, actors=job.actors,
+                            gpus_per_actor=job.gpus, batch_size=job.batch_size, fmt=job.fmt,
+                            skip_invalid=job.skip_invalid, progress=step)
     for problem in report.problems:
         console.print(f"[yellow]skipped[/yellow] {escape(str(problem))}", highlight=False, soft_wrap=True)
     if report.clipped:
@@ -209,5 +199,5 @@ def run_corpus_job(
                       f"to their newest {MAX_CONTEXT_CHARS:,}", highlight=False, soft_wrap=True)
     notes = [f"{report.done_before:,} shards already done"] if report.done_before else []
     notes += [f"skipped {len(report.problems):,} bad lines"] if report.problems else []
-    summary = f"wrote {report.rows:,} {records} in {report.shards:,} shards to {target}"
+    summary = f"wrote {report.rows:,} {job.records} in {report.shards:,} shards to {target}"
     console.print(escape(summary + "".join(f"; {n}" for n in notes)), highlight=False, soft_wrap=True)

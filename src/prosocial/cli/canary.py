@@ -20,6 +20,7 @@ from prosocial.cli.batch import (
     INPUT_HELP,
     OUTPUT_FORMAT,
     OUTPUT_HELP,
+    JobOptions,
     check_input_output,
     run_input,
 )
@@ -55,8 +56,9 @@ def check(
     settings = {"model_dir": model_dir} if model_dir else {}
     try:
         if input is not None:
-            run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), engine, address,
-                      actors, gpus_per_actor, batch_size, output_format, skip_invalid, console, "check", "verdicts")
+            job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid, "check",
+                             "verdicts")
+            run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), job, console)
             return
         verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError, OSError) as exc:

@@ -23,6 +23,7 @@ from prosocial.cli.batch import (
     INPUT_HELP,
     OUTPUT_FORMAT,
     OUTPUT_HELP,
+    JobOptions,
     check_input_output,
     run_input,
 )
@@ -102,8 +103,9 @@ def respond(
     build = partial(build_agent, backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
     try:
         if input is not None:
-            run_input(input, output, partial(respond_rows, build), engine, address, actors, gpus_per_actor,
-                      batch_size, output_format, skip_invalid, console, "respond", "replies")
+            job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid,
+                             "respond", "replies")
+            run_input(input, output, partial(respond_rows, build), job, console)
             return
         turn = build().respond([*context, text])
     except (DataError, ModelError, ValueError, OSError) as exc:
