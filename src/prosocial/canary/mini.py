@@ -163,15 +163,15 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, last_utterances: Se
 
     One tokenizer pass does both jobs: texts are tokenized whole, then the words between the leading and trailing
     special tokens are cut from the left, exactly as the tokenizer's own left truncation would. Each text ends with
-    its last utterance (WordPiece tokenizes a line the same alone or joined), so that utterance's own token count
-    says where it starts; without `last_utterances` the whole text counts as the last utterance.
+    its last utterance (WordPiece tokenizes a line the same alone or joined), so that utterance's own token count,
+    from the same pass, says where it starts; without `last_utterances` the whole text counts as the last one.
     """
-    last_utterances = list(texts) if last_utterances is None else list(last_utterances)
-    batch = tokenizer([*texts, *last_utterances], return_special_tokens_mask=True, verbose=False)
+    batch = tokenizer([*texts, *(last_utterances or [])], return_special_tokens_mask=True, verbose=False)
     n = len(texts)
     specials = batch["special_tokens_mask"]
+    lasts = specials[n:] if last_utterances is not None else [None] * n
     ids_out, spans, cut = [], [], 0
-    for ids, special, last in zip(batch["input_ids"][:n], specials[:n], specials[n:], strict=True):
+    for ids, special, last in zip(batch["input_ids"][:n], specials[:n], lasts, strict=True):
         head = next(i for i, flag in enumerate(special) if not flag)
         tail = next(i for i, flag in enumerate(reversed(special)) if not flag)
         if len(ids) > max_length:
@@ -179,7 +179,8 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, last_utterances: Se
             ids = ids[:head] + ids[end - (max_length - head - tail) : end] + ids[end:]
             cut += 1
         end = len(ids) - tail
-        spans.append((max(head, end - (len(last) - sum(last))), end))
+        length = end - head if last is None else len(last) - sum(last)
+        spans.append((max(head, end - length), end))
         ids_out.append(ids)
     return Encoded(ids_out, spans, cut)
 
