@@ -48,17 +48,17 @@ _STOPWORDS = frozenset(
 )
 
 
+def _norm(text: str) -> str:
+    """Lower case, one space, straight apostrophes: what the rule patterns are written against."""
+    return " ".join(text.lower().replace("\u2019", "'").split())
+
+
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower().replace("\u2019", "'"))
+    return _WORD.findall(_norm(text))
 
 
 def _sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.split(text.strip()) if s]
-
-
-def _norm(text: str) -> str:
-    """Lower case, one space, straight apostrophes: what the rule patterns are written against."""
-    return " ".join(text.lower().replace("\u2019", "'").split())
 
 
 def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
@@ -76,13 +76,18 @@ def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- degenerate output
 
 
+def _said_before(words: str, earlier: Sequence[str]) -> bool:
+    """The sentence `words` (space-joined) is one of the `earlier` ones or contained in one."""
+    return any(f" {words} " in f" {e} " for e in earlier)
+
+
 def has_loop(reply: str) -> bool:
     """A sentence said twice (or contained in an earlier one), or a run of 4 words three times (trigrams recur in
     long human replies: "to pay you back")."""
     seen: list[str] = []
     for sentence in _sentences(reply):
         words = " ".join(_words(sentence))
-        if len(words.split()) >= 2 and any(f" {words} " in f" {s} " for s in seen):
+        if len(words.split()) >= 2 and _said_before(words, seen):
             return True
         seen.append(words)
     words = _words(reply)
@@ -122,7 +127,7 @@ def repair(reply: str) -> str:
     kept: list[tuple[str, str]] = []
     for sentence in _sentences(reply):
         words = " ".join(_words(sentence))
-        if words and not any(f" {words} " in f" {k} " for _, k in kept):
+        if words and not _said_before(words, [k for _, k in kept]):
             kept.append((sentence, words))
     if len(kept) > 1 and kept[-1][0][-1] not in ".!?\"'":
         kept.pop()
@@ -219,6 +224,16 @@ def reply_problem(context: Sequence[str], reply: str, casual: bool) -> Problem |
     return "motive_question" if casual and questions_motive(reply) else None
 
 
+def usable(context: Sequence[str], reply: str, casual: bool) -> tuple[str, Problem | None]:
+    """The reply as it may be sent ("" when it may not) and its first problem: a looping reply is sent repaired if
+    the repair passes every check."""
+    problem = reply_problem(context, reply, casual)
+    if problem is None:
+        return reply, None
+    fixed = repair(reply) if problem == "loop" else ""
+    return (fixed if fixed and reply_problem(context, fixed, casual) is None else ""), problem
+
+
 def fallback_reply(rots: Sequence[str], casual: bool) -> str:
     """The last resort: ask first, then the first rule-of-thumb, as ProsocialDialog's replies do (§2.2)."""
     if casual:
@@ -283,15 +298,14 @@ class ReplyGuard:
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
-            problem = reply_problem(contexts[i], reply.response, casual[i])
+            text, problem = usable(contexts[i], reply.response, casual[i])
             seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
                 continue
             seen[f"problem.{problem}"] += 1
-            fixed = repair(reply.response) if problem == "loop" else ""
-            if fixed and reply_problem(contexts[i], fixed, casual[i]) is None:
-                out.append(GuardedReply(Reply(fixed, reply.rots), "repaired", problem))
+            if text:
+                out.append(GuardedReply(Reply(text, reply.rots), "repaired", problem))
             else:
                 out.append(GuardedReply(reply, "fallback", problem))
                 todo.append(i)
@@ -305,10 +319,8 @@ class ReplyGuard:
                                            self.seed + attempt)
                 still = []
                 for i, reply in zip(todo, drawn, strict=True):
-                    text = reply.response
-                    if reply_problem(contexts[i], text, casual[i]) == "loop":
-                        text = repair(text)
-                    if text and reply_problem(contexts[i], text, casual[i]) is None:
+                    text, _ = usable(contexts[i], reply.response, casual[i])
+                    if text:
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
                     else:
                         still.append(i)
