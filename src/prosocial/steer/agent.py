@@ -10,8 +10,9 @@ Every generated reply passes `prost.guard.ReplyGuard` (on by default): it must n
 with what the user said, and on a casual turn it must not question the user's motive; a failing reply is
 repaired, resampled, or replaced by an ask-first reply stating Canary's RoT. A turn counts as casual for the guard
 only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many problematic turns casual at lower
-scores (v3, on 200 problematic ProsocialDialog contexts: 140 casual verdicts, median casual score 0.80; "I think
-I'll drive home after these eight beers." at 0.89), and there asking back is the right move.
+scores (v2, shipped when this was measured, on 200 problematic ProsocialDialog contexts: 140 casual verdicts,
+median casual score 0.80; "I think I'll drive home after these eight beers." at 0.89; v4 still 0.88), and there
+asking back is the right move.
 """
 
 from __future__ import annotations
