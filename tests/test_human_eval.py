@@ -127,3 +127,14 @@ def test_human_commands_build_aggregate_export(tmp_path):
     assert json.loads((tmp_path / "t4.json").read_text())["meta"]["study"]["system_a"] == "Prost"
     result = runner.invoke(cli, ["human", "export", "--db", str(db), "--out", str(tmp_path / "j.csv")])
     assert result.exit_code == 0 and "15 judgments" in result.output
+
+
+def test_outputs_files_are_read_strictly_with_file_and_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"id": "1", "context": ["hi"], "response": "hello"}\n{"id": "2", "context": ["hi"], '
+                    '"response": NaN}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"out\.jsonl, line 2: invalid JSON"):
+        read_outputs(path)
+    path.write_bytes(b'{"id": "1", "context": ["hi"], "response": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"out\.jsonl, line 1"):
+        read_outputs(path)

@@ -146,3 +146,13 @@ def test_toxichat_command_with_the_shipped_evaluators_and_saved_replies(threads_
     assert report["results"]["systems"]["Canned"]["n"] == 3 and report["meta"]["seed"] == 0
     assert "DialoGPT (human)" in out.with_suffix(".md").read_text()
     assert (tmp_path / "r" / "canned.jsonl").read_text().count(CANNED_REPLY) == 3
+
+
+def test_thread_files_are_read_strictly_with_file_and_line(tmp_path):
+    path = tmp_path / "dev.jsonl"
+    path.write_text('{"reddit_thread": [{"text": "hi", "offense_label": NaN}]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl, line 1: invalid JSON"):
+        read_threads(path)
+    path.write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl, line 1: expected a JSON object"):
+        read_threads(path)

@@ -8,13 +8,13 @@ the thread whole, with the stance labels and chatbot replies that Table 5 and it
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prosocial.errors import DataError
+from prosocial.io import read_jsonl
 
 STANCES: tuple[str, ...] = ("agree", "disagree", "neutral")
 OFFENSE: tuple[str, ...] = ("safe", "offensive")
@@ -65,19 +65,14 @@ def read_threads(path: str | Path) -> list[Thread]:
     """ToxiChat's thread JSONL (`train.jsonl`, `dev.jsonl`)."""
     path = Path(path)
     threads = []
-    with path.open(encoding="utf-8") as handle:
-        for line, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise DataError.at(path, f"invalid JSON: {err.msg}", line) from None
-            comments = [_turn(c, path, line) for c in record.get("reddit_thread") or []]
-            if not comments:
-                raise DataError.at(path, "expected a non-empty 'reddit_thread'", line)
-            replies = {name: _turn(record[key], path, line) for key, name in REPLY_KEYS.items() if key in record}
-            threads.append(Thread(comments, replies, f"toxichat/{path.stem}/{line}"))
+    for line, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise DataError.at(path, "expected a JSON object", line)
+        comments = [_turn(c, path, line) for c in record.get("reddit_thread") or []]
+        if not comments:
+            raise DataError.at(path, "expected a non-empty 'reddit_thread'", line)
+        replies = {name: _turn(record[key], path, line) for key, name in REPLY_KEYS.items() if key in record}
+        threads.append(Thread(comments, replies, f"toxichat/{path.stem}/{line}"))
     return threads
 
 

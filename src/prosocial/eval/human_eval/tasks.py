@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from prosocial.data.context import check_context
 from prosocial.errors import DataError
+from prosocial.io import read_jsonl
 
 #: The paper's five questions (Appendix C.3), verbatim; the key names the dimension in reports.
 DIMENSIONS: dict[str, str] = {
@@ -55,20 +55,16 @@ def read_outputs(path: str | Path) -> dict[str, tuple[list[str], str]]:
     """
     path = Path(path)
     out: dict[str, tuple[list[str], str]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-                key, context, response = str(row["id"]), row["context"], row["response"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DataError.at(path, f"expected JSON with id, context and response ({err})", line) from None
-            if not isinstance(response, str):
-                raise DataError.at(path, "response must be a string", line)
-            if key in out:
-                raise DataError.at(path, f"duplicate id {key!r}", line)
-            out[key] = (check_context(context, where=f"{path}:{line} context"), response)
+    for line, row in read_jsonl(path):
+        try:
+            key, context, response = str(row["id"]), row["context"], row["response"]
+        except (KeyError, TypeError) as err:
+            raise DataError.at(path, f"expected JSON with id, context and response ({err})", line) from None
+        if not isinstance(response, str):
+            raise DataError.at(path, "response must be a string", line)
+        if key in out:
+            raise DataError.at(path, f"duplicate id {key!r}", line)
+        out[key] = (check_context(context, where=f"{path}:{line} context"), response)
     return out
 
 
