@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_prost_guard.py --threads 2 --out docs/reports/prost-guard-bench.json
 
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver
-RoT, `data.mapping.norms_in_reply`): the crowdworker saw something to correct, so the context is problematic. Each
+RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic. Each
 row is used single-turn, as Prost-mini was trained. Both agents share one detector and one generator; the only
 difference is `guard`. Measured over the generated replies (hand-overs excluded):
 - agreeing: judged by the guard's own rules (`prost.guard.condones`) and, independently, by the ToxiChat stance
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prosocial.canary import load_detector
 from prosocial.data.labels import Coarse
-from prosocial.data.mapping import norms_in_reply
+from prosocial.data.silver_rots import norm_sentences
 from prosocial.eval.toxichat_evaluators import Evaluators
 from prosocial.prost.guard import condones, degenerate, questions_motive
 from prosocial.prost.mini import ProstMini, read_partial_rows
@@ -57,7 +57,7 @@ def casual_contexts(n: int, seed: int) -> list[str]:
 
 
 def problematic_contexts(n: int, seed: int) -> list[str]:
-    rows = [c for c, r in read_partial_rows(VALID) if norms_in_reply(r)]
+    rows = [c for c, r in read_partial_rows(VALID) if norm_sentences(r)]
     return random.Random(seed).sample(rows, n)
 
 

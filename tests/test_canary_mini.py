@@ -109,6 +109,20 @@ def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_p
         assert quantized.scores != full.scores  # int8 arithmetic differs from fp32
 
 
+def test_recalibration_can_rebuild_the_rot_bank_from_reply_norms(trained, tmp_path, shared_data):
+    import shutil
+
+    out, _, by_source = trained
+    copy = shutil.copytree(out, tmp_path / "model")
+    before = (copy / "rot_bank" / "entries.jsonl").read_text().count("\n")
+    files = [shared_data / "prosocial_dialog_examples" / "dialogstudio_converted_examples.json"]
+    report = recalibrate(copy, root=shared_data, settings=MiniTrainSettings(), by_source=by_source,
+                         prosocial_files=files)
+    entries = [json.loads(line) for line in (copy / "rot_bank" / "entries.jsonl").read_text().splitlines()]
+    assert report["rot_bank_entries"] == len(entries) > before
+    assert {e["source"] for e in entries} == {"sbic", "prosocial_dialog"}
+
+
 def test_bfloat16_stays_close_to_float32_whatever_the_batch(trained):
     import torch
 

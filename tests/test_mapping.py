@@ -151,9 +151,3 @@ def test_prosocial_reply_labels_on_the_real_rows_are_mostly_caution(shared_data)
     assert 0.5 < counts[SafetyLabel.NEEDS_CAUTION] / total < 0.75
     assert 0.01 < counts[SafetyLabel.CASUAL] / total < 0.1
     assert 0.2 < counts[None] / total < 0.45
-
-
-def test_norms_are_mined_from_replies() -> None:
-    reply = "Why would you do that? It's wrong to pull a fire alarm for fun. I hope you reconsider."
-    assert mapping.norms_in_reply(reply) == ["It's wrong to pull a fire alarm for fun."]
-    assert mapping.norms_in_reply("You should stop. Never.") == []  # too short to be a rule

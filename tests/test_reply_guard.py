@@ -191,6 +191,17 @@ def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
     assert guard.stats["resample_calls"] == 0 and guard.stats["fallback"] == 2
 
 
+def test_without_detector_rots_the_fallback_states_the_rot_the_generator_wrote() -> None:
+    class WritesItsRot(ScriptedGenerator):
+        def generate(self, contexts, rots=None):
+            return [Reply(self.first[c[-1]], ["It's wrong to agree with harm."]) for c in contexts]
+
+    out = ReplyGuard(retries=0).generate(WritesItsRot(FIRST), [[AGREES]], [[]], casual=[False])
+    assert out[0].path == "fallback"
+    assert out[0].reply.response == f"{ASK_FIRST} It's wrong to agree with harm."
+    assert out[0].reply.rots == ["It's wrong to agree with harm."]
+
+
 def test_counters_add_up_when_one_guard_serves_many_threads() -> None:
     from concurrent.futures import ThreadPoolExecutor
 

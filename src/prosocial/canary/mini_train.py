@@ -45,8 +45,8 @@ from prosocial.canary.mini import (
 from prosocial.canary.rotbank import Embedder, Entry, RotBank, fit_min_similarity
 from prosocial.data.augment import augment, is_short
 from prosocial.data.labels import SafetyLabel
-from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
+from prosocial.data.silver_rots import norm_sentences
 from prosocial.io import write_json
 from prosocial.model_folder import write_backend
 
@@ -333,7 +333,7 @@ def rot_bank_entries(root: Path | None, prosocial_files: Sequence[Path]) -> list
     for path in prosocial_files:
         for dialogue in read_dialogues(path):
             for turn in dialogue.turns:
-                rots = turn.rots or norms_in_reply(turn.response)
+                rots = turn.rots or norm_sentences(turn.response)
                 if rots:
                     entries.append(Entry(turn.context, list(rots), "prosocial_dialog"))
     return entries
@@ -429,12 +429,14 @@ def recalibrate(
     root: Path | None = None,
     settings: MiniTrainSettings | None = None,
     by_source: dict[str, list[Example]] | None = None,
+    prosocial_files: Sequence[Path] | None = None,
 ) -> dict:
     """Refit the temperature and thresholds of a built model on its calibration slice, and the RoT bank's
     relevance gate, without retraining.
 
     For a changed false-alarm bound or intervention floor, or another precision (`settings.config.precision`):
-    a minute instead of a full rebuild. config.json, training.json and rot_bank/bank.json are rewritten.
+    a minute instead of a full rebuild. With `prosocial_files`, the RoT bank is first rebuilt from the data (after
+    a change to the RoT sources or to `data.silver_rots`). config.json, training.json and rot_bank/ are rewritten.
     """
     settings = settings or MiniTrainSettings()
     if settings.num_threads:
@@ -449,11 +451,14 @@ def recalibrate(
         load_classifier(model_dir, config.pooling), load_tokenizer(model_dir / "encoder"), calibration, config, settings
     )
     bank = RotBank.load(model_dir / "rot_bank")
+    if prosocial_files is not None:
+        bank = RotBank.build(rot_bank_entries(root, prosocial_files), bank.embedder)
     gate_report = gate_rot_bank(bank)
     bank.save(model_dir / "rot_bank")
     fitted = {k: getattr(settings, k) for k in ("max_false_alarm", "max_short_false_alarm", "min_intervention_recall")}
     config.meta = (config.meta or {}) | {
         "settings": (config.meta or {}).get("settings", {}) | fitted,
+        "rot_bank_entries": len(bank.entries),
         "rot_gate": gate_report,
     }
     write_json(model_dir / CONFIG, asdict(config))

@@ -111,10 +111,14 @@ def train_canary_mini(
     calibrate_only: bool = typer.Option(
         False, "--calibrate-only", help="Refit temperature and thresholds of the model at --out; no training."
     ),
+    rebuild_rot_bank: bool = typer.Option(
+        False, "--rebuild-rot-bank", help="With --calibrate-only: rebuild the RoT bank from the data first."
+    ),
 ) -> None:
     """Rebuild the offline default detector from the public data (train splits only), with progress bars.
 
-    --calibrate-only refits the temperature, the decision thresholds and the RoT relevance gate of a built model.
+    --calibrate-only refits the temperature, the decision thresholds and the RoT relevance gate of a built model
+    (and, with --rebuild-rot-bank, rebuilds its RoT bank from the data).
     """
     from prosocial.canary.mini import MiniConfig
     from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate
@@ -139,7 +143,8 @@ def train_canary_mini(
         config=MiniConfig(precision=precision, pooling=pooling),
     )
     if calibrate_only:
-        console.print_json(data=recalibrate(out, root=root, settings=settings))
+        files = default_prosocial_files(root) if rebuild_rot_bank else None
+        console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
         return
     report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings)
     console.print_json(data=report)

@@ -179,20 +179,6 @@ def prosocial_reply_label(reply: str) -> SafetyLabel | None:
     return None
 
 
-_NORM_START = re.compile(
-    r"^(it'?s|it is|you should|you shouldn'?t|people should|we should|one should|you need to|you must|never|"
-    r"always|don'?t|do not)\b",
-    re.IGNORECASE,
-)
-
-
-def norms_in_reply(reply: str) -> list[str]:
-    """The RoT-like sentences of a ProsocialDialog reply ("It's wrong to …", "You shouldn't …"): the norm a
-    crowdworker wrote, used as a silver RoT where the partial files carry no RoTs."""
-    sentences = _SENTENCE_END.split(reply.strip())
-    return [s for s in sentences if _NORM_START.match(s) and 4 <= len(s.split()) <= 24 and not s.endswith("?")]
-
-
 def convabuse_label(severities: Iterable[int]) -> SafetyLabel:
     """One most-severe K per annotator; the share with K < 0 (abusive) grades the caution."""
     votes = list(severities)

@@ -21,8 +21,8 @@ import numpy as np
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.augment import is_short
 from prosocial.data.labels import SafetyLabel
-from prosocial.data.mapping import norms_in_reply
 from prosocial.data.schema import Example
+from prosocial.data.silver_rots import norm_sentences
 from prosocial.scoring import rot_scores
 
 LABELLED = ("toxichat", "diasafety", "convabuse", "ethics_commonsense", "sbic", "prosocial_dialog")
@@ -108,7 +108,7 @@ def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int
             result.update(rot_scores([verdicts[i].rots for i in offensive], [examples[i].rots for i in offensive],
                                      alternatives=True))
         if name == "prosocial_dialog":
-            normed = [replace(e, rots=norms_in_reply(e.response or "")) for e in examples]
+            normed = [replace(e, rots=norm_sentences(e.response or "")) for e in examples]
             with_norm = [i for i, e in enumerate(normed) if e.rots]
             result.update(rot_scores([verdicts[i].rots for i in with_norm], [normed[i].rots for i in with_norm],
                                      alternatives=True))

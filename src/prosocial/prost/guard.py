@@ -287,7 +287,8 @@ class ReplyGuard:
         casual: Sequence[bool],
     ) -> list[GuardedReply]:
         """Replies to `contexts`; `rots` (one list per context, possibly empty) ground the generator and the
-        fallback; `casual[i]` says whether context i is surely casual (the detector's verdict and confidence)."""
+        fallback (which otherwise takes the RoT the generator wrote with its first draw, if any); `casual[i]` says
+        whether context i is surely casual (the detector's verdict and confidence)."""
         if not len(contexts) == len(rots) == len(casual):
             raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(casual)} casual flags")
         if not contexts:
@@ -326,8 +327,8 @@ class ReplyGuard:
                         still.append(i)
                 todo = still
         for i in todo:
-            out[i] = GuardedReply(Reply(fallback_reply(rots[i], casual[i]), list(rots[i])), "fallback",
-                                  out[i].problem)
+            grounded = list(rots[i]) or list(first[i].rots)  # the detector's RoTs, else the one the generator wrote
+            out[i] = GuardedReply(Reply(fallback_reply(grounded, casual[i]), grounded), "fallback", out[i].problem)
             log.info("fallback reply for contexts[%d] (first draw: %s)", i, out[i].problem)
         for guarded in out:
             seen[guarded.path] += 1
