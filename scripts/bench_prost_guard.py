@@ -3,9 +3,9 @@
     .venv/bin/python scripts/bench_prost_guard.py --threads 2 --out docs/reports/prost-guard-bench.json
 
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver
-RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic. Each
-row is used single-turn, as Prost-mini was trained. Both agents share one detector and one generator; the only
-difference is `guard`. Measured over the generated replies (hand-overs excluded):
+RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic.
+Each row is used single-turn (as an opening turn: the hardest case, no history to go on). Both agents share one
+detector and one generator; the only difference is `guard`. Measured over the generated replies (hand-overs excluded):
 - agreeing: judged by the guard's own rules (`prost.guard.condones`) and, independently, by the ToxiChat stance
   evaluator ("agree" toward the user's turn); their precision on human labels is in condone-judges.json;
 - loop or echo, and empty or one-word (`prost.guard.degenerate`);

@@ -17,7 +17,8 @@ from prosocial.prost.mini import (
     export_lora_gguf,
     fit_context,
     lora_targets,
-    parse_reply,
+    parse_generation,
+    prosocial_pairs,
     render_prompt,
     target_text,
     train_adapter,
@@ -102,20 +103,46 @@ def test_export_refuses_non_adapter_folders(tmp_path):
         export_lora_gguf(tmp_path, tmp_path / "x.gguf")
 
 
-def test_prompts_follow_the_paper_and_ground_in_rots():
-    assert render_prompt(["a", "b", "c", "d"]).endswith("Speaker 1: b\nSpeaker 2: c\nSpeaker 1: d\nSpeaker 2:")
-    grounded = render_prompt(["I'll key his car."], ["It's wrong to damage property"])
-    assert "Speaker 2 is trying to gently explain It's wrong to damage property." in grounded
+def test_prompts_cover_rot_and_response_response_only_and_grounding():
+    dialogue = "The following is a conversation between Speaker 1 and Speaker 2.\n\n"
+    assert render_prompt(["a", "b", "c", "d"]) == dialogue + "Speaker 1: b\nSpeaker 2: c\nSpeaker 1: d\n"
+    assert render_prompt(["hi"], write_rot=False) == dialogue + "Speaker 1: hi\nSpeaker 2:"
+    grounded = render_prompt(["I'll key his car."], ["It's wrong to damage property.", " "], write_rot=False)
+    assert grounded.endswith("Speaker 1: I'll key his car.\nRule of thumb: It's wrong to damage property.\nSpeaker 2:")
 
 
-@pytest.mark.parametrize(("raw", "reply"), [
-    (" That's not ok.\nSpeaker 1: why?", "That's not ok."),
-    ("Speaker 2: Hi there!<|im_end|>junk", "Hi there!"),
-    ("  two\n lines ", "two lines"),
-    ("", ""),
+def test_training_targets_continue_every_prompt_form():
+    """Teacher forcing on (dialogue, RoT line + reply) is what all three prompt forms continue."""
+    context, rot, reply = ["I'll key his car."], "It's wrong to damage property.", "Please don't, it's his."
+    full = render_prompt(context) + target_text(reply, rot)
+    assert full == render_prompt(context, [rot]) + " " + reply
+    assert render_prompt(context) + target_text(reply) == render_prompt(context, write_rot=False) + " " + reply
+
+
+@pytest.mark.parametrize(("raw", "rot", "reply"), [
+    (" That's not ok.\nSpeaker 1: why?", None, "That's not ok."),
+    ("Speaker 2: Hi there!<|im_end|>junk", None, "Hi there!"),
+    ("Rule of thumb: It's wrong to steal.\nSpeaker 2: Please give it back.", "It's wrong to steal.",
+     "Please give it back."),
+    ("Rule of thumb: It's wrong to steal.", "It's wrong to steal.", ""),
+    ("Rule of thumb : It is good to be on time .\nSpeaker 2 : Sure .", "It is good to be on time .", "Sure ."),
+    ("Rule of thumb : You should not call her up .", "You should not call her up .", ""),
+    ("Good idea. Rule of thumb: be kind.", None, "Good idea."),
+    ("  two\n lines ", None, "two lines"),
+    ("", None, ""),
 ])
-def test_parse_reply(raw, reply):
-    assert parse_reply(raw) == reply
+def test_parse_generation(raw, rot, reply):
+    assert parse_generation(raw) == (rot, reply)
+
+
+def test_prosocial_pairs_carry_history_and_silver_rots():
+    rows = [("I stole a bike.", "It's wrong to steal. Why?"), ("Sorry, I'll return it.", "Good, thank you."),
+            ("My cat is cute.", "Aww, what's her name?")]
+    pairs = prosocial_pairs(rows, [0, 0, 1])
+    assert pairs[0][1] == "Rule of thumb: It's wrong to steal.\nSpeaker 2: It's wrong to steal. Why?"
+    assert pairs[1][0].endswith("Speaker 1: I stole a bike.\nSpeaker 2: It's wrong to steal. Why?\n"
+                                "Speaker 1: Sorry, I'll return it.\n")
+    assert pairs[2][0].endswith("\n\nSpeaker 1: My cat is cute.\n") and pairs[2][1].startswith("Speaker 2:")
 
 
 def test_oversized_context_loses_oldest_turns_with_a_warning(caplog):
@@ -134,8 +161,8 @@ def test_bad_contexts_are_clear_errors(context, message):
 
 class _FakeLM:
     def generate(self, prompts, **options):
-        self.prompts = prompts
-        return [" Please don't.\nSpeaker 1: fine"] * len(prompts)
+        self.prompts, self.options = prompts, options
+        return ["Rule of thumb: Taking things is wrong.\nSpeaker 2: Please don't.\nSpeaker 1: fine"] * len(prompts)
 
 
 def test_generator_parses_replies_and_returns_rots(tmp_path):
@@ -145,10 +172,23 @@ def test_generator_parses_replies_and_returns_rots(tmp_path):
     generator.lm = _FakeLM()
     replies = generator.generate([["I'll steal it."], ["hello"]], [["It's wrong to steal"], []])
     assert [r.response for r in replies] == ["Please don't.", "Please don't."]
-    assert replies[0].rots == ["It's wrong to steal"] and replies[1].rots == []
-    assert "gently explain It's wrong to steal." in generator.lm.prompts[0]
+    assert replies[0].rots == ["It's wrong to steal"] and replies[1].rots == ["Taking things is wrong."]
+    assert generator.lm.prompts[0].endswith("Rule of thumb: It's wrong to steal\nSpeaker 2:")
+    assert generator.lm.prompts[1].endswith("Speaker 1: hello\n")
     with pytest.raises(ValueError, match="RoT lists"):
         generator.generate([["a"]], [[], []])
+
+
+def test_rot_bias_favours_opening_a_rule_line_only_when_the_adapter_chooses(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    generator = ProstMini(adapter=adapter, rot_bias=2.5)
+    generator.lm = _FakeLM()
+    generator.generate([["I'll steal it."]])
+    assert generator.lm.options["logit_bias"] == {"Rule": 2.5}
+    generator.write_rot = False
+    generator.generate([["I'll steal it."]])
+    assert generator.lm.options["logit_bias"] is None
 
 
 def test_missing_files_are_model_errors(tmp_path):

