@@ -186,6 +186,9 @@ def test_rot_bias_favours_opening_a_rule_line_only_when_the_adapter_chooses(tmp_
     generator.lm = _FakeLM()
     generator.generate([["I'll steal it."]])
     assert generator.lm.options["logit_bias"] == {"Rule": 2.5}
+    generator.resample([["I'll steal it."]], None, seed=1)
+    assert generator.lm.prompts[0].endswith("Speaker 2:"), "a redraw samples the wording, not whether to lecture"
+    assert "logit_bias" not in generator.lm.options and generator.lm.options["temperature"] > 0
     generator.write_rot = False
     generator.generate([["I'll steal it."]])
     assert generator.lm.options["logit_bias"] is None

@@ -403,8 +403,12 @@ class ProstMini(ResponseGenerator):
         self.max_turns = max_turns
         self.max_prompt_chars = max_prompt_chars
 
-    def prompts(self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None) -> list[str]:
-        """The exact prompts sent to the LM (validated and truncated contexts)."""
+    def prompts(
+        self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None,
+        write_rot: bool | None = None,
+    ) -> list[str]:
+        """The exact prompts sent to the LM (validated and truncated contexts); `write_rot` overrides the setting."""
+        write_rot = self.write_rot if write_rot is None else write_rot
         if rots is not None and len(rots) != len(contexts):
             raise ValueError(f"got {len(rots)} RoT lists for {len(contexts)} contexts")
         out = []
@@ -413,7 +417,7 @@ class ProstMini(ResponseGenerator):
             given = list(rots[i]) if rots is not None else None
             if given is not None and not all(isinstance(r, str) for r in given):
                 raise ValueError(f"rots[{i}]: every rule-of-thumb must be a string")
-            out.append(render_prompt(turns, given, self.max_turns, self.write_rot))
+            out.append(render_prompt(turns, given, self.max_turns, write_rot))
         return out
 
     def generate(
@@ -427,10 +431,12 @@ class ProstMini(ResponseGenerator):
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
     ) -> list[Reply]:
         """Another draw for the same inputs (for `prost.guard.ReplyGuard`): sampled at temperature
-        `RESAMPLE_TEMPERATURE` with `seed`, since a greedy rerun would only repeat the rejected reply."""
-        texts = self.lm.generate(self.prompts(contexts, rots), max_new_tokens=self.max_new_tokens,
-                                 temperature=RESAMPLE_TEMPERATURE, top_p=RESAMPLE_TOP_P, stop=STOPS, seed=seed,
-                                 logit_bias=self._bias())
+        `RESAMPLE_TEMPERATURE` with `seed`, since a greedy rerun would only repeat the rejected reply.
+
+        Only the wording is redrawn: without given RoTs the prompt is Response-only, because sampling whether to
+        state an RoT made redrawn replies to casual news lecture ("It's not nice to make a joke about your job.")."""
+        texts = self.lm.generate(self.prompts(contexts, rots, write_rot=False), max_new_tokens=self.max_new_tokens,
+                                 temperature=RESAMPLE_TEMPERATURE, top_p=RESAMPLE_TOP_P, stop=STOPS, seed=seed)
         return self._replies(texts, rots)
 
     def _bias(self) -> dict[str, float] | None:
