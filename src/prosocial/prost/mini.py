@@ -67,12 +67,12 @@ STOPS = ["\nSpeaker 1:", "<|im_end|>", f"\n{RULE_TAG}", "\nRule of thumb :"]
 _RULE_LINE = re.compile(r"^Rule of thumb\s*:\s*")
 _REPLY_TAG = re.compile(r"^Speaker 2\s*:")
 _TAG = re.compile(r"\s*(Speaker [12]|Rule of thumb)\s*:.*", re.DOTALL)
-#: Sampling for a second draw after the guard rejects a reply. Chosen on 20 contexts whose greedy reply the guard
-#: rejected: at 0.5, 37 of 40 draws passed its checks and stayed on topic; at 0.8, 35 of 40 and several wandered
-#: ("Why don't you grab a drink first?" to "I think I'll drive home after these eight beers.").
 #: Logit bias on opening a "Rule of thumb:" line when the adapter chooses whether to state an RoT (the first
 #: token after the dialogue); set in the model card's dev-set sweep (train-tail rows, not the validation file).
 ROT_BIAS = 0.0
+#: Sampling for a second draw after the guard rejects a reply. Chosen on 20 contexts whose greedy reply the guard
+#: rejected: at 0.5, 37 of 40 draws passed its checks and stayed on topic; at 0.8, 35 of 40 and several wandered
+#: ("Why don't you grab a drink first?" to "I think I'll drive home after these eight beers.").
 RESAMPLE_TEMPERATURE = 0.5
 RESAMPLE_TOP_P = 0.95
 
@@ -154,8 +154,9 @@ def read_partial_rows(path: str | Path) -> list[tuple[str, str]]:
     return rows
 
 
-def prosocial_pairs(rows: Sequence[tuple[str, str]], ids: Sequence[int], max_turns: int = MAX_TURNS,
-                    ) -> list[tuple[str, str]]:
+def prosocial_pairs(
+    rows: Sequence[tuple[str, str]], ids: Sequence[int], max_turns: int = MAX_TURNS
+) -> list[tuple[str, str]]:
     """Training pairs of ProsocialDialog rows: the recovered dialogue (`prost.history`) as the prompt, the silver
     RoT (`data.silver_rots`) and the reply as the target."""
     contexts = with_history(rows, ids, max_turns)
