@@ -17,14 +17,15 @@ def prost_mini(
     out: Path = typer.Option(RESOURCE_DIR, help="Where the adapter GGUF and its settings are written."),
     work_dir: Path = typer.Option(None, help="Checkpoint folder (default: <prosocial cache>/prost-mini-train)."),
     data: Path = typer.Option(PROSOCIAL_TRAIN, help="ProsocialDialog partial train.json (its tail is the dev)."),
-    steps: int = typer.Option(750, help="Optimizer updates (batch 8; about 3.3 s each on 2 idle threads)."),
+    steps: int = typer.Option(500, help="Optimizer updates (batch 8; about 5 s each on 2 idle threads)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate for the LoRA weights."),
     rank: int = typer.Option(8, help="LoRA rank."),
     eval_every: int = typer.Option(10, help="Dev perplexity and a resumable checkpoint every N updates."),
     threads: int = typer.Option(2, help="torch threads."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an existing checkpoint and start over."),
 ) -> None:
-    """LoRA-train Prost-mini on ProsocialDialog + casual corpora; a killed run continues when restarted."""
+    """LoRA-train Prost-mini (RoT & Response, with recovered history) on ProsocialDialog + casual corpora; a killed
+    run continues when restarted."""
     from prosocial.prost.mini import train_prost_mini
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
