@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +82,23 @@ def dialogue_ids(scores: Sequence[float], threshold: float) -> list[int]:
     return ids
 
 
+def _dialogue_until(
+    rows: Sequence[tuple[str, str]], i: int, continues: Callable[[int], bool], max_turns: int
+) -> list[str]:
+    """Row i's context after its dialogue's earlier utterances (at most `max_turns`); `continues(j)` says whether
+    row j continues row j-1."""
+    turns, j = [rows[i][0]], i
+    while j > 0 and len(turns) < max_turns and continues(j):
+        turns[:0] = [rows[j - 1][0], rows[j - 1][1]]
+        j -= 1
+    return turns[-max_turns:]
+
+
 def with_history(rows: Sequence[tuple[str, str]], ids: Sequence[int], max_turns: int) -> list[list[str]]:
     """Each row's context as a dialogue: its dialogue's earlier utterances, then its own (at most `max_turns`)."""
     if len(ids) != len(rows):
         raise ValueError(f"{len(ids)} dialogue ids for {len(rows)} rows")
-    contexts: list[list[str]] = []
-    for i, (context, _) in enumerate(rows):
-        turns = [context]
-        j = i - 1
-        while j >= 0 and ids[j] == ids[i] and len(turns) < max_turns:
-            turns[:0] = [rows[j][0], rows[j][1]]
-            j -= 1
-        contexts.append(turns[-max_turns:])
-    return contexts
+    return [_dialogue_until(rows, i, lambda j: ids[j] == ids[j - 1], max_turns) for i in range(len(rows))]
 
 
 def linked_contexts(
@@ -107,17 +111,9 @@ def linked_contexts(
 ) -> list[list[str]]:
     """`with_history` for some rows of a file that has no shipped links: only the links those contexts need are
     scored (row i's, then i-1's, ... while `max_turns` has room), and cut at `threshold` (the train file's)."""
-    back = (max_turns - 1) // 2
-    needed = sorted({i - k for i in indices for k in range(back) if i - k > 0})
+    needed = sorted({i - k for i in indices for k in range(max_turns // 2) if i - k > 0})
     score = dict(zip(needed, link_scores(rows, model, tokenizer, indices=needed), strict=True))
-    contexts = []
-    for i in indices:
-        turns, j = [rows[i][0]], i
-        while j > 0 and len(turns) + 2 <= max_turns and score[j] >= threshold:
-            turns[:0] = [rows[j - 1][0], rows[j - 1][1]]
-            j -= 1
-        contexts.append(turns)
-    return contexts
+    return [_dialogue_until(rows, i, lambda j: score[j] >= threshold, max_turns) for i in indices]
 
 
 def read_links(name: str = "train", folder: Path = LINKS_DIR) -> dict[str, Any]:

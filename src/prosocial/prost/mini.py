@@ -169,14 +169,12 @@ def prost_mini_data(
     dev_rows: int = 400,
     casual_root: Path | None = None,
     casual_limit: int | None = None,
-    dialogue_ids: Sequence[int] | None = None,
 ) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]:
     """Training sources for the B.2 mixture, and dev pairs: the LAST `dev_rows` rows of the ProsocialDialog file.
 
-    ProsocialDialog rows carry their recovered history: `dialogue_ids` (default: the shipped links of the train
-    file, `prost.history.load_links`). A contiguous tail block (not a random sample) keeps all but one dialogue
-    wholly on one side, so dev contexts never continue a training dialogue; the history of the first dev row is
-    cut at the split. Casual corpora are those of `PROST_WEIGHTS` that exist here (Wizard of Wikipedia does not);
+    ProsocialDialog rows carry their recovered history (the file's shipped links, `prost.history.load_links`). A
+    contiguous tail block (not a random sample) keeps all but one dialogue wholly on one side, so dev contexts never
+    continue a training dialogue; the history of the first dev row is cut at the split. Casual corpora are those of `PROST_WEIGHTS` that exist here (Wizard of Wikipedia does not);
     BYU Chit-Chat is not in the paper's mixture and is left out.
     """
     from prosocial.data.adapters import BENCHMARKS, load_benchmark
@@ -184,7 +182,7 @@ def prost_mini_data(
     rows = read_partial_rows(prosocial_file)
     if not 0 < dev_rows < len(rows):
         raise ValueError(f"dev_rows must be between 1 and {len(rows) - 1}")
-    ids = list(dialogue_ids) if dialogue_ids is not None else load_links(Path(prosocial_file).stem, len(rows))
+    ids = load_links(Path(prosocial_file).stem, len(rows))
     cut = len(rows) - dev_rows
     sources = {"prosocial": prosocial_pairs(rows[:cut], ids[:cut])}
     dev = prosocial_pairs(rows[cut:], ids[cut:])
