@@ -174,8 +174,9 @@ def prost_mini_data(
 
     ProsocialDialog rows carry their recovered history (the file's shipped links, `prost.history.load_links`). A
     contiguous tail block (not a random sample) keeps all but one dialogue wholly on one side, so dev contexts never
-    continue a training dialogue; the history of the first dev row is cut at the split. Casual corpora are those of `PROST_WEIGHTS` that exist here (Wizard of Wikipedia does not);
-    BYU Chit-Chat is not in the paper's mixture and is left out.
+    continue a training dialogue; the history of the first dev row is cut at the split. Casual corpora are those
+    of `PROST_WEIGHTS` that exist here (Wizard of Wikipedia does not); BYU Chit-Chat is not in the paper's mixture
+    and is left out.
     """
     from prosocial.data.adapters import BENCHMARKS, load_benchmark
 
