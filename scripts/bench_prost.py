@@ -11,6 +11,7 @@ train file's threshold; as a chat would have it) unless the row says single-turn
   whose gold reply states no norm get Response-only). That last row reads the answer's own norm: an oracle bound,
   as the paper's gold-RoT row;
 - the adapter grounded in Canary-mini's RoTs where Canary flags the context (what the agent does);
+- with `--candidates N`, the default decoded by minimum Bayes risk over N samples, and its median latency;
 - earlier adapters (`--previous LABEL=DIR`, Response-only prompts, single-turn as they were benchmarked and with
   history);
 - baselines: nearest-neighbour retrieval (the reply of the most similar training context, MiniLM embeddings over
@@ -104,11 +105,11 @@ def retrieval(train: Sequence[tuple[str, str]], contexts: Sequence[str]) -> list
 
 def constant_reply(train: Sequence[tuple[str, str]], candidates: int = 400, seed: int = 0) -> str:
     """The training reply with the highest mean unigram F1 against all training replies (a medoid)."""
-    from prosocial.scoring import unigram_f1
+    from prosocial.scoring import consensus
 
     replies = [r for _, r in train]
     pool = random.Random(seed).sample(replies, min(candidates, len(replies)))
-    return max(pool, key=lambda c: sum(unigram_f1(c, r) for r in replies))
+    return pool[consensus(pool, replies)]
 
 
 def rot_quality(written: Sequence[Sequence[str]], golds: Sequence[str]) -> dict[str, float | None]:
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--adapter", default=None, help="the adapter to benchmark (default: the packaged one)")
     parser.add_argument("--previous", action="append", default=[], metavar="LABEL=DIR",
                         help="an earlier adapter to compare in the same run (repeatable)")
+    parser.add_argument("--candidates", type=int, default=0, help="also score MBR decoding over this many samples")
     parser.add_argument("--out", default=None, help="write the numbers and the replies as JSON here")
     args = parser.parse_args()
 
@@ -182,6 +184,16 @@ def main() -> None:
     replies["prost-mini: Canary-mini's RoTs where it flags"] = [
         r.response for r in generator.generate(dialogues, grounding)]
     samples = generator.generate(SAMPLES)
+    if args.candidates > 1:
+        mbr = ProstMini(adapter=args.adapter, candidates=args.candidates)
+        latencies = []
+        for context in single[: args.speed_rows]:
+            t0 = time.perf_counter()
+            mbr.generate([context])
+            latencies.append(time.perf_counter() - t0)
+        result["mbr_median_latency_s"] = statistics.median(latencies)
+        replies[f"prost-mini: RoT & Response, MBR over {args.candidates} samples"] = [
+            r.response for r in mbr.generate(dialogues)]
     for previous in args.previous:
         label, _, folder = previous.partition("=")
         older = ProstMini(adapter=folder, write_rot=False)

@@ -345,3 +345,14 @@ def test_llamacpp_generates_with_the_packaged_smollm2() -> None:
     assert lm.generate(prompts[:1], max_new_tokens=8) == first[:1]  # greedy is deterministic
     answer = lm.chat([[{"role": "user", "content": "Say hi."}]] * 2, max_new_tokens=8, stop=["!"])
     assert len(answer) == 2 and all(a.strip() and "!" not in a for a in answer)
+
+
+@pytest.mark.slow
+def test_llamacpp_samples_n_seeded_draws_per_prompt() -> None:
+    lm = load_lm("llamacpp", n_ctx=1024, n_parallel=3)
+    prompts = ["The capital of France is", "Speaker 1: Hello!\nSpeaker 2:"]
+    drawn = lm.sample(prompts, 3, max_new_tokens=8, temperature=1.0, seed=7)
+    assert [len(d) for d in drawn] == [3, 3] and all(t.strip() for d in drawn for t in d)
+    assert lm.sample(prompts[:1], 3, max_new_tokens=8, temperature=1.0, seed=7) == drawn[:1]  # seeded
+    with pytest.raises(ValueError, match="n_parallel=3"):
+        lm.sample(prompts, 4)

@@ -9,7 +9,7 @@ import pytest
 from prosocial.data.labels import SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.eval.metrics import binary_rates, confusion_matrix, load_metric
-from prosocial.scoring import bleu4, normalize_answer, perplexity, rot_scores, unigram_f1
+from prosocial.scoring import bleu4, consensus, normalize_answer, perplexity, rot_scores, unigram_f1
 
 
 def test_normalize_punctuation_becomes_space_and_articles_go() -> None:
@@ -35,6 +35,16 @@ def test_unigram_f1_counts_repeats_and_is_zero_without_overlap() -> None:
     # guess [yes, yes, yes] vs gold [yes, no]: Counter overlap min(3,1) = 1 -> P = 1/3, R = 1/2, F1 = 0.4
     assert unigram_f1("yes yes yes", "yes no") == pytest.approx(0.4)
     assert unigram_f1("apples", "oranges") == 0.0
+
+
+def test_consensus_picks_the_candidate_the_others_agree_with() -> None:
+    # vs each other: "you should not steal" shares 3-4 words with both others; the off-topic one shares none
+    candidates = ["I love pizza", "you should not steal", "you should not steal from her", "stealing is wrong you should not"]
+    assert consensus(candidates) == 1
+    assert consensus(["dog", "cat"], references=["cat", "cat dog"]) == 1  # against given references instead
+    assert consensus(["same", "same"]) == 0  # ties go to the first
+    with pytest.raises(ValueError, match="at least one"):
+        consensus([])
 
 
 def test_unigram_f1_takes_best_reference() -> None:

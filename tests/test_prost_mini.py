@@ -194,6 +194,42 @@ def test_rot_bias_favours_opening_a_rule_line_only_when_the_adapter_chooses(tmp_
     assert generator.lm.options["logit_bias"] is None
 
 
+class _FakeSampler(_FakeLM):
+    n_parallel = 4
+
+    def sample(self, prompts, n, **options):
+        self.prompts, self.options = prompts, options
+        draws = ["Speaker 2: I love pizza.", "Speaker 2: Why would you do that?",
+                 "Rule of thumb: Hurting people is wrong.\nSpeaker 2: Why would you do that to her?",
+                 "Speaker 2: Why would you hurt her?"]
+        return [draws[:n]] * len(prompts)
+
+
+def test_minimum_bayes_risk_keeps_the_draw_the_others_agree_with(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    generator = ProstMini(adapter=adapter, candidates=4)
+    assert generator.lm.n_parallel == 4, "each draw needs its own llama.cpp slot"
+    generator.lm = _FakeSampler()
+    (reply,) = generator.generate([["I'll hurt her."]])
+    assert reply.response == "Why would you do that to her?"
+    assert reply.rots == ["Hurting people is wrong."], "the kept draw brings its own RoT"
+    assert generator.lm.options["temperature"] > 0 and generator.lm.options["seed"] == 0, "seeded, so repeatable"
+    with pytest.raises(ValueError, match="at least 1"):
+        ProstMini(adapter=adapter, candidates=0)
+
+
+def test_a_looping_reply_is_cut_to_each_sentence_once(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    generator = ProstMini(adapter=adapter)
+    generator.lm = _FakeLM()
+    generator.lm.generate = lambda prompts, **options: [
+        "Speaker 2: You should not read her diary. You should not read her diary. You should not re"] * len(prompts)
+    (reply,) = generator.generate([["I'll read my sister's diary."]])
+    assert reply.response == "You should not read her diary."
+
+
 def test_missing_files_are_model_errors(tmp_path):
     with pytest.raises(ModelError, match="adapter not found"):
         ProstMini(adapter=tmp_path / "missing.gguf")

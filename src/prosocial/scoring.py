@@ -74,6 +74,22 @@ def unigram_f1(guess: str, answers: Answers) -> float:
     )
 
 
+def consensus(candidates: Sequence[str], references: Sequence[str] | None = None) -> int:
+    """Index of the candidate with the highest total unigram F1 against `references` (default: the other
+    candidates), the first on a tie: minimum-Bayes-risk selection under F1, i.e. the reply the others agree with
+    most, and a medoid when the references are the candidates themselves."""
+    if not candidates:
+        raise ValueError("consensus needs at least one candidate")
+    tokens = [normalize_answer(c).split() for c in candidates]
+    refs = tokens if references is None else [normalize_answer(r).split() for r in references]
+    own = references is None
+
+    def total(i: int) -> float:
+        return math.fsum(precision_recall_f1(tokens[i], ref)[2] for j, ref in enumerate(refs) if not (own and i == j))
+
+    return max(range(len(candidates)), key=total)
+
+
 def perplexity(token_nlls: Sequence[Sequence[float]]) -> float:
     """exp(total NLL / total tokens) over the corpus, the way ParlAI sums its ppl numerators and denominators.
 

@@ -112,13 +112,32 @@ class LlamaCppLM(LanguageModel):
         logit_bias: dict[str, float] | None = None,
     ) -> list[str]:
         """Completions of `prompts`; `logit_bias` adds to the logits of the tokens that spell each string."""
+        return [texts[0] for texts in self.sample(prompts, 1, max_new_tokens, temperature, top_p, stop, seed,
+                                                  logit_bias)]
+
+    def sample(
+        self,
+        prompts: list[str],
+        n: int,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        logit_bias: dict[str, float] | None = None,
+    ) -> list[list[str]]:
+        """`n` completions of each prompt, in one request: llama.cpp decodes a prompt's `n` draws side by side in
+        as many slots, so `n` may not exceed `n_parallel`."""
+        if not 1 <= n <= self.n_parallel:
+            raise ValueError(f"n must be between 1 and n_parallel={self.n_parallel}, got {n}")
         if not prompts:
             return []
-        body = sampling_fields(max_new_tokens, temperature, top_p, stop, seed) | {"prompt": list(prompts)}
+        body = sampling_fields(max_new_tokens, temperature, top_p, stop, seed) | {"prompt": list(prompts), "n": n}
         if logit_bias:
             body["logit_bias"] = [[text, bias] for text, bias in logit_bias.items()]
-        choices = self._choices(self._server().handle_completions(body), len(prompts))
-        return [truncate_at_stop(str(c.get("text", "")), stop) for c in choices]
+        choices = self._choices(self._server().handle_completions(body), n * len(prompts))
+        texts = [truncate_at_stop(str(c.get("text", "")), stop) for c in choices]  # prompt i's draws: i*n … i*n+n-1
+        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def chat(
         self,

@@ -42,7 +42,9 @@ from prosocial.lm.llamacpp import LlamaCppLM
 from prosocial.lm.prompts import HEADER, RESPONSE_TAG
 from prosocial.model_folder import write_backend
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
+from prosocial.prost.guard import has_loop, repair
 from prosocial.prost.history import load_links, with_history
+from prosocial.scoring import consensus
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ ROT_BIAS = 0.0
 #: ("Why don't you grab a drink first?" to "I think I'll drive home after these eight beers.").
 RESAMPLE_TEMPERATURE = 0.5
 RESAMPLE_TOP_P = 0.95
+#: Sampling for minimum-Bayes-risk decoding (`ProstMini(candidates=N)`), as measured in the model card.
+MBR_TEMPERATURE = 0.8
+MBR_TOP_P = 0.95
 
 
 # --------------------------------------------------------------------------- prompts and replies
@@ -366,6 +371,11 @@ def train_prost_mini(
 class ProstMini(ResponseGenerator):
     """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply.
 
+    With `candidates` > 1 it decodes by minimum Bayes risk instead: that many replies are sampled (seeded, at
+    `MBR_TEMPERATURE`) and the one the others agree with most (unigram F1, `scoring.consensus`) is kept, with the
+    RoT it came with; it costs about `candidates` times the compute of a greedy reply. A reply that repeats itself
+    is cut to each sentence once (`guard.repair`), whichever way it was decoded.
+
     `adapter` (the GGUF file, or a folder holding it) defaults to the packaged one; `lora_scale=0` gives the untuned
     base (for comparisons). RoTs, when given (e.g. Canary's), ground the reply; without them the adapter writes its
     own RoT first when `write_rot` (RoT & Response; the RoT comes back in `Reply.rots`), else replies directly
@@ -387,14 +397,19 @@ class ProstMini(ResponseGenerator):
         max_prompt_chars: int = 1600,
         n_threads: int | None = None,
         n_parallel: int = 2,
+        candidates: int = 1,
     ):
         self.adapter = Path(adapter or RESOURCE_DIR)
         if self.adapter.is_dir():
             self.adapter /= ADAPTER_FILE
         if not self.adapter.is_file():
             raise ModelError(f"Prost-mini adapter not found: {self.adapter} (rebuild: prosocial train prost-mini)")
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        n_parallel = max(n_parallel, candidates)
         self.lm = LlamaCppLM(model=base, lora=self.adapter, lora_scale=lora_scale, n_ctx=1024 * n_parallel,
                              n_parallel=n_parallel, n_threads=n_threads)
+        self.candidates = candidates
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.write_rot = write_rot
@@ -423,9 +438,19 @@ class ProstMini(ResponseGenerator):
     def generate(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None
     ) -> list[Reply]:
-        texts = self.lm.generate(self.prompts(contexts, rots), max_new_tokens=self.max_new_tokens,
-                                 temperature=self.temperature, stop=STOPS, seed=self.seed, logit_bias=self._bias())
-        return self._replies(texts, rots)
+        prompts = self.prompts(contexts, rots)
+        if self.candidates == 1:
+            texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                     stop=STOPS, seed=self.seed, logit_bias=self._bias())
+            return self._replies(texts, rots)
+        drawn = self.lm.sample(prompts, self.candidates, max_new_tokens=self.max_new_tokens,
+                               temperature=MBR_TEMPERATURE, top_p=MBR_TOP_P, stop=STOPS,
+                               seed=0 if self.seed is None else self.seed, logit_bias=self._bias())
+        out = []
+        for i, texts in enumerate(drawn):
+            replies = self._replies(texts, None if rots is None else [rots[i]] * len(texts))
+            out.append(replies[consensus([r.response for r in replies])])
+        return out
 
     def resample(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
@@ -450,6 +475,7 @@ class ProstMini(ResponseGenerator):
         out = []
         for i, text in enumerate(texts):
             written, reply = parse_generation(text)
+            reply = repair(reply) if has_loop(reply) else reply
             given = [r for r in (rots[i] if rots else []) if r.strip()]
             out.append(Reply(reply, given or ([written] if written else [])))
         return out
