@@ -87,7 +87,7 @@ def test_bad_input_and_missing_model(trained, tmp_path, caplog):
 def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_path):
     import shutil
 
-    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+    from prosocial.canary.mini import Int8Linear
 
     out, _, by_source = trained
     copy = shutil.copytree(out, tmp_path / "model")
@@ -101,12 +101,16 @@ def test_recalibration_switches_to_int8_and_refits_the_thresholds(trained, tmp_p
     )
     assert json.loads((copy / "training.json").read_text())["calibration"] == report["calibration"]
     detector = load_detector("canary-mini", model_dir=copy)
-    assert any(isinstance(m, QuantizedLinear) for m in detector._model.modules())
+    assert any(isinstance(m, Int8Linear) for m in detector._model.modules())
     fp32 = load_detector("canary-mini", model_dir=out)
     contexts = [["hello, how was your day?"], ["I think women are stupid and should not vote"]]
     for quantized, full in zip(detector.predict(contexts), fp32.predict(contexts), strict=True):
         assert abs(sum(quantized.scores.values()) - 1) < 1e-5
         assert quantized.scores != full.scores  # int8 arithmetic differs from fp32
+    alone = [detector.predict([c], with_rots=False)[0].scores for c in contexts]
+    batched = [v.scores for v in detector.predict(contexts * 8, with_rots=False)[:2]]
+    for one, many in zip(alone, batched, strict=True):  # per-token scales: the batch does not change a verdict
+        assert all(abs(one[k] - many[k]) < 0.02 for k in one)
 
 
 def test_recalibration_can_rebuild_the_rot_bank_from_reply_norms(trained, tmp_path, shared_data):

@@ -40,7 +40,7 @@ from prosocial.resources import RESOURCES
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = RESOURCES / "canary-mini"
-#: small batches: little padding, and (with int8) activation scales from few neighbours
+#: small batches: little padding
 BATCH_SIZE = 16
 CONFIG = "config.json"
 
@@ -227,22 +227,43 @@ def batched_logits(
     return out
 
 
-def quantize_int8(model: MiniClassifier) -> MiniClassifier:
-    """A copy with int8 dynamic quantization of every linear layer (weights int8 per output channel, activations
-    quantized on the fly with one scale per batch tensor).
+class Int8Linear(nn.Module):
+    """A linear layer in int8: weights with one scale per output channel, activations with one scale per token.
 
-    The fastest option on CPU, but a context's scores then depend on the other contexts in its batch: on 300
-    ToxiChat dev contexts, batches of 16 vs. one at a time disagree on the top class for 5% of them. `torch.ao`
-    warns that it will move to torchao; it is kept here (torch is pinned) as it needs no export step.
+    Per-token scales keep a context's scores independent of the other contexts in its batch (a scale per batch
+    tensor, as `torch.ao`'s dynamic quantization uses, changed the top class of 5% of ToxiChat dev contexts between
+    batches of 16 and one at a time). The products are summed exactly in int32 (`torch._int_mm`), about twice as
+    fast as bfloat16 on CPUs with AVX512 or AVX-VNNI.
     """
-    import warnings
 
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(1).clamp(min=1e-8) / 127
+        self.register_buffer("weight", (weight / scale[:, None]).round().to(torch.int8).t().contiguous())
+        self.register_buffer("weight_scale", scale)
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(len(scale))
+        self.register_buffer("bias", bias)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=False)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).float()
+        scale = rows.abs().amax(1, keepdim=True).clamp_(min=1e-8).div_(127)
+        quantized = (rows / scale).round_().to(torch.int8)
+        out = torch._int_mm(quantized, self.weight).float().mul_(scale).mul_(self.weight_scale).add_(self.bias)
+        return out.reshape(*x.shape[:-1], -1)
+
+
+def quantize_int8(model: MiniClassifier) -> MiniClassifier:
+    """A copy whose encoder's linear layers run in int8 (`Int8Linear`); the head, attention and norms stay
+    float32."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for module in list(model.encoder.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, Int8Linear(child))
+    return model
 
 
 def to_bfloat16(model: MiniClassifier) -> MiniClassifier:

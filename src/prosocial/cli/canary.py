@@ -103,7 +103,7 @@ def train_canary_mini(
     ),
     precision: str = typer.Option(
         "bfloat16", help="Arithmetic to run and calibrate in: float32, bfloat16 (float32 on CPUs without native "
-        "bfloat16) or int8 (fastest, but scores depend on the batch).",
+        "bfloat16) or int8 (fastest; per-token activation scales).",
     ),
     autocast: bool = typer.Option(
         True, help="Train under bfloat16 autocast where the CPU has native bfloat16 (about 3x faster steps)."
