@@ -39,7 +39,8 @@ def test_unigram_f1_counts_repeats_and_is_zero_without_overlap() -> None:
 
 def test_consensus_picks_the_candidate_the_others_agree_with() -> None:
     # vs each other: "you should not steal" shares 3-4 words with both others; the off-topic one shares none
-    candidates = ["I love pizza", "you should not steal", "you should not steal from her", "stealing is wrong you should not"]
+    candidates = ["I love pizza", "you should not steal", "you should not steal from her",
+                  "stealing is wrong you should not"]
     assert consensus(candidates) == 1
     assert consensus(["dog", "cat"], references=["cat", "cat dog"]) == 1  # against given references instead
     assert consensus(["same", "same"]) == 0  # ties go to the first
