@@ -256,3 +256,44 @@ def test_a_config_with_an_unknown_key_is_an_error(tmp_path):
         MiniConfig.load(path)
     path.write_text(json.dumps({"max_turns": 3}), encoding="utf-8")  # an older folder's subset still loads
     assert MiniConfig.load(path).max_turns == 3
+
+
+def test_a_killed_training_run_continues_where_it_stopped(tmp_path, shared_data, monkeypatch):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from prosocial.canary import mini_train
+    from prosocial.canary.mini import MiniClassifier, load_tokenizer
+    from prosocial.data.adapters import load_benchmark
+
+    examples = load_benchmark("toxichat", "train", root=shared_data, limit=24)
+    tokenizer = train_tokenizer([u for e in examples for u in e.context], vocab_size=300)
+    encoder_dir = save(BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                            num_attention_heads=2, intermediate_size=32, max_position_embeddings=128,
+                                            pad_token_id=tokenizer.pad_token_id)), tokenizer, tmp_path / "bert")
+    settings = MiniTrainSettings(epochs=3, batch_size=8, checkpoint_every=2, config=MiniConfig(max_length=32))
+
+    def run(work_dir):
+        torch.manual_seed(0)
+        model = MiniClassifier(BertModel.from_pretrained(encoder_dir))
+        return mini_train.train_classifier(model, load_tokenizer(encoder_dir), examples, settings, work_dir), model
+
+    straight, reference = run(None)
+    save_checkpoint, saved_at = mini_train._save_checkpoint, []
+
+    def killed_after_saving(path, state):
+        save_checkpoint(path, state)
+        saved_at.append(len(state["losses"]))
+        if saved_at[-1] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mini_train, "_save_checkpoint", killed_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "work")
+    assert len(list((tmp_path / "work").glob("checkpoint-*.pt"))) == 1
+    resumed, model = run(tmp_path / "work")
+    assert saved_at == [2, 4, 6, 8], "the second run did not start from update 4"
+    assert resumed == pytest.approx(straight) and len(resumed) == 9
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.allclose(a, b)
+    assert not list((tmp_path / "work").glob("*.pt")), "the checkpoint outlives a finished run"

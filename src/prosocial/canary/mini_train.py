@@ -47,7 +47,8 @@ from prosocial.data.augment import augment, is_short
 from prosocial.data.labels import SafetyLabel
 from prosocial.data.schema import Example
 from prosocial.data.silver_rots import norm_sentences
-from prosocial.io import write_json
+from prosocial.errors import ModelError
+from prosocial.io import atomic_write, write_json
 from prosocial.model_folder import write_backend
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class MiniTrainSettings:
     min_intervention_recall: float = 0.93
     seed: int = 13
     num_threads: int | None = None
+    #: updates between resumable checkpoints (a killed build continues from the last one)
+    checkpoint_every: int = 200
     config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))
 
 
@@ -168,10 +171,44 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
     return batches
 
 
+def _fingerprint(model: MiniClassifier, examples: Sequence[Example], settings: MiniTrainSettings) -> str:
+    """A training run's identity: its encoder, examples and recipe (not its thread count)."""
+    recipe = {k: v for k, v in asdict(settings).items() if k not in ("num_threads", "checkpoint_every")}
+    texts = hashlib.sha1("\x1e".join("\x1f".join(e.context) + f"\x1d{e.safety_label}" for e in examples).encode())
+    key = {"encoder": str(getattr(model.encoder.config, "_name_or_path", "")), "examples": texts.hexdigest(),
+           "recipe": recipe}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_write(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    """The training state saved at `path`, None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: torch raises several unrelated types
+        raise ModelError(f"cannot read the training checkpoint {path}: {err}; delete it to start over") from err
+
+
 def train_classifier(
-    model: MiniClassifier, tokenizer, examples: list[Example], settings: MiniTrainSettings
+    model: MiniClassifier,
+    tokenizer,
+    examples: list[Example],
+    settings: MiniTrainSettings,
+    work_dir: Path | None = None,
 ) -> list[float]:
-    """Fine-tune encoder and head end to end with soft-target cross-entropy; returns the loss per step."""
+    """Fine-tune encoder and head end to end with soft-target cross-entropy; returns the loss per step.
+
+    With `work_dir`, the whole training state (weights, optimiser, schedule, data order, random state) is saved
+    there every `settings.checkpoint_every` updates, in a file named by what the run is made of (encoder, examples,
+    recipe), so the same run started again continues where the last one stopped, and another never mistakes it
+    for its own. The file is removed when training ends.
+    """
     from tqdm.auto import tqdm
 
     torch.manual_seed(settings.seed)
@@ -196,9 +233,18 @@ def train_classifier(
     pad = tokenizer.pad_token_id
     autocast = settings.autocast and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     losses: list[float] = []
-    model.train()
-    bar = tqdm(total=total, desc="train canary-mini", unit="step")
     batches: list[list[int]] = []
+    checkpoint = work_dir / f"checkpoint-{_fingerprint(model, examples, settings)[:16]}.pt" if work_dir else None
+    if checkpoint and (state := _load_checkpoint(checkpoint)):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        losses, batches = state["losses"], state["batches"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resuming canary-mini training at update %d of %d from %s", len(losses), total, checkpoint)
+    model.train()
+    bar = tqdm(total=total, initial=len(losses), desc="train canary-mini", unit="step")
     while len(losses) < total:
         if not batches:
             batches = _batches([len(ids) for ids in encoded.ids], settings.batch_size, rng)
@@ -214,7 +260,15 @@ def train_classifier(
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        if checkpoint and len(losses) % settings.checkpoint_every == 0 and len(losses) < total:
+            _save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "losses": losses, "batches": batches, "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+            })
     bar.close()
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
     model.eval()
     return losses
 
@@ -374,8 +428,13 @@ def train_canary_mini(
     encoder_dir: Path | None = None,
     by_source: dict[str, list[Example]] | None = None,
     embedder: Embedder | None = None,
+    work_dir: Path | None = None,
 ) -> dict:
-    """Build a Canary-mini directory at `out`; returns the training report (also saved as training.json)."""
+    """Build a Canary-mini directory at `out`; returns the training report (also saved as training.json).
+
+    `encoder_dir` (default: the packaged MiniLM) is any transformers encoder folder, e.g. `packaged_mpnet()` for a
+    teacher. With `work_dir`, training keeps a resumable checkpoint there (`train_classifier`).
+    """
     from transformers import AutoModel
 
     settings = settings or MiniTrainSettings()
@@ -388,7 +447,7 @@ def train_canary_mini(
     tokenizer = load_tokenizer(encoder_dir)
     torch.manual_seed(settings.seed)
     model = MiniClassifier(AutoModel.from_pretrained(encoder_dir), pooling=settings.config.pooling)
-    losses = train_classifier(model, tokenizer, train, settings)
+    losses = train_classifier(model, tokenizer, train, settings, work_dir)
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
     bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
@@ -399,6 +458,7 @@ def train_canary_mini(
         "calibration_examples": len(calibration),
         "rot_bank_entries": len(bank.entries),
         "rot_gate": gate_report,
+        "encoder": encoder_dir.name,
         "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
     }
     save_model(model, tokenizer, config, bank, out)

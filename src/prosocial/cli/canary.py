@@ -85,6 +85,7 @@ def train_canary_mini(
         None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."
     ),
     epochs: float = typer.Option(2.0, help="Passes over the training examples."),
+    encoder_lr: float = typer.Option(5e-5, help="AdamW learning rate of the encoder (the head's stays 1e-3)."),
     casual_cap: int = typer.Option(3000, help="Examples kept per casual corpus."),
     prefix_share: float | None = typer.Option(
         None, help="Share of single utterances given casual small talk before them (default: the shipped recipe)."
@@ -114,16 +115,26 @@ def train_canary_mini(
     rebuild_rot_bank: bool = typer.Option(
         False, "--rebuild-rot-bank", help="With --calibrate-only: rebuild the RoT bank from the data first."
     ),
+    encoder: str = typer.Option(
+        "minilm", help="minilm (the packaged all-MiniLM-L6-v2, the default's) or mpnet (all-mpnet-base-v2 from its "
+        "five part packages, `make teacher`: a teacher, about 7x slower)."
+    ),
+    work_dir: Path | None = typer.Option(
+        None, help="Resumable checkpoint folder (default: <prosocial cache>/canary-mini-train); a killed build "
+        "run again with the same settings continues from its last checkpoint."
+    ),
 ) -> None:
     """Rebuild the offline default detector from the public data (train splits only), with progress bars.
 
     --calibrate-only refits the temperature, the decision thresholds and the RoT relevance gate of a built model
     (and, with --rebuild-rot-bank, rebuilds its RoT bank from the data).
     """
+    from prosocial.canary.encoders import packaged_minilm, packaged_mpnet
     from prosocial.canary.mini import MiniConfig
     from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate
     from prosocial.canary.mini_train import train_canary_mini as build
     from prosocial.data.adapters import default_root
+    from prosocial.lm.hf import cache_root
 
     root = data or default_root()
     recipe = MiniTrainSettings()
@@ -133,6 +144,7 @@ def train_canary_mini(
         raise typer.BadParameter(f"--repeat takes SOURCE=N, got {repeat}") from None
     settings = MiniTrainSettings(
         epochs=epochs,
+        encoder_lr=encoder_lr,
         casual_cap=casual_cap,
         prefix_share=recipe.prefix_share if prefix_share is None else prefix_share,
         repeats=repeats,
@@ -146,5 +158,12 @@ def train_canary_mini(
         files = default_prosocial_files(root) if rebuild_rot_bank else None
         console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
         return
-    report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings)
+    if encoder not in ("minilm", "mpnet"):
+        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
+    try:
+        encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
+    except ModelError as exc:
+        fail(console, exc)
+    report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
+                   encoder_dir=encoder_dir, work_dir=work_dir or cache_root() / "canary-mini-train")
     console.print_json(data=report)
