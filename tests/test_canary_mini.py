@@ -297,3 +297,33 @@ def test_a_killed_training_run_continues_where_it_stopped(tmp_path, shared_data,
     for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.allclose(a, b)
     assert not list((tmp_path / "work").glob("*.pt")), "the checkpoint outlives a finished run"
+
+
+def test_distillation_blends_the_teachers_probabilities_with_the_labels(trained, tmp_path, monkeypatch):
+    from prosocial.canary import mini_train
+
+    teacher_dir, _, by_source = trained
+    examples = by_source["toxichat"][:10] + by_source["dailydialog"][:10]
+    teacher = mini_train.teacher_probabilities(teacher_dir, examples, tmp_path)
+    assert teacher.shape == (20, 3) and np.allclose(teacher.sum(1), 1, atol=1e-5)
+    monkeypatch.setattr(mini_train, "load_classifier", lambda *a: pytest.fail("the teacher ran again"))
+    assert np.array_equal(mini_train.teacher_probabilities(teacher_dir, examples, tmp_path), teacher)
+    labels = mini_train.label_targets(examples)
+    assert np.allclose(mini_train.distillation_targets(examples, teacher, 0.0), labels)
+    assert np.allclose(mini_train.distillation_targets(examples, teacher, 0.25), 0.75 * labels + 0.25 * teacher)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        mini_train.distillation_targets(examples, teacher, 1.5)
+    with pytest.raises(ModelError, match="not a built Canary-mini model"):
+        mini_train.teacher_probabilities(tmp_path, examples)
+
+
+def test_a_student_trained_from_a_teacher_records_it(trained, tmp_path, shared_data):
+    teacher_dir, _, by_source = trained
+    settings = MiniTrainSettings(epochs=1, batch_size=16, teacher_weight=0.5, config=MiniConfig(max_length=32))
+    encoder_dir = teacher_dir / "encoder"
+    report = train_canary_mini(tmp_path / "student", root=shared_data, settings=settings, encoder_dir=encoder_dir,
+                               by_source={k: v[:20] for k, v in by_source.items()}, embedder=Embedder(encoder_dir),
+                               work_dir=tmp_path / "work", teacher_dir=teacher_dir)
+    assert report["teacher"] == str(teacher_dir) and report["settings"]["teacher_weight"] == 0.5
+    assert len(list((tmp_path / "work").glob("teacher-*.npy"))) == 1
+    assert not list((tmp_path / "work").glob("checkpoint-*.pt"))

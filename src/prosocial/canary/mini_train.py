@@ -99,6 +99,8 @@ class MiniTrainSettings:
     min_intervention_recall: float = 0.93
     seed: int = 13
     num_threads: int | None = None
+    #: with a teacher (`train_canary_mini(teacher_dir=...)`): its share of each training target, the label's the rest
+    teacher_weight: float = 0.5
     #: updates between resumable checkpoints (a killed build continues from the last one)
     checkpoint_every: int = 200
     config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))
@@ -171,11 +173,13 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
     return batches
 
 
-def _fingerprint(model: MiniClassifier, examples: Sequence[Example], settings: MiniTrainSettings) -> str:
-    """A training run's identity: its encoder, examples and recipe (not its thread count)."""
+def _fingerprint(model: MiniClassifier, examples: Sequence[Example], targets: np.ndarray,
+                 settings: MiniTrainSettings) -> str:
+    """A training run's identity: its encoder, examples, targets and recipe (not its thread count)."""
     recipe = {k: v for k, v in asdict(settings).items() if k not in ("num_threads", "checkpoint_every")}
-    texts = hashlib.sha1("\x1e".join("\x1f".join(e.context) + f"\x1d{e.safety_label}" for e in examples).encode())
-    key = {"encoder": str(getattr(model.encoder.config, "_name_or_path", "")), "examples": texts.hexdigest(),
+    data = hashlib.sha1("\x1e".join("\x1f".join(e.context) for e in examples).encode())
+    data.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
+    key = {"encoder": str(getattr(model.encoder.config, "_name_or_path", "")), "data": data.hexdigest(),
            "recipe": recipe}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -195,14 +199,55 @@ def _load_checkpoint(path: Path) -> dict | None:
         raise ModelError(f"cannot read the training checkpoint {path}: {err}; delete it to start over") from err
 
 
+def label_targets(examples: Sequence[Example]) -> np.ndarray:
+    """The coarse distribution each example's label stands for (`SOFT_TARGETS`)."""
+    return np.array([SOFT_TARGETS[e.safety_label] for e in examples], dtype=np.float32)
+
+
+def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_dir: Path | None = None) -> np.ndarray:
+    """A built Canary-mini-format teacher's calibrated coarse probabilities for `examples`, in its own precision.
+
+    Labelling tens of thousands of contexts with a large teacher takes most of an hour on two cores, so with
+    `work_dir` the result is kept there, named by the teacher's weights and the contexts, and reused.
+    """
+    if not (teacher_dir / CONFIG).is_file() or not (teacher_dir / "head.safetensors").is_file():
+        raise ModelError(f"the teacher {teacher_dir} is not a built Canary-mini model (no {CONFIG} and head)")
+    config = MiniConfig.load(teacher_dir / CONFIG)
+    key = hashlib.sha1((teacher_dir / "head.safetensors").read_bytes())
+    key.update("\x1e".join("\x1f".join(e.context) for e in examples).encode())
+    cache = work_dir / f"teacher-{key.hexdigest()[:16]}.npy" if work_dir else None
+    if cache and cache.is_file():
+        return np.load(cache)
+    tokenizer = load_tokenizer(teacher_dir / "encoder")
+    model = with_precision(load_classifier(teacher_dir, config.pooling), config.precision)
+    encoded = encode_contexts(tokenizer, [e.context for e in examples], config)
+    probs = softmax(batched_logits(model, encoded, tokenizer.pad_token_id, BATCH_SIZE, progress=True),
+                    config.temperature).astype(np.float32)
+    if cache:
+        with atomic_write(cache, "wb") as handle:
+            np.save(handle, probs)
+    return probs
+
+
+def distillation_targets(examples: Sequence[Example], teacher: np.ndarray, weight: float) -> np.ndarray:
+    """Each example's label distribution blended with the teacher's: `weight` on the teacher (0 = labels only)."""
+    if not 0 <= weight <= 1:
+        raise ValueError(f"the teacher's weight must be between 0 and 1, got {weight}")
+    return (1 - weight) * label_targets(examples) + weight * teacher
+
+
 def train_classifier(
     model: MiniClassifier,
     tokenizer,
     examples: list[Example],
     settings: MiniTrainSettings,
     work_dir: Path | None = None,
+    targets: np.ndarray | None = None,
 ) -> list[float]:
     """Fine-tune encoder and head end to end with soft-target cross-entropy; returns the loss per step.
+
+    `targets` (one coarse distribution per example) default to the labels' `SOFT_TARGETS`; a teacher's blend
+    (`distillation_targets`) replaces them.
 
     With `work_dir`, the whole training state (weights, optimiser, schedule, data order, random state) is saved
     there every `settings.checkpoint_every` updates, in a file named by what the run is made of (encoder, examples,
@@ -214,7 +259,9 @@ def train_classifier(
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     encoded = encode_contexts(tokenizer, [e.context for e in examples], settings.config)
-    targets = torch.tensor([SOFT_TARGETS[e.safety_label] for e in examples], dtype=torch.float32)
+    targets = label_targets(examples) if targets is None else np.asarray(targets, dtype=np.float32)
+    if targets.shape != (len(examples), len(SOFT_TARGETS[SafetyLabel.CASUAL])):
+        raise ValueError(f"expected one coarse distribution per example, got targets of shape {targets.shape}")
     steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
     total = max(1, int(steps_per_epoch * settings.epochs))
     if settings.freeze_embeddings:
@@ -234,7 +281,9 @@ def train_classifier(
     autocast = settings.autocast and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     losses: list[float] = []
     batches: list[list[int]] = []
-    checkpoint = work_dir / f"checkpoint-{_fingerprint(model, examples, settings)[:16]}.pt" if work_dir else None
+    checkpoint = work_dir / f"checkpoint-{_fingerprint(model, examples, targets, settings)[:16]}.pt" if work_dir \
+        else None
+    targets = torch.from_numpy(targets)
     if checkpoint and (state := _load_checkpoint(checkpoint)):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -429,11 +478,14 @@ def train_canary_mini(
     by_source: dict[str, list[Example]] | None = None,
     embedder: Embedder | None = None,
     work_dir: Path | None = None,
+    teacher_dir: Path | None = None,
 ) -> dict:
     """Build a Canary-mini directory at `out`; returns the training report (also saved as training.json).
 
     `encoder_dir` (default: the packaged MiniLM) is any transformers encoder folder, e.g. `packaged_mpnet()` for a
-    teacher. With `work_dir`, training keeps a resumable checkpoint there (`train_classifier`).
+    teacher. With `teacher_dir` (a built model, e.g. that teacher), the student learns from the teacher's
+    probabilities blended with the labels (`settings.teacher_weight`); calibration still fits to the labels. With
+    `work_dir`, training keeps a resumable checkpoint there, and the teacher's probabilities (`train_classifier`).
     """
     from transformers import AutoModel
 
@@ -446,8 +498,10 @@ def train_canary_mini(
     encoder_dir = encoder_dir or packaged_minilm()
     tokenizer = load_tokenizer(encoder_dir)
     torch.manual_seed(settings.seed)
-    model = MiniClassifier(AutoModel.from_pretrained(encoder_dir), pooling=settings.config.pooling)
-    losses = train_classifier(model, tokenizer, train, settings, work_dir)
+    model = MiniClassifier(AutoModel.from_pretrained(encoder_dir, dtype=torch.float32), pooling=settings.config.pooling)
+    targets = None if teacher_dir is None else distillation_targets(
+        train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight)
+    losses = train_classifier(model, tokenizer, train, settings, work_dir, targets)
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
     bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
@@ -459,6 +513,7 @@ def train_canary_mini(
         "rot_bank_entries": len(bank.entries),
         "rot_gate": gate_report,
         "encoder": encoder_dir.name,
+        "teacher": None if teacher_dir is None else str(teacher_dir),
         "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
     }
     save_model(model, tokenizer, config, bank, out)

