@@ -101,8 +101,8 @@ class MiniTrainSettings:
     num_threads: int | None = None
     #: with a teacher (`train_canary_mini(teacher_dir=...)`): its share of each training target, the label's the rest
     teacher_weight: float = 0.5
-    #: updates between resumable checkpoints (a killed build continues from the last one)
-    checkpoint_every: int = 200
+    #: seconds between resumable checkpoints (a killed build continues from the last one)
+    checkpoint_seconds: float = 600.0
     config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))
 
 
@@ -176,7 +176,7 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
 def _fingerprint(model: MiniClassifier, examples: Sequence[Example], targets: np.ndarray,
                  settings: MiniTrainSettings) -> str:
     """A training run's identity: its encoder, examples, targets and recipe (not its thread count)."""
-    recipe = {k: v for k, v in asdict(settings).items() if k not in ("num_threads", "checkpoint_every")}
+    recipe = {k: v for k, v in asdict(settings).items() if k not in ("num_threads", "checkpoint_seconds")}
     data = hashlib.sha1("\x1e".join("\x1f".join(e.context) for e in examples).encode())
     data.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
     key = {"encoder": str(getattr(model.encoder.config, "_name_or_path", "")), "data": data.hexdigest(),
@@ -250,7 +250,7 @@ def train_classifier(
     (`distillation_targets`) replaces them.
 
     With `work_dir`, the whole training state (weights, optimiser, schedule, data order, random state) is saved
-    there every `settings.checkpoint_every` updates, in a file named by what the run is made of (encoder, examples,
+    there every `settings.checkpoint_seconds`, in a file named by what the run is made of (encoder, examples,
     recipe), so the same run started again continues where the last one stopped, and another never mistakes it
     for its own. The file is removed when training ends.
     """
@@ -294,6 +294,7 @@ def train_classifier(
         log.info("resuming canary-mini training at update %d of %d from %s", len(losses), total, checkpoint)
     model.train()
     bar = tqdm(total=total, initial=len(losses), desc="train canary-mini", unit="step")
+    saved = time.monotonic()
     while len(losses) < total:
         if not batches:
             batches = _batches([len(ids) for ids in encoded.ids], settings.batch_size, rng)
@@ -309,7 +310,8 @@ def train_classifier(
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        if checkpoint and len(losses) % settings.checkpoint_every == 0 and len(losses) < total:
+        if checkpoint and time.monotonic() - saved >= settings.checkpoint_seconds and len(losses) < total:
+            saved = time.monotonic()
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "losses": losses, "batches": batches, "rng": rng.getstate(),
