@@ -327,3 +327,16 @@ def test_a_student_trained_from_a_teacher_records_it(trained, tmp_path, shared_d
     assert report["teacher"] == str(teacher_dir) and report["settings"]["teacher_weight"] == 0.5
     assert len(list((tmp_path / "work").glob("teacher-*.npy"))) == 1
     assert not list((tmp_path / "work").glob("checkpoint-*.pt"))
+
+
+def test_the_build_command_refuses_a_wrong_encoder_or_teacher_before_reading_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["train", "canary-mini", "--out", str(tmp_path / "m"), "--encoder", "bert"])
+    assert wrong.exit_code == 2 and "minilm or mpnet" in wrong.output
+    result = runner.invoke(app, ["train", "canary-mini", "--out", str(tmp_path / "m"), "--teacher", str(tmp_path)])
+    assert result.exit_code == 1 and "not a built Canary-mini model" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "m").exists()

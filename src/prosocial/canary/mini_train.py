@@ -204,15 +204,20 @@ def label_targets(examples: Sequence[Example]) -> np.ndarray:
     return np.array([SOFT_TARGETS[e.safety_label] for e in examples], dtype=np.float32)
 
 
+def teacher_config(teacher_dir: Path) -> MiniConfig:
+    """The config of a built Canary-mini-format model, or a ModelError saying `teacher_dir` is not one."""
+    if not (teacher_dir / CONFIG).is_file() or not (teacher_dir / "head.safetensors").is_file():
+        raise ModelError(f"the teacher {teacher_dir} is not a built Canary-mini model (no {CONFIG} and head)")
+    return MiniConfig.load(teacher_dir / CONFIG)
+
+
 def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_dir: Path | None = None) -> np.ndarray:
     """A built Canary-mini-format teacher's calibrated coarse probabilities for `examples`, in its own precision.
 
     Labelling tens of thousands of contexts with a large teacher takes most of an hour on two cores, so with
     `work_dir` the result is kept there, named by the teacher's weights and the contexts, and reused.
     """
-    if not (teacher_dir / CONFIG).is_file() or not (teacher_dir / "head.safetensors").is_file():
-        raise ModelError(f"the teacher {teacher_dir} is not a built Canary-mini model (no {CONFIG} and head)")
-    config = MiniConfig.load(teacher_dir / CONFIG)
+    config = teacher_config(teacher_dir)
     key = hashlib.sha1((teacher_dir / "head.safetensors").read_bytes())
     key.update("\x1e".join("\x1f".join(e.context) for e in examples).encode())
     cache = work_dir / f"teacher-{key.hexdigest()[:16]}.npy" if work_dir else None
@@ -492,6 +497,8 @@ def train_canary_mini(
     from transformers import AutoModel
 
     settings = settings or MiniTrainSettings()
+    if teacher_dir is not None:
+        teacher_config(teacher_dir)  # a wrong folder fails now, not after the data is read
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     started = time.time()
