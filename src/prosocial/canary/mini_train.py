@@ -7,7 +7,9 @@
    on its own (`prosocial.data.augment`: small talk before, fillers after, lone casual turns), so no augmented
    copy crosses the split.
 3. The MiniLM encoder and a linear head are fine-tuned end to end with soft targets: a label's coarse
-   distribution follows the A.4 votes behind it (possibly needs caution = one of three caution votes, …).
+   distribution follows the A.4 votes behind it (possibly needs caution = one of three caution votes, …). The same
+   recipe builds a teacher on a larger encoder (all-mpnet-base-v2), and a student can learn from a teacher's
+   probabilities blended with those targets (distillation).
 4. A temperature and the two decision thresholds are fitted on the calibration slice.
 5. The RoT bank is built from SBIC-derived RoTs and the RoT-like norms written in ProsocialDialog replies.
 """
@@ -215,10 +217,10 @@ def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_d
     """A built Canary-mini-format teacher's calibrated coarse probabilities for `examples`, in its own precision.
 
     Labelling tens of thousands of contexts with a large teacher takes most of an hour on two cores, so with
-    `work_dir` the result is kept there, named by the teacher's weights and the contexts, and reused.
+    `work_dir` the result is kept there, named by the teacher's head, its calibration and the contexts, and reused.
     """
     config = teacher_config(teacher_dir)
-    key = hashlib.sha1((teacher_dir / "head.safetensors").read_bytes())
+    key = hashlib.sha1((teacher_dir / "head.safetensors").read_bytes() + (teacher_dir / CONFIG).read_bytes())
     key.update("\x1e".join("\x1f".join(e.context) for e in examples).encode())
     cache = work_dir / f"teacher-{key.hexdigest()[:16]}.npy" if work_dir else None
     if cache and cache.is_file():
