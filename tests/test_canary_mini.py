@@ -273,10 +273,10 @@ def test_a_killed_training_run_continues_where_it_stopped(tmp_path, shared_data,
                                             pad_token_id=tokenizer.pad_token_id)), tokenizer, tmp_path / "bert")
     settings = MiniTrainSettings(epochs=3, batch_size=8, checkpoint_seconds=0, config=MiniConfig(max_length=32))
 
-    def run(work_dir):
+    def run(checkpoint):
         torch.manual_seed(0)
         model = MiniClassifier(BertModel.from_pretrained(encoder_dir))
-        return mini_train.train_classifier(model, load_tokenizer(encoder_dir), examples, settings, work_dir), model
+        return mini_train.train_classifier(model, load_tokenizer(encoder_dir), examples, settings, checkpoint), model
 
     straight, reference = run(None)
     save_checkpoint, saved_at = mini_train._save_checkpoint, []
@@ -288,15 +288,15 @@ def test_a_killed_training_run_continues_where_it_stopped(tmp_path, shared_data,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(mini_train, "_save_checkpoint", killed_after_saving)
+    checkpoint = tmp_path / "work" / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "work")
-    assert len(list((tmp_path / "work").glob("checkpoint-*.pt"))) == 1
-    resumed, model = run(tmp_path / "work")
-    assert saved_at == [1, 2, 3, 4, 5, 6, 7, 8], "the second run did not start from update 4"
+        run(checkpoint)
+    assert checkpoint.is_file()
+    resumed, model = run(checkpoint)
+    assert saved_at == [1, 2, 3, 4, 5, 6, 7, 8, 9], "the second run did not start from update 4"
     assert resumed == pytest.approx(straight) and len(resumed) == 9
     for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.allclose(a, b)
-    assert not list((tmp_path / "work").glob("*.pt")), "the checkpoint outlives a finished run"
 
 
 def test_distillation_blends_the_teachers_probabilities_with_the_labels(trained, tmp_path, monkeypatch):

@@ -175,15 +175,18 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
     return batches
 
 
-def _fingerprint(model: MiniClassifier, examples: Sequence[Example], targets: np.ndarray,
-                 settings: MiniTrainSettings) -> str:
-    """A training run's identity: its encoder, examples, targets and recipe (not its thread count)."""
+def checkpoint_file(work_dir: Path, model: MiniClassifier, examples: Sequence[Example], targets: np.ndarray,
+                    settings: MiniTrainSettings) -> Path:
+    """Where `train_classifier` keeps a run's state: named by what the run is made of (encoder, examples, targets,
+    recipe; not the thread count), so the same run started again finds it and another never mistakes it for its
+    own."""
     recipe = {k: v for k, v in asdict(settings).items() if k not in ("num_threads", "checkpoint_seconds")}
     data = hashlib.sha1("\x1e".join("\x1f".join(e.context) for e in examples).encode())
     data.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
     key = {"encoder": str(getattr(model.encoder.config, "_name_or_path", "")), "data": data.hexdigest(),
            "recipe": recipe}
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return work_dir / f"checkpoint-{digest[:16]}.pt"
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -248,7 +251,7 @@ def train_classifier(
     tokenizer,
     examples: list[Example],
     settings: MiniTrainSettings,
-    work_dir: Path | None = None,
+    checkpoint: Path | None = None,
     targets: np.ndarray | None = None,
 ) -> list[float]:
     """Fine-tune encoder and head end to end with soft-target cross-entropy; returns the loss per step.
@@ -256,10 +259,9 @@ def train_classifier(
     `targets` (one coarse distribution per example) default to the labels' `SOFT_TARGETS`; a teacher's blend
     (`distillation_targets`) replaces them.
 
-    With `work_dir`, the whole training state (weights, optimiser, schedule, data order, random state) is saved
-    there every `settings.checkpoint_seconds`, in a file named by what the run is made of (encoder, examples,
-    recipe), so the same run started again continues where the last one stopped, and another never mistakes it
-    for its own. The file is removed when training ends.
+    With `checkpoint` (a file, see `checkpoint_file`), the whole training state (weights, optimiser, schedule, data
+    order, random state) is saved there every `settings.checkpoint_seconds` and when training ends, and a run that
+    finds it continues where the last one stopped. The caller removes it once the model is saved.
     """
     from tqdm.auto import tqdm
 
@@ -288,8 +290,6 @@ def train_classifier(
     autocast = settings.autocast and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     losses: list[float] = []
     batches: list[list[int]] = []
-    checkpoint = work_dir / f"checkpoint-{_fingerprint(model, examples, targets, settings)[:16]}.pt" if work_dir \
-        else None
     targets = torch.from_numpy(targets)
     if checkpoint and (state := _load_checkpoint(checkpoint)):
         model.load_state_dict(state["model"])
@@ -317,7 +317,7 @@ def train_classifier(
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        if checkpoint and time.monotonic() - saved >= settings.checkpoint_seconds and len(losses) < total:
+        if checkpoint and (time.monotonic() - saved >= settings.checkpoint_seconds or len(losses) == total):
             saved = time.monotonic()
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -325,8 +325,6 @@ def train_classifier(
                 "torch_rng": torch.get_rng_state(),
             })
     bar.close()
-    if checkpoint:
-        checkpoint.unlink(missing_ok=True)
     model.eval()
     return losses
 
@@ -494,7 +492,8 @@ def train_canary_mini(
     `encoder_dir` (default: the packaged MiniLM) is any transformers encoder folder, e.g. `packaged_mpnet()` for a
     teacher. With `teacher_dir` (a built model, e.g. that teacher), the student learns from the teacher's
     probabilities blended with the labels (`settings.teacher_weight`); calibration still fits to the labels. With
-    `work_dir`, training keeps a resumable checkpoint there, and the teacher's probabilities (`train_classifier`).
+    `work_dir`, training keeps a resumable checkpoint there (`checkpoint_file`) until the model is saved, and the
+    teacher's probabilities.
     """
     from transformers import AutoModel
 
@@ -510,9 +509,10 @@ def train_canary_mini(
     tokenizer = load_tokenizer(encoder_dir)
     torch.manual_seed(settings.seed)
     model = MiniClassifier(AutoModel.from_pretrained(encoder_dir, dtype=torch.float32), pooling=settings.config.pooling)
-    targets = None if teacher_dir is None else distillation_targets(
+    targets = label_targets(train) if teacher_dir is None else distillation_targets(
         train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight)
-    losses = train_classifier(model, tokenizer, train, settings, work_dir, targets)
+    checkpoint = checkpoint_file(work_dir, model, train, targets, settings) if work_dir else None
+    losses = train_classifier(model, tokenizer, train, settings, checkpoint, targets)
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
     bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
@@ -536,6 +536,8 @@ def train_canary_mini(
         **config.meta,
     }
     write_json(out / "training.json", report)
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
     return report
 
 
