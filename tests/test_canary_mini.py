@@ -298,6 +298,39 @@ def test_a_killed_training_run_continues_where_it_stopped(tmp_path, shared_data,
     for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.allclose(a, b)
 
+    monkeypatch.setattr(mini_train, "_save_checkpoint", save_checkpoint)
+    settings.checkpoint_seconds = 3600
+    checkpoint.unlink()
+    run(checkpoint)
+    assert checkpoint.is_file(), "the finished state is not saved (a kill during calibration would lose it)"
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read the training checkpoint"):
+        run(checkpoint)
+
+
+def test_a_checkpoint_is_named_by_what_training_computes_from(trained, tmp_path):
+    from dataclasses import replace
+
+    from prosocial.canary.mini import load_classifier
+    from prosocial.canary.mini_train import checkpoint_file, label_targets
+
+    teacher_dir, _, by_source = trained
+    model = load_classifier(teacher_dir, "mean+last")
+    examples = by_source["toxichat"][:8]
+    settings = MiniTrainSettings(config=MiniConfig(max_length=32))
+    targets = label_targets(examples)
+    name = checkpoint_file(tmp_path, model, examples, targets, settings)
+    same = [replace(settings, num_threads=1, min_intervention_recall=0.5, max_false_alarm=0.1),
+            replace(settings, config=MiniConfig(max_length=32, precision="int8"))]
+    assert all(checkpoint_file(tmp_path, model, examples, targets, s) == name for s in same)
+    other = [checkpoint_file(tmp_path, model, examples[:7], targets[:7], settings),
+             checkpoint_file(tmp_path, model, examples, targets * 0.5, settings),
+             checkpoint_file(tmp_path, model, examples, targets, replace(settings, encoder_lr=1e-4)),
+             checkpoint_file(tmp_path, model, examples, targets, replace(settings, config=MiniConfig(max_length=64)))]
+    model.encoder.config._name_or_path = "another encoder"
+    other.append(checkpoint_file(tmp_path, model, examples, targets, settings))
+    assert len({name, *other}) == 1 + len(other)
+
 
 def test_distillation_blends_the_teachers_probabilities_with_the_labels(trained, tmp_path, monkeypatch):
     from prosocial.canary import mini_train
@@ -317,14 +350,25 @@ def test_distillation_blends_the_teachers_probabilities_with_the_labels(trained,
         mini_train.teacher_probabilities(tmp_path, examples)
 
 
-def test_a_student_trained_from_a_teacher_records_it(trained, tmp_path, shared_data):
+def test_a_student_learns_from_its_teacher_and_records_it(trained, tmp_path, shared_data, monkeypatch):
+    from prosocial.canary import mini_train
+
     teacher_dir, _, by_source = trained
     settings = MiniTrainSettings(epochs=1, batch_size=16, teacher_weight=0.5, config=MiniConfig(max_length=32))
     encoder_dir = teacher_dir / "encoder"
+    seen = {}
+    train = mini_train.train_classifier
+    monkeypatch.setattr(mini_train, "train_classifier", lambda model, tok, examples, s, checkpoint, targets:
+                        seen.update(examples=examples, targets=targets) or train(model, tok, examples, s, checkpoint,
+                                                                                 targets))
     report = train_canary_mini(tmp_path / "student", root=shared_data, settings=settings, encoder_dir=encoder_dir,
                                by_source={k: v[:20] for k, v in by_source.items()}, embedder=Embedder(encoder_dir),
                                work_dir=tmp_path / "work", teacher_dir=teacher_dir)
-    assert report["teacher"] == str(teacher_dir) and report["settings"]["teacher_weight"] == 0.5
+    teacher = mini_train.teacher_probabilities(teacher_dir, seen["examples"], tmp_path / "work")
+    assert np.allclose(seen["targets"], mini_train.distillation_targets(seen["examples"], teacher, 0.5))
+    assert not np.allclose(seen["targets"], mini_train.label_targets(seen["examples"]))
+    assert report["teacher"]["encoder"] == "bert-1x32" == report["encoder"] and len(report["teacher"]["sha1"]) == 16
+    assert report["settings"]["teacher_weight"] == 0.5
     assert len(list((tmp_path / "work").glob("teacher-*.npy"))) == 1
     assert not list((tmp_path / "work").glob("checkpoint-*.pt"))
 
@@ -340,3 +384,7 @@ def test_the_build_command_refuses_a_wrong_encoder_or_teacher_before_reading_dat
     result = runner.invoke(app, ["train", "canary-mini", "--out", str(tmp_path / "m"), "--teacher", str(tmp_path)])
     assert result.exit_code == 1 and "not a built Canary-mini model" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "m").exists()
+    weight = runner.invoke(app, ["train", "canary-mini", "--out", str(tmp_path / "m"), "--teacher-weight", "1.5"])
+    assert weight.exit_code == 2
+    teacher_over_default = runner.invoke(app, ["train", "canary-mini", "--encoder", "mpnet"])
+    assert teacher_over_default.exit_code == 2 and "its own --out" in teacher_over_default.output

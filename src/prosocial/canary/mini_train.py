@@ -175,16 +175,24 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
     return batches
 
 
+#: settings that only calibration or the machine use: they do not change what training computes
+_NOT_TRAINING = ("num_threads", "checkpoint_seconds", "max_false_alarm", "max_short_false_alarm",
+                 "min_intervention_recall", "config")
+#: bump when the training loop or the checkpoint's contents change, so an old checkpoint is not resumed
+CHECKPOINT_FORMAT = 1
+
+
 def checkpoint_file(work_dir: Path, model: MiniClassifier, examples: Sequence[Example], targets: np.ndarray,
                     settings: MiniTrainSettings) -> Path:
-    """Where `train_classifier` keeps a run's state: named by what the run is made of (encoder, examples, targets,
-    recipe; not the thread count), so the same run started again finds it and another never mistakes it for its
-    own."""
-    recipe = {k: v for k, v in asdict(settings).items() if k not in ("num_threads", "checkpoint_seconds")}
+    """Where `train_classifier` keeps a run's state, named by what training computes from: the encoder, examples,
+    targets, the training settings and the input shaping (not threads, calibration bounds or precision), so the
+    same run started again finds it."""
+    recipe = {k: v for k, v in asdict(settings).items() if k not in _NOT_TRAINING}
+    shaping = {k: getattr(settings.config, k) for k in ("max_turns", "max_length", "pooling")}
     data = hashlib.sha1("\x1e".join("\x1f".join(e.context) for e in examples).encode())
     data.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
-    key = {"encoder": str(getattr(model.encoder.config, "_name_or_path", "")), "data": data.hexdigest(),
-           "recipe": recipe}
+    key = {"format": CHECKPOINT_FORMAT, "encoder": str(getattr(model.encoder.config, "_name_or_path", "")),
+           "data": data.hexdigest(), "recipe": recipe, "shaping": shaping}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return work_dir / f"checkpoint-{digest[:16]}.pt"
 
@@ -195,11 +203,11 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict | None:
-    """The training state saved at `path`, None when there is none."""
+    """The training state saved at `path` (tensors and plain values only), None when there is none."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: torch raises several unrelated types
         raise ModelError(f"cannot read the training checkpoint {path}: {err}; delete it to start over") from err
 
@@ -216,6 +224,25 @@ def teacher_config(teacher_dir: Path) -> MiniConfig:
     return MiniConfig.load(teacher_dir / CONFIG)
 
 
+def describe_encoder(config) -> str:
+    """An encoder's architecture in a few characters (e.g. "bert-6x384" for MiniLM), without its local path."""
+    return f"{config.model_type}-{config.num_hidden_layers}x{config.hidden_size}"
+
+
+def _teacher_digest(teacher_dir: Path) -> str:
+    """A teacher's identity: its head and its calibration."""
+    parts = (teacher_dir / "head.safetensors").read_bytes() + (teacher_dir / CONFIG).read_bytes()
+    return hashlib.sha1(parts).hexdigest()
+
+
+def teacher_record(teacher_dir: Path) -> dict[str, str]:
+    """What a student's training.json says about its teacher: architecture and a hash of head and calibration."""
+    from transformers import AutoConfig
+
+    return {"encoder": describe_encoder(AutoConfig.from_pretrained(teacher_dir / "encoder")),
+            "sha1": _teacher_digest(teacher_dir)[:16]}
+
+
 def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_dir: Path | None = None) -> np.ndarray:
     """A built Canary-mini-format teacher's calibrated coarse probabilities for `examples`, in its own precision.
 
@@ -223,7 +250,7 @@ def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_d
     `work_dir` the result is kept there, named by the teacher's head, its calibration and the contexts, and reused.
     """
     config = teacher_config(teacher_dir)
-    key = hashlib.sha1((teacher_dir / "head.safetensors").read_bytes() + (teacher_dir / CONFIG).read_bytes())
+    key = hashlib.sha1(_teacher_digest(teacher_dir).encode())
     key.update("\x1e".join("\x1f".join(e.context) for e in examples).encode())
     cache = work_dir / f"teacher-{key.hexdigest()[:16]}.npy" if work_dir else None
     if cache and cache.is_file():
@@ -241,9 +268,13 @@ def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_d
 
 def distillation_targets(examples: Sequence[Example], teacher: np.ndarray, weight: float) -> np.ndarray:
     """Each example's label distribution blended with the teacher's: `weight` on the teacher (0 = labels only)."""
+    check_teacher_weight(weight)
+    return (1 - weight) * label_targets(examples) + weight * teacher
+
+
+def check_teacher_weight(weight: float) -> None:
     if not 0 <= weight <= 1:
         raise ValueError(f"the teacher's weight must be between 0 and 1, got {weight}")
-    return (1 - weight) * label_targets(examples) + weight * teacher
 
 
 def train_classifier(
@@ -268,9 +299,9 @@ def train_classifier(
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     encoded = encode_contexts(tokenizer, [e.context for e in examples], settings.config)
-    targets = label_targets(examples) if targets is None else np.asarray(targets, dtype=np.float32)
-    if targets.shape != (len(examples), len(SOFT_TARGETS[SafetyLabel.CASUAL])):
-        raise ValueError(f"expected one coarse distribution per example, got targets of shape {targets.shape}")
+    given = label_targets(examples) if targets is None else np.asarray(targets, dtype=np.float32)
+    if given.shape != (len(examples), len(SOFT_TARGETS[SafetyLabel.CASUAL])):
+        raise ValueError(f"expected one coarse distribution per example, got targets of shape {given.shape}")
     steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
     total = max(1, int(steps_per_epoch * settings.epochs))
     if settings.freeze_embeddings:
@@ -290,15 +321,19 @@ def train_classifier(
     autocast = settings.autocast and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     losses: list[float] = []
     batches: list[list[int]] = []
-    targets = torch.from_numpy(targets)
+    soft = torch.from_numpy(given)
     if checkpoint and (state := _load_checkpoint(checkpoint)):
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        losses, batches = state["losses"], state["batches"]
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        log.info("resuming canary-mini training at update %d of %d from %s", len(losses), total, checkpoint)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            losses, batches = state["losses"], state["batches"]
+            rng.setstate(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ModelError(f"the training checkpoint {checkpoint} does not fit this run ({err}); delete it to "
+                             "start over") from err
+        log.warning("resuming at update %d of %d from %s", len(losses), total, checkpoint)
     model.train()
     bar = tqdm(total=total, initial=len(losses), desc="train canary-mini", unit="step")
     saved = time.monotonic()
@@ -308,7 +343,7 @@ def train_classifier(
         rows = batches.pop()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = model(*pad_batch(encoded, rows, pad)).float()
-        loss = -(targets[rows] * torch.log_softmax(logits, -1)).sum(-1).mean()
+        loss = -(soft[rows] * torch.log_softmax(logits, -1)).sum(-1).mean()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -419,7 +454,7 @@ def calibrate(
     """
     encoded = encode_contexts(tokenizer, [e.context for e in calibration], config)
     logits = batched_logits(with_precision(model, config.precision), encoded, tokenizer.pad_token_id, BATCH_SIZE)
-    config.temperature = fit_temperature(logits, np.array([SOFT_TARGETS[e.safety_label] for e in calibration]))
+    config.temperature = fit_temperature(logits, label_targets(calibration))
     probs = softmax(logits, config.temperature)
     config.casual_threshold, config.intervention_threshold, report = fit_thresholds(
         probs, calibration, settings.max_false_alarm, settings.min_intervention_recall, settings.max_short_false_alarm
@@ -486,6 +521,7 @@ def train_canary_mini(
     embedder: Embedder | None = None,
     work_dir: Path | None = None,
     teacher_dir: Path | None = None,
+    fresh: bool = False,
 ) -> dict:
     """Build a Canary-mini directory at `out`; returns the training report (also saved as training.json).
 
@@ -493,13 +529,14 @@ def train_canary_mini(
     teacher. With `teacher_dir` (a built model, e.g. that teacher), the student learns from the teacher's
     probabilities blended with the labels (`settings.teacher_weight`); calibration still fits to the labels. With
     `work_dir`, training keeps a resumable checkpoint there (`checkpoint_file`) until the model is saved, and the
-    teacher's probabilities.
+    teacher's probabilities; `fresh` discards such a checkpoint and starts over.
     """
     from transformers import AutoModel
 
     settings = settings or MiniTrainSettings()
-    if teacher_dir is not None:
-        teacher_config(teacher_dir)  # a wrong folder fails now, not after the data is read
+    if teacher_dir is not None:  # a wrong folder or weight fails now, not after the data is read
+        teacher_config(teacher_dir)
+        check_teacher_weight(settings.teacher_weight)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     started = time.time()
@@ -512,6 +549,8 @@ def train_canary_mini(
     targets = label_targets(train) if teacher_dir is None else distillation_targets(
         train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight)
     checkpoint = checkpoint_file(work_dir, model, train, targets, settings) if work_dir else None
+    if checkpoint and fresh:
+        checkpoint.unlink(missing_ok=True)
     losses = train_classifier(model, tokenizer, train, settings, checkpoint, targets)
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
@@ -523,8 +562,8 @@ def train_canary_mini(
         "calibration_examples": len(calibration),
         "rot_bank_entries": len(bank.entries),
         "rot_gate": gate_report,
-        "encoder": encoder_dir.name,
-        "teacher": None if teacher_dir is None else str(teacher_dir),
+        "encoder": describe_encoder(model.encoder.config),
+        "teacher": None if teacher_dir is None else teacher_record(teacher_dir),
         "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
     }
     save_model(model, tokenizer, config, bank, out)

@@ -79,8 +79,11 @@ def check(
         out.print(f"  • {rot}")
 
 
+SHIPPED_CANARY = Path("src/prosocial/resources/canary-mini")
+
+
 def train_canary_mini(
-    out: Path = typer.Option(Path("src/prosocial/resources/canary-mini"), help="Model directory to (re)build."),
+    out: Path = typer.Option(SHIPPED_CANARY, help="Model directory to (re)build."),
     data: Path | None = typer.Option(
         None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."
     ),
@@ -123,11 +126,14 @@ def train_canary_mini(
         None, help="A built Canary-mini-format model (e.g. --encoder mpnet's) to distil: the student learns from its "
         "probabilities blended with the labels."
     ),
-    teacher_weight: float = typer.Option(0.5, help="With --teacher: the teacher's share of each training target."),
+    teacher_weight: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="With --teacher: the teacher's share of each training target."
+    ),
     work_dir: Path | None = typer.Option(
         None, help="Resumable checkpoint folder (default: <prosocial cache>/canary-mini-train); a killed build "
         "run again with the same settings continues from its last checkpoint."
     ),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard this build's checkpoint and start over."),
 ) -> None:
     """Rebuild the offline default detector from the public data (train splits only), with progress bars.
 
@@ -166,11 +172,13 @@ def train_canary_mini(
         return
     if encoder not in ("minilm", "mpnet"):
         raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
+    if encoder == "mpnet" and out == SHIPPED_CANARY:
+        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
     try:
         encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
         report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
                        encoder_dir=encoder_dir, work_dir=work_dir or cache_root() / "canary-mini-train",
-                       teacher_dir=teacher)
-    except (DataError, ModelError, ValueError) as exc:
+                       teacher_dir=teacher, fresh=fresh)
+    except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
