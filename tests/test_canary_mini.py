@@ -386,5 +386,7 @@ def test_the_build_command_refuses_a_wrong_encoder_or_teacher_before_reading_dat
     assert "Traceback" not in result.output and not (tmp_path / "m").exists()
     weight = runner.invoke(app, ["train", "canary-mini", "--out", str(tmp_path / "m"), "--teacher-weight", "1.5"])
     assert weight.exit_code == 2
+    calibrate = runner.invoke(app, ["train", "canary-mini", "--calibrate-only", "--teacher", str(tmp_path)])
+    assert calibrate.exit_code == 2 and "trains nothing" in calibrate.output
     teacher_over_default = runner.invoke(app, ["train", "canary-mini", "--encoder", "mpnet"])
     assert teacher_over_default.exit_code == 2 and "its own --out" in teacher_over_default.output

@@ -166,6 +166,8 @@ def train_canary_mini(
         teacher_weight=teacher_weight,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
+    if calibrate_only and (teacher or encoder != "minilm"):
+        raise typer.BadParameter("--encoder and --teacher choose what to train; --calibrate-only trains nothing")
     if calibrate_only:
         files = default_prosocial_files(root) if rebuild_rot_bank else None
         console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
