@@ -358,9 +358,12 @@ def test_a_student_learns_from_its_teacher_and_records_it(trained, tmp_path, sha
     encoder_dir = teacher_dir / "encoder"
     seen = {}
     train = mini_train.train_classifier
-    monkeypatch.setattr(mini_train, "train_classifier", lambda model, tok, examples, s, checkpoint, targets:
-                        seen.update(examples=examples, targets=targets) or train(model, tok, examples, s, checkpoint,
-                                                                                 targets))
+
+    def recording(model, tokenizer, examples, settings, checkpoint, targets):
+        seen.update(examples=examples, targets=targets)
+        return train(model, tokenizer, examples, settings, checkpoint, targets)
+
+    monkeypatch.setattr(mini_train, "train_classifier", recording)
     report = train_canary_mini(tmp_path / "student", root=shared_data, settings=settings, encoder_dir=encoder_dir,
                                by_source={k: v[:20] for k, v in by_source.items()}, embedder=Embedder(encoder_dir),
                                work_dir=tmp_path / "work", teacher_dir=teacher_dir)

@@ -46,7 +46,7 @@ from prosocial.canary.mini import (
 )
 from prosocial.canary.rotbank import Embedder, Entry, RotBank, fit_min_similarity
 from prosocial.data.augment import augment, is_short
-from prosocial.data.labels import SafetyLabel
+from prosocial.data.labels import COARSE_LABELS, SafetyLabel
 from prosocial.data.schema import Example
 from prosocial.data.silver_rots import norm_sentences
 from prosocial.errors import ModelError
@@ -189,12 +189,17 @@ def checkpoint_file(work_dir: Path, model: MiniClassifier, examples: Sequence[Ex
     same run started again finds it."""
     recipe = {k: v for k, v in asdict(settings).items() if k not in _NOT_TRAINING}
     shaping = {k: getattr(settings.config, k) for k in ("max_turns", "max_length", "pooling")}
-    data = hashlib.sha1("\x1e".join("\x1f".join(e.context) for e in examples).encode())
+    data = hashlib.sha1(_context_bytes(examples))
     data.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
     key = {"format": CHECKPOINT_FORMAT, "encoder": str(getattr(model.encoder.config, "_name_or_path", "")),
            "data": data.hexdigest(), "recipe": recipe, "shaping": shaping}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return work_dir / f"checkpoint-{digest[:16]}.pt"
+
+
+def _context_bytes(examples: Sequence[Example]) -> bytes:
+    """Every example's context, turns and examples kept apart by separators no text contains (for hashing)."""
+    return "\x1e".join("\x1f".join(e.context) for e in examples).encode()
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -251,7 +256,7 @@ def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_d
     """
     config = teacher_config(teacher_dir)
     key = hashlib.sha1(_teacher_digest(teacher_dir).encode())
-    key.update("\x1e".join("\x1f".join(e.context) for e in examples).encode())
+    key.update(_context_bytes(examples))
     cache = work_dir / f"teacher-{key.hexdigest()[:16]}.npy" if work_dir else None
     if cache and cache.is_file():
         return np.load(cache)
@@ -300,7 +305,7 @@ def train_classifier(
     rng = random.Random(settings.seed)
     encoded = encode_contexts(tokenizer, [e.context for e in examples], settings.config)
     given = label_targets(examples) if targets is None else np.asarray(targets, dtype=np.float32)
-    if given.shape != (len(examples), len(SOFT_TARGETS[SafetyLabel.CASUAL])):
+    if given.shape != (len(examples), len(COARSE_LABELS)):
         raise ValueError(f"expected one coarse distribution per example, got targets of shape {given.shape}")
     steps_per_epoch = (len(examples) + settings.batch_size - 1) // settings.batch_size
     total = max(1, int(steps_per_epoch * settings.epochs))
