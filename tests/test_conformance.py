@@ -12,6 +12,7 @@ import pytest
 from prosocial.canary.base import DETECTORS, load_detector
 from prosocial.canary.baselines import KeywordDetector
 from prosocial.canary.generative import CANARY_TOKENS, GenerativeCanary
+from prosocial.canary.mini import DEFAULT_DIR
 from prosocial.canary.norms import Norm, NormedDetector
 from prosocial.lm.base import LMS, load_lm
 from prosocial.lm.inference import add_special_tokens
@@ -42,6 +43,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def detector_factories(tiny: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     return {
         "canary-mini": lambda: load_detector("canary-mini"),
+        "canary-cascade": lambda: load_detector("canary-cascade", strong_dir=DEFAULT_DIR, band=0.5),
         "generative": lambda: GenerativeCanary.from_model(*tiny["canary"], max_new_tokens=6),
         "keywords": KeywordDetector,
         "profanity-check": lambda: load_detector("profanity-check"),

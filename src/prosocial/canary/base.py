@@ -59,6 +59,7 @@ class SafetyDetector(ABC):
 
 DETECTORS: Registry[SafetyDetector] = Registry("detector", {
     "canary-mini": "prosocial.canary.mini",
+    "canary-cascade": "prosocial.canary.cascade",
     "generative": "prosocial.canary.generative",
     "keywords": "prosocial.canary.baselines",
     "profanity-check": "prosocial.canary.baselines",

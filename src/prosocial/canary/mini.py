@@ -391,7 +391,13 @@ class CanaryMini(SafetyDetector):
         if not contexts:
             return []
         probs = self.probabilities(contexts)
-        labels = decide(probs, self.config)
+        return self.verdicts(contexts, probs, decide(probs, self.config), with_rots)
+
+    def verdicts(
+        self, contexts: Sequence[Sequence[str]], probs: np.ndarray, labels: Sequence[SafetyLabel], with_rots: bool
+    ) -> list[Verdict]:
+        """Verdicts from decided probabilities, with this model's RoTs for the flagged contexts (a cascade decides
+        some contexts with another model and still answers with this one's RoT bank)."""
         scores = five_way_scores(probs)
         names = [label.value for label in SafetyLabel]
         verdicts = [

@@ -1,0 +1,56 @@
+"""A cascade of two Canary-mini-format models: the fast default decides, a stronger one settles what it is unsure of.
+
+The fast model's verdicts stand wherever its caution share (caution / (casual + caution), the quantity its casual
+threshold cuts) lies more than `band` from that threshold. The rest go to the strong model (e.g. an
+all-mpnet-base-v2 build, `prosocial train canary-mini --encoder mpnet --out DIR`), whose own calibrated
+probabilities and thresholds decide them. RoTs come from the fast model's bank either way. With the MPNet teacher
+and band 0.15, 12.6% of the safety suite's dev contexts went to the teacher (model card: "A cascade").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from prosocial.canary.base import SafetyDetector, Verdict, register_detector
+from prosocial.canary.mini import DEFAULT_DIR, CanaryMini, decide
+
+
+@register_detector("canary-cascade")
+class CanaryCascade(SafetyDetector):
+    """`strong_dir` settles the contexts `fast_dir` (default: the shipped Canary-mini) is unsure of; `sent` and
+    `seen` count contexts sent to it and judged in all."""
+
+    def __init__(self, strong_dir: str | Path, fast_dir: str | Path = DEFAULT_DIR, band: float = 0.15):
+        self.strong_dir = strong_dir
+        self.fast_dir = fast_dir
+        self.band = band
+        self.sent = self.seen = 0
+
+    @cached_property
+    def _fast(self) -> CanaryMini:
+        return CanaryMini(self.fast_dir)
+
+    @cached_property
+    def _strong(self) -> CanaryMini:
+        return CanaryMini(self.strong_dir)
+
+    def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
+        if not 0 <= self.band <= 1:
+            raise ValueError(f"band must be between 0 and 1, got {self.band}")
+        if not contexts:
+            return []
+        probs = self._fast.probabilities(contexts)
+        labels = decide(probs, self._fast.config)
+        caution_share = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
+        unsure = np.flatnonzero(np.abs(caution_share - self._fast.config.casual_threshold) < self.band)
+        if len(unsure):
+            probs[unsure] = self._strong.probabilities([contexts[i] for i in unsure])
+            for i, label in zip(unsure, decide(probs[unsure], self._strong.config), strict=True):
+                labels[i] = label
+        self.sent += len(unsure)
+        self.seen += len(contexts)
+        return self._fast.verdicts(contexts, probs, labels, with_rots)
