@@ -5,6 +5,7 @@ import pytest
 
 from prosocial.canary import load_detector
 from prosocial.canary.mini import DEFAULT_DIR, CanaryMini, decide
+from prosocial.errors import ModelError
 
 CONTEXTS = [["I made dinner for my family tonight."], ["I stole money from my mom's purse to buy games."],
             ["ok"], ["I think I'll drive home after these eight beers."], ["Women are too emotional to lead."]]
@@ -19,7 +20,7 @@ class Shifted(CanaryMini):
 
 
 def cascade(band: float):
-    detector = load_detector("canary-cascade", strong_dir=DEFAULT_DIR, band=band)
+    detector = load_detector("canary-cascade", model_dir=DEFAULT_DIR, band=band)
     detector.__dict__["_strong"] = Shifted(DEFAULT_DIR)
     return detector
 
@@ -48,4 +49,11 @@ def test_unsure_contexts_are_decided_by_the_strong_model_and_sure_ones_stand():
 
 def test_a_band_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="band"):
-        load_detector("canary-cascade", strong_dir=DEFAULT_DIR, band=2).predict(CONTEXTS)
+        load_detector("canary-cascade", model_dir=DEFAULT_DIR, band=2).predict(CONTEXTS)
+
+
+def test_a_cascade_without_its_strong_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="needs model_dir"):
+        load_detector("canary-cascade").predict(CONTEXTS)
+    with pytest.raises(ModelError):
+        load_detector("canary-cascade", model_dir=tmp_path).predict(CONTEXTS)

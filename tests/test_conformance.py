@@ -43,7 +43,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def detector_factories(tiny: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     return {
         "canary-mini": lambda: load_detector("canary-mini"),
-        "canary-cascade": lambda: load_detector("canary-cascade", strong_dir=DEFAULT_DIR, band=0.5),
+        "canary-cascade": lambda: load_detector("canary-cascade", model_dir=DEFAULT_DIR, band=0.5),
         "generative": lambda: GenerativeCanary.from_model(*tiny["canary"], max_new_tokens=6),
         "keywords": KeywordDetector,
         "profanity-check": lambda: load_detector("profanity-check"),

@@ -61,3 +61,10 @@ def test_every_kind_uses_the_registry_with_one_error_type(registry):
     assert registry.available()
     with pytest.raises(ModelError, match=f"unknown {registry.kind} backend 'no-such-backend'"):
         registry.create("no-such-backend")
+
+
+def test_a_setting_the_backend_does_not_take_is_refused_by_name():
+    from prosocial.canary import load_detector
+
+    with pytest.raises(ModelError, match="modle_dir.*its settings: model_dir"):
+        load_detector("canary-mini", modle_dir="x")

@@ -53,7 +53,20 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **settings: Any) -> T:
         """A new backend instance (cheap: backends load weights on first use)."""
-        return self.get(name)(**settings)
+        return self._construct(name, self.get(name), (), settings)
+
+    def _construct(self, name: str, cls: type[T], args: tuple, settings: dict[str, Any]) -> T:
+        """`cls(*args, **settings)`, with a setting the backend does not take refused by name, not as a TypeError
+        from deep inside (a CLI spec such as "canary-mini:modle_dir=X" gets a clear error)."""
+        import inspect
+
+        try:
+            inspect.signature(cls).bind(*args, **settings)
+        except TypeError as exc:
+            takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+            raise ModelError(f"{self.kind} backend {name!r}: {exc}; its settings: {', '.join(takes) or 'none'}") \
+                from None
+        return cls(*args, **settings)
 
     def load(self, name: str | Path, legacy: Sequence[tuple[str, str]] = (), **settings: Any) -> T:
         """`create` for a registry name; for a model folder (a `Path`, or a string that is no registered name but a
@@ -65,7 +78,7 @@ class Registry(Generic[T]):
         if backend not in self:
             raise ModelError(f"{name} holds a {backend!r} model, not a {self.kind}; {self.kind} backends: "
                              f"{', '.join(self.available())}")
-        return self.get(backend)(Path(name), **settings)
+        return self._construct(backend, self.get(backend), (Path(name),), settings)
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes or name in self.builtin

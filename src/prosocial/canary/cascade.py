@@ -17,15 +17,17 @@ import numpy as np
 
 from prosocial.canary.base import SafetyDetector, Verdict, register_detector
 from prosocial.canary.mini import DEFAULT_DIR, CanaryMini, decide
+from prosocial.errors import ModelError
 
 
 @register_detector("canary-cascade")
 class CanaryCascade(SafetyDetector):
-    """`strong_dir` settles the contexts `fast_dir` (default: the shipped Canary-mini) is unsure of; `sent` and
-    `seen` count contexts sent to it and judged in all."""
+    """`model_dir`, the stronger model (as `prosocial check -b canary-cascade --model DIR` names it), settles the
+    contexts `fast_dir` (default: the shipped Canary-mini) is unsure of; `sent` and `seen` count contexts sent to
+    it and judged in all."""
 
-    def __init__(self, strong_dir: str | Path, fast_dir: str | Path = DEFAULT_DIR, band: float = 0.15):
-        self.strong_dir = strong_dir
+    def __init__(self, model_dir: str | Path | None = None, fast_dir: str | Path = DEFAULT_DIR, band: float = 0.15):
+        self.model_dir = model_dir
         self.fast_dir = fast_dir
         self.band = band
         self.sent = self.seen = 0
@@ -36,20 +38,26 @@ class CanaryCascade(SafetyDetector):
 
     @cached_property
     def _strong(self) -> CanaryMini:
-        return CanaryMini(self.strong_dir)
+        if self.model_dir is None:
+            raise ModelError("canary-cascade needs model_dir, the stronger model's folder (e.g. one built with "
+                             "`prosocial train canary-mini --encoder mpnet --out DIR`)")
+        strong = CanaryMini(self.model_dir)
+        strong.config  # a missing or incomplete folder fails here, before any work
+        return strong
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not 0 <= self.band <= 1:
             raise ValueError(f"band must be between 0 and 1, got {self.band}")
         if not contexts:
             return []
+        strong = self._strong
         probs = self._fast.probabilities(contexts)
         labels = decide(probs, self._fast.config)
         caution_share = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
         unsure = np.flatnonzero(np.abs(caution_share - self._fast.config.casual_threshold) < self.band)
         if len(unsure):
-            probs[unsure] = self._strong.probabilities([contexts[i] for i in unsure])
-            for i, label in zip(unsure, decide(probs[unsure], self._strong.config), strict=True):
+            probs[unsure] = strong.probabilities([contexts[i] for i in unsure])
+            for i, label in zip(unsure, decide(probs[unsure], strong.config), strict=True):
                 labels[i] = label
         self.sent += len(unsure)
         self.seen += len(contexts)
