@@ -1,6 +1,7 @@
 """The reply guard on a batch: the agent (Canary-mini + Prost-mini) on 200 problematic contexts, unguarded vs guarded.
 
     .venv/bin/python scripts/bench_prost_guard.py --threads 2 --out docs/reports/prost-guard-bench.json
+        [--detector canary-cascade:model_dir=DIR]
 
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver
 RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic.
@@ -27,6 +28,7 @@ from pathlib import Path
 from prosocial.canary import load_detector
 from prosocial.data.labels import Coarse
 from prosocial.data.silver_rots import norm_sentences
+from prosocial.eval.reports import parse_spec
 from prosocial.eval.toxichat_evaluators import Evaluators
 from prosocial.prost.guard import condones, degenerate, questions_motive
 from prosocial.prost.mini import ProstMini, read_partial_rows
@@ -101,11 +103,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads and Canary workers")
     parser.add_argument("--casual-rows", type=int, default=100)
     parser.add_argument("--latency-rows", type=int, default=30)
+    parser.add_argument("--detector", default="canary-mini",
+                        help="NAME[:key=value,...] as in prosocial eval, e.g. canary-cascade:model_dir=DIR")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     contexts = problematic_contexts(args.rows, args.seed)
-    detector = load_detector("canary-mini", workers=args.threads, num_threads=1)
+    _, backend, settings = parse_spec(args.detector)
+    if backend == "canary-mini":
+        settings = {"workers": args.threads, "num_threads": 1} | settings
+    detector = load_detector(backend, **settings)
     generator = ProstMini(n_threads=args.threads)
     plain = ProsocialAgent(detector, generator, guard=False)
     guarded = ProsocialAgent(detector, generator)

@@ -42,7 +42,7 @@ class CanaryCascade(SafetyDetector):
             raise ModelError("canary-cascade needs model_dir, the stronger model's folder (e.g. one built with "
                              "`prosocial train canary-mini --encoder mpnet --out DIR`)")
         strong = CanaryMini(self.model_dir)
-        strong.config  # a missing or incomplete folder fails here, before any work
+        _ = strong.config  # a missing or incomplete folder fails here, before any work
         return strong
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
