@@ -27,7 +27,7 @@ import torch
 from prosocial.canary import load_detector
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.canary.encoders import packaged_mpnet
-from prosocial.canary.mini import MiniConfig, context_texts, decide, five_way_scores
+from prosocial.canary.mini import MiniConfig, caution_share, context_texts, decide, five_way_scores
 from prosocial.canary.mini_train import (
     SOFT_TARGETS,
     MiniTrainSettings,
@@ -72,8 +72,7 @@ class Cascade(SafetyDetector):
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         probs = self.default.probabilities(contexts)
-        q = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
-        unsure = np.flatnonzero(np.abs(q - self.default.config.casual_threshold) < self.band)
+        unsure = np.flatnonzero(np.abs(caution_share(probs) - self.default.config.casual_threshold) < self.band)
         if len(unsure):
             probs[unsure] = self.teacher.probabilities([contexts[i] for i in unsure])
         self.sent += len(unsure)

@@ -9,6 +9,7 @@ for). Every registry refuses a name taken by another class and raises the same `
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -58,12 +59,12 @@ class Registry(Generic[T]):
     def _construct(self, name: str, cls: type[T], args: tuple, settings: dict[str, Any]) -> T:
         """`cls(*args, **settings)`, with a setting the backend does not take refused by name, not as a TypeError
         from deep inside (a CLI spec such as "canary-mini:modle_dir=X" gets a clear error)."""
-        import inspect
-
+        signature = inspect.signature(cls)
         try:
-            inspect.signature(cls).bind(*args, **settings)
+            signature.bind(*args, **settings)
         except TypeError as exc:
-            takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+            variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            takes = [p.name for p in signature.parameters.values() if p.kind not in variadic]
             raise ModelError(f"{self.kind} backend {name!r}: {exc}; its settings: {', '.join(takes) or 'none'}") \
                 from None
         return cls(*args, **settings)

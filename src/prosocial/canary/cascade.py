@@ -1,7 +1,7 @@
 """A cascade of two Canary-mini-format models: the fast default decides, a stronger one settles what it is unsure of.
 
-The fast model's verdicts stand wherever its caution share (caution / (casual + caution), the quantity its casual
-threshold cuts) lies more than `band` from that threshold. The rest go to the strong model (e.g. an
+The fast model's verdicts stand wherever its caution share (`mini.caution_share`, the quantity its casual threshold
+cuts) lies more than `band` from that threshold. The rest go to the strong model (e.g. an
 all-mpnet-base-v2 build, `prosocial train canary-mini --encoder mpnet --out DIR`), whose own calibrated
 probabilities and thresholds decide them. RoTs come from the fast model's bank either way. With the MPNet teacher
 and band 0.15, 12.6% of the safety suite's dev contexts went to the teacher (model card: "A cascade").
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from prosocial.canary.base import SafetyDetector, Verdict, register_detector
-from prosocial.canary.mini import DEFAULT_DIR, CanaryMini, decide
+from prosocial.canary.mini import DEFAULT_DIR, CanaryMini, caution_share, decide
 from prosocial.errors import ModelError
 
 
@@ -53,8 +53,7 @@ class CanaryCascade(SafetyDetector):
         strong = self._strong
         probs = self._fast.probabilities(contexts)
         labels = decide(probs, self._fast.config)
-        caution_share = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
-        unsure = np.flatnonzero(np.abs(caution_share - self._fast.config.casual_threshold) < self.band)
+        unsure = np.flatnonzero(np.abs(caution_share(probs) - self._fast.config.casual_threshold) < self.band)
         if len(unsure):
             probs[unsure] = strong.probabilities([contexts[i] for i in unsure])
             for i, label in zip(unsure, decide(probs[unsure], strong.config), strict=True):

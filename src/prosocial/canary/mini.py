@@ -112,6 +112,12 @@ def context_texts(contexts: Sequence[Sequence[str]], max_turns: int) -> list[str
     return [build_context(check_context(c, f"contexts[{i}]"), max_turns=max_turns) for i, c in enumerate(contexts)]
 
 
+def caution_share(probs: np.ndarray) -> np.ndarray:
+    """Per row of coarse probabilities, P(caution) / (P(casual) + P(caution)): the per-annotator "needs caution"
+    rate of the A.4 vote view, which the casual threshold cuts."""
+    return probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
+
+
 def five_way_scores(probs: np.ndarray) -> np.ndarray:
     """Spread coarse probabilities (casual, caution, intervention) over the five labels.
 
@@ -119,7 +125,7 @@ def five_way_scores(probs: np.ndarray) -> np.ndarray:
     does, with the per-annotator rate q = P(caution) / (P(casual) + P(caution)) — the A.4 view of agreement.
     """
     casual, caution, intervention = probs[:, 0], probs[:, 1], probs[:, 2]
-    q = caution / np.clip(casual + caution, 1e-9, None)
+    q = caution_share(probs)
     votes = np.stack([math.comb(3, k) * q**k * (1 - q) ** (3 - k) for k in (1, 2, 3)], axis=1)
     votes /= np.clip(votes.sum(1, keepdims=True), 1e-12, None)
     return np.column_stack([casual, caution[:, None] * votes, intervention])
@@ -128,8 +134,7 @@ def five_way_scores(probs: np.ndarray) -> np.ndarray:
 def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
     """Apply the calibrated thresholds (see the module docstring)."""
     labels = []
-    for casual, caution, intervention in probs:
-        q = caution / max(casual + caution, 1e-9)
+    for intervention, q in zip(probs[:, 2], caution_share(probs), strict=True):
         if intervention >= config.intervention_threshold:
             labels.append(SafetyLabel.NEEDS_INTERVENTION)
         elif q < config.casual_threshold:

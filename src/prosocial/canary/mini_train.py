@@ -37,6 +37,7 @@ from prosocial.canary.mini import (
     MiniClassifier,
     MiniConfig,
     batched_logits,
+    caution_share,
     decide,
     encode_contexts,
     load_classifier,
@@ -414,7 +415,7 @@ def fit_thresholds(
     short = casual_corpus & np.array([is_short(e.context[-1]) for e in examples])
     not_casual = np.array([not e.safety_label.is_casual for e in examples])
     intervention = np.array([e.safety_label is SafetyLabel.NEEDS_INTERVENTION for e in examples])
-    q = probs[:, 1] / np.clip(probs[:, 0] + probs[:, 1], 1e-9, None)
+    q = caution_share(probs)
     grid = np.linspace(0.02, 0.98, 49)
     best: tuple[float, float, float, float] | None = None
     for t_int in grid:
