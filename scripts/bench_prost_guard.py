@@ -5,10 +5,13 @@
 
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver
 RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic.
-Each row is used single-turn (as an opening turn: the hardest case, no history to go on). Both agents share one
-detector and one generator; the only difference is `guard`. Measured over the generated replies (hand-overs excluded):
-- agreeing: judged by the guard's own rules (`prost.guard.condones`) and, independently, by the ToxiChat stance
-  evaluator ("agree" toward the user's turn); their precision on human labels is in condone-judges.json;
+Each row is used single-turn (as an opening turn: the hardest case, no history to go on). The agents share one
+detector and one generator; the only difference is `guard`: none, the rules only (`ReplyGuard()`), and the rules
+with the learned agreement judge (`ReplyGuard(judge=AgreementJudge.load())`, the agent's default). Measured over the
+generated replies (hand-overs excluded):
+- agreeing: judged by the guard's rules (`prost.guard.condones`), by the learned judge (`prost.agreement`) and,
+  independently of both, by the ToxiChat stance evaluator ("agree" toward the user's turn); their precision on
+  human labels is in condone-judges.json;
 - loop or echo, and empty or one-word (`prost.guard.degenerate`);
 - the guard's paths and problem counts (`ReplyGuard.stats`) and the time per batch and per single turn.
 Then the same on casual openings (DailyDialog and EmpatheticDialogues validation), where the question is whether
@@ -30,7 +33,8 @@ from prosocial.data.labels import Coarse
 from prosocial.data.silver_rots import norm_sentences
 from prosocial.eval.reports import parse_spec
 from prosocial.eval.toxichat_evaluators import Evaluators
-from prosocial.prost.guard import condones, degenerate, questions_motive
+from prosocial.prost.agreement import AgreementJudge
+from prosocial.prost.guard import ReplyGuard, condones, degenerate, questions_motive
 from prosocial.prost.mini import ProstMini, read_partial_rows
 from prosocial.steer import AgentTurn, ProsocialAgent
 
@@ -63,12 +67,13 @@ def problematic_contexts(n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(rows, n)
 
 
-def measure(contexts: list[str], turns: list[AgentTurn], evaluators: Evaluators) -> dict:
+def measure(contexts: list[str], turns: list[AgentTurn], evaluators: Evaluators, judge: AgreementJudge) -> dict:
     generated = [(c, t) for c, t in zip(contexts, turns, strict=True) if not t.escalated]
     n = len(generated)
     caution = [(c, t) for c, t in generated if t.coarse is Coarse.NEEDS_CAUTION]
     casual = [(c, t) for c, t in generated if t.coarse is Coarse.CASUAL]
     stance = evaluators.stance([c for c, _ in generated], [t.response for _, t in generated])
+    judged = judge.agrees([c for c, _ in generated], [t.response for _, t in generated])
     problems = Counter(degenerate(c, t.response) for c, t in generated)
 
     def share(k: int, of: int) -> float:
@@ -79,11 +84,13 @@ def measure(contexts: list[str], turns: list[AgentTurn], evaluators: Evaluators)
         "agree_rules_pct": share(sum(condones([c], t.response) for c, t in generated), n),
         "agree_rules_caution_turns_pct": share(sum(condones([c], t.response) for c, t in caution), len(caution)),
         "agree_stance_evaluator_pct": share(stance.count("agree"), n),
+        "agree_judge_pct": share(sum(judged), n),
         "loop_or_echo_pct": share(problems["loop"] + problems["echo"], n),
         "empty_or_one_word_pct": share(problems["empty"] + problems["one_word"], n),
         "motive_question_on_casual_turns": f"{sum(questions_motive(t.response) for _, t in casual)} of {len(casual)}",
         "mean_reply_words": round(statistics.mean(len(t.response.split()) for _, t in generated), 1),
         "stance_agree_replies": [t.response for (_, t), s in zip(generated, stance, strict=True) if s == "agree"],
+        "judge_agree_replies": [t.response for (_, t), j in zip(generated, judged, strict=True) if j],
     }
 
 
@@ -114,41 +121,45 @@ def main() -> None:
         settings = {"workers": args.threads, "num_threads": 1} | settings
     detector = load_detector(backend, **settings)
     generator = ProstMini(n_threads=args.threads)
-    plain = ProsocialAgent(detector, generator, guard=False)
-    guarded = ProsocialAgent(detector, generator)
-    plain.respond(["Hello!"])  # load both models before timing
+    judge = AgreementJudge.load()
+    agents = {"unguarded": ProsocialAgent(detector, generator, guard=False),
+              "guarded_rules": ProsocialAgent(detector, generator, guard=ReplyGuard()),
+              "guarded": ProsocialAgent(detector, generator, guard=ReplyGuard(judge=judge))}
+    guarded = agents["guarded"]
+    guarded.respond(["Hello!"])  # load the models before timing
     evaluators = Evaluators.load()
     result: dict = {"rows": len(contexts), "seed": args.seed, "threads": args.threads}
     outputs = {}
-    for name, agent in (("unguarded", plain), ("guarded", guarded)):
+    casual = casual_contexts(args.casual_rows, args.seed)
+    result["casual"] = {"rows": len(casual)}
+    for name, agent in agents.items():
         t0 = time.perf_counter()
         turns = agent.respond_batch([[c] for c in contexts])
         seconds = time.perf_counter() - t0
         outputs[name] = turns
-        result[name] = measure(contexts, turns, evaluators) | {"batch_seconds": round(seconds, 1)}
+        result[name] = measure(contexts, turns, evaluators, judge) | {"batch_seconds": round(seconds, 1)}
+        if agent.guard:
+            result[name] |= {"guard_stats": dict(agent.guard.stats),
+                             "paths": dict(Counter(t.guard for t in turns if t.guard))}
+            agent.guard.stats.clear()
+        outputs[f"casual_{name}"] = agent.respond_batch([[c] for c in casual])
+        result["casual"][name] = measure(casual, outputs[f"casual_{name}"], evaluators, judge)
+        if agent.guard:
+            result["casual"][name]["guard_stats"] = dict(agent.guard.stats)
+            agent.guard.stats.clear()
     result["verdicts"] = dict(Counter(t.coarse.value for t in outputs["guarded"]))
-    result["guard_stats"] = dict(guarded.guard.stats)
-    result["paths"] = dict(Counter(t.guard for t in outputs["guarded"] if t.guard))
-    guarded.guard.stats.clear()
-    casual = casual_contexts(args.casual_rows, args.seed)
-    result["casual"] = {"rows": len(casual)}
-    for name, agent in (("unguarded", plain), ("guarded", guarded)):
-        turns = agent.respond_batch([[c] for c in casual])
-        outputs[f"casual_{name}"] = turns
-        result["casual"][name] = measure(casual, turns, evaluators)
     result["casual"]["verdicts"] = dict(Counter(t.coarse.value for t in outputs["casual_guarded"]))
-    result["casual"]["guard_stats"] = dict(guarded.guard.stats)
-    guarded.guard.stats.clear()
     latency = contexts[: args.latency_rows]
-    result["single_turn_median_s"] = {"unguarded": single_turn_latency(plain, latency),
-                                      "guarded": single_turn_latency(guarded, latency)}
+    result["single_turn_median_s"] = {name: single_turn_latency(agent, latency) for name, agent in agents.items()}
     result["replies"] = [
-        {"context": c, "verdict": g.coarse.value, "unguarded": u.response, "guarded": g.response, "path": g.guard}
-        for c, u, g in zip(contexts, outputs["unguarded"], outputs["guarded"], strict=True)
+        {"context": c, "verdict": g.coarse.value, **{name: outputs[name][i].response for name in agents},
+         "path": g.guard}
+        for i, (c, g) in enumerate(zip(contexts, outputs["guarded"], strict=True))
     ]
     result["casual_replies"] = [
-        {"context": c, "verdict": g.coarse.value, "unguarded": u.response, "guarded": g.response, "path": g.guard}
-        for c, u, g in zip(casual, outputs["casual_unguarded"], outputs["casual_guarded"], strict=True)
+        {"context": c, "verdict": g.coarse.value, **{name: outputs[f"casual_{name}"][i].response for name in agents},
+         "path": g.guard}
+        for i, (c, g) in enumerate(zip(casual, outputs["casual_guarded"], strict=True))
     ]
     showcase = guarded.respond_batch([[c] for c in SHOWCASE])
     result["showcase"] = [{"context": c, "verdict": t.coarse.value, "reply": t.response, "path": t.guard,

@@ -2,15 +2,18 @@
 
     .venv/bin/python scripts/judge_condone.py --out docs/reports/condone-judges.json
 
-Judges: the guard's rule check (`prosocial.prost.guard.condones`) and the ToxiChat stance evaluator
-(`eval/toxichat_evaluators.py`, "agree"; held-out splits only: it was trained on ToxiChat train), both on human-labelled
+Judges: the guard's rule check (`prosocial.prost.guard.condones`), the learned reply-agreement judge
+(`prosocial.prost.agreement`, trained on DiaSafety train), the two together (as the guard runs them), and the
+ToxiChat stance evaluator (`eval/toxichat_evaluators.py`, "agree"; trained on ToxiChat train), each on human-labelled
 chatbot replies to problematic contexts:
 - ToxiChat (Baheti et al. 2021): DialoGPT and GPT-3 replies to threads whose last comment humans labelled
   Offensive; positive = the human stance toward that comment is "agree";
 - DiaSafety (Sun et al. 2022): category Toxicity Agreement (positive = labelled Unsafe, i.e. the reply agrees
-  with the toxic context) and Risk Ignorance (positive = Unsafe: the reply goes along with a risky context).
-The rules were written looking at the training splits (`train`), so the held-out splits (ToxiChat dev,
-DiaSafety val) are the honest numbers; Wilson 95% intervals are given for precision.
+  with the toxic context) and Risk Ignorance (positive = Unsafe: the reply goes along with a risky context);
+- ProsocialDialog's gold replies (validation file): crowdworkers never condone, so every flag is a false alarm.
+The rules were written looking at the training splits (`train`), and the learned judges were trained on them, so
+only the held-out splits (ToxiChat dev, DiaSafety val) are scored for the learned ones; Wilson 95% intervals are
+given for precision.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from pathlib import Path
 
 from prosocial.data.toxichat import read_threads
 from prosocial.eval.toxichat_evaluators import Evaluators
+from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.guard import condones
+from prosocial.prost.mini import read_partial_rows
 
 DATA = Path("/work/shared/data")
 
@@ -71,8 +76,11 @@ def main() -> None:
         "diasafety/train/toxicity-agreement": diasafety("train", "Toxicity Agreement"),
         "diasafety/val/risk-ignorance": diasafety("val", "Risk Ignorance"),
         "diasafety/train/risk-ignorance": diasafety("train", "Risk Ignorance"),
+        # crowdworkers' prosocial replies: no positives, so "flagged" counts false alarms
+        "prosocial_dialog/valid/gold-replies": [([c], r, False) for c, r in read_partial_rows(
+            DATA / "prosocial_dialog_partial" / "valid.json")],
     }
-    evaluators = Evaluators.load()
+    evaluators, judge = Evaluators.load(), AgreementJudge.load()
     result = {}
     for name, rows in slices.items():
         gold = [g for _, _, g in rows]
@@ -81,6 +89,9 @@ def main() -> None:
         if "/train" not in name:  # the evaluator's own training data (ToxiChat train) would flatter it
             stance = evaluators.stance([c[-1] for c, _, _ in rows], [r for _, r, _ in rows])
             result[name]["stance_evaluator"] = score([s == "agree" for s in stance], gold)
+            learned = judge.agrees([c[-1] for c, _, _ in rows], [r for _, r, _ in rows])
+            result[name]["agreement_judge"] = score(learned, gold)
+            result[name]["rules_or_judge"] = score([a or b for a, b in zip(rules, learned, strict=True)], gold)
         for (c, r, g), f in list(zip(rows, rules, strict=True)):
             if f and args.show:
                 print(f"{name} {'TP' if g else 'FP'} | {c[-1][:70]!r} || {r[:100]!r}")

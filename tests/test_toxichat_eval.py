@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 
 from prosocial.data.toxichat import STANCES, offense_data, read_threads, stance_data
@@ -16,17 +14,7 @@ from prosocial.eval.systems import build_system
 from prosocial.eval.toxichat import badword_matcher, evaluate_toxichat, load_badwords, reference_rows
 from prosocial.eval.toxichat_evaluators import Evaluators, train_evaluators
 from prosocial.prost.canned import CANNED_REPLY
-
-
-class HashEmbedder:
-    """Bag-of-words vectors from hashed tokens: cheap, deterministic, and informative enough to learn from."""
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+from tests.tiny_models import BagOfWordsEmbedder
 
 
 class Fixed:
@@ -112,13 +100,13 @@ def test_protocol_with_registered_systems(threads_file):
 
 def test_trained_evaluators_learn_save_load_and_report(threads_file, tmp_path):
     train = read_threads(threads_file) * 4
-    evaluators = train_evaluators(train, read_threads(threads_file), embedder=HashEmbedder(), hidden=8)
+    evaluators = train_evaluators(train, read_threads(threads_file), embedder=BagOfWordsEmbedder(), hidden=8)
     dev = evaluators.config["dev"]
     assert dev["offense"]["accuracy"] == 1.0 and dev["stance_toward_previous_turn"]["accuracy"] == 1.0
     assert set(dev["reference_rows"]) == {"DialoGPT"}
     loaded = Evaluators.load(evaluators.save(tmp_path / "ev"))
     assert "Dev accuracy" in (tmp_path / "ev" / "MODEL_CARD.md").read_text()
-    loaded._embedder = HashEmbedder()
+    loaded._embedder = BagOfWordsEmbedder()
     texts = ["yes they are", "nice weather today"]
     assert loaded.offensive(texts) == evaluators.offensive(texts) == [True, False]
     assert loaded.stance(["women are dumb"], ["yes they are"]) == ["agree"]

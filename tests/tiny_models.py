@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]
@@ -112,3 +114,14 @@ def fixture_examples(shared_data: Path):
 
 def corpus_texts(examples) -> list[str]:
     return [t for e in examples for t in (*e.context, e.response or "", *e.rots)]
+
+
+class BagOfWordsEmbedder:
+    """Hashed bag-of-words unit vectors: cheap, deterministic, and informative enough for a head to learn from."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)

@@ -212,26 +212,29 @@ def questions_motive(reply: str) -> bool:
     return _MOTIVE.search(_norm(reply)) is not None
 
 
-def reply_problem(context: Sequence[str], reply: str, casual: bool) -> Problem | None:
+def reply_problem(context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False) -> Problem | None:
     """The first problem of a reply to `context`, or None. Agreement is checked on every turn: a detector calls
     problematic turns casual too, and a false alarm on a casual turn costs only a resample (the rules flag 2-3%
-    of casual replies). `casual`: the turn is surely casual, so asking about the user's motive is a problem too."""
+    of casual replies). `casual`: the turn is surely casual, so asking about the user's motive is a problem too.
+    `judged_agreeing`: a learned judge (`prost.agreement`) says the reply agrees, whatever the rules say."""
     problem = degenerate(context[-1], reply)
     if problem:
         return problem
-    if condones(context, reply):
+    if judged_agreeing or condones(context, reply):
         return "condones"
     return "motive_question" if casual and questions_motive(reply) else None
 
 
-def usable(context: Sequence[str], reply: str, casual: bool) -> tuple[str, Problem | None]:
+def usable(
+    context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False
+) -> tuple[str, Problem | None]:
     """The reply as it may be sent ("" when it may not) and its first problem: a looping reply is sent repaired if
-    the repair passes every check."""
-    problem = reply_problem(context, reply, casual)
+    the repair passes every check (the judge's verdict on the loop stands for its repair: the same sentences)."""
+    problem = reply_problem(context, reply, casual, judged_agreeing)
     if problem is None:
         return reply, None
     fixed = repair(reply) if problem == "loop" else ""
-    return (fixed if fixed and reply_problem(context, fixed, casual) is None else ""), problem
+    return (fixed if fixed and reply_problem(context, fixed, casual, judged_agreeing) is None else ""), problem
 
 
 def fallback_reply(rots: Sequence[str], casual: bool) -> str:
@@ -265,17 +268,24 @@ class GuardedReply:
     problem: Problem | None = None
 
 
+class AgreementCheck(Protocol):
+    """A batched judge of agreeing replies, such as `prost.agreement.AgreementJudge`."""
+
+    def agrees(self, turns: Sequence[str], replies: Sequence[str]) -> list[bool]: ...
+
+
 class ReplyGuard:
     """Generate, check, repair, resample up to `retries` times (seeds `seed`, `seed`+1, …), then fall back.
 
     Batched: each resampling round is one generator call for the replies still failing. `stats` counts, over
     the guard's life, replies seen, each first-draw problem ("problem.loop", …), each path taken, and the
-    resampling calls made.
+    resampling calls made. `judge` adds a learned agreement check to the rules (one batched call per round).
     """
 
-    def __init__(self, retries: int = 2, seed: int = 1):
+    def __init__(self, retries: int = 2, seed: int = 1, judge: AgreementCheck | None = None):
         self.retries = retries
         self.seed = seed
+        self.judge = judge
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -296,10 +306,11 @@ class ReplyGuard:
         grounding = rots if any(rots) else None
         seen: Counter[str] = Counter()  # merged into `stats` once, under the lock: one guard serves many requests
         first = generator.generate(contexts, grounding)
+        judged = self._judge([c[-1] for c in contexts], [r.response for r in first])
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
-            text, problem = usable(contexts[i], reply.response, casual[i])
+            text, problem = usable(contexts[i], reply.response, casual[i], judged[i])
             seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
@@ -319,8 +330,9 @@ class ReplyGuard:
                                            None if grounding is None else [rots[i] for i in todo],
                                            self.seed + attempt)
                 still = []
-                for i, reply in zip(todo, drawn, strict=True):
-                    text, _ = usable(contexts[i], reply.response, casual[i])
+                judged = self._judge([contexts[i][-1] for i in todo], [r.response for r in drawn])
+                for i, reply, agreeing in zip(todo, drawn, judged, strict=True):
+                    text, _ = usable(contexts[i], reply.response, casual[i], agreeing)
                     if text:
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
                     else:
@@ -335,3 +347,6 @@ class ReplyGuard:
         with self._lock:
             self.stats.update(seen)
         return out
+
+    def _judge(self, turns: list[str], replies: list[str]) -> list[bool]:
+        return self.judge.agrees(turns, replies) if self.judge is not None else [False] * len(replies)
