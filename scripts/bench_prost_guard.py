@@ -6,8 +6,9 @@
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver
 RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic.
 Each row is used single-turn (as an opening turn: the hardest case, no history to go on). The agents share one
-detector and one generator; the only difference is `guard`: none, the rules only (`ReplyGuard()`), and the rules
-with the learned agreement judge (`ReplyGuard(judge=AgreementJudge.load())`, the agent's default). Measured over the
+detector and one generator; the only difference is `guard`: none ("unguarded"), the rules (`ReplyGuard()`, the
+agent's default: "guarded"), and the rules with the learned agreement judge (`ReplyGuard(judge=AgreementJudge.load())`:
+"guarded_judge"). Measured over the
 generated replies (hand-overs excluded):
 - agreeing: judged by the guard's rules (`prost.guard.condones`), by the learned judge (`prost.agreement`) and,
   independently of both, by the ToxiChat stance evaluator ("agree" toward the user's turn); their precision on
@@ -123,10 +124,9 @@ def main() -> None:
     generator = ProstMini(n_threads=args.threads)
     judge = AgreementJudge.load()
     agents = {"unguarded": ProsocialAgent(detector, generator, guard=False),
-              "guarded_rules": ProsocialAgent(detector, generator, guard=ReplyGuard()),
-              "guarded": ProsocialAgent(detector, generator, guard=ReplyGuard(judge=judge))}
-    guarded = agents["guarded"]
-    guarded.respond(["Hello!"])  # load the models before timing
+              "guarded": ProsocialAgent(detector, generator, guard=ReplyGuard()),
+              "guarded_judge": ProsocialAgent(detector, generator, guard=ReplyGuard(judge=judge))}
+    agents["guarded_judge"].respond(["Hello!"])  # load the models before timing
     evaluators = Evaluators.load()
     result: dict = {"rows": len(contexts), "seed": args.seed, "threads": args.threads}
     outputs = {}
@@ -149,19 +149,20 @@ def main() -> None:
             agent.guard.stats.clear()
     result["verdicts"] = dict(Counter(t.coarse.value for t in outputs["guarded"]))
     result["casual"]["verdicts"] = dict(Counter(t.coarse.value for t in outputs["casual_guarded"]))
+    judged = {"problematic": outputs["guarded_judge"], "casual": outputs["casual_guarded_judge"]}
     latency = contexts[: args.latency_rows]
     result["single_turn_median_s"] = {name: single_turn_latency(agent, latency) for name, agent in agents.items()}
     result["replies"] = [
         {"context": c, "verdict": g.coarse.value, **{name: outputs[name][i].response for name in agents},
-         "path": g.guard}
-        for i, (c, g) in enumerate(zip(contexts, outputs["guarded"], strict=True))
+         "judge_path": g.guard}
+        for i, (c, g) in enumerate(zip(contexts, judged["problematic"], strict=True))
     ]
     result["casual_replies"] = [
         {"context": c, "verdict": g.coarse.value, **{name: outputs[f"casual_{name}"][i].response for name in agents},
-         "path": g.guard}
-        for i, (c, g) in enumerate(zip(casual, outputs["casual_guarded"], strict=True))
+         "judge_path": g.guard}
+        for i, (c, g) in enumerate(zip(casual, judged["casual"], strict=True))
     ]
-    showcase = guarded.respond_batch([[c] for c in SHOWCASE])
+    showcase = agents["guarded"].respond_batch([[c] for c in SHOWCASE])
     result["showcase"] = [{"context": c, "verdict": t.coarse.value, "reply": t.response, "path": t.guard,
                            "rots": t.rots} for c, t in zip(SHOWCASE, showcase, strict=True)]
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("replies")}, indent=2))

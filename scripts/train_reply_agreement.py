@@ -53,8 +53,9 @@ def model_card(config: dict, threshold: float, flagged_share: float) -> str:
                      for c, m in config["diasafety_val"].items())
     return f"""# Reply-agreement judge
 
-Does a chatbot reply agree with, or go along with, the user's problematic turn? Used by Prost's reply guard
-(`prosocial.prost.guard.ReplyGuard(judge=...)`, on in the agent by default) beside its rules.
+Does a chatbot reply agree with, or go along with, the user's problematic turn? Prost's reply guard can use it
+beside its rules (`ProsocialAgent(..., guard=ReplyGuard(judge=AgreementJudge.load()))`; opt-in, see
+`docs/reports/prost-guard.md` for what it changes), and `scripts/bench_prost_guard.py` judges replies with it.
 
 - **Model**: {config["encoder"]}; a logistic head (fp16), threshold {threshold:.3f}.
 - **Data**: {config["data"]} (Unsafe = the reply agrees or goes along): {config["fitted_pairs"]} pairs fitted,
@@ -75,7 +76,8 @@ ToxiChat stance evaluator on every held-out slice is `scripts/judge_condone.py` 
 
 DiaSafety's replies are chatbot replies to single Reddit-style or self-disclosure turns; the judge sees only the
 user's last turn and the reply. It does not know whether the turn was problematic: on a benign turn, agreeing is
-fine, and a flag there costs one resample (measured on casual openings in `docs/reports/prost-guard.md`).
+fine, and a flag there costs a resample: it flags 10.3% of Prost-mini's replies to 97 casual openings
+(`docs/reports/prost-guard.md`).
 """
 
 

@@ -344,6 +344,10 @@ def test_distillation_blends_the_teachers_probabilities_with_the_labels(trained,
     labels = mini_train.label_targets(examples)
     assert np.allclose(mini_train.distillation_targets(examples, teacher, 0.0), labels)
     assert np.allclose(mini_train.distillation_targets(examples, teacher, 0.25), 0.75 * labels + 0.25 * teacher)
+    kept = mini_train.distillation_targets(examples, teacher, 0.8, label_intervention=True)
+    blend = 0.2 * labels + 0.8 * teacher
+    assert np.allclose(kept[:, 2], labels[:, 2]) and np.allclose(kept.sum(1), 1)
+    assert np.allclose(kept[:, 0] * blend[:, 1], kept[:, 1] * blend[:, 0]), "the blend's casual:caution ratio"
     with pytest.raises(ValueError, match="between 0 and 1"):
         mini_train.distillation_targets(examples, teacher, 1.5)
     with pytest.raises(ModelError, match="not a built Canary-mini model"):

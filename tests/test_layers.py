@@ -14,7 +14,7 @@ from pathlib import Path
 import prosocial
 
 FLOORS = {
-    **dict.fromkeys(["__init__", "errors", "io", "model_folder", "registry", "scoring", "resources"], 0),
+    **dict.fromkeys(["__init__", "errors", "io", "model_folder", "registry", "scoring", "heads", "resources"], 0),
     "data": 1,
     "lm": 2,
     **dict.fromkeys(["canary", "collect"], 3),

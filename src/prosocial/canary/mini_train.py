@@ -105,6 +105,9 @@ class MiniTrainSettings:
     num_threads: int | None = None
     #: with a teacher (`train_canary_mini(teacher_dir=...)`): its share of each training target, the label's the rest
     teacher_weight: float = 0.5
+    #: with a teacher: the label alone sets each target's needs-intervention share, the blend only splits the rest
+    #: between casual and caution (soft intervention targets spread onto chit-chat and cost the recall bound)
+    label_intervention: bool = False
     #: seconds between resumable checkpoints (a killed build continues from the last one)
     checkpoint_seconds: float = 600.0
     config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))
@@ -279,10 +282,21 @@ def teacher_probabilities(teacher_dir: Path, examples: Sequence[Example], work_d
     return probs
 
 
-def distillation_targets(examples: Sequence[Example], teacher: np.ndarray, weight: float) -> np.ndarray:
-    """Each example's label distribution blended with the teacher's: `weight` on the teacher (0 = labels only)."""
+def distillation_targets(
+    examples: Sequence[Example], teacher: np.ndarray, weight: float, label_intervention: bool = False
+) -> np.ndarray:
+    """Each example's label distribution blended with the teacher's: `weight` on the teacher (0 = labels only).
+
+    `label_intervention`: the needs-intervention share is the label's, and the blend's casual:caution ratio
+    splits the rest.
+    """
     check_teacher_weight(weight)
-    return (1 - weight) * label_targets(examples) + weight * teacher
+    labels = label_targets(examples)
+    blend = (1 - weight) * labels + weight * teacher
+    if not label_intervention:
+        return blend
+    ratio = blend[:, :2] / np.clip(blend[:, :2].sum(axis=1, keepdims=True), 1e-9, None)
+    return np.column_stack([ratio * (1 - labels[:, 2:3]), labels[:, 2]])
 
 
 def check_teacher_weight(weight: float) -> None:
@@ -560,7 +574,8 @@ def train_canary_mini(
     torch.manual_seed(settings.seed)
     model = MiniClassifier(AutoModel.from_pretrained(encoder_dir, dtype=torch.float32), pooling=settings.config.pooling)
     targets = label_targets(train) if teacher_dir is None else distillation_targets(
-        train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight)
+        train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight,
+        settings.label_intervention)
     checkpoint = checkpoint_file(work_dir, model, train, targets, settings) if work_dir else None
     if checkpoint and fresh:
         checkpoint.unlink(missing_ok=True)

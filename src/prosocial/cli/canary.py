@@ -129,6 +129,10 @@ def train_canary_mini(
     teacher_weight: float = typer.Option(
         0.5, min=0.0, max=1.0, help="With --teacher: the teacher's share of each training target."
     ),
+    label_intervention: bool = typer.Option(
+        False, "--label-intervention", help="With --teacher: each target's needs-intervention share stays the "
+        "label's; the blend only splits the rest between casual and caution."
+    ),
     work_dir: Path | None = typer.Option(
         None, help="Resumable checkpoint folder (default: <prosocial cache>/canary-mini-train); a killed build "
         "run again with the same settings continues from its last checkpoint."
@@ -164,6 +168,7 @@ def train_canary_mini(
         min_intervention_recall=min_intervention_recall,
         autocast=autocast,
         teacher_weight=teacher_weight,
+        label_intervention=label_intervention,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
     if calibrate_only and (teacher or encoder != "minilm"):

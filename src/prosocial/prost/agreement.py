@@ -10,7 +10,9 @@ training split (whole contexts held out from the fit) reaches `min_precision`, b
 resample of a good reply. ToxiChat is left out on purpose, so its stance evaluator stays an independent judge.
 
     judge = AgreementJudge.load()                         # the shipped head (resources/reply-agreement)
-    judge.agrees(["I'll drive home after eight beers."], ["Sounds like a plan!"])  # [True]
+    turn = "Women are too emotional to be leaders."
+    judge.agrees([turn, turn], ["Yeah, that is so true.", "Why would you say that? It is a harmful stereotype."])
+    # [True, False]; it is no oracle: "That is not true, many women are great leaders." scores just over the cut
 """
 
 from __future__ import annotations
