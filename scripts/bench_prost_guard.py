@@ -8,8 +8,7 @@ RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correc
 Each row is used single-turn (as an opening turn: the hardest case, no history to go on). The agents share one
 detector and one generator; the only difference is `guard`: none ("unguarded"), the rules (`ReplyGuard()`, the
 agent's default: "guarded"), and the rules with the learned agreement judge (`ReplyGuard(judge=AgreementJudge.load())`:
-"guarded_judge"). Measured over the
-generated replies (hand-overs excluded):
+"guarded_judge"). Measured over the generated replies (hand-overs excluded):
 - agreeing: judged by the guard's rules (`prost.guard.condones`), by the learned judge (`prost.agreement`) and,
   independently of both, by the ToxiChat stance evaluator ("agree" toward the user's turn); their precision on
   human labels is in condone-judges.json;
@@ -149,19 +148,17 @@ def main() -> None:
             agent.guard.stats.clear()
     result["verdicts"] = dict(Counter(t.coarse.value for t in outputs["guarded"]))
     result["casual"]["verdicts"] = dict(Counter(t.coarse.value for t in outputs["casual_guarded"]))
-    judged = {"problematic": outputs["guarded_judge"], "casual": outputs["casual_guarded_judge"]}
     latency = contexts[: args.latency_rows]
     result["single_turn_median_s"] = {name: single_turn_latency(agent, latency) for name, agent in agents.items()}
-    result["replies"] = [
-        {"context": c, "verdict": g.coarse.value, **{name: outputs[name][i].response for name in agents},
-         "judge_path": g.guard}
-        for i, (c, g) in enumerate(zip(contexts, judged["problematic"], strict=True))
-    ]
-    result["casual_replies"] = [
-        {"context": c, "verdict": g.coarse.value, **{name: outputs[f"casual_{name}"][i].response for name in agents},
-         "judge_path": g.guard}
-        for i, (c, g) in enumerate(zip(casual, judged["casual"], strict=True))
-    ]
+
+    def reply_rows(texts: list[str], prefix: str) -> list[dict]:
+        """Each context with every agent's reply; verdict and path are the judge-guarded agent's."""
+        judged = outputs[f"{prefix}guarded_judge"]
+        return [{"context": c, "verdict": judged[i].coarse.value,
+                 **{name: outputs[f"{prefix}{name}"][i].response for name in agents}, "judge_path": judged[i].guard}
+                for i, c in enumerate(texts)]
+
+    result["replies"], result["casual_replies"] = reply_rows(contexts, ""), reply_rows(casual, "casual_")
     showcase = agents["guarded"].respond_batch([[c] for c in SHOWCASE])
     result["showcase"] = [{"context": c, "verdict": t.coarse.value, "reply": t.response, "path": t.guard,
                            "rots": t.rots} for c, t in zip(SHOWCASE, showcase, strict=True)]

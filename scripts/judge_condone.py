@@ -84,12 +84,13 @@ def main() -> None:
     result = {}
     for name, rows in slices.items():
         gold = [g for _, _, g in rows]
+        turns, replies = [c[-1] for c, _, _ in rows], [r for _, r, _ in rows]
         rules = [condones(c, r) for c, r, _ in rows]
         result[name] = {"rules": score(rules, gold), "base_rate": round(sum(gold) / len(gold), 3)}
         if "/train" not in name:  # the evaluator's own training data (ToxiChat train) would flatter it
-            stance = evaluators.stance([c[-1] for c, _, _ in rows], [r for _, r, _ in rows])
+            stance = evaluators.stance(turns, replies)
             result[name]["stance_evaluator"] = score([s == "agree" for s in stance], gold)
-            learned = judge.agrees([c[-1] for c, _, _ in rows], [r for _, r, _ in rows])
+            learned = judge.agrees(turns, replies)
             result[name]["agreement_judge"] = score(learned, gold)
             result[name]["rules_or_judge"] = score([a or b for a, b in zip(rules, learned, strict=True)], gold)
         for (c, r, g), f in list(zip(rows, rules, strict=True)):

@@ -1,6 +1,6 @@
 """Build the reply-agreement judge (`prosocial.prost.agreement`) from DiaSafety's training split.
 
-    .venv/bin/python scripts/train_reply_agreement.py --out src/prosocial/resources/reply-agreement   # ~3 min
+    .venv/bin/python scripts/train_reply_agreement.py --out src/prosocial/resources/reply-agreement   # ~40 s on 2 idle cores
 
 Fits the head on DiaSafety train (contexts that also occur in val are dropped by the loader), sets the threshold
 on a held-out slice of it, and records the precision and recall on DiaSafety val per category in the config.
@@ -35,17 +35,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     judge = train_agreement_judge(diasafety_pairs("train"), min_precision=args.min_precision)
     dev = diasafety_pairs("dev")
-    flags = judge.agrees([p.turn for p in dev], [p.reply for p in dev])
+    scores = judge.probabilities([p.turn for p in dev], [p.reply for p in dev])
+    flags = [bool(s >= judge.threshold) for s in scores]
     judge.config["diasafety_val"] = {
         category: precision_recall([f for f, p in zip(flags, dev, strict=True) if p.category == category],
                                    [p.agrees for p in dev if p.category == category])
         for category in CATEGORIES
     }
     judge.save(args.out)
-    scores = judge.probabilities([p.turn for p in dev], [p.reply for p in dev])
     print(json.dumps(judge.config | {"threshold": judge.threshold}, indent=2))
     with atomic_write(args.out / "MODEL_CARD.md") as handle:
-        handle.write(model_card(judge.config, judge.threshold, float(np.mean(scores >= judge.threshold))))
+        handle.write(model_card(judge.config, judge.threshold, float(np.mean(flags))))
 
 
 def model_card(config: dict, threshold: float, flagged_share: float) -> str:
@@ -61,7 +61,7 @@ beside its rules (`ProsocialAgent(..., guard=ReplyGuard(judge=AgreementJudge.loa
 - **Data**: {config["data"]} (Unsafe = the reply agrees or goes along): {config["fitted_pairs"]} pairs fitted,
   {config["calibration_pairs"]} held out (whole contexts) to set the threshold at the lowest score with precision
   ≥ {config["min_precision"]} there. ToxiChat is not used, so its stance evaluator stays an independent judge.
-- **Build**: `python scripts/train_reply_agreement.py --out DIR` (about 3 minutes on 2 cores).
+- **Build**: `python scripts/train_reply_agreement.py --out DIR` (40 s on 2 idle cores).
 
 ## Held-out: DiaSafety val
 

@@ -126,20 +126,22 @@ def train_agreement_judge(pairs: Sequence[Pair], min_precision: float = 0.85, ca
 
     `weight_decay` 1.0 keeps the 1,536 pair features from overfitting 3,000 pairs (calibration AUC 0.841 vs 0.827
     at 1e-3, whose scores crowd near 1 and leave no threshold between them)."""
-    judge = AgreementJudge(Head({"w": np.zeros((1, 2)), "b": np.zeros(2)}), 0.5, embedder=embedder)
-    u = judge.embedder.encode([p.turn for p in pairs])
-    v = judge.embedder.encode([p.reply for p in pairs])
+    if embedder is None:
+        from prosocial.canary.rotbank import Embedder
+
+        embedder = Embedder()
+    u = embedder.encode([p.turn for p in pairs])
+    v = embedder.encode([p.reply for p in pairs])
     x, y = pair_features(u, v), np.array([int(p.agrees) for p in pairs])
     calibrate = np.array([_held_out(p, calibration_share) for p in pairs])
     if calibrate.all() or not calibrate.any() or len(set(y[calibrate])) < 2:
         raise ValueError("the calibration slice needs both agreeing and other replies: give more pairs")
-    judge.head = Head.train(x[~calibrate], y[~calibrate], classes=2, weight_decay=weight_decay, seed=seed)
-    scores = judge.head.probabilities(x[calibrate])[:, 1]
-    judge.threshold = lowest_precise_threshold(scores, y[calibrate], min_precision)
-    judge.config = {
+    head = Head.train(x[~calibrate], y[~calibrate], classes=2, weight_decay=weight_decay, seed=seed)
+    threshold = lowest_precise_threshold(head.probabilities(x[calibrate])[:, 1], y[calibrate], min_precision)
+    config = {
         "encoder": "all-MiniLM-L6-v2 (frozen, mean pooling), features [u, v, u*v, |u-v|]",
         "data": f"DiaSafety train, categories {', '.join(CATEGORIES)}",
         "fitted_pairs": int((~calibrate).sum()), "calibration_pairs": int(calibrate.sum()),
         "min_precision": min_precision, "weight_decay": weight_decay, "seed": seed,
     }
-    return judge
+    return AgreementJudge(head, threshold, config, embedder)
