@@ -1,6 +1,6 @@
 """Build the reply-agreement judge (`prosocial.prost.agreement`) from DiaSafety's training split.
 
-    .venv/bin/python scripts/train_reply_agreement.py --out src/prosocial/resources/reply-agreement   # ~40 s on 2 idle cores
+    .venv/bin/python scripts/train_reply_agreement.py --out src/prosocial/resources/reply-agreement  # ~40 s
 
 Fits the head on DiaSafety train (contexts that also occur in val are dropped by the loader), sets the threshold
 on a held-out slice of it, and records the precision and recall on DiaSafety val per category in the config.
