@@ -19,6 +19,7 @@ import argparse
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,10 @@ def main() -> None:
     head = LogisticRegression(max_iter=2000, C=1.0).fit(features, targets.argmax(1))
     teacher = MpnetProbe(encoder, head, MiniConfig())
     probs = teacher.probabilities([e.context for e in calibration])
-    teacher.config.casual_threshold, teacher.config.intervention_threshold, fit = fit_thresholds(
+    fitted, fit = fit_thresholds(
         probs, calibration, settings.max_false_alarm, settings.min_intervention_recall, settings.max_short_false_alarm
     )
+    teacher.config = replace(teacher.config, **fitted)
     default = load_detector("canary-mini", **({"model_dir": args.default} if args.default else {}))
     systems: dict[str, SafetyDetector] = {"canary-mini (new default)": default}
     for label, _, folder in (spec.partition("=") for spec in args.previous):
@@ -125,8 +127,7 @@ def main() -> None:
     results = {name: evaluate_detector(system, suite) for name, system in systems.items()}
     report = {
         "teacher": {"train_examples": len(train), "calibration_fit": fit, "encode_contexts_per_s": encode_rate,
-                    "casual_threshold": teacher.config.casual_threshold,
-                    "intervention_threshold": teacher.config.intervention_threshold},
+                    **fitted},
         "cascade": {"band": args.band, "share_sent_to_teacher": cascade.sent / max(1, cascade.seen)},
         "results": results,
         "data": suite.description,

@@ -212,9 +212,9 @@ def test_thresholds_keep_false_alarms_on_casual_dialogue_within_the_bound():
                                 source=source))
         p_caution = rng.uniform(0.0, 0.6) if casual else rng.uniform(0.3, 1.0)
         rows.append([1 - p_caution, p_caution, 0.0])
-    t_cas, _, report = fit_thresholds(np.array(rows), examples, max_false_alarm=0.02)
+    fitted, report = fit_thresholds(np.array(rows), examples, max_false_alarm=0.02)
     assert report["casual_false_alarm"] <= 0.02
-    assert t_cas > 0.5
+    assert fitted["casual_threshold"] > 0.5
 
 
 def test_thresholds_keep_short_casual_turns_within_their_own_bound():
@@ -229,10 +229,59 @@ def test_thresholds_keep_short_casual_turns_within_their_own_bound():
         p = {"long": rng.uniform(0.0, 0.3), "short": rng.uniform(0.2, 0.7), "flagged": rng.uniform(0.4, 1.0)}[kind]
         rows.append([1 - p, p, 0.0])
     probs = np.array(rows)
-    _, _, loose = fit_thresholds(probs, examples, max_false_alarm=0.2)
-    t_cas, _, report = fit_thresholds(probs, examples, max_false_alarm=0.2, max_short_false_alarm=0.03)
+    _, loose = fit_thresholds(probs, examples, max_false_alarm=0.2)
+    fitted, report = fit_thresholds(probs, examples, max_false_alarm=0.2, max_short_false_alarm=0.03)
     assert loose["short_casual_false_alarm"] > 0.03 >= report["short_casual_false_alarm"]
-    assert t_cas >= 0.6
+    assert fitted["casual_threshold"] >= 0.6
+
+
+def test_the_intervention_gate_keeps_clearly_casual_turns_out_of_needs_intervention():
+    probs = np.array([[0.8, 0.0, 0.2], [0.3, 0.5, 0.2]])
+    ungated = MiniConfig(casual_threshold=0.9, intervention_threshold=0.1)
+    assert decide(probs, ungated) == [SafetyLabel.NEEDS_INTERVENTION] * 2
+    gated = MiniConfig(casual_threshold=0.9, intervention_threshold=0.1, intervention_gate=0.5)
+    assert decide(probs, gated) == [SafetyLabel.CASUAL, SafetyLabel.NEEDS_INTERVENTION]
+
+
+def test_a_fitted_gate_keeps_the_intervention_floor_without_flagging_small_talk():
+    """Chit-chat with a little intervention mass, emergencies with little casual mass: no threshold on P(intervention)
+    alone reaches the floor within the false-alarm bound; with the gate, one does."""
+    rng = np.random.default_rng(2)
+    examples, rows = [], []
+    for i in range(300):
+        emergency = i % 3 == 0
+        p_int = rng.uniform(0.1, 0.6) if emergency else rng.uniform(0.0, 0.4)
+        p_cas = rng.uniform(0.0, 0.3) * (1 - p_int) if emergency else (1 - p_int) * rng.uniform(0.9, 1.0)
+        rows.append([p_cas, 1 - p_int - p_cas, p_int])
+        examples.append(Example([f"u{i}"], safety_label=SafetyLabel.NEEDS_INTERVENTION if emergency
+                                else SafetyLabel.CASUAL, source="diasafety" if emergency else "dailydialog"))
+    probs = np.array(rows)
+    fitted, report = fit_thresholds(probs, examples, max_false_alarm=0.02, min_intervention_recall=0.95)
+    assert fitted["intervention_gate"] is not None
+    assert report["intervention_recall"] >= 0.95 and report["casual_false_alarm"] <= 0.02
+    config = MiniConfig(**fitted)
+    intervened = np.array([label is SafetyLabel.NEEDS_INTERVENTION for label in decide(probs, config)])
+    assert intervened[::3].mean() == report["intervention_recall"]
+    _, ungated = fit_thresholds(probs, examples, max_false_alarm=0.02, min_intervention_recall=0.95, gates=(None,))
+    assert ungated["intervention_recall"] < 0.95 or ungated["casual_false_alarm"] > 0.02
+
+
+def test_a_student_keeps_the_lowest_encoder_layers(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from prosocial.canary.mini_train import keep_lowest_layers
+
+    encoder = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                   intermediate_size=32))
+    second = encoder.encoder.layer[1]
+    keep_lowest_layers(encoder, 2)
+    assert list(encoder.encoder.layer) == [encoder.encoder.layer[0], second]
+    encoder.save_pretrained(tmp_path)
+    assert len(BertModel.from_pretrained(tmp_path).encoder.layer) == 2
+    keep_lowest_layers(encoder, None)
+    assert len(encoder.encoder.layer) == 2
+    with pytest.raises(ModelError, match="has 2 layers"):
+        keep_lowest_layers(encoder, 3)
 
 
 def test_repeats_weight_a_source_and_keep_its_copies_in_one_part(shared_data):

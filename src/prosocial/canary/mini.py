@@ -10,8 +10,9 @@ A model directory holds small modules, each with its own files (as sentence-tran
 
 Three coarse probabilities become the five labels through the paper's voting view (A.4): with p the
 calibrated probability of intervention and q the share of "needs caution" among the other two, the label is
-needs intervention when p clears its threshold, casual when q is below the casual threshold, and otherwise
-the number of three annotators expected to vote "needs caution" (1, 2, 3 → possibly, probably, needs).
+needs intervention when p clears its threshold (and, with an intervention gate, the probability of casual is below
+the gate), casual when q is below the casual threshold, and otherwise the number of three annotators expected to
+vote "needs caution" (1, 2, 3 → possibly, probably, needs).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class MiniConfig:
     temperature: float = 1.0
     casual_threshold: float = 0.5
     intervention_threshold: float = 0.5
+    #: needs intervention also requires P(casual) below this (None: no such condition). A student distilled from
+    #: soft targets spreads a little intervention mass over chit-chat; a threshold low enough to catch every
+    #: emergency then flags small talk, unless the turns the model calls clearly casual are kept out
+    intervention_gate: float | None = None
     rots_per_context: int = 1
     #: the arithmetic the encoder runs in (a key of `PRECISIONS`); the temperature and thresholds were fitted
     #: with it, so it is saved with them
@@ -134,8 +139,9 @@ def five_way_scores(probs: np.ndarray) -> np.ndarray:
 def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
     """Apply the calibrated thresholds (see the module docstring)."""
     labels = []
-    for intervention, q in zip(probs[:, 2], caution_share(probs), strict=True):
-        if intervention >= config.intervention_threshold:
+    gate = config.intervention_gate
+    for casual, intervention, q in zip(probs[:, 0], probs[:, 2], caution_share(probs), strict=True):
+        if intervention >= config.intervention_threshold and (gate is None or casual < gate):
             labels.append(SafetyLabel.NEEDS_INTERVENTION)
         elif q < config.casual_threshold:
             labels.append(SafetyLabel.CASUAL)

@@ -10,7 +10,7 @@
    distribution follows the A.4 votes behind it (possibly needs caution = one of three caution votes, …). The same
    recipe builds a teacher on a larger encoder (all-mpnet-base-v2), and a student can learn from a teacher's
    probabilities blended with those targets (distillation).
-4. A temperature and the two decision thresholds are fitted on the calibration slice.
+4. A temperature, the two decision thresholds and the intervention gate are fitted on the calibration slice.
 5. The RoT bank is built from SBIC-derived RoTs and the RoT-like norms written in ProsocialDialog replies.
 """
 
@@ -108,9 +108,26 @@ class MiniTrainSettings:
     #: with a teacher: the label alone sets each target's needs-intervention share, the blend only splits the rest
     #: between casual and caution (soft intervention targets spread onto chit-chat and cost the recall bound)
     label_intervention: bool = False
+    #: keep only the encoder's lowest N transformer layers (None: all): each layer dropped from MiniLM's six is a
+    #: sixth less compute per context; the student relearns the top from the teacher and the labels
+    encoder_layers: int | None = None
     #: seconds between resumable checkpoints (a killed build continues from the last one)
     checkpoint_seconds: float = 600.0
     config: MiniConfig = field(default_factory=lambda: MiniConfig(precision="bfloat16", pooling="mean+last"))
+
+
+def keep_lowest_layers(encoder: nn.Module, layers: int | None) -> None:
+    """Drop the encoder's transformer layers above the lowest `layers` (in place; None keeps all).
+
+    The saved config says how many remain, so the built model loads with exactly these.
+    """
+    if layers is None:
+        return
+    stack = encoder.encoder.layer
+    if not 1 <= layers <= len(stack):
+        raise ModelError(f"the encoder has {len(stack)} layers; cannot keep {layers}")
+    encoder.encoder.layer = nn.ModuleList(list(stack)[:layers])
+    encoder.config.num_hidden_layers = layers
 
 
 def _hash_fraction(key: str, salt: str) -> float:
@@ -407,48 +424,54 @@ def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(parts))
 
 
+#: the intervention gates `fit_thresholds` tries (see `MiniConfig.intervention_gate`); None: no gate
+GATES: tuple[float | None, ...] = (None, *np.round(np.arange(0.5, 0.96, 0.05), 2).tolist())
+
+
 def fit_thresholds(
     probs: np.ndarray,
     examples: list[Example],
     max_false_alarm: float,
     min_intervention_recall: float = 0.0,
     max_short_false_alarm: float = 1.0,
-) -> tuple[float, float, dict[str, float | None]]:
-    """Choose the casual and intervention thresholds together on the calibration slice.
+    gates: Sequence[float | None] = GATES,
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Choose the casual and intervention thresholds and the intervention gate together on the calibration slice.
 
-    Among the pairs whose false-alarm rate on casual dialogue stays within `max_false_alarm`, and on its short
+    Among the settings whose false-alarm rate on casual dialogue stays within `max_false_alarm`, and on its short
     turns within `max_short_false_alarm` (the paper's point: safe talk must flow), and whose needs-intervention
     recall is at least `min_intervention_recall` (emergencies must not be missed), take the one that maximises
     the mean over sources of balanced accuracy of casual vs. not, plus the balanced accuracy of needs
     intervention vs. the rest, as one more term. The casual corpora (and lone casual turns) count as one source,
-    as in the safety suite, so that chit-chat does not outvote everyday wrongdoing six to one. A rate the slice
-    cannot measure (no such examples) is reported as None.
+    as in the safety suite, so that chit-chat does not outvote everyday wrongdoing six to one. Returns the fitted
+    `MiniConfig` fields and their metrics; a rate the slice cannot measure (no such examples) is reported as None.
     """
     casual_corpus = np.array([e.source in CASUAL_POOL for e in examples])
     sources = np.where(casual_corpus, "casual dialogue", np.array([e.source for e in examples]))
     short = casual_corpus & np.array([is_short(e.context[-1]) for e in examples])
     not_casual = np.array([not e.safety_label.is_casual for e in examples])
     intervention = np.array([e.safety_label is SafetyLabel.NEEDS_INTERVENTION for e in examples])
+    by_source = [sources == s for s in np.unique(sources)]
     q = caution_share(probs)
     grid = np.linspace(0.02, 0.98, 49)
-    best: tuple[float, float, float, float] | None = None
-    for t_int in grid:
-        intervened = probs[:, 2] >= t_int
-        if intervention.any() and intervened[intervention].mean() < min_intervention_recall:
-            continue
-        int_term = [_balanced_accuracy(intervened, intervention)] if intervention.any() else []
-        for t_cas in grid:
-            flagged = intervened | (q >= t_cas)
-            if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
+    best: tuple[float, float, float, float, float | None] | None = None
+    for gate in gates:
+        eligible = probs[:, 0] < (np.inf if gate is None else gate)
+        for t_int in grid:
+            intervened = (probs[:, 2] >= t_int) & eligible
+            if intervention.any() and intervened[intervention].mean() < min_intervention_recall:
                 continue
-            if short.any() and flagged[short].mean() > max_short_false_alarm:
-                continue
-            per_source = [
-                _balanced_accuracy(flagged[sources == s], not_casual[sources == s]) for s in np.unique(sources)
-            ]
-            score = float(np.mean(per_source + int_term))
-            if best is None or score > best[0]:
-                best = (score, float(np.mean(per_source)), float(t_cas), float(t_int))
+            int_term = [_balanced_accuracy(intervened, intervention)] if intervention.any() else []
+            for t_cas in grid:
+                flagged = intervened | (q >= t_cas)
+                if casual_corpus.any() and flagged[casual_corpus].mean() > max_false_alarm:
+                    continue
+                if short.any() and flagged[short].mean() > max_short_false_alarm:
+                    continue
+                per_source = [_balanced_accuracy(flagged[mask], not_casual[mask]) for mask in by_source]
+                score = float(np.mean(per_source + int_term))
+                if best is None or score > best[0]:
+                    best = (score, float(np.mean(per_source)), float(t_cas), float(t_int), gate)
     if best is None:
         if min_intervention_recall > 0:
             log.warning(
@@ -456,20 +479,21 @@ def fit_thresholds(
                 "choosing without that floor",
                 100 * min_intervention_recall,
             )
-            return fit_thresholds(probs, examples, max_false_alarm, 0.0, max_short_false_alarm)
+            return fit_thresholds(probs, examples, max_false_alarm, 0.0, max_short_false_alarm, gates)
         raise ValueError(
             f"no thresholds keep false alarms on casual dialogue within {max_false_alarm:.1%} "
             f"and on its short turns within {max_short_false_alarm:.1%}"
         )
-    _, mean_ba, t_cas, t_int = best
-    flagged = (probs[:, 2] >= t_int) | (q >= t_cas)
+    _, mean_ba, t_cas, t_int, gate = best
+    intervened = (probs[:, 2] >= t_int) & (probs[:, 0] < (np.inf if gate is None else gate))
+    flagged = intervened | (q >= t_cas)
     report = {
         "mean_balanced_accuracy": mean_ba,
         "casual_false_alarm": float(flagged[casual_corpus].mean()) if casual_corpus.any() else None,
         "short_casual_false_alarm": float(flagged[short].mean()) if short.any() else None,
-        "intervention_recall": float((probs[intervention, 2] >= t_int).mean()) if intervention.any() else None,
+        "intervention_recall": float(intervened[intervention].mean()) if intervention.any() else None,
     }
-    return t_cas, t_int, report
+    return {"casual_threshold": t_cas, "intervention_threshold": t_int, "intervention_gate": gate}, report
 
 
 def calibrate(
@@ -483,9 +507,11 @@ def calibrate(
     logits = batched_logits(with_precision(model, config.precision), encoded, tokenizer.pad_token_id, BATCH_SIZE)
     config.temperature = fit_temperature(logits, label_targets(calibration))
     probs = softmax(logits, config.temperature)
-    config.casual_threshold, config.intervention_threshold, report = fit_thresholds(
+    fitted, report = fit_thresholds(
         probs, calibration, settings.max_false_alarm, settings.min_intervention_recall, settings.max_short_false_alarm
     )
+    for name, value in fitted.items():
+        setattr(config, name, value)
     predicted = decide(probs, config)
     report["five_way_accuracy"] = float(
         np.mean([p is e.safety_label for p, e in zip(predicted, calibration, strict=True)])
@@ -573,6 +599,7 @@ def train_canary_mini(
     tokenizer = load_tokenizer(encoder_dir)
     torch.manual_seed(settings.seed)
     model = MiniClassifier(AutoModel.from_pretrained(encoder_dir, dtype=torch.float32), pooling=settings.config.pooling)
+    keep_lowest_layers(model.encoder, settings.encoder_layers)
     targets = label_targets(train) if teacher_dir is None else distillation_targets(
         train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight,
         settings.label_intervention)
@@ -615,6 +642,7 @@ def _fit_record(config: MiniConfig, calibration_report: dict[str, float | None])
         "temperature": config.temperature,
         "casual_threshold": config.casual_threshold,
         "intervention_threshold": config.intervention_threshold,
+        "intervention_gate": config.intervention_gate,
         "precision": config.precision,
     }
 

@@ -133,6 +133,10 @@ def train_canary_mini(
         False, "--label-intervention", help="With --teacher: each target's needs-intervention share stays the "
         "label's; the blend only splits the rest between casual and caution."
     ),
+    encoder_layers: int | None = typer.Option(
+        None, min=1, help="Keep only the encoder's lowest N layers (default: all six of MiniLM's): a faster, "
+        "smaller student, best with --teacher."
+    ),
     work_dir: Path | None = typer.Option(
         None, help="Resumable checkpoint folder (default: <prosocial cache>/canary-mini-train); a killed build "
         "run again with the same settings continues from its last checkpoint."
@@ -169,10 +173,12 @@ def train_canary_mini(
         autocast=autocast,
         teacher_weight=teacher_weight,
         label_intervention=label_intervention,
+        encoder_layers=encoder_layers,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
-    if calibrate_only and (teacher or encoder != "minilm"):
-        raise typer.BadParameter("--encoder and --teacher choose what to train; --calibrate-only trains nothing")
+    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers):
+        raise typer.BadParameter("--encoder, --encoder-layers and --teacher choose what to train; --calibrate-only "
+                                 "trains nothing")
     if calibrate_only:
         files = default_prosocial_files(root) if rebuild_rot_bank else None
         console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
