@@ -46,6 +46,7 @@ from prosocial.canary.mini import (
     softmax,
     with_precision,
 )
+from prosocial.canary.pool import unlabelled_pool
 from prosocial.canary.rotbank import Embedder, Entry, RotBank, fit_min_similarity
 from prosocial.data.augment import augment, is_short
 from prosocial.data.labels import COARSE_LABELS, SafetyLabel
@@ -108,6 +109,9 @@ class MiniTrainSettings:
     #: with a teacher: the label alone sets each target's needs-intervention share, the blend only splits the rest
     #: between casual and caution (soft intervention targets spread onto chit-chat and cost the recall bound)
     label_intervention: bool = False
+    #: with a teacher: this many unlabelled train-split contexts ending in a reply (`prosocial.canary.pool`) join
+    #: training with the teacher's probabilities as their whole target
+    pool_size: int = 0
     #: keep only the encoder's lowest N transformer layers (None: all): each layer dropped from MiniLM's six is a
     #: sixth less compute per context; the student relearns the top from the teacher and the labels
     encoder_layers: int | None = None
@@ -590,6 +594,8 @@ def train_canary_mini(
     if teacher_dir is not None:  # a wrong folder or weight fails now, not after the data is read
         teacher_config(teacher_dir)
         check_teacher_weight(settings.teacher_weight)
+    elif settings.pool_size:
+        raise ValueError("an unlabelled pool needs a teacher to label it")
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     started = time.time()
@@ -603,10 +609,14 @@ def train_canary_mini(
     targets = label_targets(train) if teacher_dir is None else distillation_targets(
         train, teacher_probabilities(teacher_dir, train, work_dir), settings.teacher_weight,
         settings.label_intervention)
-    checkpoint = checkpoint_file(work_dir, model, train, targets, settings) if work_dir else None
+    pool = unlabelled_pool(root, settings.pool_size, CASUAL_SOURCES, (e for es in by_source.values() for e in es),
+                           settings.config.max_turns, settings.seed) if settings.pool_size else []
+    if pool:
+        targets = np.vstack([targets, teacher_probabilities(teacher_dir, pool, work_dir)])
+    checkpoint = checkpoint_file(work_dir, model, train + pool, targets, settings) if work_dir else None
     if checkpoint and fresh:
         checkpoint.unlink(missing_ok=True)
-    losses = train_classifier(model, tokenizer, train, settings, checkpoint, targets)
+    losses = train_classifier(model, tokenizer, train + pool, settings, checkpoint, targets)
     config = settings.config
     calibration_report = calibrate(model, tokenizer, calibration, config, settings)
     bank = RotBank.build(rot_bank_entries(root, prosocial_files), embedder or Embedder())
@@ -614,6 +624,7 @@ def train_canary_mini(
     config.meta = {
         "trained_on": {name: len(examples) for name, examples in by_source.items()},
         "train_examples": len(train),
+        "pool_examples": len(pool),
         "calibration_examples": len(calibration),
         "rot_bank_entries": len(bank.entries),
         "rot_gate": gate_report,

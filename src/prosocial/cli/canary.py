@@ -133,6 +133,10 @@ def train_canary_mini(
         False, "--label-intervention", help="With --teacher: each target's needs-intervention share stays the "
         "label's; the blend only splits the rest between casual and caution."
     ),
+    pool: int = typer.Option(
+        0, min=0, help="With --teacher: also distil on this many unlabelled train-split contexts that end in a reply "
+        "(ProsocialDialog and DiaSafety replies, casual dialogue turns), the teacher's probabilities as targets."
+    ),
     encoder_layers: int | None = typer.Option(
         None, min=1, help="Keep only the encoder's lowest N layers (default: all six of MiniLM's): a faster, "
         "smaller student, best with --teacher."
@@ -174,11 +178,14 @@ def train_canary_mini(
         teacher_weight=teacher_weight,
         label_intervention=label_intervention,
         encoder_layers=encoder_layers,
+        pool_size=pool,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
-    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers):
-        raise typer.BadParameter("--encoder, --encoder-layers and --teacher choose what to train; --calibrate-only "
-                                 "trains nothing")
+    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
+        raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
+                                 "--calibrate-only trains nothing")
+    if pool and not teacher:
+        raise typer.BadParameter("--pool needs a --teacher to label it")
     if calibrate_only:
         files = default_prosocial_files(root) if rebuild_rot_bank else None
         console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
