@@ -9,6 +9,7 @@ import pytest
 from prosocial.canary import load_detector
 from prosocial.canary.mini import MiniConfig, decide, encode, five_way_scores
 from prosocial.canary.mini_train import (
+    GATES,
     MiniTrainSettings,
     fit_thresholds,
     recalibrate,
@@ -256,13 +257,14 @@ def test_a_fitted_gate_keeps_the_intervention_floor_without_flagging_small_talk(
         examples.append(Example([f"u{i}"], safety_label=SafetyLabel.NEEDS_INTERVENTION if emergency
                                 else SafetyLabel.CASUAL, source="diasafety" if emergency else "dailydialog"))
     probs = np.array(rows)
-    fitted, report = fit_thresholds(probs, examples, max_false_alarm=0.02, min_intervention_recall=0.95)
+    fitted, report = fit_thresholds(probs, examples, max_false_alarm=0.02, min_intervention_recall=0.95, gates=GATES)
     assert fitted["intervention_gate"] is not None
     assert report["intervention_recall"] >= 0.95 and report["casual_false_alarm"] <= 0.02
     config = MiniConfig(**fitted)
     intervened = np.array([label is SafetyLabel.NEEDS_INTERVENTION for label in decide(probs, config)])
     assert intervened[::3].mean() == report["intervention_recall"]
-    _, ungated = fit_thresholds(probs, examples, max_false_alarm=0.02, min_intervention_recall=0.95, gates=(None,))
+    plain, ungated = fit_thresholds(probs, examples, max_false_alarm=0.02, min_intervention_recall=0.95)
+    assert plain["intervention_gate"] is None
     assert ungated["intervention_recall"] < 0.95 or ungated["casual_false_alarm"] > 0.02
 
 

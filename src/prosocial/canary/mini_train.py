@@ -10,7 +10,8 @@
    distribution follows the A.4 votes behind it (possibly needs caution = one of three caution votes, …). The same
    recipe builds a teacher on a larger encoder (all-mpnet-base-v2), and a student can learn from a teacher's
    probabilities blended with those targets (distillation).
-4. A temperature, the two decision thresholds and the intervention gate are fitted on the calibration slice.
+4. A temperature and the two decision thresholds (optionally an intervention gate) are fitted on the calibration
+   slice.
 5. The RoT bank is built from SBIC-derived RoTs and the RoT-like norms written in ProsocialDialog replies.
 """
 
@@ -109,6 +110,9 @@ class MiniTrainSettings:
     #: with a teacher: the label alone sets each target's needs-intervention share, the blend only splits the rest
     #: between casual and caution (soft intervention targets spread onto chit-chat and cost the recall bound)
     label_intervention: bool = False
+    #: fit an intervention gate (`MiniConfig.intervention_gate`) with the thresholds; off by default: on dev it
+    #: cost the Risk Ignorance bound (see the model card)
+    gate_intervention: bool = False
     #: with a teacher: this many unlabelled train-split contexts ending in a reply (`prosocial.canary.pool`) join
     #: training with the teacher's probabilities as their whole target
     pool_size: int = 0
@@ -203,7 +207,7 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
 
 #: settings that only calibration or the machine use: they do not change what training computes
 _NOT_TRAINING = ("num_threads", "checkpoint_seconds", "max_false_alarm", "max_short_false_alarm",
-                 "min_intervention_recall", "config")
+                 "min_intervention_recall", "gate_intervention", "config")
 #: bump when the training loop or the checkpoint's contents change, so an old checkpoint is not resumed
 CHECKPOINT_FORMAT = 1
 
@@ -438,9 +442,10 @@ def fit_thresholds(
     max_false_alarm: float,
     min_intervention_recall: float = 0.0,
     max_short_false_alarm: float = 1.0,
-    gates: Sequence[float | None] = GATES,
+    gates: Sequence[float | None] = (None,),
 ) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    """Choose the casual and intervention thresholds and the intervention gate together on the calibration slice.
+    """Choose the casual and intervention thresholds (and, among `gates`, e.g. `GATES`, the intervention gate)
+    together on the calibration slice.
 
     Among the settings whose false-alarm rate on casual dialogue stays within `max_false_alarm`, and on its short
     turns within `max_short_false_alarm` (the paper's point: safe talk must flow), and whose needs-intervention
@@ -512,7 +517,8 @@ def calibrate(
     config.temperature = fit_temperature(logits, label_targets(calibration))
     probs = softmax(logits, config.temperature)
     fitted, report = fit_thresholds(
-        probs, calibration, settings.max_false_alarm, settings.min_intervention_recall, settings.max_short_false_alarm
+        probs, calibration, settings.max_false_alarm, settings.min_intervention_recall, settings.max_short_false_alarm,
+        GATES if settings.gate_intervention else (None,),
     )
     for name, value in fitted.items():
         setattr(config, name, value)
@@ -689,7 +695,8 @@ def recalibrate(
         bank = RotBank.build(rot_bank_entries(root, prosocial_files), bank.embedder)
     gate_report = gate_rot_bank(bank)
     bank.save(model_dir / "rot_bank")
-    fitted = {k: getattr(settings, k) for k in ("max_false_alarm", "max_short_false_alarm", "min_intervention_recall")}
+    fitted = {k: getattr(settings, k) for k in ("max_false_alarm", "max_short_false_alarm", "min_intervention_recall",
+                                                "gate_intervention")}
     config.meta = (config.meta or {}) | {
         "settings": (config.meta or {}).get("settings", {}) | fitted,
         "rot_bank_entries": len(bank.entries),

@@ -105,6 +105,10 @@ def train_canary_mini(
     min_intervention_recall: float = typer.Option(
         0.93, help="Needs-intervention recall the thresholds must keep on the calibration slice."
     ),
+    gate_intervention: bool = typer.Option(
+        False, "--gate-intervention", help="Also fit an intervention gate: needs intervention only where P(casual) "
+        "is below it (see the model card)."
+    ),
     precision: str = typer.Option(
         "bfloat16", help="Arithmetic to run and calibrate in: float32, bfloat16 (float32 on CPUs without native "
         "bfloat16) or int8 (fastest; per-token activation scales).",
@@ -174,6 +178,7 @@ def train_canary_mini(
         seed=seed,
         num_threads=threads,
         min_intervention_recall=min_intervention_recall,
+        gate_intervention=gate_intervention,
         autocast=autocast,
         teacher_weight=teacher_weight,
         label_intervention=label_intervention,
