@@ -136,12 +136,18 @@ def five_way_scores(probs: np.ndarray) -> np.ndarray:
     return np.column_stack([casual, caution[:, None] * votes, intervention])
 
 
+def intervenes(probs: np.ndarray, threshold: float, gate: float | None = None) -> np.ndarray:
+    """Per row of coarse probabilities: does it call for intervention (P(intervention) at the threshold, and
+    P(casual) below the gate when there is one)? The one rule `decide` applies and calibration fits."""
+    return (probs[:, 2] >= threshold) & (probs[:, 0] < (np.inf if gate is None else gate))
+
+
 def decide(probs: np.ndarray, config: MiniConfig) -> list[SafetyLabel]:
     """Apply the calibrated thresholds (see the module docstring)."""
     labels = []
-    gate = config.intervention_gate
-    for casual, intervention, q in zip(probs[:, 0], probs[:, 2], caution_share(probs), strict=True):
-        if intervention >= config.intervention_threshold and (gate is None or casual < gate):
+    intervened = intervenes(probs, config.intervention_threshold, config.intervention_gate)
+    for intervene, q in zip(intervened, caution_share(probs), strict=True):
+        if intervene:
             labels.append(SafetyLabel.NEEDS_INTERVENTION)
         elif q < config.casual_threshold:
             labels.append(SafetyLabel.CASUAL)

@@ -41,6 +41,7 @@ from prosocial.canary.mini import (
     caution_share,
     decide,
     encode_contexts,
+    intervenes,
     load_classifier,
     load_tokenizer,
     pad_batch,
@@ -465,9 +466,8 @@ def fit_thresholds(
     grid = np.linspace(0.02, 0.98, 49)
     best: tuple[float, float, float, float, float | None] | None = None
     for gate in gates:
-        eligible = probs[:, 0] < (np.inf if gate is None else gate)
         for t_int in grid:
-            intervened = (probs[:, 2] >= t_int) & eligible
+            intervened = intervenes(probs, t_int, gate)
             if intervention.any() and intervened[intervention].mean() < min_intervention_recall:
                 continue
             int_term = [_balanced_accuracy(intervened, intervention)] if intervention.any() else []
@@ -494,7 +494,7 @@ def fit_thresholds(
             f"and on its short turns within {max_short_false_alarm:.1%}"
         )
     _, mean_ba, t_cas, t_int, gate = best
-    intervened = (probs[:, 2] >= t_int) & (probs[:, 0] < (np.inf if gate is None else gate))
+    intervened = intervenes(probs, t_int, gate)
     flagged = intervened | (q >= t_cas)
     report = {
         "mean_balanced_accuracy": mean_ba,

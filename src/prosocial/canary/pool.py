@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prosocial.data.schema import Example
 
-#: the labelled sources whose replies join the pool, and the casual corpora that do
+#: the labelled sources whose replies join the pool first (the casual corpora are the caller's)
 REPLY_SOURCES = ("prosocial_dialog", "diasafety")
 POOL_SOURCE = "unlabelled_pool"
 

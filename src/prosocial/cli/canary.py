@@ -189,8 +189,6 @@ def train_canary_mini(
     if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
         raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
                                  "--calibrate-only trains nothing")
-    if pool and not teacher:
-        raise typer.BadParameter("--pool needs a --teacher to label it")
     if calibrate_only:
         files = default_prosocial_files(root) if rebuild_rot_bank else None
         console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
