@@ -6,7 +6,8 @@ Every system answers the same seeded sample of validation rows, each given its r
 (`prosocial.prost.history.linked_contexts`: the links those rows need, scored as for the train file and cut at the
 train file's threshold; as a chat would have it) unless the row says single-turn:
 
-- the adapter as the paper's variants (Table 3): RoT & Response (it writes its RoT, the default), Response-only
+- the adapter as the paper's variants (Table 3): RoT & Response (it writes its RoT, the default, with feedback turns;
+  also without them, as v2 shipped), Response-only
   (the prompt ends in "Speaker 2:"), and grounded in the silver RoT of the gold reply (`data.silver_rots`; rows
   whose gold reply states no norm get Response-only). That last row reads the answer's own norm: an oracle bound,
   as the paper's gold-RoT row;
@@ -18,8 +19,10 @@ train file's threshold; as a chat would have it) unless the row says single-turn
   the rows Prost-mini trained on), the canned evasive reply, and a constant ProsocialDialog-style reply (the
   training reply with the highest mean F1 against the other training replies, chosen on training rows only).
 
-Speed is measured first, in the fresh process: cold start (imports + loading + first reply), then median latency
-and tokens/s of single-turn replies one at a time. The validation file is read only here, for final evaluation.
+Each system's F1 is also split into dialogue openers and later turns. Speed is measured first, in the fresh process:
+cold start (imports + loading + first reply), then median latency and tokens/s of single-turn replies one at a time;
+later, the median latency of the default on multi-turn contexts, one at a time (feedback turns decode twice).
+The validation file is read only here, for final evaluation.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ from pathlib import Path  # noqa: E402
 
 from prosocial.data.silver_rots import norm_sentence  # noqa: E402
 from prosocial.prost.history import linked_contexts, read_links  # noqa: E402
-from prosocial.prost.mini import MAX_TURNS, STOPS, ProstMini, base_model_dir, read_partial_rows  # noqa: E402
+from prosocial.prost.mini import (  # noqa: E402
+    FEEDBACK_ROT,
+    MAX_TURNS,
+    STOPS,
+    ProstMini,
+    base_model_dir,
+    read_partial_rows,
+)
 
 VALID = Path("/work/shared/data/prosocial_dialog_partial/valid.json")
 TRAIN = Path("/work/shared/data/prosocial_dialog_partial/train.json")
@@ -86,12 +96,17 @@ def speed(generator: ProstMini, contexts: Sequence[Sequence[str]]) -> dict[str, 
             "mean_generated_tokens": tokens / len(contexts)}
 
 
-def scores(guesses: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
+def scores(guesses: Sequence[str], golds: Sequence[str], later: Sequence[bool]) -> dict[str, float]:
+    """BLEU-4 and F1 (x100) over all rows, and F1 over dialogue openers and over later turns."""
     from prosocial.scoring import bleu4, unigram_f1
 
-    n = len(golds)
-    return {"bleu4": 100 * sum(bleu4(g, r) for g, r in zip(guesses, golds, strict=True)) / n,
-            "f1": 100 * sum(unigram_f1(g, r) for g, r in zip(guesses, golds, strict=True)) / n}
+    f1 = [unigram_f1(g, r) for g, r in zip(guesses, golds, strict=True)]
+    opener = [x for x, multi in zip(f1, later, strict=True) if not multi]
+    follow = [x for x, multi in zip(f1, later, strict=True) if multi]
+    return {"bleu4": 100 * sum(bleu4(g, r) for g, r in zip(guesses, golds, strict=True)) / len(golds),
+            "f1": 100 * sum(f1) / len(f1),
+            "f1_openers": 100 * sum(opener) / len(opener) if opener else None,
+            "f1_later_turns": 100 * sum(follow) / len(follow) if follow else None}
 
 
 def retrieval(train: Sequence[tuple[str, str]], contexts: Sequence[str]) -> list[str]:
@@ -166,12 +181,25 @@ def main() -> None:
     result: dict = {"rows": len(golds), "seed": args.seed, "cold_start_s": cold}
     result |= speed(generator, single[: args.speed_rows])
     dialogues = recovered_history(rows, picked)
-    result["multi_turn_rows"] = sum(len(d) > 1 for d in dialogues)
+
+    later = [len(d) > 1 for d in dialogues]
+    result["multi_turn_rows"] = sum(later)
 
     replies: dict[str, list[str]] = {}
     default = generator.generate(dialogues)
-    replies["prost-mini: RoT & Response (default)"] = [r.response for r in default]
+    replies["prost-mini: RoT & Response with feedback turns (default)"] = [r.response for r in default]
+    result["feedback_turns"] = len(generator.feedback_turns(dialogues))
     result["rots"] = rot_quality([r.rots for r in default], golds)
+    latencies = []
+    for context in [d for d in dialogues if len(d) > 1][: args.speed_rows]:
+        t0 = time.perf_counter()
+        generator.generate([context])
+        latencies.append(time.perf_counter() - t0)
+    result["median_latency_multi_turn_s"] = statistics.median(latencies)
+    generator.feedback_rot = None
+    replies["prost-mini: RoT & Response without feedback turns (v2 as shipped)"] = [
+        r.response for r in generator.generate(dialogues)]
+    generator.feedback_rot = FEEDBACK_ROT
     replies["prost-mini: RoT & Response, single-turn"] = [r.response for r in generator.generate(single)]
     generator.write_rot = False
     replies["prost-mini: Response-only"] = [r.response for r in generator.generate(dialogues)]
@@ -204,11 +232,11 @@ def main() -> None:
     replies["canned"] = [CANNED] * len(golds)
     result["constant_reply"] = constant_reply(train)
     replies["constant"] = [result["constant_reply"]] * len(golds)
-    result["scores"] = {name: scores(guesses, golds) for name, guesses in replies.items()}
+    result["scores"] = {name: scores(guesses, golds, later) for name, guesses in replies.items()}
     result["samples"] = [{"context": c, "rots": r.rots, "reply": r.response}
                          for c, r in zip(SAMPLES, samples, strict=True)]
     result["first_replies"] = [{"context": c, "gold": g, "reply": r} for c, g, r in
-                               list(zip(dialogues, golds, replies["prost-mini: RoT & Response (default)"],
+                               list(zip(dialogues, golds, [r.response for r in default],
                                         strict=True))[:10]]
     print(json.dumps({k: v for k, v in result.items() if k not in ("first_replies", "samples")}, indent=2))
     if args.out:

@@ -356,3 +356,14 @@ def test_llamacpp_samples_n_seeded_draws_per_prompt() -> None:
     assert lm.sample(prompts[:1], 3, max_new_tokens=8, temperature=1.0, seed=7) == drawn[:1]  # seeded
     with pytest.raises(ValueError, match="n_parallel=3"):
         lm.sample(prompts, 4)
+
+
+@pytest.mark.slow
+def test_llamacpp_next_token_probs_agree_with_greedy_decoding() -> None:
+    lm = load_lm("llamacpp", n_ctx=1024)
+    prompts = ["The capital of France is", "Speaker 1: Hello!\nSpeaker 2:"]
+    probs = lm.next_token_probs(prompts, top=5)
+    assert [len(p) for p in probs] == [5, 5] and all(0 < sum(p.values()) <= 1.0 + 1e-6 for p in probs)
+    for top, greedy in zip(probs, lm.generate(prompts, max_new_tokens=1), strict=True):
+        assert max(top, key=top.get) == greedy, "the most likely token is the one greedy decoding picks"
+    assert lm.next_token_probs([]) == []

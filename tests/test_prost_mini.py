@@ -22,6 +22,7 @@ from prosocial.prost.mini import (
     render_prompt,
     target_text,
     train_adapter,
+    with_rule,
 )
 from prosocial.scoring import perplexity
 from tests.tiny_models import save, train_tokenizer
@@ -228,6 +229,55 @@ def test_a_looping_reply_is_cut_to_each_sentence_once(tmp_path):
         "Speaker 2: You should not read her diary. You should not read her diary. You should not re"] * len(prompts)
     (reply,) = generator.generate([["I'll read my sister's diary."]])
     assert reply.response == "You should not read her diary."
+
+
+class _FakeFeedbackLM:
+    """Opens an RoT line with probability 0.6 after the word "steal", else 0.05; answers, or writes the rule."""
+
+    def __init__(self):
+        self.calls = []
+
+    def next_token_probs(self, prompts):
+        self.probed = prompts
+        return [{"Rule": 0.6 if "steal" in p else 0.05, "Spe": 0.4} for p in prompts]
+
+    def generate(self, prompts, **options):
+        self.calls.append((prompts, options))
+        return [" Taking what isn't yours is wrong" if p.endswith("Rule of thumb:") else
+                "Speaker 2: Why do you need it?" if p.endswith("Speaker 2:") else
+                "Rule of thumb: Be kind.\nSpeaker 2: Why do you need it?" for p in prompts]
+
+
+def test_a_later_turn_with_a_norm_at_stake_answers_then_states_its_rule(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    generator = ProstMini(adapter=adapter)
+    generator.lm = _FakeFeedbackLM()
+    contexts = [["I'll steal his bike."],  # an opener asks: never a feedback turn
+                ["I'll steal his bike.", "Why?", "He has two."],  # later turn, norm at stake
+                ["Nice day.", "Yes!", "Let's steal a moment for lunch."],  # later turn, but the RoT is given
+                ["Nice day.", "Yes!", "Lunch?"]]  # later turn, no norm at stake
+    rots = [[], [], ["Lunch breaks are good."], []]
+    assert generator.feedback_turns(contexts, rots) == [1]
+    replies = generator.generate(contexts, rots)
+    assert replies[1].response == "Why do you need it? Taking what isn't yours is wrong."
+    assert replies[1].rots == ["Taking what isn't yours is wrong"]
+    assert [r.response for r in replies[::2]] == ["Why do you need it?"] * 2 and replies[3].rots == ["Be kind."]
+    (answers, _), (rules, options) = generator.lm.calls
+    assert answers[1].endswith("He has two.\nSpeaker 2:"), "a feedback turn answers without an RoT line first"
+    assert answers[3].endswith("Lunch?\n") and rules == [answers[1][: -len("Speaker 2:")] + "Rule of thumb:"]
+    assert "\n" in options["stop"], "the rule is one line"
+    generator.feedback_rot = None
+    assert generator.feedback_turns(contexts, rots) == []
+
+
+@pytest.mark.parametrize(("reply", "rule", "joined"), [
+    ("Why?", "Stealing is wrong", "Why? Stealing is wrong."),
+    ("Stealing is wrong, you know.", "stealing is wrong!", "Stealing is wrong, you know."),
+    ("", "Be kind.", "Be kind."),
+])
+def test_with_rule_states_the_rule_once(reply, rule, joined):
+    assert with_rule(reply, rule) == joined
 
 
 def test_missing_files_are_model_errors(tmp_path):

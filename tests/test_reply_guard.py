@@ -181,6 +181,22 @@ def test_resample_then_fall_back_with_counters() -> None:
                            "resample_calls": 2, "accepted": 1, "repaired": 1, "resampled": 1, "fallback": 1}
 
 
+def test_a_reply_stating_its_own_rule_on_a_surely_casual_turn_is_resampled() -> None:
+    lecture = "Which part do you mean? It's not right to assume what others think."
+
+    class Lectures(ScriptedSampler):
+        def generate(self, contexts, rots=None):
+            self.calls.append(("generate", [c[-1] for c in contexts], rots))
+            return [Reply(lecture, ["It's not right to assume what others think."]) for _ in contexts]
+
+    generator = Lectures({}, {1: {"Same! I've seen it ten times.": "Which scene do you like best?"}})
+    contexts = [["What's your favourite movie?", "The Matrix.", "Same! I've seen it ten times."]] * 3
+    out = ReplyGuard(retries=1).generate(generator, contexts, [[], [], [ROT]], casual=[True, False, True])
+    assert [g.path for g in out] == ["resampled", "accepted", "accepted"]
+    assert out[0].problem == "lecture" and out[0].reply.response == "Which scene do you like best?"
+    assert out[1].reply.response == lecture, "a feedback turn the detector is not sure is casual keeps its rule"
+
+
 def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
     generator = ScriptedGenerator(FIRST)
     guard = ReplyGuard(retries=3)

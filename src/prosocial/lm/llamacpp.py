@@ -6,6 +6,7 @@ xllamacpp runs llama.cpp's own server engine in-process (no HTTP), with continuo
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,6 +139,21 @@ class LlamaCppLM(LanguageModel):
         choices = self._choices(self._server().handle_completions(body), n * len(prompts))
         texts = [truncate_at_stop(str(c.get("text", "")), stop) for c in choices]  # prompt i's draws: i*n … i*n+n-1
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def next_token_probs(self, prompts: list[str], top: int = 20) -> list[dict[str, float]]:
+        """The `top` most likely next tokens of each prompt with their probabilities: one decoding step, for a
+        decision the model makes at its first token (e.g. whether to open a given line)."""
+        if not prompts:
+            return []
+        body = {"prompt": list(prompts), "max_tokens": 1, "temperature": 0.0, "n_probs": top}
+        out = []
+        for choice in self._choices(self._server().handle_completions(body), len(prompts)):
+            try:
+                candidates = choice["logprobs"]["content"][0]["top_logprobs"]
+                out.append({str(c["token"]): math.exp(float(c["logprob"])) for c in candidates})
+            except (KeyError, IndexError, TypeError, ValueError) as err:
+                raise UpstreamError(f"llama.cpp answered without token probabilities: {str(choice)[:300]}") from err
+        return out
 
     def chat(
         self,

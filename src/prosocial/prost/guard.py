@@ -12,6 +12,9 @@ of good news. Retraining fixes some of that slowly; this guard fixes what it can
 4. and if every draw fails, fall back to a fixed reply in the paper's receptiveness style (§2.2): ask first, then
    state the rule-of-thumb Canary gave (`fallback_reply`).
 
+On a turn the detector is sure is casual, a reply must also not lecture: one that states a rule-of-thumb of the
+generator's own (Prost-mini's feedback turns, an RoT line it chose to write) is resampled.
+
 `ReplyGuard.stats` counts each check's hits and each path taken, so how often the guard steps in is visible.
 """
 
@@ -29,7 +32,7 @@ from prosocial.prost.base import Reply, ResponseGenerator
 
 log = logging.getLogger(__name__)
 
-Problem = Literal["empty", "one_word", "loop", "echo", "condones", "motive_question"]
+Problem = Literal["empty", "one_word", "loop", "echo", "condones", "motive_question", "lecture"]
 Route = Literal["accepted", "repaired", "resampled", "fallback"]
 
 ASK_FIRST = "Can I ask what's going on that makes you say this?"
@@ -225,6 +228,11 @@ def reply_problem(context: Sequence[str], reply: str, casual: bool, judged_agree
     return "motive_question" if casual and questions_motive(reply) else None
 
 
+def lectures(reply: Reply, given: Sequence[str], casual: bool) -> bool:
+    """On a surely casual turn, the reply states a rule-of-thumb nobody gave it: the generator chose to lecture."""
+    return casual and bool(reply.rots) and not any(r.strip() for r in given)
+
+
 def usable(
     context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False
 ) -> tuple[str, Problem | None]:
@@ -311,6 +319,8 @@ class ReplyGuard:
         todo: list[int] = []
         for i, reply in enumerate(first):
             text, problem = usable(contexts[i], reply.response, casual[i], judged[i])
+            if problem is None and lectures(reply, rots[i], casual[i]):
+                text, problem = "", "lecture"
             seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
@@ -333,7 +343,7 @@ class ReplyGuard:
                 judged = self._judge([contexts[i][-1] for i in todo], [r.response for r in drawn])
                 for i, reply, agreeing in zip(todo, drawn, judged, strict=True):
                     text, _ = usable(contexts[i], reply.response, casual[i], agreeing)
-                    if text:
+                    if text and not lectures(reply, rots[i], casual[i]):
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
                     else:
                         still.append(i)

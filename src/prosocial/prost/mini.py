@@ -44,7 +44,7 @@ from prosocial.model_folder import write_backend
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 from prosocial.prost.guard import has_loop, repair
 from prosocial.prost.history import load_links, with_history
-from prosocial.scoring import consensus
+from prosocial.scoring import consensus, normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ GGUF_NAMES = {
 RULE_TAG = "Rule of thumb:"
 #: A second RoT line ends the turn; the casual corpora's tokenisation ("word :") shows up in samples, so both forms.
 STOPS = ["\nSpeaker 1:", "<|im_end|>", f"\n{RULE_TAG}", "\nRule of thumb :"]
+#: An RoT line the adapter is asked for is one sentence; silver RoTs are 13 words on average, 30 at most.
+RULE_TOKENS = 40
 _RULE_LINE = re.compile(r"^Rule of thumb\s*:\s*")
 _REPLY_TAG = re.compile(r"^Speaker 2\s*:")
 _TAG = re.compile(r"\s*(Speaker [12]|Rule of thumb)\s*:.*", re.DOTALL)
@@ -77,6 +79,12 @@ ROT_BIAS = 0.0
 #: ("Why don't you grab a drink first?" to "I think I'll drive home after these eight beers.").
 RESAMPLE_TEMPERATURE = 0.5
 RESAMPLE_TOP_P = 0.95
+#: Feedback turns: on a later turn (the context holds earlier ones) where the adapter's probability of opening a
+#: "Rule of thumb:" line is at least this, the reply answers and then states the rule (`ProstMini.feedback_turns`).
+#: Set on the 200 last train-tail dev rows and 131 casual later turns (dev dialogues of DailyDialog,
+#: EmpatheticDialogues, BlendedSkillTalk), as the largest share of casual turns given a rule we accept (5%, as for
+#: `rot_bias`); the model card has the sweep.
+FEEDBACK_ROT = 0.2
 #: Sampling for minimum-Bayes-risk decoding (`ProstMini(candidates=N)`), as measured in the model card.
 MBR_TEMPERATURE = 0.8
 MBR_TOP_P = 0.95
@@ -137,6 +145,15 @@ def fit_context(context: Sequence[str], max_chars: int, where: str = "context") 
                     where, sum(map(len, turns)), max_chars, len(kept), len(turns),
                     " and the end of the last one" if kept[-1] != turns[-1] else "")
     return kept
+
+
+def with_rule(reply: str, rule: str) -> str:
+    """A feedback turn's reply: the answer, then its rule of thumb as a sentence, unless the answer already says it."""
+    if normalize_answer(rule) in normalize_answer(reply):
+        return reply
+    rule = rule if rule[-1] in ".!?" else rule + "."
+    joined = f"{reply} {rule}" if reply else rule
+    return repair(joined) if has_loop(joined) else joined
 
 
 # --------------------------------------------------------------------------- training data
@@ -376,6 +393,11 @@ class ProstMini(ResponseGenerator):
     RoT it came with; it costs about `candidates` times the compute of a greedy reply. A reply that repeats itself
     is cut to each sentence once (`guard.repair`), whichever way it was decoded.
 
+    Feedback turns (`feedback_rot`, greedy decoding): the paper's receptive agent asks first, then gives feedback
+    grounded in a rule of thumb. Once the user has had a turn to explain (the context has earlier turns) and the
+    adapter sees a norm at stake (its probability of opening an RoT line is at least `feedback_rot`), the reply is
+    its Response-only answer followed by the RoT it writes when asked for one. None turns this off.
+
     `adapter` (the GGUF file, or a folder holding it) defaults to the packaged one; `lora_scale=0` gives the untuned
     base (for comparisons). RoTs, when given (e.g. Canary's), ground the reply; without them the adapter writes its
     own RoT first when `write_rot` (RoT & Response; the RoT comes back in `Reply.rots`), else replies directly
@@ -398,6 +420,7 @@ class ProstMini(ResponseGenerator):
         n_threads: int | None = None,
         n_parallel: int = 2,
         candidates: int = 1,
+        feedback_rot: float | None = FEEDBACK_ROT,
     ):
         self.adapter = Path(adapter or RESOURCE_DIR)
         if self.adapter.is_dir():
@@ -410,6 +433,7 @@ class ProstMini(ResponseGenerator):
         self.lm = LlamaCppLM(model=base, lora=self.adapter, lora_scale=lora_scale, n_ctx=1024 * n_parallel,
                              n_parallel=n_parallel, n_threads=n_threads)
         self.candidates = candidates
+        self.feedback_rot = feedback_rot
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.write_rot = write_rot
@@ -439,11 +463,24 @@ class ProstMini(ResponseGenerator):
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None
     ) -> list[Reply]:
         prompts = self.prompts(contexts, rots)
+        feedback = self.feedback_turns(contexts, rots, prompts)
+        answer_only = set(feedback)  # these answer first, without an RoT line; the rule comes after
+        replies = self._decode([p + RESPONSE_TAG if i in answer_only else p for i, p in enumerate(prompts)], rots)
+        if feedback:
+            stated = self.lm.generate([prompts[i] + RULE_TAG for i in feedback], max_new_tokens=RULE_TOKENS,
+                                      temperature=self.temperature, stop=["\n", "<|im_end|>"], seed=self.seed)
+            for i, rule in zip(feedback, stated, strict=True):
+                if rule := " ".join(rule.split()):
+                    replies[i] = Reply(with_rule(replies[i].response, rule), [rule])
+        return replies
+
+    def _decode(self, prompts: Sequence[str], rots: Sequence[Sequence[str]] | None) -> list[Reply]:
+        """Greedy replies, or with `candidates` > 1 the minimum-Bayes-risk pick of that many seeded samples."""
         if self.candidates == 1:
-            texts = self.lm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+            texts = self.lm.generate(list(prompts), max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                      stop=STOPS, seed=self.seed, logit_bias=self._bias())
             return self._replies(texts, rots)
-        drawn = self.lm.sample(prompts, self.candidates, max_new_tokens=self.max_new_tokens,
+        drawn = self.lm.sample(list(prompts), self.candidates, max_new_tokens=self.max_new_tokens,
                                temperature=MBR_TEMPERATURE, top_p=MBR_TOP_P, stop=STOPS,
                                seed=0 if self.seed is None else self.seed, logit_bias=self._bias())
         out = []
@@ -451,6 +488,23 @@ class ProstMini(ResponseGenerator):
             replies = self._replies(texts, None if rots is None else [rots[i]] * len(texts))
             out.append(replies[consensus([r.response for r in replies])])
         return out
+
+    def feedback_turns(
+        self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None = None,
+        prompts: Sequence[str] | None = None,
+    ) -> list[int]:
+        """Indices of the contexts whose reply states its rule of thumb (see the class docstring): later turns
+        without given RoTs where the adapter opens an RoT line with probability at least `feedback_rot`."""
+        if self.feedback_rot is None or not self.write_rot:
+            return []
+        later = [i for i, c in enumerate(contexts) if len(c) > 1 and not (rots and any(r.strip() for r in rots[i]))]
+        if not later:
+            return []
+        prompts = self.prompts(contexts, rots) if prompts is None else prompts
+        opener = RULE_TAG.split()[0]
+        probs = self.lm.next_token_probs([prompts[i] for i in later])
+        return [i for i, top in zip(later, probs, strict=True)
+                if sum(p for token, p in top.items() if token.strip() == opener) >= self.feedback_rot]
 
     def resample(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
