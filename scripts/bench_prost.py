@@ -21,7 +21,7 @@ train file's threshold; as a chat would have it) unless the row says single-turn
 
 Each system's F1 is also split into dialogue openers and later turns. Speed is measured first, in the fresh process:
 cold start (imports + loading + first reply), then median latency and tokens/s of single-turn replies one at a time;
-later, the median latency of the default on multi-turn contexts, one at a time (feedback turns decode twice).
+later, the median latency on multi-turn contexts, one at a time, without and with feedback turns.
 The validation file is read only here, for final evaluation.
 """
 
@@ -190,12 +190,16 @@ def main() -> None:
     replies["prost-mini: RoT & Response with feedback turns (default)"] = [r.response for r in default]
     result["feedback_turns"] = len(generator.feedback_turns(dialogues))
     result["rots"] = rot_quality([r.rots for r in default], golds)
-    latencies = []
-    for context in [d for d in dialogues if len(d) > 1][: args.speed_rows]:
-        t0 = time.perf_counter()
-        generator.generate([context])
-        latencies.append(time.perf_counter() - t0)
-    result["median_latency_multi_turn_s"] = statistics.median(latencies)
+    multi_turn = [d for d in dialogues if len(d) > 1][: args.speed_rows]
+    for key, setting in (("median_latency_multi_turn_no_feedback_s", None),
+                         ("median_latency_multi_turn_s", FEEDBACK_ROT)):
+        generator.feedback_rot = setting
+        latencies = []
+        for context in multi_turn:
+            t0 = time.perf_counter()
+            generator.generate([context])
+            latencies.append(time.perf_counter() - t0)
+        result[key] = statistics.median(latencies)
     generator.feedback_rot = None
     replies["prost-mini: RoT & Response without feedback turns (v2 as shipped)"] = [
         r.response for r in generator.generate(dialogues)]

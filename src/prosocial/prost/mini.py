@@ -82,9 +82,9 @@ RESAMPLE_TOP_P = 0.95
 #: Feedback turns: on a later turn (the context holds earlier ones) where the adapter's probability of opening a
 #: "Rule of thumb:" line is at least this, the reply answers and then states the rule (`ProstMini.feedback_turns`).
 #: Set on the 200 last train-tail dev rows and 131 casual later turns (dev dialogues of DailyDialog,
-#: EmpatheticDialogues, BlendedSkillTalk), as the largest share of casual turns given a rule we accept (5%, as for
-#: `rot_bias`); the model card has the sweep.
-FEEDBACK_ROT = 0.2
+#: EmpatheticDialogues, BlendedSkillTalk): the value with the best dev F1 among those that give a rule to at most
+#: 5% of the casual turns (the bound used for `rot_bias`); the model card has the sweep.
+FEEDBACK_ROT = 0.25
 #: Sampling for minimum-Bayes-risk decoding (`ProstMini(candidates=N)`), as measured in the model card.
 MBR_TEMPERATURE = 0.8
 MBR_TOP_P = 0.95
@@ -393,10 +393,11 @@ class ProstMini(ResponseGenerator):
     RoT it came with; it costs about `candidates` times the compute of a greedy reply. A reply that repeats itself
     is cut to each sentence once (`guard.repair`), whichever way it was decoded.
 
-    Feedback turns (`feedback_rot`, greedy decoding): the paper's receptive agent asks first, then gives feedback
-    grounded in a rule of thumb. Once the user has had a turn to explain (the context has earlier turns) and the
+    Feedback turns (`feedback_rot`): the paper's receptive agent asks first, then gives feedback grounded in a rule
+    of thumb. Once the user has had a turn to explain (the context has earlier turns), no RoTs are given, and the
     adapter sees a norm at stake (its probability of opening an RoT line is at least `feedback_rot`), the reply is
-    its Response-only answer followed by the RoT it writes when asked for one. None turns this off.
+    its Response-only answer (greedy or by MBR) followed by the RoT it writes, greedily, when asked for one. Such a
+    turn costs a one-token probe and a second decode. None turns this off.
 
     `adapter` (the GGUF file, or a folder holding it) defaults to the packaged one; `lora_scale=0` gives the untuned
     base (for comparisons). RoTs, when given (e.g. Canary's), ground the reply; without them the adapter writes its
