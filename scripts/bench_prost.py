@@ -191,8 +191,8 @@ def main() -> None:
     result["feedback_turns"] = len(generator.feedback_turns(dialogues))
     result["rots"] = rot_quality([r.rots for r in default], golds)
     multi_turn = [d for d in dialogues if len(d) > 1][: args.speed_rows]
-    for key, setting in (("median_latency_multi_turn_no_feedback_s", None),
-                         ("median_latency_multi_turn_s", FEEDBACK_ROT)):
+    for key, setting in (("median_latency_multi_turn_s", FEEDBACK_ROT),
+                         ("median_latency_multi_turn_no_feedback_s", None)):
         generator.feedback_rot = setting
         latencies = []
         for context in multi_turn:
@@ -200,9 +200,8 @@ def main() -> None:
             generator.generate([context])
             latencies.append(time.perf_counter() - t0)
         result[key] = statistics.median(latencies)
-    generator.feedback_rot = None
     replies["prost-mini: RoT & Response without feedback turns (v2 as shipped)"] = [
-        r.response for r in generator.generate(dialogues)]
+        r.response for r in generator.generate(dialogues)]  # feedback_rot is None after the loop
     generator.feedback_rot = FEEDBACK_ROT
     replies["prost-mini: RoT & Response, single-turn"] = [r.response for r in generator.generate(single)]
     generator.write_rot = False

@@ -197,6 +197,16 @@ def test_a_reply_stating_its_own_rule_on_a_surely_casual_turn_is_resampled() -> 
     assert out[1].reply.response == lecture, "a feedback turn the detector is not sure is casual keeps its rule"
 
 
+def test_a_looping_lecture_on_a_surely_casual_turn_is_not_sent_repaired() -> None:
+    class LoopingLecture(ScriptedGenerator):
+        def generate(self, contexts, rots=None):
+            return [Reply("Nice. It's good to rest. It's good to rest. It's good", ["It's good to rest."])
+                    for _ in contexts]
+
+    out = ReplyGuard(retries=0).generate(LoopingLecture({}), [["I napped all day."]], [[]], casual=[True])
+    assert out[0].path == "fallback" and out[0].problem == "loop"
+
+
 def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
     generator = ScriptedGenerator(FIRST)
     guard = ReplyGuard(retries=3)

@@ -318,9 +318,7 @@ class ReplyGuard:
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
-            text, problem = usable(contexts[i], reply.response, casual[i], judged[i])
-            if problem is None and lectures(reply, rots[i], casual[i]):
-                text, problem = "", "lecture"
+            text, problem = self._usable(contexts[i], reply, rots[i], casual[i], judged[i])
             seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
@@ -342,8 +340,8 @@ class ReplyGuard:
                 still = []
                 judged = self._judge([contexts[i][-1] for i in todo], [r.response for r in drawn])
                 for i, reply, agreeing in zip(todo, drawn, judged, strict=True):
-                    text, _ = usable(contexts[i], reply.response, casual[i], agreeing)
-                    if text and not lectures(reply, rots[i], casual[i]):
+                    text, _ = self._usable(contexts[i], reply, rots[i], casual[i], agreeing)
+                    if text:
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
                     else:
                         still.append(i)
@@ -357,6 +355,16 @@ class ReplyGuard:
         with self._lock:
             self.stats.update(seen)
         return out
+
+    @staticmethod
+    def _usable(
+        context: Sequence[str], reply: Reply, given: Sequence[str], casual: bool, agreeing: bool
+    ) -> tuple[str, Problem | None]:
+        """`usable` for a first draw and a redraw alike, plus the lecture check, which needs the reply's RoTs."""
+        text, problem = usable(context, reply.response, casual, agreeing)
+        if text and lectures(reply, given, casual):
+            return "", problem or "lecture"
+        return text, problem
 
     def _judge(self, turns: list[str], replies: list[str]) -> list[bool]:
         return self.judge.agrees(turns, replies) if self.judge is not None else [False] * len(replies)
