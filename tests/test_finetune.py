@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 import torch
 
 from prosocial.canary.generative import CANARY_TOKENS, canary_pairs
 from prosocial.errors import ModelError
-from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE, TrainConfig, finetune
+from prosocial.lm.finetune import CHECKPOINT_DIR, STATE_FILE, TrainConfig, _lr_factor, finetune
 from prosocial.lm.inference import encode_pairs, load_model, token_nlls
 from prosocial.scoring import perplexity
 from tests.tiny_models import corpus_texts, fixture_examples, save, tiny_gpt2, tiny_t5, train_tokenizer
@@ -87,6 +88,16 @@ def test_checkpoint_resume_continues_exactly_where_it_stopped(tokenizer, pairs, 
     b, _ = load_model(tmp_path / "b" / CHECKPOINT_DIR)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(pa, pb, atol=1e-6), name
+
+
+def test_linear_decay_warms_up_then_falls_to_zero_at_the_last_step():
+    factors = [_lr_factor(2, 10, "linear", step) for step in range(10)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert all(a > b for a, b in pairwise(factors[2:])) and factors[-1] == pytest.approx(1 / 8)
+    assert _lr_factor(2, 10, "linear", 10) == 0.0
+    assert [_lr_factor(2, 10, "constant", step) for step in (2, 9)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="decay"):
+        TrainConfig(decay="cosine")
 
 
 def test_early_stopping_on_dev_perplexity(tokenizer, pairs, tmp_path):

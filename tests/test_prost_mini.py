@@ -7,6 +7,8 @@ import logging
 import pytest
 import torch
 
+from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.data.labels import SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.lm.inference import load_model, token_nlls
 from prosocial.lm.llamacpp import LlamaCppLM
@@ -251,7 +253,7 @@ class _FakeFeedbackLM:
 def test_a_later_turn_with_a_norm_at_stake_answers_then_states_its_rule(tmp_path):
     adapter = tmp_path / "a.gguf"
     adapter.write_bytes(b"")
-    generator = ProstMini(adapter=adapter)
+    generator = ProstMini(adapter=adapter, feedback_gate=None)
     generator.lm = _FakeFeedbackLM()
     contexts = [["I'll steal his bike."],  # an opener asks: never a feedback turn
                 ["I'll steal his bike.", "Why?", "He has two."],  # later turn, norm at stake
@@ -269,6 +271,32 @@ def test_a_later_turn_with_a_norm_at_stake_answers_then_states_its_rule(tmp_path
     assert "\n" in options["stop"], "the rule is one line"
     generator.feedback_rot = None
     assert generator.feedback_turns(contexts, rots) == []
+
+
+class _CasualWhenNoSteal(SafetyDetector):
+    """Calls a context casual unless its last turn mentions stealing; records what it was asked."""
+
+    name = "test-gate"
+
+    def __init__(self):
+        self.asked = []
+
+    def predict(self, contexts, with_rots=True):
+        self.asked += contexts
+        return [Verdict(SafetyLabel.NEEDS_CAUTION if "steal" in c[-1] else SafetyLabel.CASUAL) for c in contexts]
+
+
+def test_the_gate_detector_keeps_feedback_turns_off_what_it_calls_casual(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"")
+    gate = _CasualWhenNoSteal()
+    generator = ProstMini(adapter=adapter, feedback_gate=gate)
+    generator.lm = _FakeFeedbackLM()
+    contexts = [["I'll steal his bike.", "Why?", "I will steal it."],  # norm at stake, the gate agrees
+                ["I'll steal his bike.", "Why?", "He has two."],  # norm at stake, but the gate calls it casual
+                ["Nice day.", "Yes!", "Lunch?"]]  # no norm at stake: the gate is not asked
+    assert generator.feedback_turns(contexts) == [0]
+    assert gate.asked == contexts[:2]
 
 
 @pytest.mark.parametrize(("reply", "rule", "joined"), [

@@ -17,6 +17,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ class TrainConfig:
 
     `max_steps` wins over `epochs`; one epoch is as many draws as the mixture's sources hold items. Steps count
     optimizer updates, i.e. `batch_size * grad_accum` pairs per process. `plateau_factor` < 1 multiplies the
-    learning rate after each dev evaluation that does not improve perplexity (Prost's B.2 schedule).
+    learning rate after each dev evaluation that does not improve perplexity (Prost's B.2 schedule). `decay`
+    "linear" takes the learning rate from its peak after warm-up down to zero at the last step, so the final model
+    is not one noisy iterate of a constant-rate run.
     """
 
     lr: float = 1e-5
@@ -68,6 +71,7 @@ class TrainConfig:
     eval_batch_size: int = 16
     patience: int | None = 5
     plateau_factor: float = 1.0
+    decay: str = "constant"
     seed: int = 0
     lora_rank: int | None = None
     lora_alpha: int = 16
@@ -88,6 +92,16 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not 0 < self.plateau_factor <= 1:
             raise ValueError("plateau_factor must be in (0, 1]")
+        if self.decay not in ("constant", "linear"):
+            raise ValueError(f"decay must be constant or linear, got {self.decay!r}")
+
+
+def _lr_factor(warmup: int, max_steps: int, decay: str, step: int) -> float:
+    """The learning rate's share of its peak at `step`: a linear warm-up, then constant or down to 0 at the end."""
+    rise = min(1.0, (step + 1) / (warmup + 1))
+    if decay == "constant" or step < warmup:
+        return rise
+    return max(0.0, (max_steps - step) / max(1, max_steps - warmup))
 
 
 @dataclass
@@ -202,7 +216,7 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(0, config.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_lr_factor, warmup, max_steps, config.decay))
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 

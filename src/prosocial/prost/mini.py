@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prosocial.data.context import build_context, check_context, clip_context
 from prosocial.data.mixture import PROST_WEIGHTS
@@ -45,6 +45,9 @@ from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 from prosocial.prost.guard import has_loop, repair
 from prosocial.prost.history import load_links, with_history
 from prosocial.scoring import consensus, normalize_answer
+
+if TYPE_CHECKING:  # the feedback gate's detector loads on first use
+    from prosocial.canary.base import SafetyDetector
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +83,15 @@ ROT_BIAS = 0.0
 RESAMPLE_TEMPERATURE = 0.5
 RESAMPLE_TOP_P = 0.95
 #: Feedback turns: on a later turn (the context holds earlier ones) where the adapter's probability of opening a
-#: "Rule of thumb:" line is at least this, the reply answers and then states the rule (`ProstMini.feedback_turns`).
-#: Set on the 200 last train-tail dev rows and 131 casual later turns (dev dialogues of DailyDialog,
-#: EmpatheticDialogues, BlendedSkillTalk): the value with the best dev F1 among those that give a rule to at most
-#: 5% of the casual turns (the bound used for `rot_bias`); the model card has the sweep.
-FEEDBACK_ROT = 0.25
+#: "Rule of thumb:" line is at least this and the gate detector does not call the context casual, the reply answers
+#: and then states the rule (`ProstMini.feedback_turns`). Set on the 200 last train-tail dev rows and 116 casual
+#: later turns (dev dialogues of DailyDialog, EmpatheticDialogues, BlendedSkillTalk): the value with the best dev
+#: F1 among those that give a rule to at most 5% of the casual turns (the bound used for `rot_bias`); the model
+#: card has the sweep.
+FEEDBACK_ROT = 0.15
+#: The detector that keeps feedback turns off casual chat: the adapter's own signal alone gave a rule to 5.2% of
+#: casual later turns at 0.25; with Canary-mini's casual verdict on top, 3.4% at 0.15, with more dev F1.
+FEEDBACK_GATE = "canary-mini"
 #: Sampling for minimum-Bayes-risk decoding (`ProstMini(candidates=N)`), as measured in the model card.
 MBR_TEMPERATURE = 0.8
 MBR_TOP_P = 0.95
@@ -260,6 +267,8 @@ def train_adapter(
     batch_size: int = 8,
     lr: float = 1e-3,
     warmup: int = 3,
+    decay: str = "constant",
+    prosocial_weight: float = PROST_WEIGHTS["prosocial"],
     rank: int = 8,
     alpha: int = 16,
     top_layers: int = TOP_LAYERS,
@@ -272,8 +281,10 @@ def train_adapter(
 ) -> AdapterRun:
     """LoRA-tune a causal LM on the mixture through `prosocial.lm.finetune` (resumable at every evaluation).
 
-    The adapter kept is the LAST one (`work_dir/checkpoint`), not the best-by-dev one: finetune saves the best
-    only merged into the base, which cannot be exported as a llama.cpp LoRA. The run is short and the dev
+    `prosocial_weight` is ProsocialDialog's weight in the mixture (the paper's B.2 weights for the rest); `decay`
+    is the learning-rate schedule after warm-up (`TrainConfig.decay`). The adapter kept is the LAST one
+    (`work_dir/checkpoint`), not the best-by-dev one: finetune saves the best only merged into the base, which
+    cannot be exported as a llama.cpp LoRA; with a linear decay the last one is where the run settles. The dev
     perplexity history is returned so a non-decreasing tail is visible (and reported in the model card).
     """
     from transformers import AutoConfig
@@ -283,12 +294,13 @@ def train_adapter(
 
     layers = AutoConfig.from_pretrained(base).num_hidden_layers
     config = TrainConfig(
-        lr=lr, batch_size=batch_size, max_steps=steps, warmup_steps=warmup, eval_every=eval_every,
+        lr=lr, batch_size=batch_size, max_steps=steps, warmup_steps=warmup, decay=decay, eval_every=eval_every,
         eval_batch_size=16, patience=None, seed=seed, lora_rank=rank, lora_alpha=alpha, lora_dropout=0.0,
         lora_targets=lora_targets(layers, top_layers), device="cpu", progress=progress,
         max_source_len=max_source_len, max_target_len=max_target_len,
     )
-    sampler = MixtureSampler(sources, PROST_WEIGHTS | {n: 1 for n in sources if n not in PROST_WEIGHTS}, seed=seed)
+    weights = PROST_WEIGHTS | {n: 1 for n in sources if n not in PROST_WEIGHTS} | {"prosocial": prosocial_weight}
+    sampler = MixtureSampler(sources, weights, seed=seed)
     work_dir = Path(work_dir)
     result = finetune(str(base), sampler, work_dir, config, dev=list(dev), resume=resume)
     return AdapterRun(work_dir / CHECKPOINT_DIR, result.steps, result.history)
@@ -375,7 +387,7 @@ def train_prost_mini(
     record = {"base": default_smollm2_gguf().name, "format": "speaker, rot-and-response", "max_turns": MAX_TURNS,
               "prosocial_rows_with_silver_rot": silver,
               "steps": run.steps, "dev_history": run.history, "train_seconds_this_run": time.monotonic() - started,
-              "sources": {n: len(p) for n, p in sources.items()}, "dev_rows": len(dev)}
+              "sources": {n: len(p) for n, p in sources.items()}, "dev_rows": len(dev), "train_settings": settings}
     (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     write_backend(out_dir, ProstMini.name)
     return adapter
@@ -394,10 +406,12 @@ class ProstMini(ResponseGenerator):
     is cut to each sentence once (`guard.repair`), whichever way it was decoded.
 
     Feedback turns (`feedback_rot`): the paper's receptive agent asks first, then gives feedback grounded in a rule
-    of thumb. Once the user has had a turn to explain (the context has earlier turns), no RoTs are given, and the
-    adapter sees a norm at stake (its probability of opening an RoT line is at least `feedback_rot`), the reply is
+    of thumb. Once the user has had a turn to explain (the context has earlier turns), no RoTs are given, the
+    adapter sees a norm at stake (its probability of opening an RoT line is at least `feedback_rot`) and the
+    `feedback_gate` detector (a detector, or a registry name loaded on first use; None: no gate) does not call
+    the context casual, the reply is
     its Response-only answer (greedy or by MBR) followed by the RoT it writes, greedily, when asked for one. Such a
-    turn costs a one-token probe and a second decode. None turns this off.
+    turn costs a one-token probe, a detector check and a second decode. `feedback_rot=None` turns this off.
 
     `adapter` (the GGUF file, or a folder holding it) defaults to the packaged one; `lora_scale=0` gives the untuned
     base (for comparisons). RoTs, when given (e.g. Canary's), ground the reply; without them the adapter writes its
@@ -422,6 +436,7 @@ class ProstMini(ResponseGenerator):
         n_parallel: int = 2,
         candidates: int = 1,
         feedback_rot: float | None = FEEDBACK_ROT,
+        feedback_gate: str | SafetyDetector | None = FEEDBACK_GATE,
     ):
         self.adapter = Path(adapter or RESOURCE_DIR)
         if self.adapter.is_dir():
@@ -435,6 +450,8 @@ class ProstMini(ResponseGenerator):
                              n_parallel=n_parallel, n_threads=n_threads)
         self.candidates = candidates
         self.feedback_rot = feedback_rot
+        self.feedback_gate = feedback_gate
+        self._gate: SafetyDetector | None = None  # the detector `feedback_gate` names, once loaded
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.write_rot = write_rot
@@ -495,7 +512,8 @@ class ProstMini(ResponseGenerator):
         prompts: Sequence[str] | None = None,
     ) -> list[int]:
         """Indices of the contexts whose reply states its rule of thumb (see the class docstring): later turns
-        without given RoTs where the adapter opens an RoT line with probability at least `feedback_rot`."""
+        without given RoTs where the adapter opens an RoT line with probability at least `feedback_rot` and the
+        gate detector does not call the context casual."""
         if self.feedback_rot is None or not self.write_rot:
             return []
         later = [i for i, c in enumerate(contexts) if len(c) > 1 and not (rots and any(r.strip() for r in rots[i]))]
@@ -504,8 +522,19 @@ class ProstMini(ResponseGenerator):
         prompts = self.prompts(contexts, rots) if prompts is None else prompts
         opener = RULE_TAG.split()[0]
         probs = self.lm.next_token_probs([prompts[i] for i in later])
-        return [i for i, top in zip(later, probs, strict=True)
-                if sum(p for token, p in top.items() if token.strip() == opener) >= self.feedback_rot]
+        chosen = [i for i, top in zip(later, probs, strict=True)
+                  if sum(p for token, p in top.items() if token.strip() == opener) >= self.feedback_rot]
+        if not chosen or self.feedback_gate is None:
+            return chosen
+        gate = self.feedback_gate
+        if isinstance(gate, str):
+            if self._gate is None:
+                from prosocial.canary import load_detector
+
+                self._gate = load_detector(gate)
+            gate = self._gate
+        verdicts = gate.predict([list(contexts[i]) for i in chosen], with_rots=False)
+        return [i for i, verdict in zip(chosen, verdicts, strict=True) if not verdict.safety_label.is_casual]
 
     def resample(
         self, contexts: Sequence[Sequence[str]], rots: Sequence[Sequence[str]] | None, seed: int
