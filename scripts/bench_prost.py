@@ -1,6 +1,7 @@
 """Benchmark Prost-mini on ProsocialDialog validation rows: BLEU-4 and F1 (x100, as paper Table 3), speed.
 
-    .venv/bin/python scripts/bench_prost.py --rows 300 --previous "v2=DIR@0.25" --out bench.json
+    .venv/bin/python scripts/bench_prost.py --rows 300 --previous "v2=DIR@0.15" --out bench.json
+    .venv/bin/python scripts/bench_prost.py --speed-only --speed-rows 40 --adapter DIR   # speed alone
 
 Every system answers the same seeded sample of validation rows, each given its recovered dialogue history
 (`prosocial.prost.history.linked_contexts`: the links those rows need, scored as for the train file and cut at the
@@ -40,6 +41,7 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from prosocial.data.silver_rots import norm_sentence  # noqa: E402
+from prosocial.io import write_json  # noqa: E402
 from prosocial.prost.history import linked_contexts, read_links  # noqa: E402
 from prosocial.prost.mini import (  # noqa: E402
     FEEDBACK_GATE,
@@ -172,6 +174,9 @@ def main() -> None:
                         help="an earlier adapter to compare in the same run, with its feedback threshold "
                         "(default: the current one); repeatable")
     parser.add_argument("--candidates", type=int, default=0, help="also score MBR decoding over this many samples")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="stop after the single-turn speed (run once per adapter, each in its own process: two "
+                        "llama.cpp servers in one process contend)")
     parser.add_argument("--out", default=None, help="write the numbers and the replies as JSON here")
     args = parser.parse_args()
 
@@ -188,6 +193,8 @@ def main() -> None:
     result: dict = {"rows": len(golds), "seed": args.seed, "cold_start_s": cold,
                     "first_feedback_turn_s": first_feedback}
     result |= speed(generator, single[: args.speed_rows])
+    if args.speed_only:
+        return report(result, args.out)
     dialogues = recovered_history(rows, picked)
 
     later = [len(d) > 1 for d in dialogues]
@@ -253,9 +260,13 @@ def main() -> None:
     result["first_replies"] = [{"context": c, "gold": g, "reply": r} for c, g, r in
                                list(zip(dialogues, golds, [r.response for r in default],
                                         strict=True))[:10]]
+    report(result, args.out)
+
+
+def report(result: dict, out: str | None) -> None:
     print(json.dumps({k: v for k, v in result.items() if k not in ("first_replies", "samples")}, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if out:
+        write_json(out, result)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver
 RoT, `data.silver_rots.norm_sentences`): the crowdworker saw something to correct, so the context is problematic.
 Each row is used single-turn (as an opening turn: the hardest case, no history to go on). The agents share one
-detector and one generator; the only difference is `guard`: none ("unguarded"), the rules (`ReplyGuard()`, the
-agent's default: "guarded"), and the rules with the learned agreement judge (`ReplyGuard(judge=AgreementJudge.load())`:
-"guarded_judge"). Measured over the generated replies (hand-overs excluded):
+detector and one generator; the only difference is `guard`: none ("unguarded"), the rules alone (`ReplyGuard()`:
+"guarded"), and the rules with the learned agreement judge (`ReplyGuard(judge=AgreementJudge.load())`, the agent's
+default since session 14: "guarded_judge"). Measured over the generated replies (hand-overs excluded):
 - agreeing: judged by the guard's rules (`prost.guard.condones`), by the learned judge (`prost.agreement`) and,
   independently of both, by the ToxiChat stance evaluator ("agree" toward the user's turn); their precision on
   human labels is in condone-judges.json;

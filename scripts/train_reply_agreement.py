@@ -53,8 +53,8 @@ def model_card(config: dict, threshold: float, flagged_share: float) -> str:
                      for c, m in config["diasafety_val"].items())
     return f"""# Reply-agreement judge
 
-Does a chatbot reply agree with, or go along with, the user's problematic turn? Prost's reply guard can use it
-beside its rules (`ProsocialAgent(..., guard=ReplyGuard(judge=AgreementJudge.load()))`; opt-in, see
+Does a chatbot reply agree with, or go along with, the user's problematic turn? The agent's reply guard uses it
+beside its rules by default (`ProsocialAgent`; `guard=ReplyGuard()` leaves it out; see
 `docs/reports/prost-guard.md` for what it changes), and `scripts/bench_prost_guard.py` judges replies with it.
 
 - **Model**: {config["encoder"]}; a logistic head (fp16), threshold {threshold:.3f}.

@@ -16,7 +16,7 @@ from prosocial.canary.mini import DEFAULT_DIR
 from prosocial.canary.norms import Norm, NormedDetector
 from prosocial.lm.base import LMS, load_lm
 from prosocial.lm.inference import add_special_tokens
-from prosocial.prost.base import GENERATORS, load_generator
+from prosocial.prost.base import GENERATORS, Reply, ResponseGenerator, load_generator
 from prosocial.testing import check_detector, check_generator, check_lm
 from tests.steer_helpers import build_tiny_llama
 from tests.test_lm import _client, server_url  # noqa: F401 (the fake OpenAI-compatible server fixture)
@@ -104,3 +104,18 @@ def test_the_checks_catch_a_broken_detector():
 
     with pytest.raises(AssertionError, match="five labels"):
         check_detector(TwoScores)
+
+
+class BatchShuffler(ResponseGenerator):
+    """Not batch invariant, and broken: a batch's replies come back rotated by one."""
+
+    batch_invariant = False
+
+    def generate(self, contexts, rots=None):
+        replies = [Reply(f"You said: {c[-1]}") for c in contexts] if contexts else []
+        return replies[1:] + replies[:1]
+
+
+def test_the_generator_check_still_catches_misplaced_replies_where_near_ties_may_flip():
+    with pytest.raises(AssertionError, match="batched reply 0 is closer to another context's reply"):
+        check_generator(BatchShuffler)

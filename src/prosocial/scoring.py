@@ -15,12 +15,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-
 # ParlAI's two regexes, character for character: ",-." inside the class is the range , - . (three chars).
 _RE_ARTICLES = re.compile(r"\b(a|an|the)\b")
 _RE_PUNCTUATION = re.compile(r"[!\"#$%&()*+,-./:;<=>?@\[\]\\^`{|}~_\']")
-_BLEU_SMOOTHING = SmoothingFunction(epsilon=1e-12).method1
 
 Answers = str | Sequence[str]
 
@@ -46,12 +43,14 @@ def bleu4(guess: str, answers: Answers) -> float:
     Tokens come from ``split(" ")`` as in ParlAI, so an empty normalised text is one empty token.
     Guesses shorter than four tokens score about 1e-6 or less even when exact: that is ParlAI's number.
     """
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu  # 1 s to import: only where scored
+
     return float(
         sentence_bleu(
             [normalize_answer(a).split(" ") for a in _answer_list(answers)],
             normalize_answer(guess).split(" "),
             weights=(0.25, 0.25, 0.25, 0.25),
-            smoothing_function=_BLEU_SMOOTHING,
+            smoothing_function=SmoothingFunction(epsilon=1e-12).method1,
         )
     )
 

@@ -18,6 +18,7 @@ from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.labels import SafetyLabel
 from prosocial.lm.base import LanguageModel
 from prosocial.prost.base import Reply, ResponseGenerator
+from prosocial.scoring import unigram_f1
 
 #: constructors only store settings; weights load on first use
 MAX_CONSTRUCTION_SECONDS = 1.0
@@ -71,7 +72,8 @@ def check_detector(make: Callable[[], SafetyDetector], score_tolerance: float = 
 
 def check_generator(make: Callable[[], ResponseGenerator]) -> None:
     """Empty batch → []; one `Reply` with a string response per context, in order; given RoTs accepted; the same
-    replies batched as one at a time (the defaults decode greedily); a bad context is a ValueError naming its
+    replies batched as one at a time (the defaults decode greedily; where `batch_invariant` is False, each batched
+    reply closest to its own reply alone); a bad context is a ValueError naming its
     index; construction is cheap."""
     generator = _build(make, "generator")
     assert isinstance(generator, ResponseGenerator), "generator: not a ResponseGenerator"
@@ -79,9 +81,13 @@ def check_generator(make: Callable[[], ResponseGenerator]) -> None:
     replies = generator.generate(CONTEXTS)
     assert len(replies) == len(CONTEXTS), "generator: one Reply per context"
     assert all(isinstance(r, Reply) and isinstance(r.response, str) for r in replies), "generator: Reply objects"
-    assert [generator.respond(c).response for c in CONTEXTS] == [r.response for r in replies], (
-        "generator: a reply must not depend on its batch"
-    )
+    alone = [generator.respond(c).response for c in CONTEXTS]
+    if generator.batch_invariant:
+        assert alone == [r.response for r in replies], "generator: a reply must not depend on its batch"
+    else:  # near-ties may flip, but no reply may take another context's place
+        for i, reply in enumerate(replies):
+            closest = max(range(len(alone)), key=lambda j: (unigram_f1(reply.response, alone[j]), j == i))
+            assert closest == i, f"generator: batched reply {i} is closer to another context's reply alone"
     grounded = generator.generate(CONTEXTS[1:], rots=[["It's wrong to cause a panic."], []])
     assert len(grounded) == 2, "generator: RoTs given per context"
     _rejects_bad_context(generator.generate, "generator")

@@ -25,6 +25,7 @@ from prosocial.cli.batch import (
     run_input,
 )
 from prosocial.cli.errors import fail
+from prosocial.cli.logs import held_warnings
 from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
 from prosocial.jobs.corpus import check_rows
@@ -60,7 +61,8 @@ def check(
                              "verdicts")
             run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), job, console)
             return
-        verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
+        with held_warnings(console):
+            verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:

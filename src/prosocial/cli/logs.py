@@ -1,4 +1,5 @@
-"""The package's log warnings, held while a command owns the terminal (a progress bar, a chat) and shown after."""
+"""While a command owns the terminal (a progress bar, a chat): the package's log warnings held and shown after, and
+transformers' "Loading weights" bars, drawn for each model as it loads lazily, kept off it."""
 
 from __future__ import annotations
 
@@ -26,15 +27,21 @@ def held_warnings(console: Console) -> Iterator[None]:
     Printed as they happen they would land inside a conversation or under a progress bar, and a batch job
     would repeat the same truncation warning once per batch.
     """
+    from transformers.utils import logging as transformers_logging
+
     logger = logging.getLogger("prosocial")
     hold, propagate = _Hold(), logger.propagate
     logger.addHandler(hold)
     logger.propagate = False
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
         logger.removeHandler(hold)
         logger.propagate = propagate
+        if bars:
+            transformers_logging.enable_progress_bar()
         kinds: dict[tuple[str, str], list[logging.LogRecord]] = {}
         for record in hold.records:
             kinds.setdefault((record.name, str(record.msg)), []).append(record)

@@ -20,7 +20,7 @@ def prost_mini(
     data: Path = typer.Option(PROSOCIAL_TRAIN, help="ProsocialDialog partial train.json (its tail is the dev)."),
     steps: int = typer.Option(500, help="Optimizer updates (batch 8; 3 to 6 s each on 2 idle threads)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate for the LoRA weights."),
-    rank: int = typer.Option(8, help="LoRA rank."),
+    rank: int = typer.Option(16, help="LoRA rank (alpha is twice the rank)."),
     decay: str = typer.Option("constant", help="Learning rate after warm-up: constant, or linear (down to 0 at the "
                               "last step)."),
     prosocial_weight: float = typer.Option(PROST_WEIGHTS["prosocial"], help="ProsocialDialog's weight in the "
@@ -36,7 +36,8 @@ def prost_mini(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = train_prost_mini(out, work_dir, data, steps=steps, resume=False if fresh else None, threads=threads,
-                            lr=lr, rank=rank, decay=decay, prosocial_weight=prosocial_weight, eval_every=eval_every)
+                            lr=lr, rank=rank, alpha=2 * rank, decay=decay, prosocial_weight=prosocial_weight,
+                            eval_every=eval_every)
     typer.echo(f"adapter written to {path}")
 
 

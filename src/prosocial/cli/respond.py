@@ -107,7 +107,8 @@ def respond(
                              "respond", "replies")
             run_input(input, output, partial(respond_rows, build), job, console)
             return
-        turn = build().respond([*context, text])
+        with held_warnings(console):
+            turn = build().respond([*context, text])
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:

@@ -29,6 +29,10 @@ class ResponseGenerator(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Greedy replies are the same batched as one at a time. False where batching may flip a near-tie between two
+    #: tokens (llama.cpp's CPU kernels round differently for different batch shapes); each reply still belongs to
+    #: its own context.
+    batch_invariant: ClassVar[bool] = True
 
     @abstractmethod
     def generate(

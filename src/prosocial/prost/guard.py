@@ -4,9 +4,10 @@ A 135M-parameter Prost-mini agrees with problematic contexts now and then ("I th
 ("You should not say that. You should not say that. …"), echoes the user, and asks "Why do you want to …?" even
 of good news. Retraining fixes some of that slowly; this guard fixes what it can at run time, for any generator:
 
-1. check each reply (`reply_problem`): the checks are auditable rules, not a classifier, because they sit under
-   the agent on every turn (microseconds, no model) and their precision was measured on human-labelled replies
-   (`scripts/judge_condone.py`, ToxiChat and DiaSafety; numbers in the Prost-mini model card);
+1. check each reply (`reply_problem`): auditable rules (microseconds, no model; their precision was measured on
+   human-labelled replies: `scripts/judge_condone.py`, ToxiChat and DiaSafety; numbers in the Prost-mini model
+   card), and, where a `judge` is given (the agent gives the learned `prost.agreement` judge), its verdict on
+   agreement, which catches the wordings the rules do not know;
 2. repair a loop by keeping each sentence once (`repair`): the reply is usually fine before it starts repeating;
 3. otherwise resample the failing replies with other seeds (generators that can sample: `Resampler`);
 4. and if every draw fails, fall back to a fixed reply in the paper's receptiveness style (§2.2): ask first, then
@@ -184,10 +185,11 @@ def _stem(word: str) -> str:
     return word[:5]
 
 
-def endorses_act(user: str, reply: str) -> bool:
+def endorses_act(user_turns: Sequence[str], reply: str) -> bool:
     """A "(I think) you should X" where X is the user's own act: at least three content words, at least 3 in 4 of
-    them from the user's turn ("I think you should use a pillow on someone who can't fight back")."""
-    said = {_stem(w) for w in _words(user) if w not in _STOPWORDS}
+    them from the user's turns ("I think you should use a pillow on someone who can't fight back"). All the
+    user's turns count: on a later turn the act was usually named in the first ("You should read her diary")."""
+    said = {_stem(w) for turn in user_turns for w in _words(turn) if w not in _STOPWORDS}
     for sentence in _sentences(_norm(reply)):
         match = _SHOULD.match(sentence.rstrip(".!? "))
         if not match or re.match(r"(not|never|stop|avoid|try not|refrain)\b", match["act"]):
@@ -205,7 +207,7 @@ def condones(context: Sequence[str], reply: str) -> bool:
     return bool(
         _AGREE_OPENING.match(text)
         or any(_ENDORSE.search(s) or _FINE.match(s) for s in statements)
-        or endorses_act(context[-1], reply)
+        or endorses_act(context[-1::-2], reply)  # the user's turns: the context ends on one
     )
 
 

@@ -56,7 +56,7 @@ ADAPTER_FILE = "prost-mini-lora.gguf"
 SETTINGS_FILE = "prost-mini.json"
 PROSOCIAL_TRAIN = Path("/work/shared/data/prosocial_dialog_partial/train.json")
 MAX_TURNS = 3
-TOP_LAYERS = 8
+TOP_LAYERS = 16
 LORA_MODULES = ("self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 #: peft module name -> llama.cpp tensor name (LLaMA architecture).
 GGUF_NAMES = {
@@ -88,9 +88,9 @@ RESAMPLE_TOP_P = 0.95
 #: later turns (dev dialogues of DailyDialog, EmpatheticDialogues, BlendedSkillTalk): the value with the best dev
 #: F1 among those that give a rule to at most 5% of the casual turns (the bound used for `rot_bias`); the model
 #: card has the sweep.
-FEEDBACK_ROT = 0.15
-#: The detector that keeps feedback turns off casual chat: the adapter's own signal alone gave a rule to 5.2% of
-#: casual later turns at 0.25; with Canary-mini's casual verdict on top, 3.4% at 0.15, with more dev F1.
+FEEDBACK_ROT = 0.1
+#: The detector that keeps feedback turns off casual chat: the adapter's own signal alone gives a rule to 6% of
+#: casual later turns at 0.1; with Canary-mini's casual verdict on top, 0.9%.
 FEEDBACK_GATE = "canary-mini"
 #: Sampling for minimum-Bayes-risk decoding (`ProstMini(candidates=N)`), as measured in the model card.
 MBR_TEMPERATURE = 0.8
@@ -269,8 +269,8 @@ def train_adapter(
     warmup: int = 3,
     decay: str = "constant",
     prosocial_weight: float = PROST_WEIGHTS["prosocial"],
-    rank: int = 8,
-    alpha: int = 16,
+    rank: int = 16,
+    alpha: int = 32,
     top_layers: int = TOP_LAYERS,
     eval_every: int = 10,
     max_source_len: int = 128,
@@ -398,7 +398,8 @@ def train_prost_mini(
 
 @register_generator("prost-mini")
 class ProstMini(ResponseGenerator):
-    """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply.
+    """Prost-mini through llama.cpp: greedy by default, so a context always gets the same reply (in a batch, a
+    near-tie can flip: `batch_invariant`).
 
     With `candidates` > 1 it decodes by minimum Bayes risk instead: that many replies are sampled (seeded, at
     `MBR_TEMPERATURE`) and the one the others agree with most (unigram F1, `scoring.consensus`) is kept, with the
@@ -419,6 +420,8 @@ class ProstMini(ResponseGenerator):
     (Response-only); `rot_bias` makes it state one more often. Contexts longer than `max_prompt_chars` lose their
     oldest turns.
     """
+
+    batch_invariant = False  # llama.cpp, see `ResponseGenerator.batch_invariant`
 
     def __init__(
         self,

@@ -7,8 +7,10 @@ help. §3 also observes that needs-intervention situations do not de-escalate, s
 hand-over mode until it is explicitly reset (e.g. by the human who took over).
 
 Every generated reply passes `prost.guard.ReplyGuard` (on by default): it must not be empty, loop, echo or agree
-with what the user said, and on a casual turn it must not question the user's motive; a failing reply is
-repaired, resampled, or replaced by an ask-first reply stating Canary's RoT. A turn counts as casual for the guard
+with what the user said (the guard's rules and the learned agreement judge, `prost.agreement`: the rules alone let
+7% of Prost-mini v3's replies to problematic turns through that the judge calls agreeing), and on a casual turn it
+must not question the user's motive; a failing reply is repaired, resampled, or replaced by an ask-first reply
+stating Canary's RoT. A turn counts as casual for the guard
 only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many problematic turns casual at lower
 scores (v2, shipped when this was measured, on 200 problematic ProsocialDialog contexts: 140 casual verdicts,
 median casual score 0.80; "I think I'll drive home after these eight beers." at 0.89; v4 still 0.88), and there
@@ -29,6 +31,7 @@ import httpx
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.context import check_context
 from prosocial.data.labels import Coarse, SafetyLabel
+from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.base import Reply, ResponseGenerator
 from prosocial.prost.guard import ReplyGuard, Route
 
@@ -131,8 +134,9 @@ class ProsocialAgent:
 
     `escalation` is a handler, a webhook URL, or a sequence of them; handlers run once, on the turn a
     conversation enters hand-over mode. A failing handler is logged and skipped: the user still gets the
-    hand-over reply. `guard` checks every generated reply (True: a default `ReplyGuard`; False: none); its `stats`
-    count how often each check and each path fired.
+    hand-over reply. `guard` checks every generated reply (True: a `ReplyGuard` with the shipped agreement judge,
+    whose encoder loads on the first reply; False: none); its `stats` count how often each check and each path
+    fired.
     """
 
     def __init__(
@@ -156,12 +160,14 @@ class ProsocialAgent:
         self.handlers: list[EscalationHandler] = [
             WebhookEscalation(h, timeout=webhook_timeout) if isinstance(h, str) else h for h in items
         ]
-        self.guard = ReplyGuard() if guard is True else guard or None
+        self.guard = ReplyGuard(judge=AgreementJudge.load()) if guard is True else guard or None
 
     def warm_up(self) -> None:
         """Load the models now, not on the first message (they load on first use): for interactive sessions."""
         self.detector.predict([["hello"]])
         self.generator.generate([["hello"]])
+        if self.guard is not None and self.guard.judge is not None:
+            self.guard.judge.agrees(["hello"], ["hi"])
 
     def respond(self, context: Sequence[str], conversation_id: str | None = None) -> AgentTurn:
         """One stateless context (utterances, oldest first; the last is the user's)."""
