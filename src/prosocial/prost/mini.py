@@ -37,6 +37,7 @@ from prosocial.data.context import build_context, check_context, clip_context
 from prosocial.data.mixture import PROST_WEIGHTS
 from prosocial.data.silver_rots import norm_sentence
 from prosocial.errors import DataError, ModelError
+from prosocial.io import write_json
 from prosocial.lm.base import default_smollm2_gguf
 from prosocial.lm.llamacpp import LlamaCppLM
 from prosocial.lm.prompts import HEADER, RESPONSE_TAG
@@ -388,7 +389,7 @@ def train_prost_mini(
               "prosocial_rows_with_silver_rot": silver,
               "steps": run.steps, "dev_history": run.history, "train_seconds_this_run": time.monotonic() - started,
               "sources": {n: len(p) for n, p in sources.items()}, "dev_rows": len(dev), "train_settings": settings}
-    (out_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out_dir / SETTINGS_FILE, record)
     write_backend(out_dir, ProstMini.name)
     return adapter
 
