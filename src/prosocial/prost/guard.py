@@ -369,4 +369,12 @@ class ReplyGuard:
         return text, problem
 
     def _judge(self, turns: list[str], replies: list[str]) -> list[bool]:
-        return self.judge.agrees(turns, replies) if self.judge is not None else [False] * len(replies)
+        """The judge's verdict on each reply that states something: a reply of questions only asks back, it does not
+        agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only."""
+        verdicts = [False] * len(replies)
+        todo = [i for i, r in enumerate(replies) if not all(s.endswith("?") for s in _sentences(r))]
+        if self.judge is not None and todo:
+            for i, agrees in zip(todo, self.judge.agrees([turns[i] for i in todo], [replies[i] for i in todo]),
+                                 strict=True):
+                verdicts[i] = agrees
+        return verdicts
