@@ -69,6 +69,7 @@ def demo(
 
     from prosocial.canary import load_detector
     from prosocial.cli.data import stats
+    from prosocial.cli.logs import held_warnings
     from prosocial.prost import load_generator
     from prosocial.resources import PAPER_TABLES
     from prosocial.steer import ProsocialAgent
@@ -78,7 +79,9 @@ def demo(
     table = Table(title="The prosocial agent on the offline defaults (Canary-mini + Prost-mini)", show_lines=True)
     for column in ("user", "safety label", "rules-of-thumb", "reply"):
         table.add_column(column, overflow="fold")
-    for context, turn in zip(DEMO_INPUTS, agent.respond_batch(DEMO_INPUTS), strict=True):
+    with held_warnings(Console(stderr=True)):
+        turns = agent.respond_batch(DEMO_INPUTS)
+    for context, turn in zip(DEMO_INPUTS, turns, strict=True):
         table.add_row(context[-1], turn.safety_label.value, "\n".join(turn.rots), turn.response)
     Console(width=160).print(table)
 
