@@ -154,3 +154,16 @@ def test_with_the_real_keyword_detector(spy: RecordingLM) -> None:
                                                                    plain_prompt([HELLO])]
     with pytest.raises(ValueError, match="empty"):
         agent.respond(["   "])
+
+
+def test_a_generator_whose_feedback_gate_names_the_detector_shares_it() -> None:
+    from prosocial.canary.baselines import KeywordDetector
+    from prosocial.prost.canned import CannedGenerator
+
+    detector = KeywordDetector()
+    gated, other = CannedGenerator(), CannedGenerator()
+    gated.feedback_gate, other.feedback_gate = "keywords", "canary-mini"
+    ProsocialAgent(detector, gated)
+    ProsocialAgent(detector, other)
+    assert gated.feedback_gate is detector, "one detector serves the verdicts and the gate"
+    assert other.feedback_gate == "canary-mini", "a gate naming another backend is left alone"

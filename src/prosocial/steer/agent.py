@@ -136,7 +136,8 @@ class ProsocialAgent:
     conversation enters hand-over mode. A failing handler is logged and skipped: the user still gets the
     hand-over reply. `guard` checks every generated reply (True: a `ReplyGuard` with the shipped agreement judge,
     whose encoder loads on the first reply; False: none); its `stats` count how often each check and each path
-    fired.
+    fired. A generator whose `feedback_gate` names the detector's backend (Prost-mini's "canary-mini") is given
+    the detector itself, so one copy serves both.
     """
 
     def __init__(
@@ -161,6 +162,8 @@ class ProsocialAgent:
             WebhookEscalation(h, timeout=webhook_timeout) if isinstance(h, str) else h for h in items
         ]
         self.guard = ReplyGuard(judge=AgreementJudge.load()) if guard is True else guard or None
+        if getattr(generator, "feedback_gate", None) == detector.name:  # Prost-mini's gate names this detector:
+            generator.feedback_gate = detector  # share it instead of loading a second copy on the first feedback turn
 
     def warm_up(self) -> None:
         """Load the models now, not on the first message (they load on first use): for interactive sessions."""
