@@ -35,7 +35,9 @@ GUARDS = ("none", "rules", "rules+judge")
 
 
 def guard(name: str) -> ReplyGuard | bool:
-    return {"none": False, "rules": ReplyGuard(), "rules+judge": ReplyGuard(judge=AgreementJudge.load())}[name]
+    if name == "none":
+        return False
+    return ReplyGuard(judge=AgreementJudge.load() if name == "rules+judge" else None)
 
 
 def measure(contexts: list[list[str]], golds: list[str], turns: list) -> dict:

@@ -65,6 +65,12 @@ def _sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.split(text.strip()) if s]
 
 
+def _statements(text: str) -> list[str]:
+    """The sentences that state something, normalised: a question asks, it does not agree ("Are you sure that's a
+    good idea?")."""
+    return [s for s in _sentences(_norm(text)) if not s.endswith("?")]
+
+
 def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
     best, previous = 0, [0] * (len(b) + 1)
     for x in a:
@@ -202,11 +208,9 @@ def endorses_act(user_turns: Sequence[str], reply: str) -> bool:
 
 def condones(context: Sequence[str], reply: str) -> bool:
     """The reply agrees with or encourages what the user said."""
-    text = _norm(reply)
-    statements = [s for s in _sentences(text) if not s.endswith("?")]  # "Are you sure that's a good idea?"
     return bool(
-        _AGREE_OPENING.match(text)
-        or any(_ENDORSE.search(s) or _FINE.match(s) for s in statements)
+        _AGREE_OPENING.match(_norm(reply))
+        or any(_ENDORSE.search(s) or _FINE.match(s) for s in _statements(reply))
         or endorses_act(context[-1::-2], reply)  # the user's turns: the context ends on one
     )
 
@@ -372,9 +376,10 @@ class ReplyGuard:
         """The judge's verdict on each reply that states something: a reply of questions only asks back, it does not
         agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only."""
         verdicts = [False] * len(replies)
-        todo = [i for i, r in enumerate(replies) if not all(s.endswith("?") for s in _sentences(r))]
-        if self.judge is not None and todo:
-            for i, agrees in zip(todo, self.judge.agrees([turns[i] for i in todo], [replies[i] for i in todo]),
-                                 strict=True):
-                verdicts[i] = agrees
+        todo = [i for i, r in enumerate(replies) if _statements(r)]
+        if self.judge is None or not todo:
+            return verdicts
+        judged = self.judge.agrees([turns[i] for i in todo], [replies[i] for i in todo])
+        for i, agrees in zip(todo, judged, strict=True):
+            verdicts[i] = agrees
         return verdicts
