@@ -282,15 +282,12 @@ class _Service:
         self.ready = True
 
     def _build_agent(self) -> ProsocialAgent:
-        """The agent on the configured generator, its models loaded; its hand-over events go through our notifier,
-        not its own."""
+        """The agent on the configured generator; its hand-over events go through our notifier, not its own."""
         from prosocial.prost.base import load_generator
 
         s = self.settings
         generator = load_generator(s.generator, **s.generator_settings)
-        agent = ProsocialAgent(self.detector, generator, handover=s.escalation_reply)
-        agent.warm_up()  # ready means the first /v1/respond does not wait for weights (generator, reply judge)
-        return agent
+        return ProsocialAgent(self.detector, generator, handover=s.escalation_reply)
 
     async def stop(self) -> None:
         if self._warmup is not None and not self._warmup.done():
