@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prosocial.canary import load_detector
+from prosocial.canary import SafetyDetector, Verdict, load_detector
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.lm.base import load_lm
 from prosocial.lm.prompts import plain_prompt, rot_prompt
@@ -35,6 +35,16 @@ def detector() -> CrisisDetector:
     return CrisisDetector()
 
 
+class FixedDetector(SafetyDetector):
+    """Gives its verdicts in order, one per context."""
+
+    def __init__(self, verdicts: list[Verdict]):
+        self.verdicts = verdicts
+
+    def predict(self, contexts, with_rots: bool = True) -> list[Verdict]:
+        return self.verdicts[: len(contexts)]
+
+
 def make_agent(detector, spy: RecordingLM, **options) -> ProsocialAgent:
     return ProsocialAgent(detector, SteeredGenerator(spy, max_new_tokens=4), **options)
 
@@ -58,11 +68,29 @@ def test_intervention_hands_over_without_calling_the_generator(detector: CrisisD
     turn = make_agent(detector, spy, escalation=events.append).respond([CRISIS], conversation_id="c-1")
     assert spy.calls == []
     assert turn.response == HANDOVER_REPLY and turn.escalated
-    assert "911" in turn.response and "988" in turn.response
+    assert "local emergency number" in turn.response and "crisis line" in turn.response
     assert turn.safety_label is SafetyLabel.NEEDS_INTERVENTION and turn.rots == ["You should get help."]
     (event,) = events
     assert (event.conversation_id, event.context) == ("c-1", [CRISIS])
     assert event.verdict.coarse is Coarse.NEEDS_INTERVENTION
+
+
+def test_the_hand_over_fits_the_danger_and_the_region(spy: RecordingLM) -> None:
+    poisoned = Verdict(SafetyLabel.NEEDS_INTERVENTION, danger="poisoning")
+    abuse = Verdict(SafetyLabel.NEEDS_INTERVENTION, danger="violence")
+    unsure = Verdict(SafetyLabel.NEEDS_CAUTION, danger="medical")
+    act = Verdict(SafetyLabel.NEEDS_CAUTION, danger="impaired_driving")
+    detector = FixedDetector([poisoned, abuse, unsure, act])
+    turns = make_agent(detector, spy, region="us").respond_batch([["a"], ["b"], ["c"], ["d"]])
+    assert "Poison Control at 1-800-222-1222" in turns[0].response and turns[0].escalated
+    assert "Domestic Violence Hotline" in turns[1].response and "988" not in turns[1].response
+    assert not turns[2].escalated and "911" in turns[2].response  # an unsure emergency: whom to call, no hand-over
+    assert "Please don't." in turns[3].response and "taxi" in turns[3].response and turns[3].guard == "warning"
+    assert spy.calls == [] and [t.danger for t in turns] == ["poisoning", "violence", "medical", "impaired_driving"]
+    international = make_agent(detector, spy).respond_batch([["a"]])[0].response
+    assert "local poison control centre" in international and "1-800" not in international
+    with pytest.raises(ValueError, match="unknown region 'mars'"):
+        make_agent(detector, spy, region="mars")
 
 
 def test_the_hand_over_text_is_configurable(detector: CrisisDetector, spy: RecordingLM) -> None:

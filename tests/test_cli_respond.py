@@ -87,7 +87,8 @@ def test_chat_shows_labels_escalates_and_resets(steered: list[str]) -> None:
     lines = ["hello there", "I want to pull the fire alarm as a prank", "I want to kill myself", "how are you?",
              "/reset", "hello again", "/quit", "never read"]
     with WebhookServer().running() as server:
-        result = runner.invoke(app, ["chat", *steered, "--detector", "test-crisis", "--webhook", server.url],
+        result = runner.invoke(app, ["chat", *steered, "--detector", "test-crisis", "--webhook", server.url,
+                                     "--region", "us"],
                                input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())

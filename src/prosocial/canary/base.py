@@ -18,13 +18,16 @@ from prosocial.registry import Registry
 
 @dataclass
 class Verdict:
-    """A detector's judgement of one context: the five-level label, a score per label, RoTs, and the id of the
-    user norm that decided it, if one did (`prosocial.canary.norms`)."""
+    """A detector's judgement of one context: the five-level label, a score per label, RoTs, the id of the
+    user norm that decided it, if one did (`prosocial.canary.norms`), and the danger category of the taxonomy
+    (`prosocial.data.danger`) it describes, if any: it picks the hand-over (poison control, not a crisis line, for a
+    poisoning) and the warning for a dangerous act."""
 
     safety_label: SafetyLabel
     scores: dict[str, float] = field(default_factory=dict)
     rots: list[str] = field(default_factory=list)
     norm: str | None = None
+    danger: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -37,6 +40,7 @@ class Verdict:
             "scores": {k: round(v, 6) for k, v in self.scores.items()},
             "rots": list(self.rots),
             "norm": self.norm,
+            "danger": self.danger,
         }
 
 

@@ -51,13 +51,15 @@ class CanaryCascade(SafetyDetector):
         if not contexts:
             return []
         strong = self._strong
-        probs = self._fast.probabilities(contexts)
-        labels = decide(probs, self._fast.config)
+        probs, features = self._fast.outputs(contexts)
         unsure = np.flatnonzero(np.abs(caution_share(probs) - self._fast.config.casual_threshold) < self.band)
+        mixed = probs.copy()
         if len(unsure):
-            probs[unsure] = strong.probabilities([contexts[i] for i in unsure])
-            for i, label in zip(unsure, decide(probs[unsure], strong.config), strict=True):
+            mixed[unsure] = strong.probabilities([contexts[i] for i in unsure])
+        labels, categories = self._fast.decide(probs, features)  # the fast model's danger head reads every context
+        for i, label in zip(unsure, decide(mixed[unsure], strong.config), strict=True):
+            if categories[i] is None:  # a danger reading stands; the strong model settles the rest
                 labels[i] = label
         self.sent += len(unsure)
         self.seen += len(contexts)
-        return self._fast.verdicts(contexts, probs, labels, with_rots)
+        return self._fast.verdicts(contexts, mixed, labels, with_rots, categories)

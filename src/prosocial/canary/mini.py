@@ -102,14 +102,20 @@ class MiniClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size * (1 + (pooling == "mean+last")), len(COARSE_LABELS))
 
-    def forward(
+    def pool(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """The pooled features the head reads (and the danger head, `prosocial.canary.danger`, beside it)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = _masked_mean(hidden, attention_mask)
         if self.pooling == "mean+last":
             pooled = torch.cat([pooled, _masked_mean(hidden, attention_mask if last_mask is None else last_mask)], -1)
-        return self.head(self.dropout(pooled))
+        return pooled
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(input_ids, attention_mask, last_mask)))
 
 
 def context_texts(contexts: Sequence[Sequence[str]], max_turns: int) -> list[str]:
@@ -233,15 +239,31 @@ def batched_logits(
     progress: bool = False,
 ) -> np.ndarray:
     """Logits for many encoded texts, rows in input order (see `run_batches`)."""
-    out = np.zeros((len(encoded), len(COARSE_LABELS)), dtype=np.float32)
+    return batched_outputs(model, encoded, pad, batch_size, workers, progress)[0]
+
+
+def batched_outputs(
+    model: MiniClassifier,
+    encoded: Encoded,
+    pad: int,
+    batch_size: int,
+    workers: int = 1,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and pooled features for many encoded texts, rows in input order (see `run_batches`): one encoder
+    pass feeds both the safety head and the danger head."""
+    logits = np.zeros((len(encoded), len(COARSE_LABELS)), dtype=np.float32)
+    features = np.zeros((len(encoded), model.head.in_features), dtype=np.float32)
     model.eval()
 
     def classify(rows: list[int]) -> None:
         with torch.inference_mode():
-            out[rows] = model(*pad_batch(encoded, rows, pad)).float().numpy()
+            pooled = model.pool(*pad_batch(encoded, rows, pad))
+            logits[rows] = model.head(pooled).float().numpy()
+            features[rows] = pooled.float().numpy()
 
     run_batches([len(ids) for ids in encoded.ids], batch_size, workers, classify, progress)
-    return out
+    return logits, features
 
 
 class Int8Linear(nn.Module):
@@ -351,6 +373,7 @@ class CanaryMini(SafetyDetector):
         num_threads: int | None = None,
         rots_per_context: int | None = None,
         rot_min_similarity: float | None = None,
+        danger: bool = True,
     ):
         self.model_dir = model_dir
         self.batch_size = batch_size
@@ -358,6 +381,7 @@ class CanaryMini(SafetyDetector):
         self.num_threads = num_threads
         self.rots_per_context = rots_per_context
         self.rot_min_similarity = rot_min_similarity
+        self.danger = danger
 
     @cached_property
     def config(self) -> MiniConfig:
@@ -391,8 +415,16 @@ class CanaryMini(SafetyDetector):
             bank.min_similarity = self.rot_min_similarity
         return bank
 
-    def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
-        """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
+    @cached_property
+    def _danger(self):
+        """The folder's danger head (`prosocial.canary.danger`), or None: switched off, or a folder without one."""
+        from prosocial.canary.danger import DangerHead
+
+        return DangerHead.load(self.model_dir) if self.danger else None
+
+    def outputs(self, contexts: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated coarse probabilities (casual, caution, intervention) and the pooled features, one row per
+        context."""
         config = self.config
         encoded = encode_contexts(self._tokenizer, contexts, config)
         if encoded.cut:
@@ -401,25 +433,54 @@ class CanaryMini(SafetyDetector):
                 encoded.cut,
                 config.max_length,
             )
-        logits = batched_logits(self._model, encoded, self._tokenizer.pad_token_id, self.batch_size, self._workers)
-        return softmax(logits, config.temperature)
+        logits, features = batched_outputs(
+            self._model, encoded, self._tokenizer.pad_token_id, self.batch_size, self._workers
+        )
+        return softmax(logits, config.temperature), features
+
+    def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
+        """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
+        return self.outputs(contexts)[0]
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not contexts:
             return []
-        probs = self.probabilities(contexts)
-        return self.verdicts(contexts, probs, decide(probs, self.config), with_rots)
+        probs, features = self.outputs(contexts)
+        labels, categories = self.decide(probs, features)
+        return self.verdicts(contexts, probs, labels, with_rots, categories)
+
+    def decide(
+        self, probs: np.ndarray, features: np.ndarray | None
+    ) -> tuple[list[SafetyLabel], list[str | None]]:
+        """Labels from calibrated probabilities, then the danger head's reading where the folder has one."""
+        labels = decide(probs, self.config)
+        head = self._danger
+        if head is None or features is None:
+            return labels, [None] * len(labels)
+        no_intervention = probs.copy()
+        no_intervention[:, 2] = 0.0
+        fallback = decide(no_intervention, self.config)
+        return head.apply(labels, head.read(head.probabilities(features)), fallback)
 
     def verdicts(
-        self, contexts: Sequence[Sequence[str]], probs: np.ndarray, labels: Sequence[SafetyLabel], with_rots: bool
+        self,
+        contexts: Sequence[Sequence[str]],
+        probs: np.ndarray,
+        labels: Sequence[SafetyLabel],
+        with_rots: bool,
+        categories: Sequence[str | None] | None = None,
     ) -> list[Verdict]:
         """Verdicts from decided probabilities, with this model's RoTs for the flagged contexts (a cascade decides
-        some contexts with another model and still answers with this one's RoT bank)."""
+        some contexts with another model and still answers with this one's RoT bank). A danger category's safety
+        rule comes first among the RoTs."""
+        from prosocial.data.danger import BY_NAME
+
         scores = five_way_scores(probs)
         names = [label.value for label in SafetyLabel]
+        categories = categories or [None] * len(labels)
         verdicts = [
-            Verdict(label, dict(zip(names, map(float, row), strict=True)))
-            for label, row in zip(labels, scores, strict=True)
+            Verdict(label, dict(zip(names, map(float, row), strict=True)), danger=category)
+            for label, row, category in zip(labels, scores, categories, strict=True)
         ]
         if with_rots:
             flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
@@ -428,4 +489,8 @@ class CanaryMini(SafetyDetector):
                 found = self._bank.search([list(contexts[i]) for i in flagged], k=k)
                 for i, rots in zip(flagged, found, strict=True):
                     verdicts[i].rots = rots
+            for verdict in verdicts:
+                if verdict.danger and not verdict.safety_label.is_casual:
+                    rule = BY_NAME[verdict.danger].rot
+                    verdict.rots = [rule, *(r for r in verdict.rots if r != rule)]
         return verdicts

@@ -33,6 +33,7 @@ from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
 from prosocial.jobs.corpus import respond_rows
 from prosocial.prost import load_generator
+from prosocial.data.danger import check_region
 from prosocial.steer import Conversation, ProsocialAgent
 from prosocial.steer.agent import AgentTurn
 from prosocial.steer.steered import PROMPT_STYLES
@@ -48,6 +49,8 @@ DETECTOR = typer.Option("canary-mini", "--detector", "-d", help="Detector backen
 DETECTOR_MODEL = typer.Option(None, "--detector-model", help="Detector model directory (default: the packaged one).")
 WEBHOOK = typer.Option(None, "--webhook", help="URL to POST a JSON event to when a conversation needs a human.")
 NORMS = typer.Option([], "--norms", help=NORMS_HELP)
+REGION = typer.Option("international", "--region", help="Whose emergency, poison-control, abuse and crisis numbers "
+                      "the hand-over names: international (\"your local emergency number\"), us, uk, eu, au, ca.")
 
 
 def build_agent(
@@ -59,6 +62,7 @@ def build_agent(
     detector_model: Path | None,
     webhook: str | None,
     norms: list[Path],
+    region: str = "international",
 ) -> ProsocialAgent:
     """The agent from command-line choices; only settings the user gave are passed, so defaults stay the backends'."""
     if backend == "steered":
@@ -73,7 +77,11 @@ def build_agent(
         settings["model"] = model
     generator = load_generator(backend, **settings)
     safety = load_detector(detector, norms=norms, **({"model_dir": detector_model} if detector_model else {}))
-    return ProsocialAgent(safety, generator, escalation=webhook)
+    try:
+        check_region(region)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--region") from None
+    return ProsocialAgent(safety, generator, escalation=webhook, region=region)
 
 
 def respond(
@@ -89,6 +97,7 @@ def respond(
     detector: str = DETECTOR,
     detector_model: Path | None = DETECTOR_MODEL,
     webhook: str | None = WEBHOOK,
+    region: str = REGION,
     norms: list[Path] = NORMS,
     batch_size: int = typer.Option(16, min=1, help="Contexts per batch."),
     engine: str = ENGINE,
@@ -100,7 +109,7 @@ def respond(
 ) -> None:
     """Answer prosocially: judge safety, ground the reply in rules-of-thumb, hand over to a human if needed."""
     check_input_output(text, input, output, "the reply to one TEXT", "respond to")
-    build = partial(build_agent, backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
+    build = partial(build_agent, backend, model, lm, prompt_style, detector, detector_model, webhook, norms, region)
     try:
         if input is not None:
             job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid,
@@ -137,6 +146,7 @@ def chat(
     detector: str = DETECTOR,
     detector_model: Path | None = DETECTOR_MODEL,
     webhook: str | None = WEBHOOK,
+    region: str = REGION,
     norms: list[Path] = NORMS,
 ) -> None:
     """Chat with the prosocial agent in the terminal; each reply shows its safety label and RoTs. /reset, /quit.
@@ -146,7 +156,7 @@ def chat(
     with held_warnings(console):
         try:
             with console.status("loading the models…"):
-                agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook, norms)
+                agent = build_agent(backend, model, lm, prompt_style, detector, detector_model, webhook, norms, region)
                 agent.warm_up()
         except (ModelError, ValueError, OSError) as exc:
             fail(console, exc)

@@ -261,10 +261,11 @@ class DiaSafety(Adapter):
             if context in held_out:
                 continue
             category = _get(row, "category", path, line)
+            _lookup(mapping.DIASAFETY_LABELS, category, path, line, "category")  # an unknown category is an error
             yield Example(
                 context=[context],
                 response=_optional_text(row, "response", path, line),
-                safety_label=_lookup(mapping.DIASAFETY_LABELS, category, path, line, "category"),
+                safety_label=mapping.diasafety_label(category, context),
                 source=self.name,
                 id=f"{self.name}/{stem}/{index}",
                 meta={"category": category, "response_label": _get(row, "label", path, line)},

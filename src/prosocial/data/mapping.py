@@ -16,12 +16,20 @@ toxichat          chatbot replies' labels         meta only             they jud
 diasafety         ``category`` Risk Ignorance     needs intervention    self-harm, suicide, addiction;
                                                                         A.4 lists "self-harm/suicide" as
                                                                         intervention
-diasafety         Unauthorized Expertise          needs intervention    all 844 distinct contexts are
-                                                                        medical questions (COVID symptoms,
-                                                                        medication, asthma; none legal);
-                                                                        §2.3 and A.4 put "medical or health
-                                                                        issues" under intervention (a
-                                                                        human, e.g. a doctor, must answer)
+diasafety         Unauthorized Expertise          casual                people asking for medical advice
+                  (no medical red flag)                                 (COVID symptoms, medication,
+                                                                        asthma). Asking is not an
+                                                                        emergency: needs intervention is
+                                                                        for someone's safety or life at
+                                                                        risk now (§2.3, A.4). Until v4 this
+                                                                        row was needs intervention, and the
+                                                                        model sent basil-care and flu-shot
+                                                                        questions to a crisis line
+diasafety         Unauthorized Expertise with a   needs intervention    the context describes a red flag
+                  medical red flag                                      (`MEDICAL_RED_FLAG`: trouble
+                  (`MEDICAL_RED_FLAG`)                                  breathing, chest pain, fainting,
+                                                                        coughing blood …): a doctor or
+                                                                        emergency services must step in
 diasafety         Toxicity Agreement              needs caution         invites agreeing with toxicity;
                                                                         noisy: only ~43% of its contexts
                                                                         hold an LDNOOBW word
@@ -91,13 +99,32 @@ TOXICHAT_LABELS: dict[str, SafetyLabel] = {
 
 DIASAFETY_LABELS: dict[str, SafetyLabel] = {
     "Risk Ignorance": SafetyLabel.NEEDS_INTERVENTION,
-    "Unauthorized Expertise": SafetyLabel.NEEDS_INTERVENTION,
+    "Unauthorized Expertise": SafetyLabel.CASUAL,  # unless the context has a MEDICAL_RED_FLAG (diasafety_label)
     "Toxicity Agreement": SafetyLabel.NEEDS_CAUTION,
     "Offending User": SafetyLabel.NEEDS_CAUTION,
     "Biased Opinion": SafetyLabel.NEEDS_CAUTION,
 }
 
 ETHICS_LABELS: dict[int, SafetyLabel] = {0: SafetyLabel.CASUAL, 1: SafetyLabel.NEEDS_CAUTION}
+
+#: Symptoms a person describes that call for a doctor or emergency services now, not for advice: the rule that
+#: lifts a DiaSafety Unauthorized Expertise context from casual to needs intervention.
+MEDICAL_RED_FLAG = re.compile(
+    r"\b(((trouble|difficulty|hard|struggling|can'?t|cannot|unable to) (to )?breath(e|ing))|short(ness)? of breath|"
+    r"chest (pain|tightness)|(pain|tightness) in (my|the|his|her) chest|"
+    r"cough(ing|ed)? (up )?blood|fainted|passed out|unconscious|seizure|can'?t stay awake|"
+    r"lips? (are |is |turning )?(blue|grey|gray)|severe bleeding)",
+    re.IGNORECASE,
+)
+
+
+def diasafety_label(category: str, context: str) -> SafetyLabel | None:
+    """A DiaSafety context's label from its category (None for an unknown one); see the table above."""
+    label = DIASAFETY_LABELS.get(category)
+    if category == "Unauthorized Expertise" and MEDICAL_RED_FLAG.search(context):
+        return SafetyLabel.NEEDS_INTERVENTION
+    return label
+
 
 #: ConvAbuse severities K (column suffix of ``AnnotatorN_is_abuse.K``); below 0 is abuse.
 CONVABUSE_SEVERITIES: tuple[int, ...] = (1, 0, -1, -2, -3)

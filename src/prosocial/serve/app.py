@@ -49,12 +49,14 @@ from prosocial.serve.proxy import (
     upstream_failure,
 )
 from prosocial.serve.settings import ServeSettings
+from prosocial.data.danger import handover_for
 from prosocial.steer.agent import ProsocialAgent
 
 log = logging.getLogger(__name__)
 
 VERDICT_HEADER = "X-Prosocial-Safety-Label"
 COARSE_HEADER = "X-Prosocial-Coarse"
+DANGER_HEADER = "X-Prosocial-Danger"
 ACTION_HEADER = "X-Prosocial-Action"
 REQUEST_ID_HEADER = "X-Request-ID"
 #: every response: never cached (verdicts are per conversation), never content-sniffed
@@ -70,6 +72,9 @@ class VerdictOut(BaseModel):
     scores: dict[str, float] = Field(description="A score per label (detector-dependent).")
     rots: list[str] = Field(description="Rules-of-thumb for non-casual contexts (empty for detectors without).")
     norm: str | None = Field(None, description="The id of the user norm (`norms` setting) that decided the verdict.")
+    danger: str | None = Field(None, description="The danger category (self_harm, medical, poisoning, violence, "
+                               "threat_to_others, hazard, endangerment; dangerous acts: impaired_driving, "
+                               "chemical_mixing, unsafe_medicine, unsafe_childcare, risky_act), if any.")
 
 
 class SafetyResponse(BaseModel):
@@ -83,6 +88,7 @@ class RespondResponse(BaseModel):
     rots: list[str]
     escalated: bool = Field(description="True when the conversation was handed over to a person.")
     norm: str | None = Field(None, description="The id of the user norm that decided the verdict.")
+    danger: str | None = Field(None, description="The danger category that chose the hand-over or warning, if any.")
 
 
 class ErrorBody(BaseModel):
@@ -287,7 +293,7 @@ class _Service:
 
         s = self.settings
         generator = load_generator(s.generator, **s.generator_settings)
-        return ProsocialAgent(self.detector, generator, handover=s.escalation_reply)
+        return ProsocialAgent(self.detector, generator, handover=s.escalation_reply, region=s.region)
 
     async def stop(self) -> None:
         if self._warmup is not None and not self._warmup.done():
@@ -367,7 +373,10 @@ def _checked(context: list[str], where: str) -> list[str]:
 
 
 def _verdict_headers(verdict: Verdict, action: str) -> dict[str, str]:
-    return {VERDICT_HEADER: verdict.safety_label.value, COARSE_HEADER: verdict.coarse.value, ACTION_HEADER: action}
+    headers = {VERDICT_HEADER: verdict.safety_label.value, COARSE_HEADER: verdict.coarse.value, ACTION_HEADER: action}
+    if verdict.danger:
+        headers[DANGER_HEADER] = verdict.danger
+    return headers
 
 
 def create_app(
@@ -489,7 +498,7 @@ def create_app(
         out = RespondResponse(**{k: result[k] for k in RespondResponse.model_fields})
         service.metrics.verdicts.labels("/v1/respond", out.safety_label.value).inc()
         if out.escalated:
-            verdict = Verdict(out.safety_label, rots=out.rots)
+            verdict = Verdict(out.safety_label, rots=out.rots, danger=out.danger)
             service.escalate("/v1/respond", context, verdict)
         return out
 
@@ -512,12 +521,12 @@ def create_app(
         if verdict.coarse is Coarse.NEEDS_INTERVENTION:
             service.escalate("/v1/chat/completions", context, verdict)
             headers = _verdict_headers(verdict, "escalated")
+            reply = s.escalation_reply or handover_for(verdict.danger, s.region)
             if body.stream:
                 return StreamingResponse(
-                    escalation_stream(body.model, s.escalation_reply, verdict), media_type="text/event-stream",
-                    headers=headers,
+                    escalation_stream(body.model, reply, verdict), media_type="text/event-stream", headers=headers,
                 )
-            return JSONResponse(escalation_completion(body.model, s.escalation_reply, verdict), headers=headers)
+            return JSONResponse(escalation_completion(body.model, reply, verdict), headers=headers)
         if service.upstream is None:
             raise ProxyError(503, "no upstream LLM is configured (`upstream_url`)", "service_unavailable")
         raw = await request.body()

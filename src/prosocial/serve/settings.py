@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prosocial.errors import ModelError
-from prosocial.steer.agent import HANDOVER_REPLY
+from prosocial.data.danger import check_region
 
 ENV_PREFIX = "PROSOCIAL_"
 
@@ -51,9 +51,18 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(64, gt=0)
     batch_size: int = Field(32, gt=0)
     batch_wait_ms: float = Field(5.0, ge=0)
-    escalation_reply: str = HANDOVER_REPLY
+    #: one hand-over text for every emergency; unset, the text fits the danger category (poison control for a
+    #: poisoning, a crisis line for self-harm) with the contacts of `region`
+    escalation_reply: str | None = None
+    #: whose numbers the hand-over names (`prosocial.data.danger.HANDOVER_REGIONS`); an unknown one fails at start
+    region: str = "international"
     escalation_webhook: str | None = None
     shutdown_timeout: float = Field(30.0, ge=0)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        return check_region(value)
 
     @classmethod
     def load(

@@ -30,6 +30,7 @@ import httpx
 
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.context import check_context
+from prosocial.data.danger import caution_reply, check_region, handover_for
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.base import Reply, ResponseGenerator
@@ -39,12 +40,8 @@ log = logging.getLogger(__name__)
 
 #: The casual score from which a casual verdict is trusted by the reply guard (see the module docstring).
 SURE_CASUAL = 0.9
-HANDOVER_REPLY = (
-    "I'm worried about what you've shared, and this is something a real person should help with right now. "
-    "If you or someone else is in immediate danger, please call your local emergency number (911 in the US). "
-    "If you are thinking about harming yourself, you can call or text the 988 Suicide & Crisis Lifeline in the "
-    "US (988), or your local crisis line elsewhere. Please also reach out to someone you trust."
-)
+#: The hand-over for a verdict without a danger category, in the international wording (`data.danger`).
+HANDOVER_REPLY = handover_for(None)
 
 
 @dataclass
@@ -94,9 +91,12 @@ class AgentTurn:
     escalated: bool
     #: the user norm that decided the verdict, if one did
     norm: str | None = None
-    #: how the reply guard got the reply ("accepted", "repaired", "resampled", "fallback"); None when the turn was
-    #: handed over or the agent runs unguarded. Not in `to_dict`: the API's fields stay as they are.
-    guard: Route | None = None
+    #: how the reply guard got the reply ("accepted", "repaired", "resampled", "fallback"); "warning" for the
+    #: warning to a danger at caution level; None when the turn was handed over or the agent runs unguarded. Not in
+    #: `to_dict`: the API's fields stay as they are.
+    guard: Route | str | None = None
+    #: the danger category of the verdict (`prosocial.data.danger`), if any: it chose the hand-over or warning
+    danger: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -110,6 +110,7 @@ class AgentTurn:
             "rots": list(self.rots),
             "escalated": self.escalated,
             "norm": self.norm,
+            "danger": self.danger,
         }
 
 
@@ -138,6 +139,11 @@ class ProsocialAgent:
     whose encoder loads on the first reply; False: none); its `stats` count how often each check and each path
     fired. A generator whose `feedback_gate` names the detector's backend (Prost-mini's "canary-mini") is given
     the detector itself, so one copy serves both.
+
+    The hand-over reply fits the verdict's danger category (poison control for a poisoning, a domestic-violence
+    line for abuse, a crisis line for self-harm) with the contacts of `region` (`prosocial.data.danger`); a
+    `handover` text replaces them all. A danger at caution level (a dangerous act, an unsure emergency) gets a
+    warning with one safer step instead of a generated reply, which may ask "Why would you …?" or approve.
     """
 
     def __init__(
@@ -145,13 +151,15 @@ class ProsocialAgent:
         detector: SafetyDetector,
         generator: ResponseGenerator,
         escalation: EscalationHandler | str | Sequence[EscalationHandler | str] | None = None,
-        handover: str = HANDOVER_REPLY,
+        handover: str | None = None,
         webhook_timeout: float = 5.0,
         guard: ReplyGuard | bool = True,
+        region: str = "international",
     ):
         self.detector = detector
         self.generator = generator
         self.handover = handover
+        self.region = check_region(region)
         if escalation is None:
             items: Sequence[EscalationHandler | str] = []
         elif isinstance(escalation, str) or callable(escalation):
@@ -205,7 +213,9 @@ class ProsocialAgent:
         for context, cid, verdict, was, now in zip(contexts, ids, verdicts, escalated, handover, strict=True):
             if now and not was:
                 self._escalate(EscalationEvent(cid, context, verdict, datetime.now(UTC).isoformat()))
-        todo = [i for i, h in enumerate(handover) if not h]
+        warned = {i: caution_reply(v.danger, self.region) for i, v in enumerate(verdicts)
+                  if not handover[i] and v.danger and v.coarse is Coarse.NEEDS_CAUTION}
+        todo = [i for i, h in enumerate(handover) if not h and i not in warned]
         replies: dict[int, tuple[Reply, Route | None]] = {}
         if todo:
             grounding = [[] if verdicts[i].safety_label.is_casual else verdicts[i].rots for i in todo]
@@ -220,11 +230,17 @@ class ProsocialAgent:
         turns = []
         for i, verdict in enumerate(verdicts):
             if handover[i]:
-                turns.append(AgentTurn(self.handover, verdict.safety_label, list(verdict.rots), True, verdict.norm))
+                turns.append(AgentTurn(self.handover or handover_for(verdict.danger, self.region),
+                                       verdict.safety_label, list(verdict.rots), True, verdict.norm,
+                                       danger=verdict.danger))
+            elif i in warned:
+                turns.append(AgentTurn(warned[i], verdict.safety_label, list(verdict.rots), False, verdict.norm,
+                                       "warning", verdict.danger))
             else:
                 reply, route = replies[i]
                 rots = list(reply.rots or verdict.rots)
-                turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm, route))
+                turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm, route,
+                                       verdict.danger))
         return turns, verdicts
 
     @staticmethod
