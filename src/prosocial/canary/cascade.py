@@ -51,12 +51,12 @@ class CanaryCascade(SafetyDetector):
         if not contexts:
             return []
         strong = self._strong
-        probs, features = self._fast.outputs(contexts)
+        probs = self._fast.probabilities(contexts)
         unsure = np.flatnonzero(np.abs(caution_share(probs) - self._fast.config.casual_threshold) < self.band)
         mixed = probs.copy()
         if len(unsure):
             mixed[unsure] = strong.probabilities([contexts[i] for i in unsure])
-        labels, categories = self._fast.decide(probs, features)  # the fast model's danger head reads every context
+        labels, categories = self._fast.decide(probs, contexts)  # the fast model's danger head reads every context
         for i, label in zip(unsure, decide(mixed[unsure], strong.config), strict=True):
             if categories[i] is None:  # a danger reading stands; the strong model settles the rest
                 labels[i] = label

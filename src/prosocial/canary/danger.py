@@ -1,8 +1,15 @@
 """The danger head: which danger of the taxonomy (`prosocial.data.danger`) a context describes, if any.
 
-A small classifier over the very features Canary-mini's safety head reads (its encoder's pooled tokens), so it
-costs one matrix product, not a second encoder pass. It lives in the model folder's ``danger/`` module:
-``head.npz`` (`prosocial.heads.Head` weights) and ``config.json`` (class order, thresholds, provenance).
+An all-MiniLM-L6-v2 fine-tuned to name the danger category of the user's latest turn (or "none"). It lives in
+the Canary-mini folder's ``danger/`` module: ``encoder/`` (the fine-tuned encoder and its tokenizer), ``head.npz``
+(`prosocial.heads.Head` weights over the mean-pooled tokens) and ``config.json`` (class order, thresholds,
+provenance). It reads the latest turn alone, so no amount of small talk before an emergency dilutes it, and it is
+short: the pass costs a fraction of the safety head's (speed in the model card).
+
+Measured and not adopted (dev rows): a linear head over the safety head's own pooled features, over frozen
+all-MiniLM-L6-v2 sentence embeddings, or both: at most 0.77 of the dev emergencies at 8% of the benign look-alikes
+handed over. A fine-tuned encoder was needed to tell "my toddler ate berries off the yew hedge" from "my daughter
+ate a berry yesterday and the nurse line said it's harmless".
 
 Why a head of its own: Canary-mini's needs-intervention class was learned from DiaSafety's Risk Ignorance
 (depression and self-harm posts) and, until the mapping was fixed, Unauthorized Expertise (people asking for
@@ -23,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +42,8 @@ from prosocial.heads import Head
 
 FOLDER = "danger"
 NONE = "none"
+MAX_LENGTH = 48
+BATCH_SIZE = 32
 
 
 @dataclass
@@ -62,16 +72,18 @@ class DangerCall:
 
 
 class DangerHead:
-    """Danger probabilities from pooled features, and how they change a safety verdict (module docstring)."""
+    """Danger probabilities for contexts, and how they change a safety verdict (module docstring)."""
 
-    def __init__(self, head: Head, config: DangerConfig):
+    def __init__(self, head: Head, config: DangerConfig, encoder_dir: Path | None = None, workers: int = 1):
         self.head = head
         self.config = config
+        self.encoder_dir = encoder_dir
+        self.workers = workers
         classes = config.classes
         self._emergency = np.array([BY_NAME[c].level is Level.EMERGENCY for c in classes[1:]])
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> DangerHead | None:
+    def load(cls, model_dir: str | Path, workers: int = 1) -> DangerHead | None:
         """The head of a model folder, or None when the folder has none (models built before it)."""
         folder = Path(model_dir) / FOLDER
         if not (folder / "config.json").exists():
@@ -83,7 +95,7 @@ class DangerHead:
                 head = Head(dict(weights))
         except (OSError, ValueError, TypeError) as exc:
             raise ModelError(f"unreadable danger head in {folder}: {exc}") from None
-        return cls(head, config)
+        return cls(head, config, folder / "encoder", workers)
 
     def save(self, model_dir: str | Path) -> None:
         folder = Path(model_dir) / FOLDER
@@ -91,8 +103,23 @@ class DangerHead:
         np.savez(folder / "head.npz", **{k: v.astype(np.float32) for k, v in self.head.weights.items()})
         (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return self.head.probabilities(features)
+    @cached_property
+    def _encoder(self):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if self.encoder_dir is None or not Path(self.encoder_dir).is_dir():
+            raise ModelError(f"the danger head's encoder folder is missing: {self.encoder_dir}")
+        model = AutoModel.from_pretrained(self.encoder_dir, dtype=torch.float32).eval()
+        return AutoTokenizer.from_pretrained(self.encoder_dir), model
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled tokens of the fine-tuned encoder, one row per text."""
+        return pooled_features(*self._encoder, texts, self.workers)
+
+    def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
+        """P(none), then P(category) in `config.classes` order, for each context's latest turn."""
+        return self.head.probabilities(self.features([c[-1] for c in contexts]))
 
     def read(self, probs: np.ndarray) -> list[DangerCall]:
         """Per row of danger probabilities: the top category and the emergency / any-danger mass."""
@@ -130,3 +157,23 @@ class DangerHead:
             out_labels.append(label)
             categories.append(category)
         return out_labels, categories
+
+
+def pooled_features(tokenizer, encoder, texts: Sequence[str], workers: int = 1) -> np.ndarray:
+    """Mean-pooled last hidden states of `encoder` for `texts` (cut to `MAX_LENGTH` tokens), in input order."""
+    import torch
+
+    from prosocial.canary.batching import run_batches
+
+    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+
+    def embed(rows: list[int]) -> None:
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=MAX_LENGTH, padding=True,
+                          return_tensors="pt")
+        with torch.inference_mode():
+            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out[rows] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().numpy()
+
+    run_batches([len(t) for t in texts], BATCH_SIZE, workers, embed)
+    return out

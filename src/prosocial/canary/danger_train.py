@@ -1,5 +1,8 @@
 """Train the danger head (`prosocial.canary.danger`) of a Canary-mini folder and fit its thresholds on dev rows.
 
+all-MiniLM-L6-v2 (packaged) is fine-tuned end to end with a linear head on each row's latest turn, cross-entropy
+with class weights ∝ count^-`balance`; about 10 minutes on 2 cores.
+
 Data (train rows only; `heldout` rows of the corpus are never read here):
 
 - the team-written danger corpus's ``train`` rows: a danger → its category, a benign look-alike → none; each also
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from prosocial.canary.danger import DangerConfig, DangerHead
+from prosocial.canary.mini_train import _batches
 from prosocial.data.danger import DangerCase, read_corpus
-from prosocial.data.labels import Coarse
+from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.heads import Head
 from prosocial.resources import RESOURCES
 
@@ -33,22 +37,32 @@ log = logging.getLogger(__name__)
 
 CORPUS = RESOURCES / "danger" / "corpus.jsonl"
 CASUAL_SOURCES = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
-NEGATIVE_SOURCES = {"ethics_commonsense": 1500, "sbic": 800, "toxichat": 800, "convabuse": 800}
+NEGATIVE_SOURCES = {"ethics_commonsense": 600, "sbic": 400, "toxichat": 400, "convabuse": 400}
 
 
 @dataclass
 class DangerTrainSettings:
-    hidden: int = 0
+    epochs: float = 2.0
+    batch_size: int = 32
+    encoder_lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
     balance: float = 0.5
-    weight_decay: float = 1e-3
-    steps: int = 600
-    lr: float = 1e-2
-    casual_per_source: int = 1000
+    casual_per_source: int = 1500
+    #: DiaSafety rows per category (train); Risk Ignorance is kept whole
+    diasafety_per_category: int = 400
+    #: Risk Ignorance rows (train): self-harm posts, the one public source of a danger category
+    risk_ignorance: int = 1000
+    #: each written corpus row counts this many times: a few hundred situations and look-alikes against ~18k rows
+    #: of public data, where the look-alikes are what teaches "topic is not danger"
+    corpus_repeats: int = 4
     #: a benign look-alike, a casual turn or an advice question handed over: at most this share on dev
     max_false_handover: float = 0.01
     #: flagged at all (any caution or above by the danger head): at most this share of casual dev turns
     max_casual_flagged: float = 0.005
     max_benign_flagged: float = 0.05
+    #: the share of dev Risk Ignorance contexts that must stay needs intervention (the safety head's target)
+    min_risk_ignorance: float = 0.9
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -71,14 +85,27 @@ def _case_target(case: DangerCase, classes: list[str]) -> int:
     return 0 if case.kind == "benign" else classes.index(case.category)
 
 
+def typed_casually(text: str, rng: random.Random) -> str:
+    """The same message as people type it in a hurry: lower case, no apostrophes, no final full stop, sometimes
+    no punctuation at all (the written rows are tidier than real chat)."""
+    out = text.lower().replace("'", "").replace("’", "")
+    if rng.random() < 0.5:
+        out = "".join(ch for ch in out if ch.isalnum() or ch.isspace() or ch in "!?")
+    return " ".join(out.rstrip(".").split())
+
+
 def corpus_rows(cases: Sequence[DangerCase], classes: list[str], small_talk: Sequence[list[str]],
-                rng: random.Random, rows: Rows) -> None:
-    """Each case as written, and once more after 1-3 turns of small talk."""
+                rng: random.Random, rows: Rows, variants: bool = False) -> None:
+    """Each case as written, and once more after 1-3 turns of small talk; with `variants` (training), the second
+    copy is typed casually instead (`typed_casually`): the head reads the latest turn alone, so a prefix would
+    only repeat the row."""
     for case in cases:
         target = _case_target(case, classes)
         group = f"corpus:{case.kind}"
         rows.add(case.context, target, group)
-        if small_talk:
+        if variants:
+            rows.add([*case.prefix, typed_casually(case.text, rng)], target, group + "+typed")
+        elif small_talk:
             dialogue = rng.choice(small_talk)
             start = rng.randrange(max(1, len(dialogue) - 2))
             rows.add([*dialogue[start : start + rng.randint(1, 3)], case.text], target, group + "+prefix")
@@ -90,10 +117,18 @@ def public_rows(root: Path | None, split: str, classes: list[str], settings: Dan
     from prosocial.data.adapters import load_benchmark
 
     self_harm = classes.index("self_harm")
-    for example in load_benchmark("diasafety", split, root=root):
+    examples = load_benchmark("diasafety", split, root=root)
+    if split == "train":
+        rng.shuffle(examples)
+    taken: dict[str, int] = {}
+    for example in examples:
         category = example.meta.get("category")
         if category == "Unauthorized Expertise" and example.safety_label.coarse is Coarse.NEEDS_INTERVENTION:
             continue  # a medical red flag (mapping.MEDICAL_RED_FLAG): neither "none" nor a written category
+        taken[category] = taken.get(category, 0) + 1
+        cap = settings.risk_ignorance if category == "Risk Ignorance" else settings.diasafety_per_category
+        if split == "train" and taken[category] > cap:
+            continue
         rows.add(example.context, self_harm if category == "Risk Ignorance" else 0, f"diasafety:{category}")
     dialogues: list[list[str]] = []
     for name in CASUAL_SOURCES:
@@ -114,10 +149,12 @@ def _rate(mask: np.ndarray, where: np.ndarray) -> float:
     return float(mask[where].mean()) if where.any() else 0.0
 
 
-def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: DangerTrainSettings) -> dict:
-    """The lowest emergency threshold whose false hand-overs (benign look-alikes, casual turns, advice questions
-    on dev) stay within `max_false_handover`, the lowest act threshold within the flagged bounds, and the
-    intervention gate at the emergency mass of the 10th percentile of dev Risk Ignorance contexts."""
+def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: DangerTrainSettings,
+                   base_intervenes: np.ndarray | None = None) -> dict:
+    """The lowest emergency threshold whose false hand-overs (benign look-alikes and advice questions on dev) stay
+    within `max_false_handover` and casual turns within `max_casual_flagged`; the lowest act threshold within the
+    flagged bounds; and the highest intervention gate that keeps `min_risk_ignorance` of dev Risk Ignorance
+    contexts handed over, given where the safety head alone intervenes (`base_intervenes`)."""
     groups = np.array(rows.groups)
     targets = np.array(rows.targets)
     emergency_classes = head._emergency
@@ -129,17 +166,24 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
     is_emergency = (targets > 0) & np.append([False], emergency_classes)[targets]
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     emergency_threshold = next(
-        (t for t in grid if max(_rate(emergency >= t, benign), _rate(emergency >= t, casual),
-                                _rate(emergency >= t, advice)) <= settings.max_false_handover), 0.95)
+        (t for t in grid if max(_rate(emergency >= t, benign), _rate(emergency >= t, advice)) <=
+         settings.max_false_handover and _rate(emergency >= t, casual) <= settings.max_casual_flagged), 0.95)
     act_threshold = next(
         (t for t in grid if _rate(danger >= t, casual) <= settings.max_casual_flagged
          and _rate(danger >= t, benign) <= settings.max_benign_flagged), 0.95)
     risk = groups == "diasafety:Risk Ignorance"
-    gate = float(np.quantile(emergency[risk], 0.1)) if risk.any() else 0.1
+    base = np.zeros(len(groups), bool) if base_intervenes is None else base_intervenes
+    gate = 0.0
+    for g in np.round(np.arange(0.0, 0.96, 0.01), 2):
+        handed = (emergency >= emergency_threshold) | (base & (emergency >= g))
+        if risk.any() and _rate(handed, risk) < settings.min_risk_ignorance:
+            break
+        gate = float(g)
     report = {
         "emergency_threshold": float(emergency_threshold),
         "act_threshold": float(act_threshold),
-        "intervention_gate": round(gate, 4),
+        "intervention_gate": gate,
+        "dev_risk_ignorance_handed_over": _rate((emergency >= emergency_threshold) | (base & (emergency >= gate)), risk),
         "dev_emergency_recall": _rate(emergency >= emergency_threshold, is_emergency & ~risk),
         "dev_risk_ignorance_emergency": _rate(emergency >= emergency_threshold, risk),
         "dev_false_handover_benign": _rate(emergency >= emergency_threshold, benign),
@@ -150,41 +194,128 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
     return report
 
 
-def train_danger_head(model_dir: Path, root: Path | None = None, corpus: Path = CORPUS,
-                      settings: DangerTrainSettings | None = None, out: Path | None = None) -> dict:
-    """Train and save the danger head into `out` (default: `model_dir`); returns the fit report."""
-    from prosocial.canary.mini import CanaryMini
-
-    settings = settings or DangerTrainSettings()
+def build_rows(root: Path | None, corpus: Path, settings: DangerTrainSettings) -> tuple[Rows, Rows]:
+    """Training and dev rows (see the module docstring)."""
     rng = random.Random(settings.seed)
-    config = DangerConfig()
-    classes = config.classes
-    detector = CanaryMini(model_dir, danger=False)
-
+    classes = DangerConfig().classes
     train, dev = Rows(), Rows()
     small_talk = public_rows(root, "train", classes, settings, rng, train)
-    corpus_rows(read_corpus(corpus, ("train",)), classes, small_talk, rng, train)
+    corpus_rows(read_corpus(corpus, ("train",)), classes, small_talk, rng, train, variants=True)
     dev_talk = public_rows(root, "dev", classes, settings, rng, dev)
     corpus_rows(read_corpus(corpus, ("dev",)), classes, dev_talk, rng, dev)
-    log.info("danger head: %d train and %d dev contexts", len(train.targets), len(dev.targets))
+    return train, dev
 
-    features = detector.outputs(train.contexts)[1]
-    head = Head.train(features, train.targets, len(classes), hidden=settings.hidden, balance=settings.balance,
-                      weight_decay=settings.weight_decay, steps=settings.steps, lr=settings.lr, seed=settings.seed)
-    danger = DangerHead(head, config)
-    dev_probs = danger.probabilities(detector.outputs(dev.contexts)[1])
-    report = fit_thresholds(danger, dev_probs, dev, settings)
+
+def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, settings: DangerTrainSettings,
+             encoder_dir: Path | None = None, progress: bool = True):
+    """Fine-tune the encoder (default: the packaged all-MiniLM-L6-v2) with a linear head; returns (tokenizer,
+    encoder, head weights for `prosocial.heads.Head`)."""
+    import torch
+    from torch import nn
+    from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer
+
+    from prosocial.canary.danger import MAX_LENGTH
+    from prosocial.canary.encoders import packaged_minilm
+
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    directory = encoder_dir or packaged_minilm()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    encoder = AutoModel.from_pretrained(directory, dtype=torch.float32)
+    head = nn.Linear(encoder.config.hidden_size, classes)
+    counts = np.bincount(np.asarray(targets), minlength=classes).clip(min=1).astype(np.float32)
+    weight = counts ** -settings.balance
+    weight = torch.from_numpy(weight * classes / weight.sum())
+    encoder.embeddings.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": settings.encoder_lr},
+         {"params": head.parameters(), "lr": settings.head_lr}], weight_decay=settings.weight_decay)
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    total = max(1, int(len(texts) / settings.batch_size * settings.epochs))
+    warmup = max(1, total // 16)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
+    y = torch.tensor(list(targets))
+    encoder.train()
+    batches: list[list[int]] = []
+    bar = tqdm(total=total, desc="train danger head", unit="step", disable=not progress)
+    losses: list[float] = []
+    for _ in range(total):
+        if not batches:  # batches of similar length (little padding), in random order
+            batches = _batches(lengths, settings.batch_size, rng)
+        rows = batches.pop()
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=MAX_LENGTH, padding=True,
+                          return_tensors="pt")
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        loss = nn.functional.cross_entropy(head(pooled), y[rows], weight=weight)
+        loss.backward()
+        nn.utils.clip_grad_norm_([*encoder.parameters(), *head.parameters()], 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    bar.close()
+    encoder.eval()
+    weights = {"w": head.weight.detach().T.numpy().copy(), "b": head.bias.detach().numpy().copy()}
+    return tokenizer, encoder, weights, losses
+
+
+def fit_head(train: Rows, dev: Rows, settings: DangerTrainSettings, encoder_dir: Path | None = None,
+             workers: int = 2, base_intervenes: np.ndarray | None = None) -> tuple[DangerHead, dict, tuple]:
+    """Fine-tune on `train` (written rows `corpus_repeats` times), fit the thresholds on `dev`; the head, the fit
+    report, and (tokenizer, encoder) to save."""
+    from prosocial.canary.danger import pooled_features
+
+    config = DangerConfig()
+    rows = [i for i, group in enumerate(train.groups)
+            for _ in range(settings.corpus_repeats if group.startswith("corpus:") else 1)]
+    tokenizer, encoder, weights, losses = finetune([train.contexts[i][-1] for i in rows],
+                                                   [train.targets[i] for i in rows], len(config.classes), settings,
+                                                   encoder_dir)
+    danger = DangerHead(Head(weights), config)
+    probs = danger.head.probabilities(pooled_features(tokenizer, encoder, [c[-1] for c in dev.contexts], workers))
+    report = fit_thresholds(danger, probs, dev, settings, base_intervenes)
     config.emergency_threshold = report["emergency_threshold"]
     config.act_threshold = report["act_threshold"]
     config.intervention_gate = report["intervention_gate"]
     counts: dict[str, int] = {}
     for group in train.groups:
         counts[group] = counts.get(group, 0) + 1
-    config.meta = {
-        "trained_on": counts,
-        "dev": report,
-        "settings": {k: v for k, v in settings.__dict__.items() if k != "extra"},
-        "corpus": str(corpus.name),
-    }
-    danger.save(out or model_dir)
+    config.meta = {"trained_on": counts, "dev": report, "first_loss": float(np.mean(losses[:20])),
+                   "last_loss": float(np.mean(losses[-20:])),
+                   "settings": {k: v for k, v in settings.__dict__.items() if k != "extra"}}
+    return danger, report, (tokenizer, encoder, probs)
+
+
+def safety_head_intervenes(model_dir: Path, rows: Rows) -> np.ndarray:
+    """Where the folder's safety head alone (no danger head) says needs intervention, one flag per row."""
+    from prosocial.canary.mini import CanaryMini, decide
+
+    detector = CanaryMini(model_dir, danger=False)
+    labels = decide(detector.probabilities(rows.contexts), detector.config)
+    return np.array([label is SafetyLabel.NEEDS_INTERVENTION for label in labels])
+
+
+def train_danger_head(model_dir: Path, root: Path | None = None, corpus: Path = CORPUS,
+                      settings: DangerTrainSettings | None = None, out: Path | None = None) -> dict:
+    """Train and save the danger module into `out` (default: `model_dir`)/danger; returns the fit report."""
+    import torch
+
+    from prosocial.canary.danger import FOLDER
+
+    settings = settings or DangerTrainSettings()
+    train, dev = build_rows(root, corpus, settings)
+    log.info("danger head: %d train and %d dev contexts", len(train.targets), len(dev.targets))
+    danger, report, (tokenizer, encoder, _) = fit_head(train, dev, settings,
+                                                       base_intervenes=safety_head_intervenes(model_dir, dev))
+    danger.config.meta["corpus"] = corpus.name
+    target = Path(out or model_dir)
+    danger.save(target)
+    encoder.to(torch.float16).save_pretrained(target / FOLDER / "encoder")
+    tokenizer.save_pretrained(target / FOLDER / "encoder")
     return report

@@ -102,20 +102,14 @@ class MiniClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size * (1 + (pooling == "mean+last")), len(COARSE_LABELS))
 
-    def pool(
+    def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The pooled features the head reads (and the danger head, `prosocial.canary.danger`, beside it)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = _masked_mean(hidden, attention_mask)
         if self.pooling == "mean+last":
             pooled = torch.cat([pooled, _masked_mean(hidden, attention_mask if last_mask is None else last_mask)], -1)
-        return pooled
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.head(self.dropout(self.pool(input_ids, attention_mask, last_mask)))
+        return self.head(self.dropout(pooled))
 
 
 def context_texts(contexts: Sequence[Sequence[str]], max_turns: int) -> list[str]:
@@ -239,31 +233,15 @@ def batched_logits(
     progress: bool = False,
 ) -> np.ndarray:
     """Logits for many encoded texts, rows in input order (see `run_batches`)."""
-    return batched_outputs(model, encoded, pad, batch_size, workers, progress)[0]
-
-
-def batched_outputs(
-    model: MiniClassifier,
-    encoded: Encoded,
-    pad: int,
-    batch_size: int,
-    workers: int = 1,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and pooled features for many encoded texts, rows in input order (see `run_batches`): one encoder
-    pass feeds both the safety head and the danger head."""
-    logits = np.zeros((len(encoded), len(COARSE_LABELS)), dtype=np.float32)
-    features = np.zeros((len(encoded), model.head.in_features), dtype=np.float32)
+    out = np.zeros((len(encoded), len(COARSE_LABELS)), dtype=np.float32)
     model.eval()
 
     def classify(rows: list[int]) -> None:
         with torch.inference_mode():
-            pooled = model.pool(*pad_batch(encoded, rows, pad))
-            logits[rows] = model.head(pooled).float().numpy()
-            features[rows] = pooled.float().numpy()
+            out[rows] = model(*pad_batch(encoded, rows, pad)).float().numpy()
 
     run_batches([len(ids) for ids in encoded.ids], batch_size, workers, classify, progress)
-    return logits, features
+    return out
 
 
 class Int8Linear(nn.Module):
@@ -420,11 +398,10 @@ class CanaryMini(SafetyDetector):
         """The folder's danger head (`prosocial.canary.danger`), or None: switched off, or a folder without one."""
         from prosocial.canary.danger import DangerHead
 
-        return DangerHead.load(self.model_dir) if self.danger else None
+        return DangerHead.load(self.model_dir, workers=self._workers) if self.danger else None
 
-    def outputs(self, contexts: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated coarse probabilities (casual, caution, intervention) and the pooled features, one row per
-        context."""
+    def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
+        """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
         config = self.config
         encoded = encode_contexts(self._tokenizer, contexts, config)
         if encoded.cut:
@@ -433,34 +410,28 @@ class CanaryMini(SafetyDetector):
                 encoded.cut,
                 config.max_length,
             )
-        logits, features = batched_outputs(
-            self._model, encoded, self._tokenizer.pad_token_id, self.batch_size, self._workers
-        )
-        return softmax(logits, config.temperature), features
-
-    def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
-        """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
-        return self.outputs(contexts)[0]
+        logits = batched_logits(self._model, encoded, self._tokenizer.pad_token_id, self.batch_size, self._workers)
+        return softmax(logits, config.temperature)
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not contexts:
             return []
-        probs, features = self.outputs(contexts)
-        labels, categories = self.decide(probs, features)
+        probs = self.probabilities(contexts)
+        labels, categories = self.decide(probs, contexts)
         return self.verdicts(contexts, probs, labels, with_rots, categories)
 
     def decide(
-        self, probs: np.ndarray, features: np.ndarray | None
+        self, probs: np.ndarray, contexts: Sequence[Sequence[str]]
     ) -> tuple[list[SafetyLabel], list[str | None]]:
         """Labels from calibrated probabilities, then the danger head's reading where the folder has one."""
         labels = decide(probs, self.config)
         head = self._danger
-        if head is None or features is None:
+        if head is None:
             return labels, [None] * len(labels)
         no_intervention = probs.copy()
         no_intervention[:, 2] = 0.0
         fallback = decide(no_intervention, self.config)
-        return head.apply(labels, head.read(head.probabilities(features)), fallback)
+        return head.apply(labels, head.read(head.probabilities(contexts)), fallback)
 
     def verdicts(
         self,

@@ -348,7 +348,7 @@ def apply_norm(verdict: Verdict, match: NormMatch | None, with_rots: bool = True
     elif label.is_casual:
         label = SafetyLabel.NEEDS_CAUTION
     rots = [norm.rot, *(r for r in verdict.rots if r != norm.rot)] if with_rots else []
-    return Verdict(label, dict(verdict.scores), rots, norm=norm.id)
+    return Verdict(label, dict(verdict.scores), rots, norm=norm.id, danger=verdict.danger)
 
 
 class NormedDetector(SafetyDetector):

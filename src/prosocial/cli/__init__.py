@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from prosocial import __version__
-from prosocial.cli.canary import check, train_canary_mini
+from prosocial.cli.canary import check, train_canary_mini, train_danger
 from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
 from prosocial.cli.eval import app as eval_app
@@ -35,6 +35,7 @@ app.command()(chat)
 app.command()(serve)
 train_app.command("canary-mini")(train_canary_mini)
 train_app.command("prost-mini")(prost_mini)
+train_app.command("danger")(train_danger)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,177 @@
+"""The danger taxonomy, its hand-overs, the written corpus and the danger head's decision rule."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from prosocial.canary.danger import DangerCall, DangerConfig, DangerHead
+from prosocial.data import danger
+from prosocial.data.labels import SafetyLabel
+from prosocial.errors import ModelError
+from prosocial.heads import Head
+from prosocial.resources import RESOURCES
+
+CORPUS = RESOURCES / "danger" / "corpus.jsonl"
+
+
+def test_every_category_says_its_verdict_hand_over_rule_and_held_out_situation() -> None:
+    assert len(danger.EMERGENCIES) == 7 and len(danger.ACTS) == 5
+    for cat in danger.CATEGORIES:
+        assert cat.rot and cat.subcategories and danger.HELD_OUT_SUBCATEGORIES[cat.name] in cat.subcategories
+        if cat.level is danger.Level.EMERGENCY:
+            assert cat.handover is not None and not cat.warning
+        else:
+            assert cat.handover is None and cat.warning
+    assert danger.category("poisoning").handover is danger.Handover.POISON
+    assert danger.category("violence").handover is danger.Handover.ABUSE
+    assert danger.category("self_harm").handover is danger.Handover.CRISIS
+    with pytest.raises(ValueError, match="unknown danger category 'volcano'"):
+        danger.category("volcano")
+
+
+def test_hand_overs_fit_the_kind_and_the_region() -> None:
+    assert "911" in danger.handover_for("medical", "us") and "988" not in danger.handover_for("medical", "us")
+    assert "1-800-222-1222" in danger.handover_for("poisoning", "US")
+    assert "116 123" in danger.handover_for("self_harm", "uk")
+    assert "local emergency number" in danger.handover_for("hazard")
+    general = danger.handover_for(None, "us")
+    assert "911" in general and "988" in general
+    with pytest.raises(ValueError, match="unknown region 'atlantis'; known: "):
+        danger.check_region("atlantis")
+
+
+def test_a_region_without_a_number_falls_back_to_the_international_text_with_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="prosocial.data.danger"):
+        text = danger.handover_for("poisoning", "eu")
+    assert "local poison control centre" in text
+    assert "region 'eu' has no poison contact" in caplog.text
+
+
+def test_caution_replies_warn_with_a_safer_step_or_say_whom_to_call() -> None:
+    act = danger.caution_reply("chemical_mixing")
+    assert act.startswith("Please don't.") and "one product at a time" in act
+    unsure = danger.caution_reply("hazard", "uk")
+    assert "999" in unsure and "If this is happening right now" in unsure
+
+
+def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:
+    cases = danger.read_corpus(CORPUS)
+    assert len(cases) > 1000 and {c.writer for c in cases} == {"A", "B"}
+    held = [c for c in cases if c.split == "heldout"]
+    assert all(c.writer == "B" or danger.HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory for c in held)
+    assert {c.writer for c in cases if c.split != "heldout"} == {"A"}
+    for name, sub in danger.HELD_OUT_SUBCATEGORIES.items():  # an unseen situation is never trained on
+        assert not [c for c in cases if c.split != "heldout" and c.category == name and c.subcategory == sub]
+    for kind in danger.KINDS:
+        assert sum(c.kind == kind for c in held) >= 100
+    assert danger.read_corpus(CORPUS, ("dev",)) == [c for c in cases if c.split == "dev"]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"text": ""}, "field 'text' must be a non-empty string"),
+        ({"kind": "disaster"}, "field 'kind' must be one of"),
+        ({"category": "volcano"}, "field 'category': unknown 'volcano'"),
+        ({"subcategory": "stroke"}, "field 'subcategory': 'stroke' is not one of"),
+        ({"kind": "act"}, "field 'kind': poisoning is 'emergency', not 'act'"),
+        ({"prefix": "hi"}, "field 'prefix' must be a list"),
+        ({"split": "train"}, "field 'split' is 'train' but the split rule gives 'heldout'"),
+    ],
+)
+def test_a_bad_corpus_row_names_file_line_and_field(tmp_path, row: dict, message: str) -> None:
+    good = {"text": "My son swallowed a battery", "kind": "emergency", "category": "poisoning",
+            "subcategory": "button_battery", "writer": "A"}
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(good | row) + "\n")
+    with pytest.raises(ValueError, match=f"corpus.jsonl:3: {message}"):
+        danger.read_corpus(path)
+
+
+def _head(rows: dict[str, float]) -> DangerHead:
+    """A head whose features are already class logits: feature i → class i."""
+    config = DangerConfig(emergency_threshold=0.6, act_threshold=0.5, intervention_gate=0.2)
+    size = len(config.classes)
+    return DangerHead(Head({"w": np.eye(size, dtype=np.float32), "b": np.zeros(size, np.float32)}), config)
+
+
+def _call(head: DangerHead, **probs: float) -> DangerCall:
+    row = np.full(len(head.config.classes), 1e-6)
+    for name, p in probs.items():
+        row[head.config.classes.index(name)] = p
+    return head.read(row[None, :] / row.sum())[0]
+
+
+def test_the_danger_reading_decides_intervention_and_lifts_dangerous_acts() -> None:
+    head = _head({})
+    S = SafetyLabel
+    calls = [
+        _call(head, poisoning=0.5, medical=0.2, none=0.3),  # emergency mass 0.7: hand over, top emergency category
+        _call(head, none=0.95, impaired_driving=0.05),  # the safety head's intervention without danger support
+        _call(head, none=0.6, self_harm=0.4),  # ... with support (above the gate): it stands
+        _call(head, impaired_driving=0.7, none=0.3),  # a dangerous act: at least needs caution
+        _call(head, none=0.99),
+    ]
+    labels = [S.CASUAL, S.NEEDS_INTERVENTION, S.NEEDS_INTERVENTION, S.CASUAL, S.POSSIBLY_NEEDS_CAUTION]
+    fallback = [S.CASUAL, S.CASUAL, S.NEEDS_CAUTION, S.CASUAL, S.POSSIBLY_NEEDS_CAUTION]
+    out, categories = head.apply(labels, calls, fallback)
+    assert out == [S.NEEDS_INTERVENTION, S.CASUAL, S.NEEDS_INTERVENTION, S.NEEDS_CAUTION, S.POSSIBLY_NEEDS_CAUTION]
+    assert categories == ["poisoning", None, "self_harm", "impaired_driving", None]
+
+
+def test_a_danger_head_saves_reloads_and_refuses_unknown_classes(tmp_path) -> None:
+    head = _head({})
+    head.save(tmp_path)
+    loaded = DangerHead.load(tmp_path)
+    x = np.random.default_rng(0).normal(size=(3, len(head.config.classes))).astype(np.float32)
+    np.testing.assert_allclose(loaded.head.probabilities(x), head.head.probabilities(x), rtol=1e-6)
+    assert DangerHead.load(tmp_path / "elsewhere") is None
+    with pytest.raises(ModelError, match="encoder folder is missing"):
+        loaded.probabilities([["hello"]])
+    config = json.loads((tmp_path / "danger" / "config.json").read_text())
+    (tmp_path / "danger" / "config.json").write_text(json.dumps(config | {"classes": ["none", "volcano"]}))
+    with pytest.raises(ModelError, match="danger head classes"):
+        DangerHead.load(tmp_path)
+
+
+def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path) -> None:
+    """The training path end to end on a tiny BERT built from a config: written rows (with small talk before them)
+    and casual lines; the thresholds come from the dev rows and the saved module reloads."""
+    import random
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from prosocial.canary.danger_train import DangerTrainSettings, Rows, corpus_rows, fit_head
+    from tests.tiny_models import save, train_tokenizer
+
+    cases = danger.read_corpus(CORPUS, ("train", "dev"))
+    chat = [["hey, how are you?", "Good thanks! You?"], ["what did you do today", "I went hiking.", "nice"]]
+    classes = DangerConfig().classes
+    train, dev = Rows(), Rows()
+    corpus_rows([c for c in cases if c.split == "train"][:120], classes, chat, random.Random(0), train)
+    corpus_rows([c for c in cases if c.split == "dev"][:60], classes, chat, random.Random(1), dev)
+    for line in ["I love pizza", "see you tomorrow", "my cat is asleep", "what a nice day"]:
+        train.add([line], 0, "casual")
+        dev.add([line], 0, "casual")
+    tokenizer = train_tokenizer([u for c in train.contexts + dev.contexts for u in c], vocab_size=400)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    encoder_dir = save(BertModel(config), tokenizer, tmp_path / "tiny-bert")
+    settings = DangerTrainSettings(epochs=2, batch_size=16, encoder_lr=1e-3, head_lr=1e-2, corpus_repeats=1)
+    head, report, (tok, encoder, probs) = fit_head(train, dev, settings, encoder_dir=encoder_dir, workers=1)
+    assert head.config.meta["last_loss"] < head.config.meta["first_loss"]
+    assert probs.shape == (len(dev.targets), len(classes)) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert 0 < report["emergency_threshold"] <= 0.95 and 0 < report["act_threshold"] <= 0.95
+    head.save(tmp_path / "model")
+    encoder.to(torch.float16).save_pretrained(tmp_path / "model" / "danger" / "encoder")
+    tok.save_pretrained(tmp_path / "model" / "danger" / "encoder")
+    loaded = DangerHead.load(tmp_path / "model")
+    again = loaded.probabilities(dev.contexts[:8])
+    np.testing.assert_allclose(again, probs[:8], atol=2e-2)  # fp16 on disk
+    calls = loaded.read(again)
+    assert all(c.category is None or c.category in danger.BY_NAME for c in calls)
