@@ -50,7 +50,7 @@ def test_respond_batch_writes_every_row(steered: list[str], tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     out = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in out] == ["a", 7, "c"]
-    assert all(set(r) == {"id", "response", "rots", "safety_label", "norm"} and r["response"] for r in out)
+    assert all(set(r) == {"id", "response", "rots", "safety_label", "norm", "danger"} and r["response"] for r in out)
     assert [r["safety_label"] for r in out] == ["__casual__", "__needs_intervention__", "__needs_caution__"]
     assert out[1]["response"] == HANDOVER_REPLY and out[2]["rots"]
     assert f"wrote 3 replies to {target}" in result.stderr.splitlines()

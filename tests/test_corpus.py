@@ -135,7 +135,7 @@ def test_respond_on_ray_writes_parquet_shards_whose_rows_fit_one_schema(corpus: 
     assert result.exit_code == 0, result.output
     table = pq.read_table(tmp_path / "out" / "c.parquet")
     assert table.column("id").to_pylist() == [f"p{i}" for i in range(9)]
-    assert set(table.column_names) == {"id", "response", "rots", "safety_label", "norm"}
+    assert set(table.column_names) == {"id", "response", "rots", "safety_label", "norm", "danger"}
     result = runner.invoke(app, ["respond", "-i", str(corpus / "*.jsonl"), "-o", str(tmp_path / "out"), *options])
     assert result.exit_code == 1 and "a.parquet: the rows do not fit one Parquet schema" in result.output
 

@@ -73,6 +73,10 @@ def check(
     out = Console()
     style = LABEL_STYLE[verdict.coarse.value]
     out.print(f"[{style}]{verdict.safety_label.value}[/{style}]  ({verdict.coarse.value})")
+    if verdict.danger:
+        from prosocial.data.danger import BY_NAME
+
+        out.print(f"danger: {verdict.danger} ({BY_NAME[verdict.danger].title})")
     table = Table(show_header=False, box=None, padding=(0, 2))
     for label, score in sorted(verdict.scores.items(), key=lambda kv: -kv[1]):
         table.add_row(label, f"{score:.3f}", "█" * round(score * 30))

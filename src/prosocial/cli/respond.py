@@ -30,10 +30,10 @@ from prosocial.cli.batch import (
 from prosocial.cli.errors import fail
 from prosocial.cli.logs import held_warnings
 from prosocial.cli.norms import NORMS_HELP
+from prosocial.data.danger import check_region
 from prosocial.errors import DataError, ModelError
 from prosocial.jobs.corpus import respond_rows
 from prosocial.prost import load_generator
-from prosocial.data.danger import check_region
 from prosocial.steer import Conversation, ProsocialAgent
 from prosocial.steer.agent import AgentTurn
 from prosocial.steer.steered import PROMPT_STYLES

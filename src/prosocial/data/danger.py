@@ -332,7 +332,9 @@ def read_corpus(path, splits: tuple[str, ...] = SPLITS) -> list[DangerCase]:
             if raw["subcategory"] not in allowed:
                 raise ValueError(f"{where}: field 'subcategory': {raw['subcategory']!r} is not one of {allowed}")
             if raw["kind"] != "benign" and raw["kind"] != cat.level.value:
-                raise ValueError(f"{where}: field 'kind': {raw['category']} is {cat.level.value!r}, not {raw['kind']!r}")
+                raise ValueError(
+                    f"{where}: field 'kind': {raw['category']} is {cat.level.value!r}, not {raw['kind']!r}"
+                )
             case = DangerCase(
                 raw["text"].strip(), raw["kind"], raw["category"], raw["subcategory"], raw["writer"],
                 tuple(t.strip() for t in prefix), str(raw.get("person", "")), str(raw.get("form", "")),

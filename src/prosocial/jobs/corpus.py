@@ -52,7 +52,8 @@ def respond_rows(build_agent: Callable[[], ProsocialAgent]) -> BatchFn:
     """Build the agent once and return the batch function writing its replies, labels and RoTs."""
     agent = build_agent()
     return lambda contexts: [
-        {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value, "norm": t.norm}
+        {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value, "norm": t.norm,
+         "danger": t.danger}
         for t in agent.respond_batch(contexts)
     ]
 

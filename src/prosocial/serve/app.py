@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from prosocial.canary.base import SafetyDetector, Verdict, load_detector
 from prosocial.canary.norms import NormedDetector
 from prosocial.data.context import check_context
+from prosocial.data.danger import handover_for
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.lm.base import UpstreamError
@@ -49,7 +50,6 @@ from prosocial.serve.proxy import (
     upstream_failure,
 )
 from prosocial.serve.settings import ServeSettings
-from prosocial.data.danger import handover_for
 from prosocial.steer.agent import ProsocialAgent
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from prosocial.errors import ModelError
 from prosocial.data.danger import check_region
+from prosocial.errors import ModelError
 
 ENV_PREFIX = "PROSOCIAL_"
 
