@@ -70,8 +70,9 @@ def test_direct_format_keeps_ids_that_positions_cannot_restore(tmp_path, hf_exam
 
 
 def test_partial_rows_become_single_turn_dialogues(shared_data):
-    dialogues = read_dialogues(shared_data / "prosocial_dialog_partial" / "valid.json")
-    assert len(dialogues) == 4000
+    path = shared_data / "prosocial_dialog_partial" / "valid.json"
+    dialogues = read_dialogues(path)
+    assert len(dialogues) == len(json.loads(path.read_text())) > 0  # 4,000 in the real file
     assert all(len(d.turns) == 1 and d.turns[0].safety_label is None for d in dialogues)
     assert dialogues[0].examples()[0].response
 
