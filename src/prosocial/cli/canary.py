@@ -24,7 +24,7 @@ from prosocial.cli.batch import (
     check_input_output,
     run_input,
 )
-from prosocial.cli.errors import fail
+from prosocial.cli.errors import fail, shared_data_root
 from prosocial.cli.logs import held_warnings
 from prosocial.cli.norms import NORMS_HELP
 from prosocial.errors import DataError, ModelError
@@ -162,10 +162,16 @@ def train_canary_mini(
     from prosocial.canary.mini import MiniConfig
     from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate
     from prosocial.canary.mini_train import train_canary_mini as build
-    from prosocial.data.adapters import default_root
     from prosocial.lm.hf import cache_root
 
-    root = data or default_root()
+    # the options are checked first, so a typo is reported before minutes of reading data (or a missing folder)
+    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
+        raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
+                                 "--calibrate-only trains nothing")
+    if encoder not in ("minilm", "mpnet"):
+        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
+    if encoder == "mpnet" and out == SHIPPED_CANARY:
+        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
     recipe = MiniTrainSettings()
     try:
         repeats = {name: int(times) for name, _, times in (r.partition("=") for r in repeat)} or recipe.repeats
@@ -188,17 +194,15 @@ def train_canary_mini(
         pool_size=pool,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
-    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
-        raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
-                                 "--calibrate-only trains nothing")
+    root = shared_data_root(console, data)
     if calibrate_only:
-        files = default_prosocial_files(root) if rebuild_rot_bank else None
-        console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
+        try:
+            files = default_prosocial_files(root) if rebuild_rot_bank else None
+            report = recalibrate(out, root=root, settings=settings, prosocial_files=files)
+        except (DataError, ModelError, ValueError, OSError) as exc:
+            fail(console, exc)
+        console.print_json(data=report)
         return
-    if encoder not in ("minilm", "mpnet"):
-        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
-    if encoder == "mpnet" and out == SHIPPED_CANARY:
-        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
     try:
         encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
         report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
