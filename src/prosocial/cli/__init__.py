@@ -87,4 +87,7 @@ def demo(
 
 
 def main() -> None:
-    app()
+    from prosocial.cli.errors import sigterm_exits
+
+    with sigterm_exits():
+        app()

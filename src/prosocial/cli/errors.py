@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,3 +37,23 @@ def shared_data_root(console: Console, data: Path | None, needs: Sequence[str] =
     if missing:
         fail(console, f"the shared data folder {root} lacks {', '.join(missing)}; pass --data or set {ENV_VAR}")
     return root
+
+
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler's stop, `docker stop`) ends a command the way Ctrl-C does: Python unwinds, so an
+    atomic write removes its hidden temporary file (`.out.jsonl.<hex>.tmp`); by default the process dies on the spot
+    and leaves it behind. Exit status 143 (128 + 15), as a shell reports for a killed process. Main thread only (the
+    only place Python runs handlers); `serve` replaces it with uvicorn's own graceful shutdown."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
