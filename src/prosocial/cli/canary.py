@@ -160,7 +160,7 @@ def train_canary_mini(
     """
     from prosocial.canary.encoders import packaged_minilm, packaged_mpnet
     from prosocial.canary.mini import MiniConfig
-    from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate
+    from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate, teacher_config
     from prosocial.canary.mini_train import train_canary_mini as build
     from prosocial.lm.hf import cache_root
 
@@ -194,6 +194,11 @@ def train_canary_mini(
         pool_size=pool,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
+    if teacher is not None:
+        try:
+            teacher_config(teacher)  # a wrong --teacher is reported before the data is looked for
+        except ModelError as exc:
+            fail(console, exc)
     root = shared_data_root(console, data)
     if calibrate_only:
         try:
