@@ -8,9 +8,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prosocial.canary import load_detector
+from prosocial.canary.base import Verdict
 from prosocial.cli.batch import (
     ACTORS,
     ADDRESS,
@@ -27,6 +29,7 @@ from prosocial.cli.batch import (
 from prosocial.cli.errors import fail, shared_data_root
 from prosocial.cli.logs import held_warnings
 from prosocial.cli.norms import NORMS_HELP
+from prosocial.data.labels import SafetyLabel
 from prosocial.errors import DataError, ModelError
 from prosocial.jobs.corpus import check_rows
 
@@ -62,7 +65,8 @@ def check(
             run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), job, console)
             return
         with held_warnings(console):
-            verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
+            detector = load_detector(backend, norms=norms, **settings)
+            verdict = detector.check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:
@@ -73,12 +77,75 @@ def check(
     out = Console()
     style = LABEL_STYLE[verdict.coarse.value]
     out.print(f"[{style}]{verdict.safety_label.value}[/{style}]  ({verdict.coarse.value})")
+    for reason in explain(verdict, detector):
+        out.print(f"  why: {escape(reason)}", highlight=False)
     table = Table(show_header=False, box=None, padding=(0, 2))
     for label, score in sorted(verdict.scores.items(), key=lambda kv: -kv[1]):
         table.add_row(label, f"{score:.3f}", "█" * round(score * 30))
     out.print(table)
     for rot in verdict.rots:
         out.print(f"  • {rot}")
+
+
+def _mini_config(detector):
+    """The thresholds of the Canary-mini under `detector` (through norm wrappers), or None for other backends."""
+    from prosocial.canary.mini import CanaryMini
+
+    while detector is not None and not isinstance(detector, CanaryMini):
+        detector = getattr(detector, "base", None)
+    return detector.config if detector is not None else None
+
+
+def explain(verdict: Verdict, detector) -> list[str]:
+    """Why the label is what it is, in words: the norm that matched, the danger category, and for Canary-mini the
+    threshold that decided. The score bars alone mislead: the intervention threshold is set low to catch nearly
+    every emergency, so a context can need intervention while "casual" has the longest bar."""
+    reasons = []
+    if verdict.norm is not None:
+        norms = getattr(getattr(detector, "bank", None), "norms", [])
+        norm = next((n for n in norms if n.id == verdict.norm), None)
+        where = f" ({norm.origin})" if norm and norm.origin else ""
+        level = f", level {norm.level}" if norm else ""
+        reasons.append(f"your norm {verdict.norm!r} matched{where}{level}")
+    if verdict.danger is not None:
+        from prosocial.data.danger import BY_NAME
+
+        category = BY_NAME.get(verdict.danger)
+        reasons.append(f"danger category: {category.title if category else verdict.danger}")
+    config = _mini_config(detector)
+    if config is None or not verdict.scores:
+        return reasons
+    import numpy as np
+
+    from prosocial.canary.mini import decide
+
+    s = verdict.scores
+    casual, intervention = s.get(SafetyLabel.CASUAL.value, 0.0), s.get(SafetyLabel.NEEDS_INTERVENTION.value, 0.0)
+    caution = max(0.0, 1.0 - casual - intervention)
+    share = caution / max(casual + caution, 1e-9)
+    by_thresholds = decide(np.array([[casual, caution, intervention]]), config)[0]
+    gate = config.intervention_gate
+    t, c = config.intervention_threshold, config.casual_threshold
+    if by_thresholds is SafetyLabel.NEEDS_INTERVENTION:
+        rule = f"P(intervention) {intervention:.2f} is at or above the intervention threshold {t:.2f}"
+        rule += f" and P(casual) {casual:.2f} below the gate {gate:.2f}" if gate is not None else ""
+        rule += " (set low to catch nearly every emergency, so it wins even when another score is higher)"
+    else:
+        rule = f"P(intervention) {intervention:.2f} is below the intervention threshold {t:.2f}"
+        if gate is not None and intervention >= t:
+            rule = f"P(casual) {casual:.2f} is at or above the intervention gate {gate:.2f}"
+        if by_thresholds is SafetyLabel.CASUAL:
+            rule += f"; the caution share {share:.2f} is below the casual threshold {c:.2f}"
+        else:
+            rule += (f"; the caution share {share:.2f} is at or above the casual threshold {c:.2f}: about "
+                     f"{min(3, max(1, round(3 * share)))} of 3 annotators would say needs caution")
+    if by_thresholds is verdict.safety_label or verdict.norm is None and verdict.danger is None:
+        reasons.append(rule)
+    else:
+        by = "norm" if verdict.norm is not None else "danger category"
+        reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}); the {by} made it "
+                       f"{verdict.safety_label.value}")
+    return reasons
 
 
 SHIPPED_CANARY = Path("src/prosocial/resources/canary-mini")
