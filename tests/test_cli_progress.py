@@ -42,3 +42,19 @@ def test_without_a_terminal_a_plain_progress_line_comes_every_few_seconds(tmp_pa
 def test_a_short_job_prints_no_progress_line(tmp_path):
     result = CliRunner().invoke(app, _job(tmp_path))
     assert result.exit_code == 0 and "lines," not in result.output
+
+
+def test_a_rerun_of_a_finished_corpus_job_says_it_wrote_nothing(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, rows in (("a", 3), ("b", 2)):
+        (corpus / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": f"{name}{i}", "context": ["hi"]}) + "\n" for i in range(rows)))
+    args = ["check", "-i", str(corpus), "-o", str(tmp_path / "out"), "-b", "keywords"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and "wrote 5 verdicts in 2 shards" in first.output, first.output
+    (tmp_path / "out" / "b.jsonl").unlink()
+    again = " ".join(CliRunner().invoke(app, args).output.split())
+    assert "wrote 2 verdicts in 1 shards" in again and "1 shards already done (5 verdicts in all)" in again
+    done = " ".join(CliRunner().invoke(app, args).output.split())
+    assert "nothing to do: all 2 shards" in done and "wrote" not in done

@@ -109,3 +109,20 @@ def test_the_sigterm_handler_is_the_commands_only(monkeypatch):
     with sigterm_exits():
         assert signal.getsignal(signal.SIGTERM) != before
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_output_to_a_closed_pipe_stops_silently(tmp_path):
+    """`check -i … -o - | head -1`: no "error: [Errno 32] Broken pipe", status 141 as for `yes | head`."""
+    import subprocess
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "context": [f"hello there {i}" * 5]}) + "\n"
+                              for i in range(3000)))  # far more than a pipe's 64 KiB buffer
+    job = subprocess.Popen([sys.executable, "-c", "from prosocial.cli import main; main()", "check", "-i",
+                            str(source), "-o", "-", "-b", "keywords", "--batch-size", "10"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert job.stdout.readline().startswith(b'{"id": 0')
+    job.stdout.close()  # the reader goes away, as head does
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 141, stderr.decode()
+    assert b"Broken pipe" not in stderr and b"error" not in stderr and b"Traceback" not in stderr

@@ -87,7 +87,13 @@ def demo(
 
 
 def main() -> None:
-    from prosocial.cli.errors import sigterm_exits
+    from prosocial.cli.errors import sigterm_exits, stdout_closed
 
     with sigterm_exits():
-        app()
+        try:
+            app()
+        except BrokenPipeError:  # a command that does not route OSError through `fail`
+            try:
+                stdout_closed()
+            except typer.Exit as stop:
+                raise SystemExit(stop.exit_code) from None

@@ -259,7 +259,15 @@ def run_corpus_job(source: str, target: str, make: Callable[[], BatchFn], job: J
     if report.clipped:
         console.print(f"[yellow]clipped[/yellow] {report.clipped:,} context(s) over {MAX_CONTEXT_CHARS:,} characters "
                       f"to their newest {MAX_CONTEXT_CHARS:,}", highlight=False, soft_wrap=True)
-    notes = [f"{report.done_before:,} shards already done"] if report.done_before else []
+    # what this run wrote, not what the folder holds: a rerun of a finished job writes nothing
+    ran, written = report.shards - report.done_before, progress.tasks[0].fields["rows"]
+    if not ran:
+        summary = (f"nothing to do: all {report.shards:,} shards in {target} were already done "
+                   f"({report.rows:,} {job.records}); delete a shard's output to redo it")
+        notes = []
+    else:
+        summary = f"wrote {written:,} {job.records} in {ran:,} shards to {target}"
+        notes = [f"{report.done_before:,} shards already done ({report.rows:,} {job.records} in all)"
+                 ] if report.done_before else []
     notes += [f"skipped {len(report.problems):,} bad lines"] if report.problems else []
-    summary = f"wrote {report.rows:,} {job.records} in {report.shards:,} shards to {target}"
     console.print(escape(summary + "".join(f"; {n}" for n in notes)), highlight=False, soft_wrap=True)

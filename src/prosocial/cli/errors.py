@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,10 +15,27 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+#: the status of a process that SIGPIPE ended (128 + 13), as `yes | head` leaves for `yes`
+BROKEN_PIPE_STATUS = 141
+
+
+def stdout_closed() -> NoReturn:
+    """The reader of stdout went away (`prosocial check -i … -o - | head`): stop silently, as Unix tools do, rather
+    than print "error: [Errno 32] Broken pipe". Stdout is pointed at /dev/null first, so the interpreter's own
+    flush at exit does not complain again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a replaced stdout (tests) has no file descriptor
+        pass
+    raise typer.Exit(BROKEN_PIPE_STATUS)
+
 
 def fail(console: Console, error: Exception | str) -> NoReturn:
     """Print the error unwrapped (scripts read it whole, whatever the terminal's width) and exit 1; it names user
-    input (paths, values), so it is escaped, not read as Rich markup."""
+    input (paths, values), so it is escaped, not read as Rich markup. A broken stdout pipe is no error to report."""
+    if isinstance(error, BrokenPipeError):
+        stdout_closed()
     console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
