@@ -99,6 +99,24 @@ class PlainProgress:
                            markup=False)
 
 
+def backend_spec(spec: str, option: str) -> tuple[str, dict]:
+    """``NAME[:key=value,...]`` of a --backend/--detector option → (NAME, settings), as `eval` takes them (values
+    are JSON when they parse): `-b "canary-mini:rot_min_similarity=-1"`. A backend that does not take a setting is
+    refused by the registry, naming the settings it takes."""
+    from prosocial.eval.reports import parse_spec
+
+    try:
+        label, name, settings = parse_spec(spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+    if label != spec:
+        raise typer.BadParameter(f"a LABEL= only names a column in `eval`; here give NAME[:key=value,...], got "
+                                 f"{spec!r}", param_hint=option)
+    if not name:
+        raise typer.BadParameter(f"no backend name in {spec!r}", param_hint=option)
+    return name, settings
+
+
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)

@@ -23,6 +23,7 @@ from prosocial.cli.batch import (
     OUTPUT_FORMAT,
     OUTPUT_HELP,
     JobOptions,
+    backend_spec,
     check_input_output,
     run_input,
 )
@@ -44,7 +45,8 @@ def check(
     output: str | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     no_rots: bool = typer.Option(False, "--no-rots", help="Labels and scores only (faster)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
-    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry."),
+    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry, with "
+                                "settings as in `eval`: NAME[:key=value,...], e.g. 'canary-mini:rots_per_context=3'."),
     norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
     batch_size: int = typer.Option(64, min=1, help="Contexts per batch."),
@@ -57,7 +59,8 @@ def check(
 ) -> None:
     """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
     check_input_output(text, input, output, "one TEXT", "check")
-    settings = {"model_dir": model_dir} if model_dir else {}
+    backend, settings = backend_spec(backend, "--backend")
+    settings |= {"model_dir": model_dir} if model_dir else {}
     try:
         if input is not None:
             job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid, "check",
