@@ -10,6 +10,7 @@ from prosocial import __version__
 from prosocial.cli.canary import check, train_canary_mini
 from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
+from prosocial.cli.doctor import doctor
 from prosocial.cli.eval import app as eval_app
 from prosocial.cli.norms import app as norms_app
 from prosocial.cli.prost import prost_mini
@@ -33,6 +34,7 @@ app.command()(check)
 app.command()(respond)
 app.command()(chat)
 app.command()(serve)
+app.command()(doctor)
 train_app.command("canary-mini")(train_canary_mini)
 train_app.command("prost-mini")(prost_mini)
 
