@@ -90,3 +90,16 @@ def test_the_tests_fall_back_to_the_slices_unless_ci_requires_the_full_data(tmp_
     monkeypatch.setenv(conftest.ENV_VAR, str(tmp_path / "typo"))
     with pytest.raises(FileNotFoundError, match="not a folder"):
         conftest.locate_shared_data()
+
+
+def test_eval_reports_default_outside_the_shipped_reports():
+    """`eval behaviour` from the repo overwrote docs/reports/behaviour; every eval default is under runs/."""
+    import typer
+
+    from prosocial.cli.eval import app as eval_app
+
+    group = typer.main.get_command(eval_app)
+    outs = {name: next(p.default for p in command.params if p.name == "out")
+            for name, command in group.commands.items() if any(p.name == "out" for p in getattr(command, "params", []))}
+    assert {"behaviour", "safety-suite", "canary", "prost", "toxichat"} <= set(outs)
+    assert all(str(out).startswith("runs/reports/") for name, out in outs.items() if name != "toxichat-train"), outs

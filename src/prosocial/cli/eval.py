@@ -37,7 +37,7 @@ def safety_suite(
     seed: int = typer.Option(0, help="Seed of the per-source sample."),
     data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
                                      "../shared/data)."),
-    out: Path = typer.Option(Path("docs/reports/safety-suite"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/safety-suite"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Every detector on every external benchmark's dev split, side by side (Markdown and JSON)."""
     from prosocial.canary import load_detector
@@ -64,7 +64,7 @@ def behaviour(
     seed: int = typer.Option(0, help="Seed of the case sample."),
     data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
                                      "../shared/data)."),
-    out: Path = typer.Option(Path("docs/reports/behaviour"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/behaviour"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """CheckList-style behaviour of detectors: small talk before, fillers after, short turns, minimal pairs."""
     from prosocial.canary import load_detector
@@ -124,7 +124,7 @@ def canary(
     limit: int = typer.Option(0, help="Evaluate a seeded sample of this many examples (0 = all)."),
     seed: int = typer.Option(0, help="Seed of the sample and of the models."),
     root: Path | None = RootOption,
-    out: Path = typer.Option(Path("docs/reports/canary"), help="Writes OUT.md, OUT.json and OUT-<model>.png."),
+    out: Path = typer.Option(Path("runs/reports/canary"), help="Writes OUT.md, OUT.json and OUT-<model>.png."),
 ) -> None:
     """Table 2: safety accuracy (5-way, 3-way), per-class P/R/F1, confusion matrices, RoT BLEU-4 / F1 / PPL."""
     from prosocial.canary import load_detector
@@ -152,7 +152,7 @@ def prost(
     limit: int = typer.Option(0, help="Evaluate a seeded sample of this many examples (0 = all)."),
     seed: int = typer.Option(0, help="Seed of the sample and of the models."),
     root: Path | None = RootOption,
-    out: Path = typer.Option(Path("docs/reports/prost"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/prost"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 3: BLEU-4, F1 and perplexity of replies; again with the gold RoTs given when the data has them."""
     from prosocial.eval.reports import load_examples, prost_report, prost_table
@@ -200,7 +200,7 @@ def toxichat(
     batch_size: int = typer.Option(16, help="Threads per generation batch."),
     replies_dir: Path | None = typer.Option(None, help="Also write each system's replies as JSONL (the input of "
                                             "`eval human build`)."),
-    out: Path = typer.Option(Path("docs/reports/toxichat"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/toxichat"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 5: stance (disagree / agree), offense and bad-word rates of replies to ToxiChat threads."""
     from prosocial.data.toxichat import read_threads
@@ -307,7 +307,7 @@ def human_aggregate(
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples (over items) for the 95% intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     note: str = typer.Option("", help="A paragraph for the report, e.g. who the raters were."),
-    out: Path = typer.Option(Path("docs/reports/human-eval"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/human-eval"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 4: win / tie / lose per dimension with bootstrap CIs and Krippendorff's alpha."""
     from prosocial.eval.human_eval.aggregate import aggregate, table
