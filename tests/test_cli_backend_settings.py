@@ -36,3 +36,12 @@ def test_respond_passes_detector_and_generator_settings():
     assert agent.generator.reply == "Hello there." and str(agent.detector.wordlist) == "/nowhere"
     result = runner.invoke(app, ["respond", "-b", "canned:reply=Hi from the settings.", "-d", "keywords", "hello"])
     assert result.exit_code == 0 and "Hi from the settings." in result.output, result.output
+
+
+def test_help_shows_no_type_beside_flags():
+    """typer printed `<bool>` beside --no-rots and --help, flags that take no value; other options keep theirs."""
+    text = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}).output
+    assert "<bool>" not in text
+    assert "<str>" in text and "<int" in text  # --backend, --batch-size still say what they take
+    flags = [line for line in text.splitlines() if "--no-rots" in line or "--help " in line]
+    assert len(flags) == 2 and not any("<" in line for line in flags)

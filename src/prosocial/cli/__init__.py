@@ -18,6 +18,26 @@ from prosocial.cli.respond import chat, respond
 from prosocial.cli.serve import serve
 from prosocial.cli.train import app as train_app
 
+
+def _flags_show_no_type() -> None:
+    """typer (0.29) prints a type beside every option in --help, `<bool>` even beside flags such as --no-rots and
+    --help, which take no value: a reader looks for a value to give. Flags show nothing there; other options keep
+    their type. Patched once, here, because typer builds its option objects itself (no per-option hook)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_prosocial_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._prosocial_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
+
 app = typer.Typer(
     name="prosocial",
     help="A prosocial backbone for conversational agents (ProsocialDialog, Kim et al., EMNLP 2022).",
