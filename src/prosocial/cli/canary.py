@@ -132,7 +132,7 @@ def explain(verdict: Verdict, detector) -> list[str]:
     if by_thresholds is SafetyLabel.NEEDS_INTERVENTION:
         rule = f"P(intervention) {intervention:.2f} is at or above the intervention threshold {t:.2f}"
         rule += f" and P(casual) {casual:.2f} below the gate {gate:.2f}" if gate is not None else ""
-        rule += " (set low to catch nearly every emergency, so it wins even when another score is higher)"
+        rule += " (calibrated for high emergency recall, so it decides even when another score is higher)"
     else:
         rule = f"P(intervention) {intervention:.2f} is below the intervention threshold {t:.2f}"
         if gate is not None and intervention >= t:
