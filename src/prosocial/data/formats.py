@@ -496,14 +496,18 @@ def check_file(
     if suffix in (".parquet", ".csv"):
         return dialogues_from_rows(_read_table_rows(path), str(path), problems, keep_turns), problems
     if suffix == ".jsonl":
-        lines = read_jsonl(path, problems)
+        unreadable: list[Problem] = []  # lines that are not UTF-8 or not JSON: reported first, as before streaming
+        lines = read_jsonl(path, unreadable)
         head = next(lines, None)
         rows = itertools.chain([head] if head is not None else [], lines)
         first = head[1] if head is not None else None
         partial = isinstance(first, dict) and set(first) <= {"context", "response"}
         if format == "partial" or (format is None and partial):
-            return _dialogues_from_partial([r for _, r in rows], str(path), problems), problems
-        return dialogues_from_rows(rows, str(path), problems, keep_turns), problems
+            dialogues = _dialogues_from_partial([r for _, r in rows], str(path), problems)
+        else:
+            dialogues = dialogues_from_rows(rows, str(path), problems, keep_turns)
+        problems[:0] = unreadable
+        return dialogues, problems
     if suffix != ".json":
         raise DataError.at(
             path, f"unsupported file type {suffix!r}; use .json, .jsonl, .parquet, .csv or a datasets folder"
