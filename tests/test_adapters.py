@@ -104,8 +104,22 @@ def test_unknown_benchmark_split_and_missing_folder(tmp_path: Path) -> None:
 def test_default_root_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(adapters.ENV_VAR, str(tmp_path))
     assert adapters.default_root() == tmp_path
-    monkeypatch.delenv(adapters.ENV_VAR)
-    assert (adapters.default_root() / "sbic").is_dir()
+
+
+def test_default_root_beside_the_repo_and_one_clear_error_without_it(monkeypatch, tmp_path: Path) -> None:
+    """A fresh clone (no ../shared/data, no variable): one error naming the missing folder once and the variable."""
+    repo = tmp_path / "clone"
+    (repo / "src" / "prosocial" / "data").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    monkeypatch.delenv(adapters.ENV_VAR, raising=False)
+    monkeypatch.setattr(adapters, "__file__", str(repo / "src" / "prosocial" / "data" / "adapters.py"))
+    monkeypatch.chdir(repo)  # the package and the cwd lead to the same repo
+    with pytest.raises(FileNotFoundError) as error:
+        adapters.default_root()
+    message = str(error.value)
+    assert message.count(str(tmp_path / "shared" / "data")) == 1 and adapters.ENV_VAR in message
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert adapters.default_root() == tmp_path / "shared" / "data"
 
 
 # --- hand-made rows ------------------------------------------------------------------------------------------

@@ -41,9 +41,9 @@ def test_cli_writes_the_report(tmp_path, shared_data) -> None:
 
 
 @pytest.fixture(scope="module")
-def shipped_results(shared_data):
+def shipped_results(full_data):
     detector = load_detector("canary-mini")
-    return run_checks(detector, build_checks(detector, shared_data, per_check=150, seed=0))
+    return run_checks(detector, build_checks(detector, full_data, per_check=150, seed=0))
 
 
 @pytest.mark.parametrize(

@@ -70,8 +70,9 @@ def test_direct_format_keeps_ids_that_positions_cannot_restore(tmp_path, hf_exam
 
 
 def test_partial_rows_become_single_turn_dialogues(shared_data):
-    dialogues = read_dialogues(shared_data / "prosocial_dialog_partial" / "valid.json")
-    assert len(dialogues) == 4000
+    path = shared_data / "prosocial_dialog_partial" / "valid.json"
+    dialogues = read_dialogues(path)
+    assert len(dialogues) == len(json.loads(path.read_text())) > 0  # 4,000 in the real file
     assert all(len(d.turns) == 1 and d.turns[0].safety_label is None for d in dialogues)
     assert dialogues[0].examples()[0].response
 
@@ -139,3 +140,33 @@ def test_paper_tables_fixture(paper_tables):
     assert labels == [SafetyLabel.POSSIBLY_NEEDS_CAUTION, SafetyLabel.PROBABLY_NEEDS_CAUTION,
                       SafetyLabel.POSSIBLY_NEEDS_CAUTION]
     assert Path(paper_tables[0].etc).name == "Table 6, dialogue 1"
+
+
+def test_validation_streams_json_lines_and_holds_no_turns(tmp_path, hf_examples):
+    """`data validate` on a 200 MB file peaked at 844 MB: every row was read into a list, then every turn kept."""
+    import tracemalloc
+
+    from prosocial.data.formats import dialogue_to_rows
+
+    rows = [r for d in hf_examples for r in dialogue_to_rows(d)]
+    path = tmp_path / "big.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for copy in range(600):
+            for row in rows:
+                f.write(json.dumps(row | {"dialogue_id": row["dialogue_id"] + 10 * copy}) + "\n")
+        f.write('{"dialogue_id": 1, "response_id": "x"}\n')  # a bad last line is still found
+
+    def peak(keep_turns: bool):
+        tracemalloc.start()
+        try:
+            result = check_file(path, keep_turns=keep_turns)
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (kept, problems), full = peak(True)
+    (counted, same_problems), lean = peak(False)
+    assert [d.dialogue_id for d in counted] == [d.dialogue_id for d in kept] and len(kept) == 1200
+    assert all(d.turns for d in kept) and not any(d.turns for d in counted)
+    assert problems == same_problems and problems and problems[0].line == 600 * len(rows) + 1
+    assert lean < full / 3, (lean, full)

@@ -58,8 +58,8 @@ def test_link_scores_are_one_per_row_first_undefined():
                                                                                    nan_ok=True)
 
 
-def test_shipped_links_cover_the_train_file_at_the_published_start_rate(shared_data):
-    rows = json.loads((shared_data / "prosocial_dialog_partial" / "train.json").read_text())
+def test_shipped_links_cover_the_train_file_at_the_published_start_rate(full_data):
+    rows = json.loads((full_data / "prosocial_dialog_partial" / "train.json").read_text())
     ids = load_links("train", len(rows))
     assert abs((ids[-1] + 1) / len(rows) - START_RATE) < 0.01
 

@@ -139,13 +139,13 @@ def test_prosocial_reply_label(reply: str, label: SafetyLabel | None) -> None:
     assert mapping.prosocial_reply_label(reply) is label
 
 
-def test_prosocial_reply_labels_on_the_real_rows_are_mostly_caution(shared_data) -> None:
+def test_prosocial_reply_labels_on_the_real_rows_are_mostly_caution(full_data) -> None:
     """ProsocialDialog is built from problematic situations: most replies push back, few approve."""
     from collections import Counter
 
     from prosocial.data.adapters import load_benchmark
 
-    counts = Counter(e.safety_label for e in load_benchmark("prosocial_dialog", "dev", root=shared_data))
+    counts = Counter(e.safety_label for e in load_benchmark("prosocial_dialog", "dev", root=full_data))
     total = sum(counts.values())
     assert total == 4000
     assert 0.5 < counts[SafetyLabel.NEEDS_CAUTION] / total < 0.75

@@ -109,6 +109,57 @@ def test_bad_jsonl_norms_and_files(tmp_path):
         read_norms(tmp_path / "missing.yaml")
 
 
+BILLION_LAUGHS = "".join(
+    ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"]
+    + [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    + ["norms:\n- id: bomb\n  rot: r\n  level: *i\n  examples: [x]\n"]
+)
+
+
+@pytest.mark.timeout(5)
+def test_a_yaml_alias_bomb_is_refused_at_once_and_never_expanded(tmp_path):
+    """The issue's 548-byte file took 101 s and 5.7 GB before a MemoryError; `level: *i` is 9^9 strings."""
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS, encoding="utf-8")
+    assert len(BILLION_LAUGHS) < 1000
+    started = time.perf_counter()
+    with pytest.raises(DataError) as error:
+        read_norms(path)
+    assert time.perf_counter() - started < 1.0
+    problem = error.value.problems[0]
+    assert (problem.path, problem.line) == (str(path), 1) and "anchors (&a) are not allowed" in problem.message
+    assert len(str(error.value)) < 300
+    alias_only = tmp_path / "alias.yaml"  # an alias to an undefined anchor is a YAML error, also quick
+    alias_only.write_text("- id: a\n  rot: r\n  level: *nowhere\n  examples: [x]\n", encoding="utf-8")
+    with pytest.raises(DataError, match="invalid YAML|aliases"):
+        read_norms(alias_only)
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("nest", [lambda n: "[" * n + "]" * n, lambda n: "".join(f"{'  ' * i}k:\n" for i in range(n))])
+def test_yaml_nested_too_deep_is_one_error_not_a_recursion_error(tmp_path, nest):
+    import time
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("- id: a\n  rot: r\n  level: caution\n  examples: [x]\n  counter_examples: " + nest(50_000)
+                    if nest(1).startswith("[") else "norms:\n" + nest(100), encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="nested more than 16 levels deep") as error:
+        read_norms(path)
+    assert time.perf_counter() - started < 1.0
+    assert len(str(error.value)) < 300
+
+
+def test_a_huge_value_is_cut_short_in_the_message(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("- id: a\n  rot: r\n  level: " + "x" * 100_000 + "\n  examples: [x]\n", encoding="utf-8")
+    with pytest.raises(DataError, match="unknown level 'xxx") as error:
+        read_norms(path)
+    assert len(str(error.value)) < 300
+
+
 def test_duplicate_ids_across_files_are_an_error_naming_both(tmp_path):
     one = _jsonl(tmp_path / "one.jsonl", [SPOILERS])
     two = _jsonl(tmp_path / "two.jsonl", [SPOILERS | {"id": "other"}, SPOILERS])

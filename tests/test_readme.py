@@ -36,3 +36,22 @@ def test_the_readme_examples_are_what_the_shipped_model_says() -> None:
     ]
     # bfloat16 on another CPU may move a borderline score: one row may differ, more means the README is stale
     assert len(wrong) <= 1, wrong
+
+
+def test_the_readme_names_every_example_the_shipped_packs_fail() -> None:
+    """The README said the clinic pack fails only its three medication questions; it failed four. What it names
+    must be what `prosocial norms test` finds on the shipped model (children, gaming, spoilers: none)."""
+    from prosocial.canary.norms import run_norm_tests
+
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    detector = load_detector("canary-mini")
+    failed = {}
+    for pack in ("children.yaml", "gaming.yaml", "spoilers.yaml", "clinic.jsonl"):
+        normed = load_detector("canary-mini", norms=[REPO / "docs" / "norms" / pack])
+        normed.base = detector  # one model for the four packs
+        failed[pack] = [(r.case.norm, r.case.text) for r in run_norm_tests(normed) if not r.passed]
+    assert failed["children.yaml"] == failed["gaming.yaml"] == failed["spoilers.yaml"] == []
+    clinic = failed["clinic.jsonl"]
+    assert "fails four by design, its three medication questions and one symptom" in text and len(clinic) == 4
+    assert sum(norm == "clinic.medication-questions" for norm, _ in clinic) == 3, clinic
+    assert all(f'("{t}")' in text for norm, t in clinic if norm != "clinic.medication-questions"), clinic

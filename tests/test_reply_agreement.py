@@ -92,9 +92,9 @@ def test_the_guard_resamples_what_the_judge_flags_and_the_rules_miss() -> None:
     assert ReplyGuard().generate(generator, [["skip"]], [[]], casual=[False])[0].path == "accepted", "rules alone"
 
 
-def test_the_shipped_judge_on_held_out_diasafety_replies(shared_data: Path) -> None:
+def test_the_shipped_judge_on_held_out_diasafety_replies(full_data: Path) -> None:
     """DiaSafety val (never fitted or calibrated on). Measured by scripts/train_reply_agreement.py, see the card."""
-    pairs = diasafety_pairs("dev", shared_data)
+    pairs = diasafety_pairs("dev", full_data)
     agreement = [p for p in pairs if p.category == "Toxicity Agreement"]
     flags = AgreementJudge.load().agrees([p.turn for p in agreement], [p.reply for p in agreement])
     hits = [p.agrees for p, f in zip(agreement, flags, strict=True) if f]

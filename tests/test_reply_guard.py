@@ -106,10 +106,10 @@ def test_fallback_asks_first_then_states_the_rot() -> None:
 # --------------------------------------------------------------------------- rates on real, human-labelled replies
 
 
-def test_condone_check_on_diasafety_agreement_replies(shared_data: Path) -> None:
+def test_condone_check_on_diasafety_agreement_replies(full_data: Path) -> None:
     """Held-out DiaSafety Toxicity Agreement replies (val): half agree with a toxic context (label Unsafe).
     Measured: 77 flagged, precision 0.77, recall 0.41 (scripts/judge_condone.py)."""
-    rows = [r for r in json.loads((shared_data / "diasafety" / "val.json").read_text())
+    rows = [r for r in json.loads((full_data / "diasafety" / "val.json").read_text())
             if r["category"] == "Toxicity Agreement"]
     flagged = [r["label"] == "Unsafe" for r in rows if condones([r["context"]], r["response"])]
     positives = sum(r["label"] == "Unsafe" for r in rows)
@@ -118,10 +118,10 @@ def test_condone_check_on_diasafety_agreement_replies(shared_data: Path) -> None
     assert sum(flagged) / positives >= 0.35
 
 
-def test_few_false_alarms_on_prosocialdialog_gold_replies(shared_data: Path) -> None:
+def test_few_false_alarms_on_prosocialdialog_gold_replies(full_data: Path) -> None:
     """Crowdworkers' prosocial replies (validation file): loops and echoes almost never, agreement rarely (they
     agree when a later turn concedes: "You're right, I shouldn't" → "Yes, …"). Measured: 0 and 62 of 4,000."""
-    rows = read_partial_rows(shared_data / "prosocial_dialog_partial" / "valid.json")
+    rows = read_partial_rows(full_data / "prosocial_dialog_partial" / "valid.json")
     degenerate_rate = sum(degenerate(c, r) is not None for c, r in rows) / len(rows)
     condone_rate = sum(condones([c], r) for c, r in rows) / len(rows)
     assert degenerate_rate < 0.005

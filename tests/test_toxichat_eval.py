@@ -62,8 +62,10 @@ def test_threads_offense_and_stance_data(threads_file, shared_data):
     targets, replies, labels = stance_data(threads, last_only=True)
     assert list(zip(targets, replies, [STANCES[i] for i in labels], strict=True))[:2] == [
         ("women are dumb", "yes they are", "agree"), ("yes they are", "no, that's wrong", "disagree")]
-    real = read_threads(shared_data / "toxichat" / "dev.jsonl")
-    assert len(real) == 300 and all(t.comments for t in real)
+    path = shared_data / "toxichat" / "dev.jsonl"
+    real = read_threads(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(real) == len(lines) > 0 and all(t.comments for t in real)  # 300 threads in the real file
 
 
 def test_bad_input_is_reported_with_its_line(tmp_path):

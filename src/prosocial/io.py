@@ -14,17 +14,42 @@ from typing import IO, Any, NoReturn
 
 from prosocial.errors import DataError, Problem
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse, with a `DataError` naming `path`, to replace anything but a writable regular file (or nothing).
+
+    An atomic write renames a new regular file over the target: over /dev/null (as root), a FIFO another program
+    reads, or a file someone made read-only, that silently destroys what was there. A symlink is followed, so one
+    that points at a device is refused too. Root may write a 0444 file, but its owner said no: no write bit at all
+    is refused whoever runs.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    for test, kind in _KINDS:
+        if test(info.st_mode):
+            raise DataError.at(path, f"is {kind}, not a regular file; it would be replaced, so write to a file "
+                               "(or to '-', stdout, and redirect that)")
+    if not info.st_mode & 0o222 or not os.access(path, os.W_OK):
+        raise DataError.at(path, "is read-only; make it writable or write to another file")
+
 
 @contextmanager
 def atomic_write(
     path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
 ) -> Iterator[IO[Any]]:
-    """Write to a temporary file beside `path` and rename it over `path` only if the block succeeds.
+    """Write to a temporary file beside `path` and rename it over `path` only if the block succeeds (a `path` that is
+    not a writable regular file is refused first, see `check_replaceable`).
 
     The file ends with the mode a plain `open` would give it: the target's own if it exists, else 0o666 less the
     umask (the temporary file is created with 0o666, so the kernel applies the umask; nothing reads it).
     """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -76,11 +76,44 @@ class NormMatch:
 # --- reading -------------------------------------------------------------------------------------------------
 
 
+#: a norms file is a list of flat objects (depth 4 with a top-level `norms:` key); deeper is a mistake or an attack
+MAX_YAML_DEPTH = 16
+
+
+def _check_yaml_events(path: Path, text: str) -> None:
+    """Refuse anchors, aliases and deep nesting from the event stream, before anything is built.
+
+    An alias repeats a node without repeating its text, so nine lines of nested aliases ("billion laughs") expand to
+    gigabytes when constructed or printed; norms never need one (write the text out). PyYAML's composer recurses
+    once per level, so a file nested thousands deep ends in a RecursionError; the parser does not recurse, so
+    reading the events first stops both in milliseconds.
+    """
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise DataError.at(path, f"YAML aliases (*{event.anchor[:40]}) are not allowed in a norms file; "
+                               "write the text out", line=line)
+        if getattr(event, "anchor", None) is not None:
+            raise DataError.at(path, f"YAML anchors (&{event.anchor[:40]}) are not allowed in a norms file; "
+                               "write the text out", line=line)
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise DataError.at(path, f"nested more than {MAX_YAML_DEPTH} levels deep; a norm is a flat object "
+                                   "(id, rot, level, examples)", line=line)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def _yaml_items(path: Path, text: str) -> Iterator[tuple[int, Any, dict[str, int]]]:
     """(line, value, line of each field) for each norm of a YAML file."""
     import yaml
 
     try:
+        _check_yaml_events(path, text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -105,6 +138,17 @@ def _yaml_items(path: Path, text: str) -> Iterator[tuple[int, Any, dict[str, int
         except yaml.YAMLError as exc:
             raise DataError.at(path, f"invalid YAML: {exc}", line=node.start_mark.line + 1) from None
         yield node.start_mark.line + 1, value, lines
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short: a message must stay one readable line whatever the file holds."""
+    import reprlib
+
+    shown = reprlib.Repr()  # keyword arguments only from Python 3.12
+    shown.maxstring = shown.maxother = 60
+    shown.maxlist = shown.maxdict = 4
+    shown.maxlevel = 2
+    return shown.repr(value)
 
 
 def _texts(value: Any, name: str, required: bool) -> tuple[str, ...] | str:
@@ -137,7 +181,7 @@ def _norm(value: Any, origin: str) -> Norm | tuple[str, str | None]:
     if not isinstance(rot, str) or not rot.strip():
         return "the rule-of-thumb must be a non-empty string", "rot"
     if level not in LEVELS:
-        return f"unknown level {level!r} (known: {', '.join(LEVELS)})", "level"
+        return f"unknown level {_shown(level)} (known: {', '.join(LEVELS)})", "level"
     examples = _texts(value["examples"], "examples", required=True)
     if isinstance(examples, str):
         return examples, "examples"

@@ -10,12 +10,33 @@ from prosocial import __version__
 from prosocial.cli.canary import check, train_canary_mini, train_danger
 from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
+from prosocial.cli.doctor import doctor
 from prosocial.cli.eval import app as eval_app
 from prosocial.cli.norms import app as norms_app
 from prosocial.cli.prost import prost_mini
 from prosocial.cli.respond import chat, respond
 from prosocial.cli.serve import serve
 from prosocial.cli.train import app as train_app
+
+
+def _flags_show_no_type() -> None:
+    """typer (0.29) prints a type beside every option in --help, `<bool>` even beside flags such as --no-rots and
+    --help, which take no value: a reader looks for a value to give. Flags show nothing there; other options keep
+    their type. Patched once, here, because typer builds its option objects itself (no per-option hook)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_prosocial_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._prosocial_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name="prosocial",
@@ -33,6 +54,7 @@ app.command()(check)
 app.command()(respond)
 app.command()(chat)
 app.command()(serve)
+app.command()(doctor)
 train_app.command("canary-mini")(train_canary_mini)
 train_app.command("prost-mini")(prost_mini)
 train_app.command("danger")(train_danger)
@@ -88,4 +110,13 @@ def demo(
 
 
 def main() -> None:
-    app()
+    from prosocial.cli.errors import sigterm_exits, stdout_closed
+
+    with sigterm_exits():
+        try:
+            app()
+        except BrokenPipeError:  # a command that does not route OSError through `fail`
+            try:
+                stdout_closed()
+            except typer.Exit as stop:
+                raise SystemExit(stop.exit_code) from None

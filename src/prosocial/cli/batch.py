@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import IO
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from prosocial.cli.logs import held_warnings
 from prosocial.data.context import MAX_CONTEXT_CHARS
@@ -40,6 +42,79 @@ ADDRESS = typer.Option(None, "--address", help="With --engine ray: the cluster t
 ACTORS = typer.Option(None, "--actors", min=1, help="With --engine ray: model actors per node (default: 1 per CPU).")
 GPUS = typer.Option(0.0, "--gpus-per-actor", min=0, help="With --engine ray: GPUs each actor reserves (e.g. 1).")
 OUTPUT_FORMAT = typer.Option("jsonl", "--output-format", help="Corpus jobs: jsonl or parquet output shards.")
+
+
+#: without a terminal (a log file, CI, nohup), a plain progress line on stderr at most this often
+PLAIN_PROGRESS_SECONDS = 10.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+
+
+def rate_and_eta(done: int, total: int | None, elapsed: float, unit: str = "rows") -> str:
+    """"12.5 rows/s, about 1m20s left": the rate over the whole run so far (batches can take minutes, longer than
+    a moving window), and what is left at that rate."""
+    if not done or elapsed <= 0:
+        return "starting"
+    rate = done / elapsed
+    shown = f"{rate:,.1f} {unit}/s" if rate >= 1 else f"{60 * rate:,.1f} {unit}/min"
+    if total is not None and total > done:
+        shown += f", about {_duration((total - done) / rate)} left"
+    return shown
+
+
+class RateColumn(ProgressColumn):
+    """Units per second (or minute) and the time left, for a bar whose task counts `unit`s."""
+
+    def __init__(self, unit: str = "rows"):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        total = None if task.total is None else int(task.total)
+        return Text(rate_and_eta(int(task.completed), total, task.elapsed or 0.0, self.unit))
+
+
+class PlainProgress:
+    """A one-line progress report on `console` (stderr) every `every` seconds when it is not a terminal, where the
+    bar is hidden: a long job in a log or under nohup otherwise says nothing until it ends."""
+
+    def __init__(self, console: Console, what: str, unit: str = "rows", every: float | None = None):
+        self.console, self.what, self.unit = console, what, unit
+        self.every = PLAIN_PROGRESS_SECONDS if every is None else every
+        self.enabled = not console.is_terminal
+        self.started = self.last = time.monotonic()
+
+    def update(self, done: int, total: int | None, extra: str = "") -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < self.every:
+            return
+        self.last = now
+        of = f"/{total:,}" if total is not None else ""
+        rate = rate_and_eta(done, total, now - self.started, self.unit)
+        self.console.print(f"{self.what}: {done:,}{of} {self.unit}{extra}, {rate}", highlight=False, soft_wrap=True,
+                           markup=False)
+
+
+def backend_spec(spec: str, option: str) -> tuple[str, dict]:
+    """``NAME[:key=value,...]`` of a --backend/--detector option → (NAME, settings), as `eval` takes them (values
+    are JSON when they parse): `-b "canary-mini:rot_min_similarity=-1"`. A backend that does not take a setting is
+    refused by the registry, naming the settings it takes."""
+    from prosocial.eval.reports import parse_spec
+
+    try:
+        label, name, settings = parse_spec(spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+    if label != spec:
+        raise typer.BadParameter(f"a LABEL= only names a column in `eval`; here give NAME[:key=value,...], got "
+                                 f"{spec!r}", param_hint=option)
+    if not name:
+        raise typer.BadParameter(f"no backend name in {spec!r}", param_hint=option)
+    return name, settings
 
 
 def _count_lines(path: Path) -> int:
@@ -84,13 +159,15 @@ def run_jsonl(
     problems: list[Problem] | None = [] if skip_invalid else None
     clipped: list[int] = []
     pending: list[tuple[int, object, list[str]]] = []
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), RateColumn("lines"), TimeElapsedColumn())
     with (
         held_warnings(console),
         _output(target) as out,
         Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress,
     ):
-        task = progress.add_task(what, total=_count_lines(source))
+        total = _count_lines(source)
+        task = progress.add_task(what, total=total)
+        plain = PlainProgress(console, what, "lines")
 
         def flush() -> None:
             nonlocal written
@@ -99,6 +176,7 @@ def run_jsonl(
                 out.write(output_line(identifier, result) + "\n")
             written += len(pending)
             progress.update(task, completed=pending[-1][0])
+            plain.update(pending[-1][0], total)
             pending.clear()
 
         for number, identifier, context, was_clipped in valid_records(source, read_jsonl(source, problems), problems):
@@ -183,11 +261,13 @@ def run_corpus_job(source: str, target: str, make: Callable[[], BatchFn], job: J
         Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress,
     ):
         task = progress.add_task(what, total=None, rows=0, rate=0.0)
+        plain = PlainProgress(console, what, "rows")
 
         def step(rows: int, shards: int, to_do: int) -> None:
             done = progress.tasks[0].fields["rows"] + rows
             elapsed = progress.tasks[0].elapsed or 0.0
             progress.update(task, total=to_do, advance=shards, rows=done, rate=done / elapsed if elapsed else 0.0)
+            plain.update(done, None, f" ({int(progress.tasks[0].completed):,}/{to_do:,} shards)")
 
         report = run_corpus(source, target, make, engine=engine, address=job.address, actors=job.actors,
                             gpus_per_actor=job.gpus, batch_size=job.batch_size, fmt=job.fmt,
@@ -197,7 +277,15 @@ def run_corpus_job(source: str, target: str, make: Callable[[], BatchFn], job: J
     if report.clipped:
         console.print(f"[yellow]clipped[/yellow] {report.clipped:,} context(s) over {MAX_CONTEXT_CHARS:,} characters "
                       f"to their newest {MAX_CONTEXT_CHARS:,}", highlight=False, soft_wrap=True)
-    notes = [f"{report.done_before:,} shards already done"] if report.done_before else []
+    # what this run wrote, not what the folder holds: a rerun of a finished job writes nothing
+    ran, written = report.shards - report.done_before, progress.tasks[0].fields["rows"]
+    if not ran:
+        summary = (f"nothing to do: all {report.shards:,} shards in {target} were already done "
+                   f"({report.rows:,} {job.records}); delete a shard's output to redo it")
+        notes = []
+    else:
+        summary = f"wrote {written:,} {job.records} in {ran:,} shards to {target}"
+        notes = [f"{report.done_before:,} shards already done ({report.rows:,} {job.records} in all)"
+                 ] if report.done_before else []
     notes += [f"skipped {len(report.problems):,} bad lines"] if report.problems else []
-    summary = f"wrote {report.rows:,} {job.records} in {report.shards:,} shards to {target}"
     console.print(escape(summary + "".join(f"; {n}" for n in notes)), highlight=False, soft_wrap=True)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prosocial.canary import load_detector
+from prosocial.canary.base import Verdict
 from prosocial.cli.batch import (
     ACTORS,
     ADDRESS,
@@ -21,12 +23,14 @@ from prosocial.cli.batch import (
     OUTPUT_FORMAT,
     OUTPUT_HELP,
     JobOptions,
+    backend_spec,
     check_input_output,
     run_input,
 )
-from prosocial.cli.errors import fail
+from prosocial.cli.errors import fail, shared_data_root
 from prosocial.cli.logs import held_warnings
 from prosocial.cli.norms import NORMS_HELP
+from prosocial.data.labels import SafetyLabel
 from prosocial.errors import DataError, ModelError
 from prosocial.jobs.corpus import check_rows
 
@@ -41,7 +45,8 @@ def check(
     output: str | None = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     no_rots: bool = typer.Option(False, "--no-rots", help="Labels and scores only (faster)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad input lines and report the count."),
-    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry."),
+    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry, with "
+                                "settings as in `eval`: NAME[:key=value,...], e.g. 'canary-mini:rots_per_context=3'."),
     norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
     batch_size: int = typer.Option(64, min=1, help="Contexts per batch."),
@@ -54,7 +59,8 @@ def check(
 ) -> None:
     """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
     check_input_output(text, input, output, "one TEXT", "check")
-    settings = {"model_dir": model_dir} if model_dir else {}
+    backend, settings = backend_spec(backend, "--backend")
+    settings |= {"model_dir": model_dir} if model_dir else {}
     try:
         if input is not None:
             job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid, "check",
@@ -62,7 +68,8 @@ def check(
             run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), job, console)
             return
         with held_warnings(console):
-            verdict = load_detector(backend, norms=norms, **settings).check([*context, text], with_rots=not no_rots)
+            detector = load_detector(backend, norms=norms, **settings)
+            verdict = detector.check([*context, text], with_rots=not no_rots)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:
@@ -73,16 +80,78 @@ def check(
     out = Console()
     style = LABEL_STYLE[verdict.coarse.value]
     out.print(f"[{style}]{verdict.safety_label.value}[/{style}]  ({verdict.coarse.value})")
-    if verdict.danger:
-        from prosocial.data.danger import BY_NAME
-
-        out.print(f"danger: {verdict.danger} ({BY_NAME[verdict.danger].title})")
+    for reason in explain(verdict, detector):
+        out.print(f"  why: {escape(reason)}", highlight=False)
     table = Table(show_header=False, box=None, padding=(0, 2))
     for label, score in sorted(verdict.scores.items(), key=lambda kv: -kv[1]):
         table.add_row(label, f"{score:.3f}", "█" * round(score * 30))
     out.print(table)
     for rot in verdict.rots:
         out.print(f"  • {rot}")
+
+
+def _mini_config(detector):
+    """The thresholds of the Canary-mini under `detector` (through norm wrappers), or None for other backends."""
+    from prosocial.canary.mini import CanaryMini
+
+    while detector is not None and not isinstance(detector, CanaryMini):
+        detector = getattr(detector, "base", None)
+    return detector.config if detector is not None else None
+
+
+def explain(verdict: Verdict, detector) -> list[str]:
+    """Why the label is what it is, in words: the norm that matched, the danger category, and for Canary-mini the
+    threshold that decided. The score bars alone mislead: the intervention threshold is set low to catch nearly
+    every emergency, so a context can need intervention while "casual" has the longest bar."""
+    reasons = []
+    if verdict.norm is not None:
+        norms = getattr(getattr(detector, "bank", None), "norms", [])
+        norm = next((n for n in norms if n.id == verdict.norm), None)
+        where = f" ({norm.origin})" if norm and norm.origin else ""
+        level = f", level {norm.level}" if norm else ""
+        reasons.append(f"your norm {verdict.norm!r} matched{where}{level}")
+    if verdict.danger is not None:
+        from prosocial.data.danger import BY_NAME
+
+        category = BY_NAME.get(verdict.danger)
+        reasons.append(f"danger category: {category.title if category else verdict.danger}")
+    config = _mini_config(detector)
+    if config is None or not verdict.scores:
+        return reasons
+    import numpy as np
+
+    from prosocial.canary.mini import decide
+
+    s = verdict.scores
+    casual, intervention = s.get(SafetyLabel.CASUAL.value, 0.0), s.get(SafetyLabel.NEEDS_INTERVENTION.value, 0.0)
+    caution = max(0.0, 1.0 - casual - intervention)
+    share = caution / max(casual + caution, 1e-9)
+    by_thresholds = decide(np.array([[casual, caution, intervention]]), config)[0]
+    gate = config.intervention_gate
+    t, c = config.intervention_threshold, config.casual_threshold
+    if by_thresholds is SafetyLabel.NEEDS_INTERVENTION:
+        rule = f"P(intervention) {intervention:.2f} is at or above the intervention threshold {t:.2f}"
+        rule += f" and P(casual) {casual:.2f} below the gate {gate:.2f}" if gate is not None else ""
+        rule += " (calibrated for high emergency recall, so it decides even when another score is higher)"
+    else:
+        rule = f"P(intervention) {intervention:.2f} is below the intervention threshold {t:.2f}"
+        if gate is not None and intervention >= t:
+            rule = f"P(casual) {casual:.2f} is at or above the intervention gate {gate:.2f}"
+        if by_thresholds is SafetyLabel.CASUAL:
+            rule += f"; the caution share {share:.2f} is below the casual threshold {c:.2f}"
+        else:
+            rule += (f"; the caution share {share:.2f} is at or above the casual threshold {c:.2f}: about "
+                     f"{min(3, max(1, round(3 * share)))} of 3 annotators would say needs caution")
+    if by_thresholds is verdict.safety_label:
+        reasons.append(rule)
+    elif verdict.norm is None and verdict.danger is None:  # the danger head vetoed the safety head's intervention
+        reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}), but the danger head "
+                       f"sees no emergency, so it is {verdict.safety_label.value}")
+    else:
+        by = "norm" if verdict.norm is not None else "danger category"
+        reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}); the {by} made it "
+                       f"{verdict.safety_label.value}")
+    return reasons
 
 
 SHIPPED_CANARY = Path("src/prosocial/resources/canary-mini")
@@ -164,12 +233,18 @@ def train_canary_mini(
     """
     from prosocial.canary.encoders import packaged_minilm, packaged_mpnet
     from prosocial.canary.mini import MiniConfig
-    from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate
+    from prosocial.canary.mini_train import MiniTrainSettings, default_prosocial_files, recalibrate, teacher_config
     from prosocial.canary.mini_train import train_canary_mini as build
-    from prosocial.data.adapters import default_root
     from prosocial.lm.hf import cache_root
 
-    root = data or default_root()
+    # the options are checked first, so a typo is reported before minutes of reading data (or a missing folder)
+    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
+        raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
+                                 "--calibrate-only trains nothing")
+    if encoder not in ("minilm", "mpnet"):
+        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
+    if encoder == "mpnet" and out == SHIPPED_CANARY:
+        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
     recipe = MiniTrainSettings()
     try:
         repeats = {name: int(times) for name, _, times in (r.partition("=") for r in repeat)} or recipe.repeats
@@ -192,17 +267,20 @@ def train_canary_mini(
         pool_size=pool,
         config=MiniConfig(precision=precision, pooling=pooling),
     )
-    if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
-        raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
-                                 "--calibrate-only trains nothing")
+    if teacher is not None:
+        try:
+            teacher_config(teacher)  # a wrong --teacher is reported before the data is looked for
+        except ModelError as exc:
+            fail(console, exc)
+    root = shared_data_root(console, data)
     if calibrate_only:
-        files = default_prosocial_files(root) if rebuild_rot_bank else None
-        console.print_json(data=recalibrate(out, root=root, settings=settings, prosocial_files=files))
+        try:
+            files = default_prosocial_files(root) if rebuild_rot_bank else None
+            report = recalibrate(out, root=root, settings=settings, prosocial_files=files)
+        except (DataError, ModelError, ValueError, OSError) as exc:
+            fail(console, exc)
+        console.print_json(data=report)
         return
-    if encoder not in ("minilm", "mpnet"):
-        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
-    if encoder == "mpnet" and out == SHIPPED_CANARY:
-        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
     try:
         encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
         report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,

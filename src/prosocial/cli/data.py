@@ -135,7 +135,7 @@ def validate(
     total = 0
     for path in files:
         try:
-            dialogues, problems = check_file(path, format)
+            dialogues, problems = check_file(path, format, keep_turns=False)  # counts only: no turns held
         except DataError as exc:
             dialogues, problems = [], exc.problems
         for problem in problems:

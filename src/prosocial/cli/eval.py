@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from prosocial.errors import ModelError
+from prosocial.cli.errors import fail, shared_data_root
+from prosocial.errors import DataError, ModelError
 from prosocial.eval.report_files import (
     describe_sample,
     provenance,
@@ -36,13 +37,17 @@ def safety_suite(
     seed: int = typer.Option(0, help="Seed of the per-source sample."),
     data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
                                      "../shared/data)."),
-    out: Path = typer.Option(Path("docs/reports/safety-suite"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/safety-suite"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Every detector on every external benchmark's dev split, side by side (Markdown and JSON)."""
     from prosocial.canary import load_detector
-    from prosocial.eval.safety_suite import evaluate_detector, load_suite, markdown_table
+    from prosocial.eval.safety_suite import CASUAL, LABELLED, evaluate_detector, load_suite, markdown_table
 
-    suite = load_suite(data, per_source or None, seed)
+    root = shared_data_root(console, data, LABELLED + CASUAL)
+    try:
+        suite = load_suite(root, per_source or None, seed)
+    except (DataError, OSError) as exc:
+        fail(console, exc)
     results = _evaluate_each(detectors, lambda name, spec: evaluate_detector(load_detector(name, **spec), suite))
     meta = provenance(detectors=detectors, per_source=per_source, seed=seed, data=suite.description, split="dev")
     table = markdown_table(results)
@@ -59,17 +64,22 @@ def behaviour(
     seed: int = typer.Option(0, help="Seed of the case sample."),
     data: Path | None = typer.Option(None, help="The shared data folder (default: $PROSOCIAL_SHARED_DATA or "
                                      "../shared/data)."),
-    out: Path = typer.Option(Path("docs/reports/behaviour"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/behaviour"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """CheckList-style behaviour of detectors: small talk before, fillers after, short turns, minimal pairs."""
     from prosocial.canary import load_detector
-    from prosocial.eval.behaviour import build_checks, markdown_table, run_checks
+    from prosocial.eval.behaviour import CASUAL, FLAGGED_SOURCES, build_checks, markdown_table, run_checks
+
+    root = shared_data_root(console, data, CASUAL + FLAGGED_SOURCES)  # before any detector loads
 
     def evaluate(name: str, settings: dict) -> dict:
         detector = load_detector(name, **settings)
-        return run_checks(detector, build_checks(detector, data, per_check, seed))
+        return run_checks(detector, build_checks(detector, root, per_check, seed))
 
-    results = _evaluate_each(detectors, evaluate)
+    try:
+        results = _evaluate_each(detectors, evaluate)
+    except (DataError, OSError) as exc:
+        fail(console, exc)
     meta = provenance(detectors=detectors, per_check=per_check, seed=seed, split="dev")
     table = markdown_table(results)
     write_report(out, "Behavioural suite (dev splits and written cases)", [table], meta, results)
@@ -114,7 +124,7 @@ def canary(
     limit: int = typer.Option(0, help="Evaluate a seeded sample of this many examples (0 = all)."),
     seed: int = typer.Option(0, help="Seed of the sample and of the models."),
     root: Path | None = RootOption,
-    out: Path = typer.Option(Path("docs/reports/canary"), help="Writes OUT.md, OUT.json and OUT-<model>.png."),
+    out: Path = typer.Option(Path("runs/reports/canary"), help="Writes OUT.md, OUT.json and OUT-<model>.png."),
 ) -> None:
     """Table 2: safety accuracy (5-way, 3-way), per-class P/R/F1, confusion matrices, RoT BLEU-4 / F1 / PPL."""
     from prosocial.canary import load_detector
@@ -142,7 +152,7 @@ def prost(
     limit: int = typer.Option(0, help="Evaluate a seeded sample of this many examples (0 = all)."),
     seed: int = typer.Option(0, help="Seed of the sample and of the models."),
     root: Path | None = RootOption,
-    out: Path = typer.Option(Path("docs/reports/prost"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/prost"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 3: BLEU-4, F1 and perplexity of replies; again with the gold RoTs given when the data has them."""
     from prosocial.eval.reports import load_examples, prost_report, prost_table
@@ -190,10 +200,9 @@ def toxichat(
     batch_size: int = typer.Option(16, help="Threads per generation batch."),
     replies_dir: Path | None = typer.Option(None, help="Also write each system's replies as JSONL (the input of "
                                             "`eval human build`)."),
-    out: Path = typer.Option(Path("docs/reports/toxichat"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/toxichat"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 5: stance (disagree / agree), offense and bad-word rates of replies to ToxiChat threads."""
-    from prosocial.data.adapters import default_root
     from prosocial.data.toxichat import read_threads
     from prosocial.eval import toxichat as tc
     from prosocial.eval.reports import toxichat_sections
@@ -202,8 +211,11 @@ def toxichat(
     from prosocial.io import write_jsonl
 
     seed_everything(seed)
-    path = Path(root or default_root()) / "toxichat" / f"{split}.jsonl"
-    every = read_threads(path)
+    path = shared_data_root(console, root, ("toxichat",)) / "toxichat" / f"{split}.jsonl"
+    try:
+        every = read_threads(path)
+    except (DataError, OSError) as exc:
+        fail(console, exc)
     total, threads = len(every), seeded_sample(every, limit, seed)
     scorer = Evaluators.load(evaluators)
     has_badword = tc.badword_matcher(tc.load_badwords(badwords))
@@ -234,14 +246,16 @@ def toxichat_train(
     out: Path = typer.Option(Path("src/prosocial/resources/toxichat-evaluators"), help="Evaluator folder to write."),
 ) -> None:
     """Rebuild the ToxiChat stance and offense evaluators from ToxiChat's training threads."""
-    from prosocial.data.adapters import default_root
     from prosocial.data.toxichat import read_threads
     from prosocial.eval.reports import evaluator_table
     from prosocial.eval.toxichat_evaluators import train_evaluators
 
-    folder = Path(root or default_root()) / "toxichat"
-    evaluators = train_evaluators(read_threads(folder / "train.jsonl"), read_threads(folder / "dev.jsonl"),
-                                  hidden=hidden, balance=balance, seed=seed)
+    folder = shared_data_root(console, root, ("toxichat",)) / "toxichat"
+    try:
+        train, dev = read_threads(folder / "train.jsonl"), read_threads(folder / "dev.jsonl")
+    except (DataError, OSError) as exc:
+        fail(console, exc)
+    evaluators = train_evaluators(train, dev, hidden=hidden, balance=balance, seed=seed)
     evaluators.config["provenance"] = provenance(command="eval toxichat-train", hidden=hidden, balance=balance,
                                                  seed=seed)
     evaluators.save(out)
@@ -293,7 +307,7 @@ def human_aggregate(
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples (over items) for the 95% intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     note: str = typer.Option("", help="A paragraph for the report, e.g. who the raters were."),
-    out: Path = typer.Option(Path("docs/reports/human-eval"), help="Writes OUT.md and OUT.json."),
+    out: Path = typer.Option(Path("runs/reports/human-eval"), help="Writes OUT.md and OUT.json."),
 ) -> None:
     """Table 4: win / tie / lose per dimension with bootstrap CIs and Krippendorff's alpha."""
     from prosocial.eval.human_eval.aggregate import aggregate, table

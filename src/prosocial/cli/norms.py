@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prosocial.cli.batch import backend_spec
 from prosocial.cli.errors import fail
+from prosocial.cli.logs import held_warnings
 from prosocial.errors import DataError, ModelError
 
 console = Console(stderr=True)
@@ -27,7 +29,8 @@ def test(
     leave_one_out: bool = typer.Option(
         False, "--leave-one-out", help="Match each example with itself taken out of its norm (does it generalise?)."
     ),
-    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector the norms apply on top of."),
+    backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector the norms apply on top of "
+                                "(NAME[:key=value,...], as `check -b`)."),
     show_passed: bool = typer.Option(False, "--show-passed", help="List passing checks too."),
 ) -> None:
     """Run each norm's examples (and the --cases) through the detector: every example must be decided by its
@@ -35,9 +38,11 @@ def test(
     from prosocial.canary import load_detector
     from prosocial.canary.norms import read_cases, run_norm_tests
 
+    name, settings = backend_spec(backend, "--backend")
     try:
-        detector = load_detector(backend, norms=norms)
-        results = run_norm_tests(detector, [c for path in cases for c in read_cases(path)], leave_one_out)
+        with held_warnings(console):  # no "Loading weights" bars between the command and its table
+            detector = load_detector(name, norms=norms, **settings)
+            results = run_norm_tests(detector, [c for path in cases for c in read_cases(path)], leave_one_out)
     except (DataError, ModelError, OSError) as exc:
         fail(console, exc)
     shown = [r for r in results if show_passed or not r.passed]

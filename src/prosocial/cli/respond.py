@@ -24,6 +24,7 @@ from prosocial.cli.batch import (
     OUTPUT_FORMAT,
     OUTPUT_HELP,
     JobOptions,
+    backend_spec,
     check_input_output,
     run_input,
 )
@@ -41,11 +42,13 @@ from prosocial.steer.steered import PROMPT_STYLES
 console = Console(stderr=True)
 LABEL_STYLE = {"casual": "green", "needs caution": "yellow", "needs intervention": "bold red"}
 
-BACKEND = typer.Option("prost-mini", "--backend", "-b", help="Generator backend: prost-mini, prost, steered, …")
+BACKEND = typer.Option("prost-mini", "--backend", "-b", help="Generator backend: prost-mini, prost, steered, …; "
+                       "settings as in `eval`: NAME[:key=value,...], e.g. 'prost-mini:candidates=4'.")
 MODEL = typer.Option(None, "--model", "-m", help="Generator model (Prost folder; for steered, the LM's model).")
 LM = typer.Option(None, "--lm", help="With --backend steered: the LM backend (llamacpp, transformers, openai).")
 PROMPT_STYLE = typer.Option("paper", "--prompt-style", help="With steered: 'paper' (P0/Pr text) or 'chat'.")
-DETECTOR = typer.Option("canary-mini", "--detector", "-d", help="Detector backend from the registry.")
+DETECTOR = typer.Option("canary-mini", "--detector", "-d", help="Detector backend from the registry; settings as "
+                        "in `eval`: NAME[:key=value,...].")
 DETECTOR_MODEL = typer.Option(None, "--detector-model", help="Detector model directory (default: the packaged one).")
 WEBHOOK = typer.Option(None, "--webhook", help="URL to POST a JSON event to when a conversation needs a human.")
 NORMS = typer.Option([], "--norms", help=NORMS_HELP)
@@ -64,19 +67,21 @@ def build_agent(
     norms: list[Path],
     region: str = "international",
 ) -> ProsocialAgent:
-    """The agent from command-line choices; only settings the user gave are passed, so defaults stay the backends'."""
+    """The agent from command-line choices; only settings the user gave are passed, so defaults stay the backends'.
+    --backend and --detector take settings as `eval` does (NAME[:key=value,...]); the dedicated options win."""
+    backend, settings = backend_spec(backend, "--backend")
+    detector, detector_settings = backend_spec(detector, "--detector")
     if backend == "steered":
         if prompt_style not in PROMPT_STYLES:
             raise typer.BadParameter(f"--prompt-style must be one of {list(PROMPT_STYLES)}")
-        settings: dict = {"prompt_style": prompt_style, **({"lm": lm} if lm else {})}
+        settings |= {"prompt_style": prompt_style, **({"lm": lm} if lm else {})}
     elif lm is not None:
         raise typer.BadParameter("--lm only applies to --backend steered")
-    else:
-        settings = {}
     if model is not None:
         settings["model"] = model
     generator = load_generator(backend, **settings)
-    safety = load_detector(detector, norms=norms, **({"model_dir": detector_model} if detector_model else {}))
+    detector_settings |= {"model_dir": detector_model} if detector_model else {}
+    safety = load_detector(detector, norms=norms, **detector_settings)
     try:
         check_region(region)
     except ValueError as exc:

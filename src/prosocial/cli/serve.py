@@ -60,6 +60,9 @@ def serve(
         fail(console, exc)
     upstream = settings.upstream_url or "none (the proxy answers 503)"
     console.print(f"detector {settings.detector}; upstream {upstream}; http://{settings.host}:{settings.port}/docs")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a service's log gets no "Loading weights" bars, models load lazily
     uvicorn.run(
         create_app(settings),
         host=settings.host,

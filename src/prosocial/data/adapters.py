@@ -41,7 +41,8 @@ ENV_VAR = "PROSOCIAL_SHARED_DATA"
 def default_root() -> Path:
     """$PROSOCIAL_SHARED_DATA, else `<repo>/../shared/data` for the repo holding this file or the cwd.
 
-    Both starting points are tried because an installed (non-editable) package lives outside the repo.
+    Both starting points are tried because an installed (non-editable) package lives outside the repo; in an
+    editable install both usually lead to the same repo, so each candidate is tried (and named) once.
     """
     env = os.environ.get(ENV_VAR)
     if env:
@@ -53,9 +54,12 @@ def default_root() -> Path:
                 candidate = parent.parent / "shared" / "data"
                 if candidate.is_dir():
                     return candidate
-                tried.append(candidate)
+                if candidate not in tried:
+                    tried.append(candidate)
+    where = ", ".join(str(p) for p in tried) if tried else "no repo found above this package or the cwd"
     raise FileNotFoundError(
-        f"cannot find the shared data folder (tried {[str(p) for p in tried] or 'no repo found'}); set {ENV_VAR}"
+        f"the shared data folder is missing (looked for {where}); set {ENV_VAR} to the folder that holds "
+        "toxichat/, sbic/, … (see the README's Install section)"
     )
 
 

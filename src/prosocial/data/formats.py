@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -172,8 +173,14 @@ def _turn_from_row(row: dict, check: _Checker, line: int | None) -> tuple[Any, d
     return dialogue_id, shared, turn
 
 
-def dialogues_from_rows(rows: Iterable[tuple[int | None, dict]], path: str, problems: list[Problem]) -> list[Dialogue]:
-    """Group rows into dialogues by dialogue_id (first-seen order), turns ordered by response_id."""
+def dialogues_from_rows(
+    rows: Iterable[tuple[int | None, dict]], path: str, problems: list[Problem], keep_turns: bool = True
+) -> list[Dialogue]:
+    """Group rows into dialogues by dialogue_id (first-seen order), turns ordered by response_id.
+
+    Without `keep_turns` every row is still checked, but the dialogues come back without their turns: `data
+    validate` only counts them, and a big file's turns would hold several times the file's size in memory.
+    """
     check = _Checker(path, problems)
     dialogues: dict[Any, Dialogue] = {}
     seen: dict[tuple[Any, int], int | None] = {}
@@ -191,7 +198,8 @@ def dialogues_from_rows(rows: Iterable[tuple[int | None, dict]], path: str, prob
             continue
         seen[key] = line
         dialogue = dialogues.setdefault(dialogue_id, Dialogue(dialogue_id, **shared))
-        dialogue.turns.append(turn)
+        if keep_turns:
+            dialogue.turns.append(turn)
     for dialogue in dialogues.values():
         dialogue.turns.sort(key=lambda t: t.response_id)
     return list(dialogues.values())
@@ -469,9 +477,13 @@ def _raise_if(problems: list[Problem]) -> None:
 
 
 def check_file(
-    path: str | Path, format: str | None = None, split: str | None = None
+    path: str | Path, format: str | None = None, split: str | None = None, keep_turns: bool = True
 ) -> tuple[list[Dialogue], list[Problem]]:
-    """Read every dialogue a file holds and every problem in it (the basis of `read_dialogues` and `validate`)."""
+    """Read every dialogue a file holds and every problem in it (the basis of `read_dialogues` and `validate`).
+
+    JSON Lines rows are streamed, not read into a list first; with `keep_turns=False` (validation: counts and
+    problems only) the rows' dialogues come back without turns, so memory stays near the number of dialogues.
+    """
     path = Path(path)
     problems: list[Problem] = []
     if not path.exists():
@@ -479,17 +491,23 @@ def check_file(
     if format is not None and format not in FORMATS:
         raise DataError.at(path, f"unknown format {format!r}; known: {sorted(FORMATS)}")
     if path.is_dir():
-        return dialogues_from_rows(_read_datasets_dir(path, split), str(path), problems), problems
+        return dialogues_from_rows(_read_datasets_dir(path, split), str(path), problems, keep_turns), problems
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".csv"):
-        return dialogues_from_rows(_read_table_rows(path), str(path), problems), problems
+        return dialogues_from_rows(_read_table_rows(path), str(path), problems, keep_turns), problems
     if suffix == ".jsonl":
-        rows = list(read_jsonl(path, problems))
-        first = rows[0][1] if rows else None
+        unreadable: list[Problem] = []  # lines that are not UTF-8 or not JSON: reported first, as before streaming
+        lines = read_jsonl(path, unreadable)
+        head = next(lines, None)
+        rows = itertools.chain([head] if head is not None else [], lines)
+        first = head[1] if head is not None else None
         partial = isinstance(first, dict) and set(first) <= {"context", "response"}
         if format == "partial" or (format is None and partial):
-            return _dialogues_from_partial([r for _, r in rows], str(path), problems), problems
-        return dialogues_from_rows(rows, str(path), problems), problems
+            dialogues = _dialogues_from_partial([r for _, r in rows], str(path), problems)
+        else:
+            dialogues = dialogues_from_rows(rows, str(path), problems, keep_turns)
+        problems[:0] = unreadable
+        return dialogues, problems
     if suffix != ".json":
         raise DataError.at(
             path, f"unsupported file type {suffix!r}; use .json, .jsonl, .parquet, .csv or a datasets folder"
