@@ -7,40 +7,41 @@ import re
 from prosocial.canary import load_detector
 from tests.conftest import REPO
 
-TABLE_INTRO = "What it says today (shipped model):"
+TABLE_INTRO = "What it says today (shipped model; coarse label, and the category the danger head names):"
 
 
-def readme_examples() -> list[tuple[list[str], str, str]]:
-    """(context, coarse label, RoT cell) per row; earlier turns are written "[turn / turn] last"."""
+def readme_examples() -> list[tuple[list[str], str, str, str]]:
+    """(context, coarse label, danger cell, RoT cell) per row; earlier turns are written "[turn / turn] last"."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     lines = text[text.index(TABLE_INTRO) :].splitlines()[4:]  # past the intro, a blank line, header and rule
     rows = []
     for line in lines:
         if not line.startswith("|"):
             break
-        context, label, rot = (cell.strip() for cell in line.strip("|").split("|"))
+        context, label, danger, rot = (cell.strip() for cell in line.strip("|").split("|"))
         earlier = re.match(r"\[(.*?)\] (.*)", context)
         turns = [*earlier.group(1).split(" / "), earlier.group(2)] if earlier else [context]
-        rows.append((turns, label, rot))
+        rows.append((turns, label, danger, rot))
     return rows
 
 
 def test_the_readme_examples_are_what_the_shipped_model_says() -> None:
     rows = readme_examples()
     assert len(rows) >= 10
-    verdicts = load_detector("canary-mini").predict([turns for turns, _, _ in rows])
+    verdicts = load_detector("canary-mini").predict([turns for turns, _, _, _ in rows])
     wrong = [
-        (turns[-1], label, verdict.coarse.value)
-        for (turns, label, rot), verdict in zip(rows, verdicts, strict=True)
+        (turns[-1], label, verdict.coarse.value, verdict.danger)
+        for (turns, label, danger, rot), verdict in zip(rows, verdicts, strict=True)
         if verdict.coarse.value != label or (rot == "–") != (not verdict.rots)
+        or (verdict.danger or "–") != danger
     ]
     # bfloat16 on another CPU may move a borderline score: one row may differ, more means the README is stale
     assert len(wrong) <= 1, wrong
 
 
 def test_the_readme_names_every_example_the_shipped_packs_fail() -> None:
-    """The README said the clinic pack fails only its three medication questions; it failed four. What it names
-    must be what `prosocial norms test` finds on the shipped model (children, gaming, spoilers: none)."""
+    """What the README names must be what `prosocial norms test` finds on the shipped model (children, gaming,
+    spoilers: none; the clinic: one symptom, since the danger head keeps its medication questions casual)."""
     from prosocial.canary.norms import run_norm_tests
 
     text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
@@ -52,6 +53,5 @@ def test_the_readme_names_every_example_the_shipped_packs_fail() -> None:
         failed[pack] = [(r.case.norm, r.case.text) for r in run_norm_tests(normed) if not r.passed]
     assert failed["children.yaml"] == failed["gaming.yaml"] == failed["spoilers.yaml"] == []
     clinic = failed["clinic.jsonl"]
-    assert "fails four by design, its three medication questions and one symptom" in text and len(clinic) == 4
-    assert sum(norm == "clinic.medication-questions" for norm, _ in clinic) == 3, clinic
-    assert all(f'("{t}")' in text for norm, t in clinic if norm != "clinic.medication-questions"), clinic
+    assert "fails one by design, a symptom" in text and len(clinic) == 1, clinic
+    assert all(f'("{t}")' in text for _, t in clinic), clinic

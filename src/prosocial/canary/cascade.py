@@ -62,4 +62,4 @@ class CanaryCascade(SafetyDetector):
                 labels[i] = label
         self.sent += len(unsure)
         self.seen += len(contexts)
-        return self._fast.verdicts(contexts, mixed, labels, with_rots, categories)
+        return self._fast.verdicts(contexts, mixed, labels, categories, with_rots)

@@ -164,6 +164,7 @@ def pooled_features(tokenizer, encoder, texts: Sequence[str], workers: int = 1) 
     import torch
 
     from prosocial.canary.batching import run_batches
+    from prosocial.canary.mini import masked_mean
 
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
 
@@ -172,8 +173,7 @@ def pooled_features(tokenizer, encoder, texts: Sequence[str], workers: int = 1) 
                           return_tensors="pt")
         with torch.inference_mode():
             hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out[rows] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().numpy()
+        out[rows] = masked_mean(hidden, batch["attention_mask"]).float().numpy()
 
     run_batches([len(t) for t in texts], BATCH_SIZE, workers, embed)
     return out

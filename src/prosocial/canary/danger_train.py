@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from prosocial.canary.danger import DangerConfig, DangerHead
-from prosocial.canary.mini_train import _batches
+from prosocial.canary.mini import masked_mean
+from prosocial.canary.mini_train import _batches, update
 from prosocial.data.danger import DangerCase, read_corpus
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.heads import Head
@@ -249,17 +250,9 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
         batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=MAX_LENGTH, padding=True,
                           return_tensors="pt")
         hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = masked_mean(hidden, batch["attention_mask"])
         loss = nn.functional.cross_entropy(head(pooled), y[rows], weight=weight)
-        loss.backward()
-        nn.utils.clip_grad_norm_([*encoder.parameters(), *head.parameters()], 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        update(loss, [*encoder.parameters(), *head.parameters()], optimizer, scheduler, losses, bar)
     bar.close()
     encoder.eval()
     weights = {"w": head.weight.detach().T.numpy().copy(), "b": head.bias.detach().numpy().copy()}

@@ -84,7 +84,7 @@ class MiniConfig:
 POOLINGS = ("mean", "mean+last")
 
 
-def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
@@ -106,9 +106,9 @@ class MiniClassifier(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = _masked_mean(hidden, attention_mask)
+        pooled = masked_mean(hidden, attention_mask)
         if self.pooling == "mean+last":
-            pooled = torch.cat([pooled, _masked_mean(hidden, attention_mask if last_mask is None else last_mask)], -1)
+            pooled = torch.cat([pooled, masked_mean(hidden, attention_mask if last_mask is None else last_mask)], -1)
         return self.head(self.dropout(pooled))
 
 
@@ -416,14 +416,27 @@ class CanaryMini(SafetyDetector):
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not contexts:
             return []
+        head = self._danger
+        if head is None or len(contexts) > 1:
+            probs = self.probabilities(contexts)
+            return self.verdicts(contexts, probs, *self.decide(probs, contexts), with_rots)
+        # one context (an interactive check): its two encoder passes run at once, one per core, so the danger pass
+        # adds little latency (a batch keeps every core busy either way)
+        danger = self._pool.submit(head.probabilities, contexts)
         probs = self.probabilities(contexts)
-        labels, categories = self.decide(probs, contexts)
-        return self.verdicts(contexts, probs, labels, with_rots, categories)
+        return self.verdicts(contexts, probs, *self.decide(probs, contexts, danger.result()), with_rots)
+
+    @cached_property
+    def _pool(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(1, thread_name_prefix="danger")
 
     def decide(
-        self, probs: np.ndarray, contexts: Sequence[Sequence[str]]
+        self, probs: np.ndarray, contexts: Sequence[Sequence[str]], danger: np.ndarray | None = None
     ) -> tuple[list[SafetyLabel], list[str | None]]:
-        """Labels from calibrated probabilities, then the danger head's reading where the folder has one."""
+        """Labels from calibrated probabilities, then the danger head's reading (`danger`: its probabilities, if
+        already computed) where the folder has one."""
         labels = decide(probs, self.config)
         head = self._danger
         if head is None:
@@ -431,15 +444,16 @@ class CanaryMini(SafetyDetector):
         no_intervention = probs.copy()
         no_intervention[:, 2] = 0.0
         fallback = decide(no_intervention, self.config)
-        return head.apply(labels, head.read(head.probabilities(contexts)), fallback)
+        danger = head.probabilities(contexts) if danger is None else danger
+        return head.apply(labels, head.read(danger), fallback)
 
     def verdicts(
         self,
         contexts: Sequence[Sequence[str]],
         probs: np.ndarray,
         labels: Sequence[SafetyLabel],
-        with_rots: bool,
         categories: Sequence[str | None] | None = None,
+        with_rots: bool = True,
     ) -> list[Verdict]:
         """Verdicts from decided probabilities, with this model's RoTs for the flagged contexts (a cascade decides
         some contexts with another model and still answers with this one's RoT bank). A danger category's safety

@@ -330,6 +330,19 @@ def check_teacher_weight(weight: float) -> None:
         raise ValueError(f"the teacher's weight must be between 0 and 1, got {weight}")
 
 
+def update(loss: torch.Tensor, parameters, optimizer, scheduler, losses: list[float], bar) -> None:
+    """One optimiser update from `loss` (gradients clipped to norm 1), recorded in `losses` and on the progress
+    bar: the step every fine-tuning loop here shares."""
+    loss.backward()
+    nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    losses.append(loss.item())
+    bar.update()
+    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+
+
 def train_classifier(
     model: MiniClassifier,
     tokenizer,
@@ -397,14 +410,7 @@ def train_classifier(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = model(*pad_batch(encoded, rows, pad)).float()
         loss = -(soft[rows] * torch.log_softmax(logits, -1)).sum(-1).mean()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        update(loss, model.parameters(), optimizer, scheduler, losses, bar)
         if checkpoint and (time.monotonic() - saved >= settings.checkpoint_seconds or len(losses) == total):
             saved = time.monotonic()
             _save_checkpoint(checkpoint, {
