@@ -116,11 +116,14 @@ def test_the_danger_reading_decides_intervention_and_lifts_dangerous_acts() -> N
         _call(head, impaired_driving=0.7, none=0.3),  # a dangerous act: at least needs caution
         _call(head, none=0.99),
     ]
-    labels = [S.CASUAL, S.NEEDS_INTERVENTION, S.NEEDS_INTERVENTION, S.CASUAL, S.POSSIBLY_NEEDS_CAUTION]
-    fallback = [S.CASUAL, S.CASUAL, S.NEEDS_CAUTION, S.CASUAL, S.POSSIBLY_NEEDS_CAUTION]
+    calls.append(DangerCall(None, 0.0, 0.0, support=0.3))  # "ok" after an emergency: the earlier turn supports
+    labels = [S.CASUAL, S.NEEDS_INTERVENTION, S.NEEDS_INTERVENTION, S.CASUAL, S.POSSIBLY_NEEDS_CAUTION,
+              S.NEEDS_INTERVENTION]
+    fallback = [S.CASUAL, S.CASUAL, S.NEEDS_CAUTION, S.CASUAL, S.POSSIBLY_NEEDS_CAUTION, S.CASUAL]
     out, categories = head.apply(labels, calls, fallback)
-    assert out == [S.NEEDS_INTERVENTION, S.CASUAL, S.NEEDS_INTERVENTION, S.NEEDS_CAUTION, S.POSSIBLY_NEEDS_CAUTION]
-    assert categories == ["poisoning", None, "self_harm", "impaired_driving", None]
+    assert out == [S.NEEDS_INTERVENTION, S.CASUAL, S.NEEDS_INTERVENTION, S.NEEDS_CAUTION, S.POSSIBLY_NEEDS_CAUTION,
+                   S.NEEDS_INTERVENTION]
+    assert categories == ["poisoning", None, "self_harm", "impaired_driving", None, None]
 
 
 def test_a_danger_head_saves_reloads_and_refuses_unknown_classes(tmp_path) -> None:
@@ -175,3 +178,6 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path) ->
     np.testing.assert_allclose(again, probs[:8], atol=2e-2)  # fp16 on disk
     calls = loaded.read(again)
     assert all(c.category is None or c.category in danger.BY_NAME for c in calls)
+    first, later = loaded.calls([["hello there"], ["I am bleeding a lot", "oh no", "ok"]])
+    assert later.support >= loaded.calls([["I am bleeding a lot"]])[0].emergency - 1e-6  # the earlier turn counts
+    assert first.support == first.emergency

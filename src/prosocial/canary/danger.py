@@ -3,8 +3,8 @@
 An all-MiniLM-L6-v2 fine-tuned to name the danger category of the user's latest turn (or "none"). It lives in
 the Canary-mini folder's ``danger/`` module: ``encoder/`` (the fine-tuned encoder and its tokenizer), ``head.npz``
 (`prosocial.heads.Head` weights over the mean-pooled tokens) and ``config.json`` (class order, thresholds,
-provenance). It reads the latest turn alone, so no amount of small talk before an emergency dilutes it, and it is
-short: the pass costs a fraction of the safety head's (speed in the model card).
+provenance). It reads the latest turn, not the whole context, so no amount of small talk before an emergency
+dilutes it; the user's turn before supports an intervention, so "ok" after one does not hide it (`calls`).
 
 Measured and not adopted (dev rows): a linear head over the safety head's own pooled features, over frozen
 all-MiniLM-L6-v2 sentence embeddings, or both: at most 0.77 of the dev emergencies at 8% of the benign look-alikes
@@ -64,11 +64,16 @@ class DangerConfig:
 
 @dataclass
 class DangerCall:
-    """One context's danger reading: the top category (None: no danger), and the emergency and any-danger mass."""
+    """One context's danger reading: the top category (None: no danger), the emergency and any-danger mass, and the
+    emergency mass that supports a safety-head intervention (the latest turn's, or an earlier turn's if higher)."""
 
     category: str | None
     emergency: float
     danger: float
+    support: float = -1.0
+
+    def __post_init__(self):
+        self.support = max(self.support, self.emergency)
 
 
 class DangerHead:
@@ -104,7 +109,8 @@ class DangerHead:
         (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
 
     @cached_property
-    def _encoder(self):
+    def encoder(self):
+        """(tokenizer, encoder), loaded on first use."""
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -115,11 +121,25 @@ class DangerHead:
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled tokens of the fine-tuned encoder, one row per text."""
-        return pooled_features(*self._encoder, texts, self.workers)
+        return pooled_features(*self.encoder, texts, self.workers)
 
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """P(none), then P(category) in `config.classes` order, for each context's latest turn."""
         return self.head.probabilities(self.features([c[-1] for c in contexts]))
+
+    def calls(self, contexts: Sequence[Sequence[str]]) -> list[DangerCall]:
+        """The reading of each context's latest turn, with the user's turn before it (two back) as support: an
+        emergency told one turn earlier keeps the safety head's intervention verdict standing when the user then
+        says "ok" (paper §3: needs intervention does not de-escalate). The earlier turn only supports; it never
+        flags a context on its own, so an old turn of small talk adds no false alarm."""
+        n = len(contexts)
+        earlier = [i for i, c in enumerate(contexts) if len(c) >= 3]
+        probs = self.head.probabilities(self.features([c[-1] for c in contexts] + [contexts[i][-3] for i in earlier]))
+        calls = self.read(probs[:n])
+        before = (probs[n:, 1:] * self._emergency).sum(1)
+        for i, mass in zip(earlier, before, strict=True):
+            calls[i].support = max(calls[i].support, float(mass))
+        return calls
 
     def read(self, probs: np.ndarray) -> list[DangerCall]:
         """Per row of danger probabilities: the top category and the emergency / any-danger mass."""
@@ -148,7 +168,7 @@ class DangerHead:
             if call.emergency >= config.emergency_threshold:
                 label, category = SafetyLabel.NEEDS_INTERVENTION, call.category
             elif label is SafetyLabel.NEEDS_INTERVENTION:
-                if call.emergency >= config.intervention_gate:
+                if call.support >= config.intervention_gate:
                     category = call.category if call.category in EMERGENCIES else None
                 else:
                     label = other

@@ -421,8 +421,11 @@ class CanaryMini(SafetyDetector):
             probs = self.probabilities(contexts)
             return self.verdicts(contexts, probs, *self.decide(probs, contexts), with_rots)
         # one context (an interactive check): its two encoder passes run at once, one per core, so the danger pass
-        # adds little latency (a batch keeps every core busy either way)
-        danger = self._pool.submit(head.probabilities, contexts)
+        # adds little latency (a batch keeps every core busy either way). Both models load here first, one after
+        # the other: transformers' loading patches torch globally, and two loads at once left later models on the
+        # meta device
+        _ = self._model, head.encoder
+        danger = self._pool.submit(head.calls, contexts)
         probs = self.probabilities(contexts)
         return self.verdicts(contexts, probs, *self.decide(probs, contexts, danger.result()), with_rots)
 
@@ -433,10 +436,10 @@ class CanaryMini(SafetyDetector):
         return ThreadPoolExecutor(1, thread_name_prefix="danger")
 
     def decide(
-        self, probs: np.ndarray, contexts: Sequence[Sequence[str]], danger: np.ndarray | None = None
+        self, probs: np.ndarray, contexts: Sequence[Sequence[str]], danger: list | None = None
     ) -> tuple[list[SafetyLabel], list[str | None]]:
-        """Labels from calibrated probabilities, then the danger head's reading (`danger`: its probabilities, if
-        already computed) where the folder has one."""
+        """Labels from calibrated probabilities, then the danger head's reading (`danger`: its `DangerCall`s, if
+        already made) where the folder has one."""
         labels = decide(probs, self.config)
         head = self._danger
         if head is None:
@@ -444,8 +447,7 @@ class CanaryMini(SafetyDetector):
         no_intervention = probs.copy()
         no_intervention[:, 2] = 0.0
         fallback = decide(no_intervention, self.config)
-        danger = head.probabilities(contexts) if danger is None else danger
-        return head.apply(labels, head.read(danger), fallback)
+        return head.apply(labels, head.calls(contexts) if danger is None else danger, fallback)
 
     def verdicts(
         self,
