@@ -84,10 +84,11 @@ def test_the_hand_over_fits_the_danger_and_the_region(spy: RecordingLM) -> None:
     turns = make_agent(detector, spy, region="us").respond_batch([["a"], ["b"], ["c"], ["d"]])
     assert "Poison Control at 1-800-222-1222" in turns[0].response and turns[0].escalated
     assert "Domestic Violence Hotline" in turns[1].response and "988" not in turns[1].response
-    assert not turns[2].escalated and "911" in turns[2].response  # an unsure emergency: whom to call, no hand-over
+    assert not turns[2].escalated and turns[2].guard != "warning"  # an unsure emergency: a generated reply
     assert "Please don't." in turns[3].response and "taxi" in turns[3].response and turns[3].guard == "warning"
-    assert spy.calls == [] and [t.danger for t in turns] == ["poisoning", "violence", "medical", "impaired_driving"]
-    international = make_agent(detector, spy).respond_batch([["a"]])[0].response
+    assert len(spy.inputs) == 1  # only the unsure emergency reached the LM
+    assert [t.danger for t in turns] == ["poisoning", "violence", "medical", "impaired_driving"]
+    international = make_agent(FixedDetector([poisoned]), spy).respond_batch([["a"]])[0].response
     assert "local poison control centre" in international and "1-800" not in international
     with pytest.raises(ValueError, match="unknown region 'mars'"):
         make_agent(detector, spy, region="mars")

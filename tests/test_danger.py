@@ -51,11 +51,11 @@ def test_a_region_without_a_number_falls_back_to_the_international_text_with_a_w
     assert "region 'eu' has no poison contact" in caplog.text
 
 
-def test_caution_replies_warn_with_a_safer_step_or_say_whom_to_call() -> None:
-    act = danger.caution_reply("chemical_mixing")
+def test_dangerous_acts_get_a_warning_with_a_safer_step_and_emergencies_none() -> None:
+    act = danger.warning_reply("chemical_mixing")
     assert act.startswith("Please don't.") and "one product at a time" in act
-    unsure = danger.caution_reply("hazard", "uk")
-    assert "999" in unsure and "If this is happening right now" in unsure
+    with pytest.raises(ValueError, match="'hazard' is an emergency category"):
+        danger.warning_reply("hazard")
 
 
 def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:

@@ -33,7 +33,7 @@ from torch import nn
 from prosocial.canary.base import SafetyDetector, Verdict, register_detector
 from prosocial.canary.batching import run_batches
 from prosocial.data.context import build_context, check_context
-from prosocial.data.labels import COARSE_LABELS, SafetyLabel
+from prosocial.data.labels import COARSE_LABELS, Coarse, SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.model_folder import resolve_model_dir
 from prosocial.resources import RESOURCES
@@ -460,7 +460,7 @@ class CanaryMini(SafetyDetector):
         """Verdicts from decided probabilities, with this model's RoTs for the flagged contexts (a cascade decides
         some contexts with another model and still answers with this one's RoT bank). A danger category's safety
         rule comes first among the RoTs."""
-        from prosocial.data.danger import BY_NAME
+        from prosocial.data.danger import BY_NAME, Level
 
         scores = five_way_scores(probs)
         names = [label.value for label in SafetyLabel]
@@ -476,8 +476,10 @@ class CanaryMini(SafetyDetector):
                 found = self._bank.search([list(contexts[i]) for i in flagged], k=k)
                 for i, rots in zip(flagged, found, strict=True):
                     verdicts[i].rots = rots
-            for verdict in verdicts:
-                if verdict.danger and not verdict.safety_label.is_casual:
+            for verdict in verdicts:  # an emergency's rule only where it is handed over; an act's wherever flagged
+                if verdict.danger and not verdict.safety_label.is_casual and (
+                    verdict.coarse is Coarse.NEEDS_INTERVENTION or BY_NAME[verdict.danger].level is Level.ACT
+                ):
                     rule = BY_NAME[verdict.danger].rot
                     verdict.rots = [rule, *(r for r in verdict.rots if r != rule)]
         return verdicts

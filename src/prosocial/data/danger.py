@@ -240,13 +240,12 @@ def _contact(kind: Handover, region: str) -> str:
     return words
 
 
-def caution_reply(name: str, region: str = "international") -> str:
-    """What the agent says at caution level to a danger: for a dangerous act, the risk and one safer step, then the
-    rule; for a possible emergency the detector was not sure of, the rule and whom to call if it is happening now."""
+def warning_reply(name: str) -> str:
+    """What the agent says to a dangerous act (caution level): the risk and one safer step, then the rule."""
     cat = category(name)
-    if cat.level is Level.ACT:
-        return f"Please don't. {cat.warning} {cat.rot}"
-    return f"{cat.rot} If this is happening right now, {_contact(cat.handover, check_region(region))}."
+    if cat.level is not Level.ACT:
+        raise ValueError(f"{name!r} is an emergency category: it gets a hand-over, not a warning")
+    return f"Please don't. {cat.warning} {cat.rot}"
 
 
 def handover_for(name: str | None, region: str = "international") -> str:

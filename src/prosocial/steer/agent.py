@@ -30,7 +30,7 @@ import httpx
 
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.data.context import check_context
-from prosocial.data.danger import caution_reply, check_region, handover_for
+from prosocial.data.danger import ACTS, check_region, handover_for, warning_reply
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.base import Reply, ResponseGenerator
@@ -142,8 +142,10 @@ class ProsocialAgent:
 
     The hand-over reply fits the verdict's danger category (poison control for a poisoning, a domestic-violence
     line for abuse, a crisis line for self-harm) with the contacts of `region` (`prosocial.data.danger`); a
-    `handover` text replaces them all. A danger at caution level (a dangerous act, an unsure emergency) gets a
-    warning with one safer step instead of a generated reply, which may ask "Why would you …?" or approve.
+    `handover` text replaces them all. A dangerous act (caution level) gets a warning with one safer step instead
+    of a generated reply, which may ask "Why would you …?" or approve. An emergency category read below the
+    hand-over threshold ("I'm going to poison the neighbour's dog") gets a generated reply: the category's
+    emergency script would misfire there.
     """
 
     def __init__(
@@ -213,8 +215,8 @@ class ProsocialAgent:
         for context, cid, verdict, was, now in zip(contexts, ids, verdicts, escalated, handover, strict=True):
             if now and not was:
                 self._escalate(EscalationEvent(cid, context, verdict, datetime.now(UTC).isoformat()))
-        warned = {i: caution_reply(v.danger, self.region) for i, v in enumerate(verdicts)
-                  if not handover[i] and v.danger and v.coarse is Coarse.NEEDS_CAUTION}
+        warned = {i: warning_reply(v.danger) for i, v in enumerate(verdicts)
+                  if not handover[i] and v.danger in ACTS and v.coarse is Coarse.NEEDS_CAUTION}
         todo = [i for i, h in enumerate(handover) if not h and i not in warned]
         replies: dict[int, tuple[Reply, Route | None]] = {}
         if todo:
