@@ -15,7 +15,7 @@ Why a head of its own: Canary-mini's needs-intervention class was learned from D
 (depression and self-harm posts) and, until the mapping was fixed, Unauthorized Expertise (people asking for
 medical advice). It saw almost no physical emergencies — a poisoning, a fire, an intruder — and it learned that
 "asks a how/should question" looks like intervention. The danger head is trained on the team-written danger
-corpus (``data/danger/``, datasheet there) with its benign look-alikes, plus the public sources' rows, and it
+corpus (``resources/danger/``, datasheet there) with its benign look-alikes, plus the public sources' rows, and it
 decides the intervention verdict:
 
 - P(any emergency category) ≥ ``emergency_threshold`` → needs intervention, with the top emergency category;

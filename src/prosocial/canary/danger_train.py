@@ -28,7 +28,7 @@ import numpy as np
 
 from prosocial.canary.danger import DangerConfig, DangerHead
 from prosocial.canary.mini import masked_mean
-from prosocial.canary.mini_train import _batches, update
+from prosocial.canary.mini_train import CASUAL_SOURCES, _batches, update
 from prosocial.data.danger import DangerCase, read_corpus
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.heads import Head
@@ -37,7 +37,6 @@ from prosocial.resources import RESOURCES
 log = logging.getLogger(__name__)
 
 CORPUS = RESOURCES / "danger" / "corpus.jsonl"
-CASUAL_SOURCES = ("blended_skill_talk", "dailydialog", "empathetic", "persona_chat", "topical_chat", "byu_chitchat")
 NEGATIVE_SOURCES = {"ethics_commonsense": 600, "sbic": 400, "toxichat": 400, "convabuse": 400}
 
 
@@ -65,7 +64,6 @@ class DangerTrainSettings:
     #: the share of dev Risk Ignorance contexts that must stay needs intervention (the safety head's target)
     min_risk_ignorance: float = 0.9
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -282,7 +280,7 @@ def fit_head(train: Rows, dev: Rows, settings: DangerTrainSettings, encoder_dir:
         counts[group] = counts.get(group, 0) + 1
     config.meta = {"trained_on": counts, "dev": report, "first_loss": float(np.mean(losses[:20])),
                    "last_loss": float(np.mean(losses[-20:])),
-                   "settings": {k: v for k, v in settings.__dict__.items() if k != "extra"}}
+                   "settings": dict(settings.__dict__)}
     return danger, report, (tokenizer, encoder, probs)
 
 
