@@ -26,7 +26,7 @@ from prosocial.io import write_json
 from prosocial.prost import load_generator
 from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.guard import ReplyGuard
-from prosocial.prost.history import load_links, with_history
+from prosocial.lm.history import load_links, with_history
 from prosocial.prost.mini import MAX_TURNS, PROSOCIAL_TRAIN, read_partial_rows
 from prosocial.scoring import bleu4, unigram_f1
 from prosocial.steer import ProsocialAgent

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_prost.py --speed-only --speed-rows 40 --adapter DIR   # speed alone
 
 Every system answers the same seeded sample of validation rows, each given its recovered dialogue history
-(`prosocial.prost.history.linked_contexts`: the links those rows need, scored as for the train file and cut at the
+(`prosocial.lm.history.linked_contexts`: the links those rows need, scored as for the train file and cut at the
 train file's threshold; as a chat would have it) unless the row says single-turn:
 
 - the adapter as the paper's variants (Table 3): RoT & Response (it writes its RoT, the default, with feedback turns;
@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 
 from prosocial.data.silver_rots import norm_sentence  # noqa: E402
 from prosocial.io import write_json  # noqa: E402
-from prosocial.prost.history import linked_contexts, read_links  # noqa: E402
+from prosocial.lm.history import linked_contexts, read_links  # noqa: E402
 from prosocial.prost.mini import (  # noqa: E402
     FEEDBACK_GATE,
     FEEDBACK_ROT,

@@ -1,4 +1,4 @@
-"""Recover the dialogue boundaries of the partial ProsocialDialog files (`prosocial.prost.history`).
+"""Recover the dialogue boundaries of the partial ProsocialDialog files (`prosocial.lm.history`).
 
     .venv/bin/python scripts/link_dialogues.py     # 16 minutes on 2 cores; writes resources/dialogue-links/
 
@@ -18,7 +18,7 @@ import torch
 
 from prosocial.io import atomic_write
 from prosocial.lm.inference import load_model
-from prosocial.prost.history import LINKS_DIR, START_RATE, dialogue_ids, link_scores, rate_threshold
+from prosocial.lm.history import LINKS_DIR, START_RATE, dialogue_ids, link_scores, rate_threshold
 from prosocial.prost.mini import PROSOCIAL_TRAIN, base_model_dir, read_partial_rows
 
 #: Dialogues 0-4 of the train split, as DialogStudio's copies give them: the first 12 rows of train.json.

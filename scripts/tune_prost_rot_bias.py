@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from prosocial.data.adapters import load_benchmark
-from prosocial.prost.history import load_links, with_history
+from prosocial.lm.history import load_links, with_history
 from prosocial.prost.mini import MAX_TURNS, PROSOCIAL_TRAIN, ProstMini, read_partial_rows
 from prosocial.scoring import bleu4, unigram_f1
 

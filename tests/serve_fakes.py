@@ -32,7 +32,8 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/llm/server.py", li
 
 
 class InterventionDetector(KeywordDetector):
-    """The real keyword detector, plus: "kill myself" needs intervention, and a keyword hit carries a RoT."""
+    """The real keyword detector, plus: "kill myself" needs intervention, a keyword hit carries a RoT, and "(no rule)"
+    needs caution without one (as a detector without RoTs would say)."""
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         verdicts = super().predict(contexts, with_rots)
@@ -40,6 +41,8 @@ class InterventionDetector(KeywordDetector):
             if "kill myself" in check_context(context)[-1].lower():
                 verdict.safety_label = SafetyLabel.NEEDS_INTERVENTION
                 verdict.rots = ["It's important to seek help when you are in danger."]
+            elif "(no rule)" in context[-1]:
+                verdict.safety_label, verdict.rots = SafetyLabel.NEEDS_CAUTION, []
             elif not verdict.safety_label.is_casual:
                 verdict.rots = [SWEAR_ROT]
         return verdicts

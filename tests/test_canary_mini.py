@@ -448,3 +448,39 @@ def test_the_build_command_refuses_a_wrong_encoder_or_teacher_before_reading_dat
     assert calibrate.exit_code == 2 and "trains nothing" in calibrate.output
     teacher_over_default = runner.invoke(app, ["train", "canary-mini", "--encoder", "mpnet"])
     assert teacher_over_default.exit_code == 2 and "its own --out" in teacher_over_default.output
+
+
+def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank_entry(trained, caplog):
+    """The bank's gate answers few contexts; the RoT writer answers the rest, and where it fails or writes nothing
+    usable, the nearest bank entry stands in: a flagged verdict never goes without a RoT."""
+    out, _, _ = trained
+    contexts = [["I think women are stupid and should not vote"], ["you are a worthless idiot and I hate you"],
+                ["all immigrants are criminals"]]
+
+    class Writer:
+        def __init__(self, result):
+            self.result, self.calls = result, []
+
+        def write(self, given):
+            self.calls.append([c[-1] for c in given])
+            if isinstance(self.result, Exception):
+                raise self.result
+            return [self.result] * len(given)
+
+    detector = load_detector("canary-mini", model_dir=out, rot_min_similarity=1.01)  # the gate answers nothing
+    flagged = [c for c, v in zip(contexts, detector.predict(contexts, with_rots=False), strict=True)
+               if not v.safety_label.is_casual]
+    assert flagged, "the tiny model flags at least one of these"
+    detector._writer = Writer("It's wrong to call people names.")
+    verdicts = [v for v in detector.predict(flagged) if not v.safety_label.is_casual]
+    assert all(v.rots == ["It's wrong to call people names."] for v in verdicts)
+    assert detector._writer.calls == [[c[-1] for c in flagged]], "one batched call for the flagged contexts"
+
+    nearest = detector._bank.search(flagged, k=1, min_similarity=-1.0)
+    for failure in (None, RuntimeError("llama.cpp died")):
+        detector._writer = Writer(failure)
+        with caplog.at_level(logging.ERROR):
+            verdicts = detector.predict(flagged)
+        assert [v.rots for v in verdicts] == nearest and all(v.rots for v in verdicts)
+    assert "the RoT writer failed" in caplog.text
+    assert detector.predict(flagged, with_rots=False)[0].rots == [], "the label-only path writes nothing"

@@ -1,4 +1,4 @@
-"""Recovering ProsocialDialog's unmarked dialogue boundaries (`prosocial.prost.history`)."""
+"""Recovering ProsocialDialog's unmarked dialogue boundaries (`prosocial.lm.history`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from prosocial.errors import DataError
-from prosocial.prost.history import (
+from prosocial.lm.history import (
     LINKS_DIR,
     START_RATE,
     dialogue_ids,

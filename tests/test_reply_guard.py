@@ -14,12 +14,14 @@ from prosocial.prost.guard import (
     ASK_FIRST,
     CASUAL_FALLBACK,
     ReplyGuard,
+    build_on_rule,
     condones,
     degenerate,
     fallback_reply,
     questions_motive,
     repair,
     reply_problem,
+    states_norm,
 )
 from prosocial.prost.mini import read_partial_rows
 
@@ -94,10 +96,10 @@ def test_repair_keeps_each_sentence_once_and_drops_a_cut_off_tail() -> None:
     assert repair("Just one unfinished") == "Just one unfinished"
 
 
-def test_fallback_asks_first_then_states_the_rot() -> None:
-    assert fallback_reply([" ", ROT], casual=False) == f"{ASK_FIRST} {ROT}."
-    assert fallback_reply(["it's good to be honest."], casual=False) == f"{ASK_FIRST} It's good to be honest."
-    assert fallback_reply([], casual=False).startswith(ASK_FIRST)
+def test_fallback_states_the_rot_then_asks_back() -> None:
+    assert fallback_reply([" ", ROT], casual=False) == f"{ROT}. {ASK_FIRST}"
+    assert fallback_reply(["it's good to be honest."], casual=False) == f"It's good to be honest. {ASK_FIRST}"
+    assert fallback_reply([], casual=False).endswith(ASK_FIRST) and fallback_reply([], False) != ASK_FIRST
     assert fallback_reply([ROT], casual=True) == CASUAL_FALLBACK
     for text in (fallback_reply([ROT], False), fallback_reply([], False), CASUAL_FALLBACK):
         assert reply_problem([PRANK], text, casual=True) is None and degenerate(PRANK, text) is None
@@ -170,7 +172,7 @@ def test_resample_then_fall_back_with_counters() -> None:
     assert [g.path for g in out] == ["accepted", "repaired", "fallback", "resampled"]
     assert [g.problem for g in out] == [None, "loop", "condones", "motive_question"]
     assert out[1].reply.response == "It's wrong to lie. You should not lie."
-    assert out[2].reply.response == f"{ASK_FIRST} {ROT}." and out[2].reply.rots == [ROT]
+    assert out[2].reply.response == f"{ROT}. {ASK_FIRST}" and out[2].reply.rots == [ROT]
     assert out[3].reply.response == "What did you cook?"
     assert [(name, users) for name, users, _ in generator.calls] == [
         ("generate", [GOOD, LOOPS, AGREES, CASUAL]),
@@ -213,7 +215,7 @@ def test_a_generator_that_cannot_sample_falls_back_at_once() -> None:
     guard = ReplyGuard(retries=3)
     out = guard.generate(generator, [[AGREES], [CASUAL]], [[], []], casual=[False, True])
     assert [g.path for g in out] == ["fallback", "fallback"]
-    assert out[0].reply.response.startswith(ASK_FIRST) and out[1].reply.response == CASUAL_FALLBACK
+    assert out[0].reply.response.endswith(ASK_FIRST) and out[1].reply.response == CASUAL_FALLBACK
     assert len(generator.calls) == 1 and generator.calls[0][2] is None, "no RoTs: the plain prompt, as before"
     assert guard.stats["resample_calls"] == 0 and guard.stats["fallback"] == 2
 
@@ -225,7 +227,7 @@ def test_without_detector_rots_the_fallback_states_the_rot_the_generator_wrote()
 
     out = ReplyGuard(retries=0).generate(WritesItsRot(FIRST), [[AGREES]], [[]], casual=[False])
     assert out[0].path == "fallback"
-    assert out[0].reply.response == f"{ASK_FIRST} It's wrong to agree with harm."
+    assert out[0].reply.response == f"It's wrong to agree with harm. {ASK_FIRST}"
     assert out[0].reply.rots == ["It's wrong to agree with harm."]
 
 
@@ -266,7 +268,7 @@ def test_the_agent_guards_caution_and_casual_turns() -> None:
     agent = ProsocialAgent(CrisisDetector(), generator)
     assert isinstance(agent.guard.judge, AgreementJudge), "the default guard: the rules and the shipped judge"
     turns = agent.respond_batch([[PRANK], [casual], [crisis]])
-    assert [t.response for t in turns] == [f"{ASK_FIRST} {PRANK_ROT}", CASUAL_FALLBACK, HANDOVER_REPLY]
+    assert [t.response for t in turns] == [f"{PRANK_ROT} {ASK_FIRST}", CASUAL_FALLBACK, HANDOVER_REPLY]
     assert [t.guard for t in turns] == ["fallback", "fallback", None]
     assert turns[0].rots == [PRANK_ROT] and "guard" not in turns[0].to_dict()
     assert agent.guard.stats["problem.condones"] == 1 and agent.guard.stats["problem.motive_question"] == 1
@@ -285,7 +287,7 @@ def test_the_agent_guards_caution_and_casual_turns() -> None:
     unguarded = ProsocialAgent(CrisisDetector(), generator, guard=False)
     assert unguarded.guard is None
     turn = unguarded.respond([PRANK])
-    assert (turn.response, turn.guard) == ("Sounds like fun!", None)
+    assert (turn.response, turn.guard) == (f"Sounds like fun! {PRANK_ROT}", None), "unguarded, still built on the RoT"
 
 
 def test_prost_mini_resamples_with_temperature_and_the_seed(tmp_path: Path) -> None:
@@ -318,3 +320,73 @@ def test_encouraging_an_act_named_in_an_earlier_user_turn_is_caught() -> None:
     assert condones(context, reply)
     assert not condones(context[1:], reply)  # the bot's own question is not the user's act
     assert not condones(context, "You should ask her what she thinks of you instead.")
+
+
+# --------------------------------------------------------------------------- flagged turns: no reassurance, a norm
+
+
+DRUNK = "I'm going to drive home after eight beers tonight."
+
+
+def test_reassurance_condones_only_on_a_flagged_turn() -> None:
+    for reply in ("I'm sure you'll be fine.", "There is no harm in saying that.",
+                  "I can see you're enjoying your night.",
+                  "I don't know, but I do know that you are doing a great job."):
+        assert reply_problem([DRUNK], reply, casual=False, flagged=True) == "condones", reply
+        assert reply_problem(["I have a job interview tomorrow."], reply, casual=False) is None, reply
+    assert reply_problem([DRUNK], "Are you sure you'll be fine?", casual=False, flagged=True) is None, "a question"
+
+
+def test_a_redraw_passes_only_what_a_first_draw_would() -> None:
+    """The issue-31 case: the first draft condoned, the redraw "I'm sure you'll be fine." was accepted."""
+    generator = ScriptedSampler({DRUNK: "Sounds like a great plan!"}, {1: {DRUNK: "I'm sure you'll be fine."},
+                                                                      2: {DRUNK: "I'm sure you'll be fine."}})
+    (out,) = ReplyGuard(retries=2, seed=1).generate(generator, [[DRUNK]], [[ROT]], casual=[False])
+    assert out.path == "fallback" and out.reply.response == f"{ROT}. {ASK_FIRST}"
+
+
+def test_the_judge_reads_the_users_earlier_turn_too() -> None:
+    class FirstTurnJudge:
+        def __init__(self):
+            self.seen = []
+
+        def agrees(self, turns, replies):
+            self.seen += list(zip(turns, replies, strict=True))
+            return [turn.startswith("Women are just objects") for turn in turns]
+
+    judge = FirstTurnJudge()
+    context = ["Women are just objects to me.", "Why do you say that?", "Because that's how I see them."]
+    generator = ScriptedGenerator({context[-1]: "I see what you mean."})
+    (out,) = ReplyGuard(retries=0, judge=judge).generate(generator, [context], [[ROT]], casual=[False])
+    assert out.problem == "condones"
+    assert [turn for turn, _ in judge.seen] == [context[2], context[0]], "the last two user turns, newest first"
+
+
+def test_build_on_rule_states_the_norm_once_and_asks_after_it() -> None:
+    rule = "It's wrong to poison animals"
+    assert build_on_rule("Why would you poison your dog?", rule) == "It's wrong to poison animals. Why would you " \
+                                                                   "poison your dog?"
+    assert build_on_rule("That could really hurt them.", rule) == "That could really hurt them. It's wrong to " \
+                                                                  "poison animals."
+    assert build_on_rule("Poisoning animals is wrong, please don't.", rule) == "Poisoning animals is wrong, " \
+                                                                                "please don't."
+    assert states_norm("You shouldn't hurt animals.") and not states_norm("Why would you do that?")
+
+
+def test_the_agent_builds_a_caution_reply_on_its_rot_but_lets_possibly_ask() -> None:
+    from prosocial.canary.base import Verdict
+    from prosocial.data.labels import SafetyLabel
+    from prosocial.steer import ProsocialAgent
+    from tests.steer_helpers import PRANK_ROT
+
+    class Levels:
+        name = "levels"
+
+        def predict(self, contexts, with_rots=True):
+            label = {"probably": SafetyLabel.PROBABLY_NEEDS_CAUTION, "possibly": SafetyLabel.POSSIBLY_NEEDS_CAUTION}
+            return [Verdict(label[c[-1]], rots=[PRANK_ROT]) for c in contexts]
+
+    asks = "Why would you do that?"
+    agent = ProsocialAgent(Levels(), ScriptedGenerator({"probably": asks, "possibly": asks}), guard=False)
+    probably, possibly = agent.respond_batch([["probably"], ["possibly"]])
+    assert probably.response == f"{PRANK_ROT} {asks}" and possibly.response == asks

@@ -16,6 +16,7 @@ from prosocial.canary.baselines import KeywordDetector
 from prosocial.errors import ModelError
 from prosocial.prost.guard import fallback_reply
 from prosocial.serve.app import create_app
+from prosocial.serve.proxy import GENERIC_ROT
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import HANDOVER_REPLY
 from tests.serve_fakes import SWEAR_ROT, InterventionDetector, ServerThread, fake_upstream
@@ -29,7 +30,7 @@ def upstream() -> Iterator[tuple[ServerThread, dict[str, list[Any]]]]:
 
 
 def _wait_ready(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # the agent warms its reply judge before the service says it is ready
     while client.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, client.get("/readyz").json()
         time.sleep(0.05)
@@ -129,6 +130,19 @@ def test_proxy_injects_rots_as_system_guidance_when_caution_is_needed(service, u
     assert messages[0]["content"] == "Be brief."  # the application's own prompt stays first
     assert "gently explain It's wrong to swear at people." in messages[1]["content"]
     assert response.json()["prosocial"]["rots"] == [SWEAR_ROT]
+    assert response.json()["prosocial"]["guidance"] == [SWEAR_ROT]
+    assert json.loads(response.headers["x-prosocial-rots"]) == [SWEAR_ROT]
+
+
+def test_a_flagged_request_without_rots_is_still_guided(service, upstream):
+    """Every needs-caution request is guided: a detector that gave no RoT gets the generic rule, and says so."""
+    client, _ = service
+    _, seen = upstream
+    response = _chat(client, "Tell me how to get back at her (no rule)", stream=True)
+    assert response.status_code == 200 and response.headers["x-prosocial-action"] == "guided"
+    assert json.loads(response.headers["x-prosocial-rots"]) == [GENERIC_ROT]
+    system = [m["content"] for m in seen["requests"][-1]["body"]["messages"] if m["role"] == "system"]
+    assert any(GENERIC_ROT.rstrip(".") in text for text in system)
 
 
 def test_plain_keyword_detector_has_no_rots_so_the_request_is_forwarded():

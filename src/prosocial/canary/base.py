@@ -60,6 +60,10 @@ class SafetyDetector(ABC):
         """One context; a convenience over `predict`."""
         return self.predict([context], with_rots=with_rots)[0]
 
+    def warm_up(self) -> None:
+        """Load whatever a first request would wait for (weights load on first use): for services and chats."""
+        self.predict([["Hello, how are you?"]])
+
 
 DETECTORS: Registry[SafetyDetector] = Registry("detector", {
     "canary-mini": "prosocial.canary.mini",

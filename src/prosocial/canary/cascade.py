@@ -45,6 +45,10 @@ class CanaryCascade(SafetyDetector):
         _ = strong.config  # a missing or incomplete folder fails here, before any work
         return strong
 
+    def warm_up(self) -> None:
+        self._fast.warm_up()
+        self._strong.probabilities([["Hello, how are you?"]])
+
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not 0 <= self.band <= 1:
             raise ValueError(f"band must be between 0 and 1, got {self.band}")

@@ -340,7 +340,8 @@ class CanaryMini(SafetyDetector):
     `workers` batches run at once (default: one per available core), each on `num_threads` torch threads
     (default: 1 when several workers run). Loading the model sets torch's process-wide thread count.
     `rot_min_similarity` overrides the RoT bank's fitted relevance gate (-1 returns an RoT for every flagged
-    context, as before the gate).
+    context, as before the gate). `rot_writer` (on by default, where the folder has one) writes an RoT for each
+    flagged context that neither the danger head nor the bank gave one (`prosocial.canary.rotwriter`).
     """
 
     def __init__(
@@ -352,6 +353,7 @@ class CanaryMini(SafetyDetector):
         rots_per_context: int | None = None,
         rot_min_similarity: float | None = None,
         danger: bool = True,
+        rot_writer: bool = True,
     ):
         self.model_dir = model_dir
         self.batch_size = batch_size
@@ -360,6 +362,7 @@ class CanaryMini(SafetyDetector):
         self.rots_per_context = rots_per_context
         self.rot_min_similarity = rot_min_similarity
         self.danger = danger
+        self.rot_writer = rot_writer
 
     @cached_property
     def config(self) -> MiniConfig:
@@ -399,6 +402,19 @@ class CanaryMini(SafetyDetector):
         from prosocial.canary.danger import DangerHead
 
         return DangerHead.load(self.model_dir, workers=self._workers) if self.danger else None
+
+    @cached_property
+    def _writer(self):
+        """The folder's RoT writer (`prosocial.canary.rotwriter`), or None: switched off, or a folder without one."""
+        from prosocial.canary.rotwriter import RotWriter
+
+        return RotWriter.load(self.model_dir) if self.rot_writer else None
+
+    def warm_up(self) -> None:
+        """The classifier, danger head and RoT bank, and the RoT writer, which a casual check never reaches."""
+        self.predict([["Hello, how are you?"]])
+        if self._writer is not None:
+            self._writer.write([["Hello, how are you?"]])
 
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
@@ -459,9 +475,7 @@ class CanaryMini(SafetyDetector):
     ) -> list[Verdict]:
         """Verdicts from decided probabilities, with this model's RoTs for the flagged contexts (a cascade decides
         some contexts with another model and still answers with this one's RoT bank). A danger category's safety
-        rule comes first among the RoTs."""
-        from prosocial.data.danger import BY_NAME, Level
-
+        rule comes first among the RoTs (`add_rots`)."""
         scores = five_way_scores(probs)
         names = [label.value for label in SafetyLabel]
         categories = categories or [None] * len(labels)
@@ -470,16 +484,41 @@ class CanaryMini(SafetyDetector):
             for label, row, category in zip(labels, scores, categories, strict=True)
         ]
         if with_rots:
-            flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
-            if flagged:
-                k = self.rots_per_context or self.config.rots_per_context
-                found = self._bank.search([list(contexts[i]) for i in flagged], k=k)
-                for i, rots in zip(flagged, found, strict=True):
-                    verdicts[i].rots = rots
-            for verdict in verdicts:  # an emergency's rule only where it is handed over; an act's wherever flagged
-                if verdict.danger and not verdict.safety_label.is_casual and (
-                    verdict.coarse is Coarse.NEEDS_INTERVENTION or BY_NAME[verdict.danger].level is Level.ACT
-                ):
-                    rule = BY_NAME[verdict.danger].rot
-                    verdict.rots = [rule, *(r for r in verdict.rots if r != rule)]
+            self.add_rots(contexts, verdicts)
         return verdicts
+
+    def add_rots(self, contexts: Sequence[Sequence[str]], verdicts: Sequence[Verdict]) -> None:
+        """Give every flagged verdict its reasons, best source first: the danger category's safety rule (an
+        emergency's only where it is handed over, an act's wherever flagged), the RoT bank where a known post is
+        close enough, else the RoT writer. Where the writer fails or writes nothing usable, the nearest bank
+        entry's RoT, however far: a flagged verdict never goes without a reason."""
+        from prosocial.data.danger import BY_NAME, Level
+
+        flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
+        if not flagged:
+            return
+        k = self.rots_per_context or self.config.rots_per_context
+        for i, rots in zip(flagged, self._bank.search([list(contexts[i]) for i in flagged], k=k), strict=True):
+            verdicts[i].rots = rots
+        for i in flagged:
+            verdict = verdicts[i]
+            if verdict.danger and (
+                verdict.coarse is Coarse.NEEDS_INTERVENTION or BY_NAME[verdict.danger].level is Level.ACT
+            ):
+                rule = BY_NAME[verdict.danger].rot
+                verdict.rots = [rule, *(r for r in verdict.rots if r != rule)]
+        missing = [i for i in flagged if not verdicts[i].rots]
+        if missing and self._writer is not None:
+            try:
+                written = self._writer.write([list(contexts[i]) for i in missing])
+            except Exception:  # a broken writer must not cost the verdict: the nearest bank RoT stands in
+                log.exception("the RoT writer failed on %d context(s); using the nearest bank RoTs", len(missing))
+                written = [None] * len(missing)
+            for i, rot in zip(missing, written, strict=True):
+                if rot:
+                    verdicts[i].rots = [rot]
+            missing = [i for i in missing if not verdicts[i].rots]
+        if missing:
+            nearest = self._bank.search([list(contexts[i]) for i in missing], k=k, min_similarity=-1.0)
+            for i, rots in zip(missing, nearest, strict=True):
+                verdicts[i].rots = rots

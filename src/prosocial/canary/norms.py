@@ -420,6 +420,10 @@ class NormedDetector(SafetyDetector):
         self.bank._index  # noqa: B018 (builds the cached index)
         return self
 
+    def warm_up(self) -> None:
+        self.base.warm_up()
+        self.load()
+
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
         if not contexts:
             return []

@@ -133,16 +133,19 @@ class RotBank:
             settings.get("min_similarity", -1.0),
         )
 
-    def search(self, contexts: Sequence[Sequence[str]], k: int = 2) -> list[list[str]]:
+    def search(
+        self, contexts: Sequence[Sequence[str]], k: int = 2, min_similarity: float | None = None
+    ) -> list[list[str]]:
         """Up to `k` distinct RoTs per context, taken from its nearest entries in order of similarity; none
-        where even the nearest entry is less similar than `min_similarity`."""
+        where even the nearest entry is less similar than `min_similarity` (default: the bank's fitted gate)."""
+        gate = self.min_similarity if min_similarity is None else min_similarity
         queries = self.embedder.encode([c[-1] for c in contexts])
         similarity = queries @ self.embeddings.T
         top = np.argsort(-similarity, axis=1)[:, : self.neighbours]
         results = []
         for i, row in enumerate(top):
             found: list[str] = []
-            if similarity[i, row[0]] < self.min_similarity:
+            if similarity[i, row[0]] < gate:
                 results.append(found)
                 continue
             for index in row:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from prosocial import __version__
-from prosocial.cli.canary import check, train_canary_mini, train_danger
+from prosocial.cli.canary import check, train_canary_mini, train_danger, train_rot_writer
 from prosocial.cli.collect import app as collect_app
 from prosocial.cli.data import app as data_app
 from prosocial.cli.doctor import doctor
@@ -58,6 +58,7 @@ app.command()(doctor)
 train_app.command("canary-mini")(train_canary_mini)
 train_app.command("prost-mini")(prost_mini)
 train_app.command("danger")(train_danger)
+train_app.command("rot-writer")(train_rot_writer)
 
 
 def _version(value: bool) -> None:

@@ -313,3 +313,25 @@ def train_danger(
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
+
+
+def train_rot_writer(
+    model: Path = typer.Option(SHIPPED_CANARY, help="Canary-mini folder whose rot_writer/ module is (re)built."),
+    data: Path | None = typer.Option(
+        None, help="Shared data folder (default: $PROSOCIAL_SHARED_DATA or ../shared/data)."
+    ),
+    steps: int = typer.Option(300, min=1, help="LoRA updates of 8 pairs."),
+    work_dir: Path | None = typer.Option(None, help="Resumable checkpoint folder (default: the prosocial cache)."),
+    fresh: bool = typer.Option(False, help="Start over instead of continuing a killed run's checkpoint."),
+) -> None:
+    """LoRA-train the RoT writer on SBIC, ProsocialDialog and danger-corpus reasons; about 25 minutes on 2 cores.
+    SBIC dev, the ProsocialDialog validation file and the danger corpus's dev and held-out rows are never read."""
+    from prosocial.canary.rotwriter_train import train_rot_writer as train
+
+    if not (model / "config.json").exists():
+        raise typer.BadParameter(f"{model} is not a Canary-mini folder (no config.json)", param_hint="--model")
+    try:
+        adapter = train(model, work_dir=work_dir, steps=steps, resume=False if fresh else None, root=data)
+    except (DataError, ModelError, ValueError, OSError) as exc:
+        fail(console, exc)
+    console.print(f"RoT writer written to {adapter}")

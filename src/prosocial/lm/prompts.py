@@ -25,6 +25,9 @@ from prosocial.lm.base import Message
 
 HEADER = "The following is a conversation between Speaker 1 and Speaker 2."
 RESPONSE_TAG = "Speaker 2:"
+#: The line of the paper's "RoT & Response" format (§4.2) that states the rule before the reply; Prost-mini writes
+#: it, Canary-mini's RoT writer completes it.
+RULE_TAG = "Rule of thumb:"
 CHAT_ROLE = "You are Speaker 2 in a conversation with Speaker 1 (the user)."
 
 
@@ -34,6 +37,11 @@ def _utterances(context: str | Sequence[str]) -> list[str]:
     if not utterances or not any(u.strip() for u in utterances):
         raise ValueError("the dialogue context is empty: at least Speaker 1's last utterance is needed")
     return utterances
+
+
+def dialogue_prompt(context: Sequence[str], max_turns: int = 3) -> str:
+    """P0's header and dialogue (the last `max_turns` utterances), ending in a newline: Speaker 2's turn comes next."""
+    return f"{HEADER}\n\n{build_context(list(context), max_turns=max_turns)}\n"
 
 
 def rot_sentence(rots: str | Sequence[str]) -> str:

@@ -39,6 +39,8 @@ Route = Literal["accepted", "repaired", "resampled", "fallback"]
 ASK_FIRST = "Can I ask what's going on that makes you say this?"
 NO_ROT = "I'd like to understand, because this could end up hurting you or someone else."
 CASUAL_FALLBACK = "Oh, tell me more about that!"
+#: how many of the user's latest turns a reply is judged against (`ReplyGuard._judge`)
+USER_TURNS = 2
 
 # --------------------------------------------------------------------------- text helpers
 
@@ -177,6 +179,22 @@ _FINE = re.compile(r"^(it's|it is|that's|that is|that's totally|it's totally) (f
 _SHOULD = re.compile(
     r"^(i think |maybe |then |honestly,? )?you should (just |definitely |totally |really )?(?P<act>.+)$"
 )
+#: Reassurance and approval: kind on a casual turn ("I'm sure you'll be fine." to a job interview), condoning on a
+#: flagged one ("I'm sure you'll be fine." to drink-driving, "There is no harm in saying that." to "Women are just
+#: objects"), so they count only where the detector flagged the turn. Each wording was read in Prost-mini v3 replies
+#: to problematic ProsocialDialog validation turns that the rules and the judge let through (issue 31).
+_REASSURE = re.compile(
+    r"\b(i'm|i am) sure (you'll|you will|you're|you are|it'll|it will|it's|it is|that'll|that will) (be )?"
+    r"(fine|ok|okay|alright|all right|glad|happy|proud|going to be (fine|ok|okay))\b"
+    r"|\byou('ll| will) be (just )?(fine|ok|okay|alright|all right)\b"
+    r"|\b(there's|there is|it's|there's really) (no|nothing) (harm|wrong|shame) (in|with)\b"
+    r"|\bnothing wrong with (that|it|this|saying|doing|being)\b"
+    r"|\byou('re| are) doing (a )?(great|good|fine|wonderful) job\b"
+    r"|\b(i can see|i see|sounds like|looks like|seems like) you('re| are) (having fun|enjoying)\b"
+    r"|\b(enjoy (it|yourself|your (night|day|evening|time|drinks?))|have fun)\b"
+    r"|\bdon't (worry|feel bad|feel guilty) about (it|that|this)\b"
+    r"|\b(that's|that is|it's|it is) (understandable|totally understandable|fair|only fair|your right)\b"
+)
 _MOTIVE = re.compile(
     r"\b(why (do|did|would|are|were|does|should|is|can't|don't|didn't|will) you|what makes you (want|think))\b"
 )
@@ -215,21 +233,29 @@ def condones(context: Sequence[str], reply: str) -> bool:
     )
 
 
+def reassures(reply: str) -> bool:
+    """States reassurance or approval (`_REASSURE`): condoning when said to a turn the detector flagged."""
+    return any(_REASSURE.search(sentence) for sentence in _statements(reply))
+
+
 def questions_motive(reply: str) -> bool:
     """Asks "Why do you want to …?", "Why would you …?": the paper's ask-first on a problematic turn, odd on a
     casual one ("I made dinner for my family tonight." → "Why do you want to eat dinner with your family?")."""
     return _MOTIVE.search(_norm(reply)) is not None
 
 
-def reply_problem(context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False) -> Problem | None:
+def reply_problem(
+    context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False, flagged: bool = False
+) -> Problem | None:
     """The first problem of a reply to `context`, or None. Agreement is checked on every turn: a detector calls
     problematic turns casual too, and a false alarm on a casual turn costs only a resample (the rules flag 2-3%
     of casual replies). `casual`: the turn is surely casual, so asking about the user's motive is a problem too.
-    `judged_agreeing`: a learned judge (`prost.agreement`) says the reply agrees, whatever the rules say."""
+    `judged_agreeing`: a learned judge (`prost.agreement`) says the reply agrees, whatever the rules say.
+    `flagged`: the detector flagged the turn, so reassurance and approval condone too (`reassures`)."""
     problem = degenerate(context[-1], reply)
     if problem:
         return problem
-    if judged_agreeing or condones(context, reply):
+    if judged_agreeing or condones(context, reply) or (flagged and reassures(reply)):
         return "condones"
     return "motive_question" if casual and questions_motive(reply) else None
 
@@ -240,25 +266,58 @@ def lectures(reply: Reply, given: Sequence[str], casual: bool) -> bool:
 
 
 def usable(
-    context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False
+    context: Sequence[str], reply: str, casual: bool, judged_agreeing: bool = False, flagged: bool = False
 ) -> tuple[str, Problem | None]:
     """The reply as it may be sent ("" when it may not) and its first problem: a looping reply is sent repaired if
     the repair passes every check (the judge's verdict on the loop stands for its repair: the same sentences)."""
-    problem = reply_problem(context, reply, casual, judged_agreeing)
+    problem = reply_problem(context, reply, casual, judged_agreeing, flagged)
     if problem is None:
         return reply, None
     fixed = repair(reply) if problem == "loop" else ""
-    return (fixed if fixed and reply_problem(context, fixed, casual, judged_agreeing) is None else ""), problem
+    return (fixed if fixed and reply_problem(context, fixed, casual, judged_agreeing, flagged) is None else ""), problem
 
 
 def fallback_reply(rots: Sequence[str], casual: bool) -> str:
-    """The last resort: ask first, then the first rule-of-thumb, as ProsocialDialog's replies do (§2.2)."""
+    """The last resort: the first rule-of-thumb, then an open question back, as ProsocialDialog's replies combine
+    them (§2.2); never a bare question."""
     if casual:
         return CASUAL_FALLBACK
     rot = next((r.strip() for r in rots if r.strip()), "")
     if not rot:
-        return f"{ASK_FIRST} {NO_ROT}"
-    return f"{ASK_FIRST} {rot[0].upper()}{rot[1:]}{'' if rot[-1] in '.!?' else '.'}"
+        return f"{NO_ROT} {ASK_FIRST}"
+    return f"{sentence(rot)} {ASK_FIRST}"
+
+
+def sentence(text: str) -> str:
+    """`text` as a sentence: capitalised, ending in a full stop unless it ends in other punctuation."""
+    text = " ".join(text.split())
+    return f"{text[0].upper()}{text[1:]}{'' if text[-1] in '.!?' else '.'}" if text else text
+
+
+def states_norm(reply: str, rots: Sequence[str] = ()) -> bool:
+    """The reply states a norm: one of `rots` (most of its content words appear in the reply), or a sentence of
+    its own that reads as a rule-of-thumb (`data.silver_rots`, the extractor of the norms in ProsocialDialog's
+    replies)."""
+    from prosocial.data.silver_rots import norm_sentence
+
+    said = {_stem(w) for w in _words(reply) if w not in _STOPWORDS}
+    for rot in rots:
+        content = [_stem(w) for w in _words(rot) if w not in _STOPWORDS]
+        if content and sum(w in said for w in content) >= 0.6 * len(content):
+            return True
+    return norm_sentence(reply) is not None
+
+
+def build_on_rule(reply: str, rule: str) -> str:
+    """The reply built on `rule`: unchanged when it already states it; after the rule when the reply only asks
+    ("It's wrong to poison animals. Why would you do that?"); else the reply, then the rule."""
+    if not rule.strip() or states_norm(reply, [rule]):
+        return reply
+    rule = sentence(rule)
+    if not reply.strip():
+        return rule
+    joined = f"{rule} {reply}" if not _statements(reply) else f"{reply} {rule}"
+    return repair(joined) if has_loop(joined) else joined
 
 
 # --------------------------------------------------------------------------- the policy
@@ -320,7 +379,7 @@ class ReplyGuard:
         grounding = rots if any(rots) else None
         seen: Counter[str] = Counter()  # merged into `stats` once, under the lock: one guard serves many requests
         first = generator.generate(contexts, grounding)
-        judged = self._judge([c[-1] for c in contexts], [r.response for r in first])
+        judged = self._judge(contexts, [r.response for r in first])
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
@@ -344,7 +403,7 @@ class ReplyGuard:
                                            None if grounding is None else [rots[i] for i in todo],
                                            self.seed + attempt)
                 still = []
-                judged = self._judge([contexts[i][-1] for i in todo], [r.response for r in drawn])
+                judged = self._judge([contexts[i] for i in todo], [r.response for r in drawn])
                 for i, reply, agreeing in zip(todo, drawn, judged, strict=True):
                     text, _ = self._usable(contexts[i], reply, rots[i], casual[i], agreeing)
                     if text:
@@ -366,20 +425,25 @@ class ReplyGuard:
     def _usable(
         context: Sequence[str], reply: Reply, given: Sequence[str], casual: bool, agreeing: bool
     ) -> tuple[str, Problem | None]:
-        """`usable` for a first draw and a redraw alike, plus the lecture check, which needs the reply's RoTs."""
-        text, problem = usable(context, reply.response, casual, agreeing)
+        """`usable` for a first draw and a redraw alike (a redraw passes only what a first draw would), plus the
+        lecture check, which needs the reply's RoTs. Given RoTs mean the detector flagged the turn."""
+        flagged = any(r.strip() for r in given)
+        text, problem = usable(context, reply.response, casual, agreeing, flagged)
         if text and lectures(reply, given, casual):
             return "", problem or "lecture"
         return text, problem
 
-    def _judge(self, turns: list[str], replies: list[str]) -> list[bool]:
+    def _judge(self, contexts: Sequence[Sequence[str]], replies: list[str]) -> list[bool]:
         """The judge's verdict on each reply that states something: a reply of questions only asks back, it does not
-        agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only."""
+        agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only.
+        A reply agrees when it agrees with any of the user's last `USER_TURNS` turns: on a later turn the problem
+        is often in the first ("Women are just objects." … "There is no harm in saying that.")."""
         verdicts = [False] * len(replies)
         todo = [i for i, r in enumerate(replies) if _statements(r)]
         if self.judge is None or not todo:
             return verdicts
-        judged = self.judge.agrees([turns[i] for i in todo], [replies[i] for i in todo])
-        for i, agrees in zip(todo, judged, strict=True):
-            verdicts[i] = agrees
+        pairs = [(i, turn) for i in todo for turn in list(contexts[i][::-1][::2])[:USER_TURNS]]
+        judged = self.judge.agrees([turn for _, turn in pairs], [replies[i] for i, _ in pairs])
+        for (i, _), agrees in zip(pairs, judged, strict=True):
+            verdicts[i] = verdicts[i] or agrees
         return verdicts

@@ -12,39 +12,44 @@ Choices, each made so training and serving see exactly the same thing:
   state none, and casual corpora, go straight to "Speaker 2:". One format serves three uses (`render_prompt`):
   the adapter writes its own RoT (or none) and the reply; Canary's RoTs fill the RoT line and ground the reply;
   or the prompt ends in "Speaker 2:" for a reply without one.
-- History: ProsocialDialog rows of one dialogue are consecutive but unmarked; `prost.history` recovers the
+- History: ProsocialDialog rows of one dialogue are consecutive but unmarked; `lm.history` recovers the
   boundaries, so a row is trained with its dialogue's earlier turns, like casual corpora, up to `MAX_TURNS`
   utterances; inference uses the same cap.
-- LoRA only on v_proj, o_proj and the MLP of the top `TOP_LAYERS` layers: llama.cpp permutes the Q/K rows of
-  llama models, so q/k adapters would need the same permutation, and with frozen lower layers backpropagation
-  stops early, which roughly halves the training cost on CPU.
-- The base for training is the de-quantized Q4_1 GGUF (what `TransformersLM` caches), so the adapter is
-  learnt on the very weights llama.cpp runs.
+- The adapter, its training and its export to llama.cpp are `prosocial.lm.lora`'s (shared with Canary-mini's RoT
+  writer).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prosocial.data.context import build_context, check_context, clip_context
+from prosocial.data.context import check_context, clip_context
 from prosocial.data.mixture import PROST_WEIGHTS
 from prosocial.data.silver_rots import norm_sentence
 from prosocial.errors import DataError, ModelError
 from prosocial.io import write_json
 from prosocial.lm.base import default_smollm2_gguf
+from prosocial.lm.history import load_links, read_partial_rows, with_history  # noqa: F401  (re-exported)
 from prosocial.lm.llamacpp import LlamaCppLM
-from prosocial.lm.prompts import HEADER, RESPONSE_TAG
+from prosocial.lm.lora import (  # noqa: F401  (re-exported: Prost-mini's training API)
+    GGUF_NAMES,
+    LORA_MODULES,
+    TOP_LAYERS,
+    AdapterRun,
+    base_model_dir,
+    export_lora_gguf,
+    lora_targets,
+    train_adapter,
+)
+from prosocial.lm.prompts import RESPONSE_TAG, RULE_TAG, dialogue_prompt
 from prosocial.model_folder import write_backend
 from prosocial.prost.base import Reply, ResponseGenerator, register_generator
 from prosocial.prost.guard import has_loop, repair
-from prosocial.prost.history import load_links, with_history
 from prosocial.scoring import consensus, normalize_answer
 
 if TYPE_CHECKING:  # the feedback gate's detector loads on first use
@@ -57,17 +62,6 @@ ADAPTER_FILE = "prost-mini-lora.gguf"
 SETTINGS_FILE = "prost-mini.json"
 PROSOCIAL_TRAIN = Path("/work/shared/data/prosocial_dialog_partial/train.json")
 MAX_TURNS = 3
-TOP_LAYERS = 16
-LORA_MODULES = ("self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-#: peft module name -> llama.cpp tensor name (LLaMA architecture).
-GGUF_NAMES = {
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-RULE_TAG = "Rule of thumb:"
 #: A second RoT line ends the turn; the casual corpora's tokenisation ("word :") shows up in samples, so both forms.
 STOPS = ["\nSpeaker 1:", "<|im_end|>", f"\n{RULE_TAG}", "\nRule of thumb :"]
 #: An RoT line the adapter is asked for is one sentence; silver RoTs are 13 words on average, 30 at most.
@@ -99,11 +93,6 @@ MBR_TOP_P = 0.95
 
 
 # --------------------------------------------------------------------------- prompts and replies
-
-
-def dialogue_prompt(context: Sequence[str], max_turns: int = MAX_TURNS) -> str:
-    """P0's header and dialogue (the last `max_turns` utterances), ending in a newline: Speaker 2's turn comes next."""
-    return f"{HEADER}\n\n{build_context(list(context), max_turns=max_turns)}\n"
 
 
 def render_prompt(
@@ -167,27 +156,10 @@ def with_rule(reply: str, rule: str) -> str:
 # --------------------------------------------------------------------------- training data
 
 
-def read_partial_rows(path: str | Path) -> list[tuple[str, str]]:
-    """(context, response) rows of a `prosocial_dialog_partial` file, in file order."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError.at(path, f"cannot read ProsocialDialog rows: {err}") from err
-    rows = []
-    for i, row in enumerate(data if isinstance(data, list) else []):
-        if not (isinstance(row, dict) and isinstance(row.get("context"), str) and isinstance(row.get("response"), str)):
-            raise DataError.at(path, "expected an object with string 'context' and 'response'", field=f"[{i}]")
-        rows.append((row["context"], row["response"]))
-    if not rows:
-        raise DataError.at(path, "expected a non-empty JSON list of {context, response} rows")
-    return rows
-
-
 def prosocial_pairs(
     rows: Sequence[tuple[str, str]], ids: Sequence[int], max_turns: int = MAX_TURNS
 ) -> list[tuple[str, str]]:
-    """Training pairs of ProsocialDialog rows: the recovered dialogue (`prost.history`) as the prompt, the silver
+    """Training pairs of ProsocialDialog rows: the recovered dialogue (`lm.history`) as the prompt, the silver
     RoT (`data.silver_rots`) and the reply as the target."""
     contexts = with_history(rows, ids, max_turns)
     return [(render_prompt(c, max_turns=max_turns), target_text(r, norm_sentence(r)))
@@ -202,7 +174,7 @@ def prost_mini_data(
 ) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]:
     """Training sources for the B.2 mixture, and dev pairs: the LAST `dev_rows` rows of the ProsocialDialog file.
 
-    ProsocialDialog rows carry their recovered history (the file's shipped links, `prost.history.load_links`). A
+    ProsocialDialog rows carry their recovered history (the file's shipped links, `lm.history.load_links`). A
     contiguous tail block (not a random sample) keeps all but one dialogue wholly on one side, so dev contexts never
     continue a training dialogue; the history of the first dev row is cut at the split. Casual corpora are those
     of `PROST_WEIGHTS` that exist here (Wizard of Wikipedia does not); BYU Chit-Chat is not in the paper's mixture
@@ -233,125 +205,6 @@ def prost_mini_data(
 # --------------------------------------------------------------------------- training
 
 
-def lora_targets(num_layers: int, top_layers: int = TOP_LAYERS) -> list[str]:
-    """peft target names (matched as suffixes) for `LORA_MODULES` of the top `top_layers` decoder layers."""
-    first = max(0, num_layers - top_layers)
-    return [f"layers.{i}.{m}" for i in range(first, num_layers) for m in LORA_MODULES]
-
-
-def base_model_dir() -> Path:
-    """The packaged GGUF de-quantized to a transformers folder (converted once, then cached by TransformersLM)."""
-    from prosocial.lm.hf import TransformersLM, _gguf_cache_key, cache_root
-
-    lm = TransformersLM()
-    folder = cache_root() / "gguf" / _gguf_cache_key(lm.model, lm.gguf_file or "")
-    if not (folder / "config.json").is_file():
-        lm._convert_gguf(folder)
-    return folder
-
-
-@dataclass
-class AdapterRun:
-    """A finished LoRA run: the peft adapter folder, steps done and the dev perplexity history."""
-
-    adapter_dir: Path
-    steps: int
-    history: list[dict[str, float]]
-
-
-def train_adapter(
-    base: str | Path,
-    sources: dict[str, list[tuple[str, str]]],
-    dev: Sequence[tuple[str, str]],
-    work_dir: str | Path,
-    steps: int = 60,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    warmup: int = 3,
-    decay: str = "constant",
-    prosocial_weight: float = PROST_WEIGHTS["prosocial"],
-    rank: int = 16,
-    alpha: int = 32,
-    top_layers: int = TOP_LAYERS,
-    eval_every: int = 10,
-    max_source_len: int = 128,
-    max_target_len: int = 72,
-    resume: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-) -> AdapterRun:
-    """LoRA-tune a causal LM on the mixture through `prosocial.lm.finetune` (resumable at every evaluation).
-
-    `prosocial_weight` is ProsocialDialog's weight in the mixture (the paper's B.2 weights for the rest); `decay`
-    is the learning-rate schedule after warm-up (`TrainConfig.decay`). The adapter kept is the LAST one
-    (`work_dir/checkpoint`), not the best-by-dev one: finetune saves the best only merged into the base, which
-    cannot be exported as a llama.cpp LoRA; with a linear decay the last one is where the run settles. The dev
-    perplexity history is returned so a non-decreasing tail is visible (and reported in the model card).
-    """
-    from transformers import AutoConfig
-
-    from prosocial.data.mixture import MixtureSampler
-    from prosocial.lm.finetune import CHECKPOINT_DIR, TrainConfig, finetune
-
-    layers = AutoConfig.from_pretrained(base).num_hidden_layers
-    config = TrainConfig(
-        lr=lr, batch_size=batch_size, max_steps=steps, warmup_steps=warmup, decay=decay, eval_every=eval_every,
-        eval_batch_size=16, patience=None, seed=seed, lora_rank=rank, lora_alpha=alpha, lora_dropout=0.0,
-        lora_targets=lora_targets(layers, top_layers), device="cpu", progress=progress,
-        max_source_len=max_source_len, max_target_len=max_target_len,
-    )
-    weights = PROST_WEIGHTS | {n: 1 for n in sources if n not in PROST_WEIGHTS} | {"prosocial": prosocial_weight}
-    sampler = MixtureSampler(sources, weights, seed=seed)
-    work_dir = Path(work_dir)
-    result = finetune(str(base), sampler, work_dir, config, dev=list(dev), resume=resume)
-    return AdapterRun(work_dir / CHECKPOINT_DIR, result.steps, result.history)
-
-
-def export_lora_gguf(adapter_dir: str | Path, out: str | Path, float16: bool = True) -> Path:
-    """Write a peft LoRA adapter (llama architecture) as a llama.cpp LoRA GGUF.
-
-    llama.cpp's layout: `general.type`="adapter", `adapter.type`="lora", `adapter.lora.alpha`, and for each
-    adapted weight `blk.N.<name>.weight.lora_a` (rank x in) and `.lora_b` (out x rank), so llama.cpp computes
-    W x + alpha/rank * B (A x), as peft does. Q/K adapters are refused (llama.cpp permutes their rows).
-    """
-    import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
-
-    adapter_dir, out = Path(adapter_dir), Path(out)
-    config_file, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
-        raise ModelError(f"{adapter_dir} is not a peft LoRA adapter folder (adapter_config.json, *.safetensors)")
-    config = json.loads(config_file.read_text())
-    if config.get("use_rslora") or config.get("use_dora"):
-        raise ModelError("rsLoRA/DoRA adapters are not supported by this exporter")
-    pattern = re.compile(r"layers\.(\d+)\.(\w+\.\w+)\.lora_([AB])\.weight$")
-    tensors: dict[str, Any] = {}
-    for key, value in load_file(str(weights)).items():
-        match = pattern.search(key)
-        if not match or match.group(2) not in GGUF_NAMES:
-            raise ModelError(f"cannot map adapter tensor {key!r} to llama.cpp (supported: {sorted(GGUF_NAMES)})")
-        layer, module, ab = match.groups()
-        name = f"blk.{layer}.{GGUF_NAMES[module]}.weight.lora_{ab.lower()}"
-        tensors[name] = value.astype(np.float16 if float16 else np.float32)
-    writer = gguf.GGUFWriter(str(out), arch="llama")
-    writer.add_string("general.type", "adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", float(config["lora_alpha"]))
-    for name in sorted(tensors, key=_tensor_order):
-        writer.add_tensor(name, tensors[name])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
-
-
-def _tensor_order(name: str) -> tuple[int, str]:
-    return int(name.split(".")[1]), name
-
-
 def train_prost_mini(
     out_dir: str | Path = RESOURCE_DIR,
     work_dir: str | Path | None = None,
@@ -380,8 +233,9 @@ def train_prost_mini(
             log.info("resuming from %s", work_dir / CHECKPOINT_DIR)
     sources, dev = prost_mini_data(prosocial_file)
     started = time.monotonic()
+    weights = PROST_WEIGHTS | {"prosocial": settings.pop("prosocial_weight", PROST_WEIGHTS["prosocial"])}
     run = train_adapter(base_model_dir(), sources, dev[: settings.pop("dev_eval_rows", 32)], work_dir,
-                        steps=steps, resume=resume, progress=progress, **settings)
+                        steps=steps, resume=resume, progress=progress, weights=weights, **settings)
     out_dir = Path(out_dir)
     adapter = export_lora_gguf(run.adapter_dir, out_dir / ADAPTER_FILE)
     silver = sum(t.startswith(RULE_TAG) for _, t in sources["prosocial"])

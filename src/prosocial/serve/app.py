@@ -37,6 +37,7 @@ from prosocial.serve.batcher import MicroBatcher
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
 from prosocial.serve.metrics import Metrics
 from prosocial.serve.proxy import (
+    GENERIC_ROT,
     REQUEST_ID,
     ProxyError,
     Upstream,
@@ -58,12 +59,13 @@ VERDICT_HEADER = "X-Prosocial-Safety-Label"
 COARSE_HEADER = "X-Prosocial-Coarse"
 DANGER_HEADER = "X-Prosocial-Danger"
 ACTION_HEADER = "X-Prosocial-Action"
+#: the RoTs a guided request was steered with, as a JSON list (ASCII-escaped, so any text fits a header)
+ROTS_HEADER = "X-Prosocial-Rots"
 REQUEST_ID_HEADER = "X-Request-ID"
 #: every response: never cached (verdicts are per conversation), never content-sniffed
 SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 #: a client's own request id is reused only when it is this tame (it is echoed into headers and logs)
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-WARMUP_CONTEXT = ["Hello, how are you?"]
 
 
 class VerdictOut(BaseModel):
@@ -271,9 +273,7 @@ class _Service:
         assert self.batcher is not None and self.detector is not None
         detector = self.detector
         try:  # a norms file that fails to load leaves the service failed (readyz), never running without it
-            if isinstance(detector, NormedDetector):
-                await self.batcher.run_in_model_thread(detector.load)
-            await self.batcher.run_in_model_thread(lambda: detector.predict([WARMUP_CONTEXT], with_rots=True))
+            await self.batcher.run_in_model_thread(detector.warm_up)  # a norms file is read and checked here too
         except Exception as exc:
             self.detector_error = f"{type(exc).__name__}: {exc}"
             log.error("the detector failed to load: %s", self.detector_error)
@@ -293,7 +293,9 @@ class _Service:
 
         s = self.settings
         generator = load_generator(s.generator, **s.generator_settings)
-        return ProsocialAgent(self.detector, generator, handover=s.escalation_reply, region=s.region)
+        agent = ProsocialAgent(self.detector, generator, handover=s.escalation_reply, region=s.region)
+        agent.warm_up(generator=False)  # the reply guard's judge; the detector is warm already, the LM may be remote
+        return agent
 
     async def stop(self) -> None:
         if self._warmup is not None and not self._warmup.done():
@@ -372,10 +374,12 @@ def _checked(context: list[str], where: str) -> list[str]:
         raise ProxyError(400, str(exc), "invalid_request_error") from None
 
 
-def _verdict_headers(verdict: Verdict, action: str) -> dict[str, str]:
+def _verdict_headers(verdict: Verdict, action: str, guidance: list[str] | None = None) -> dict[str, str]:
     headers = {VERDICT_HEADER: verdict.safety_label.value, COARSE_HEADER: verdict.coarse.value, ACTION_HEADER: action}
     if verdict.danger:
         headers[DANGER_HEADER] = verdict.danger
+    if guidance:
+        headers[ROTS_HEADER] = json.dumps(guidance)
     return headers
 
 
@@ -510,7 +514,8 @@ def create_app(
     )
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         """OpenAI-compatible guard proxy. Casual conversations go to the upstream unchanged; needs caution adds the
-        detector's RoTs as a system message (the paper's Pr prompt); needs intervention never reaches the upstream
+        detector's RoTs (a generic rule where it has none) as a system message (the paper's Pr prompt), named in
+        `prosocial.guidance` and the X-Prosocial-Rots header; needs intervention never reaches the upstream
         and gets the hand-over reply plus an escalation event. The verdict is in the response's `prosocial`
         field (first chunk when the hand-over reply streams) and the X-Prosocial-Safety-Label, X-Prosocial-Coarse
         and X-Prosocial-Action headers."""
@@ -530,19 +535,20 @@ def create_app(
         if service.upstream is None:
             raise ProxyError(503, "no upstream LLM is configured (`upstream_url`)", "service_unavailable")
         raw = await request.body()
-        action = "forwarded"
-        if verdict.coarse is Coarse.NEEDS_CAUTION and verdict.rots:
+        action, guidance = "forwarded", []
+        if verdict.coarse is Coarse.NEEDS_CAUTION:  # every flagged request is guided, by a generic rule at least
+            guidance = list(verdict.rots) or [GENERIC_ROT]
             payload = strict_json_loads(raw)
-            payload["messages"] = guided_messages(payload["messages"], context, verdict.rots)
+            payload["messages"] = guided_messages(payload["messages"], context, guidance)
             raw = json.dumps(payload).encode()
             action = "guided"
-        headers = _verdict_headers(verdict, action)
+        headers = _verdict_headers(verdict, action, guidance)
         auth = request.headers.get("authorization") if not s.api_keys else None
         if body.stream:
             chunks = await service.upstream.stream(raw, auth)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         data = await service.upstream.complete(raw, auth)
-        data["prosocial"] = verdict.to_dict() | {"action": action}
+        data["prosocial"] = verdict.to_dict() | {"action": action, "guidance": guidance}
         # ASCII-escaped, so whatever text the upstream sent (even lone surrogates) re-encodes safely.
         return Response(json.dumps(data).encode(), media_type="application/json", headers=headers)
 

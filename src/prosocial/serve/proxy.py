@@ -26,6 +26,9 @@ from prosocial.lm.prompts import chat_messages
 log = logging.getLogger(__name__)
 
 DIALOGUE_ROLES = {"user", "assistant"}
+#: The guidance for a flagged request whose detector gave no RoT (one without RoTs, such as the keyword baseline):
+#: a flagged request is never forwarded unguided.
+GENERIC_ROT = "It's important to answer with care and not to encourage anything that could hurt someone."
 #: the id of the request being served (set by the service's middleware), for logs and error messages
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -118,7 +121,7 @@ def escalation_completion(model: str, reply: str, verdict: Verdict) -> dict[str,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "prosocial": verdict.to_dict() | {"action": "escalated"},
+        "prosocial": verdict.to_dict() | {"action": "escalated", "guidance": []},
     }
 
 
@@ -130,7 +133,7 @@ async def escalation_stream(model: str, reply: str, verdict: Verdict) -> AsyncIt
     for i, (delta, finish) in enumerate(deltas):
         chunk = base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         if i == 0:
-            chunk["prosocial"] = verdict.to_dict() | {"action": "escalated"}
+            chunk["prosocial"] = verdict.to_dict() | {"action": "escalated", "guidance": []}
         yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
     yield b"data: [DONE]\n\n"
 

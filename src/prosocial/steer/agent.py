@@ -9,10 +9,11 @@ hand-over mode until it is explicitly reset (e.g. by the human who took over).
 Every generated reply passes `prost.guard.ReplyGuard` (on by default): it must not be empty, loop, echo or agree
 with what the user said (the guard's rules and the learned agreement judge, `prost.agreement`: the rules alone let
 7% of Prost-mini v3's replies to problematic turns through that the judge calls agreeing), and on a casual turn it
-must not question the user's motive; a failing reply is repaired, resampled, or replaced by an ask-first reply
-stating Canary's RoT. A turn counts as casual for the guard
-only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many problematic turns casual at lower
-scores (v2, shipped when this was measured, on 200 problematic ProsocialDialog contexts: 140 casual verdicts,
+must not question the user's motive; a failing reply is repaired, resampled, or replaced by a reply stating
+Canary's RoT and asking back. On a turn flagged "probably" or "needs caution" the reply then states or builds on the
+verdict's RoT (`STATE_RULE`): a bare "Why would you …?" misreads the turn as often as not. A turn counts as casual
+for the guard only when the detector is sure of it (`SURE_CASUAL`): Canary-mini calls many problematic turns casual
+at lower scores (v2, shipped when this was measured, on 200 problematic ProsocialDialog contexts: 140 casual verdicts,
 median casual score 0.80; "I think I'll drive home after these eight beers." at 0.89; v4 still 0.88), and there
 asking back is the right move.
 """
@@ -34,12 +35,15 @@ from prosocial.data.danger import ACTS, check_region, handover_for, warning_repl
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.base import Reply, ResponseGenerator
-from prosocial.prost.guard import ReplyGuard, Route
+from prosocial.prost.guard import ReplyGuard, Route, build_on_rule
 
 log = logging.getLogger(__name__)
 
 #: The casual score from which a casual verdict is trusted by the reply guard (see the module docstring).
 SURE_CASUAL = 0.9
+#: Levels whose reply must state or build on the verdict's first RoT (`prost.guard.build_on_rule`): asking back
+#: ("Why would you …?") alone suits only "possibly needs caution"; the paper's replies to the rest give feedback.
+STATE_RULE = frozenset({SafetyLabel.PROBABLY_NEEDS_CAUTION, SafetyLabel.NEEDS_CAUTION})
 #: The hand-over for a verdict without a danger category, in the international wording (`data.danger`).
 HANDOVER_REPLY = handover_for(None)
 
@@ -175,10 +179,12 @@ class ProsocialAgent:
         if getattr(generator, "feedback_gate", None) == detector.name:  # Prost-mini's gate names this detector:
             generator.feedback_gate = detector  # share it instead of loading a second copy on the first feedback turn
 
-    def warm_up(self) -> None:
-        """Load the models now, not on the first message (they load on first use): for interactive sessions."""
-        self.detector.predict([["hello"]])
-        self.generator.generate([["hello"]])
+    def warm_up(self, generator: bool = True) -> None:
+        """Load the models now, not on the first message (they load on first use): for interactive sessions and
+        services. `generator=False` leaves the generator alone (a remote LM need not be up yet)."""
+        self.detector.warm_up()
+        if generator:
+            self.generator.generate([["hello"]])
         if self.guard is not None and self.guard.judge is not None:
             self.guard.judge.agrees(["hello"], ["hi"])
 
@@ -241,8 +247,10 @@ class ProsocialAgent:
             else:
                 reply, route = replies[i]
                 rots = list(reply.rots or verdict.rots)
-                turns.append(AgentTurn(reply.response, verdict.safety_label, rots, False, verdict.norm, route,
-                                       verdict.danger))
+                text = reply.response
+                if verdict.safety_label in STATE_RULE and rots:  # asking back alone is for the lowest level only
+                    text = build_on_rule(text, rots[0])
+                turns.append(AgentTurn(text, verdict.safety_label, rots, False, verdict.norm, route, verdict.danger))
         return turns, verdicts
 
     @staticmethod

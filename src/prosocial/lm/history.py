@@ -31,6 +31,23 @@ START_RATE = 58_137 / (331_362 / 2)
 LINKS_DIR = Path(__file__).resolve().parents[1] / "resources" / "dialogue-links"
 
 
+def read_partial_rows(path: str | Path) -> list[tuple[str, str]]:
+    """(context, response) rows of a `prosocial_dialog_partial` file, in file order."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError.at(path, f"cannot read ProsocialDialog rows: {err}") from err
+    rows = []
+    for i, row in enumerate(data if isinstance(data, list) else []):
+        if not (isinstance(row, dict) and isinstance(row.get("context"), str) and isinstance(row.get("response"), str)):
+            raise DataError.at(path, "expected an object with string 'context' and 'response'", field=f"[{i}]")
+        rows.append((row["context"], row["response"]))
+    if not rows:
+        raise DataError.at(path, "expected a non-empty JSON list of {context, response} rows")
+    return rows
+
+
 def link_scores(
     rows: Sequence[tuple[str, str]],
     model: Any,

@@ -1,0 +1,140 @@
+"""Canary-mini's RoT writer: generated rules-of-thumb for flagged contexts that retrieval cannot answer.
+
+The paper's Canary writes the RoTs of a context itself (§4.1). Canary-mini's RoT bank only answers where a known
+post is close (`rotbank`'s relevance gate): most flagged contexts, and every dangerous situation, are not close to
+any. The writer is a small LoRA adapter on the packaged SmolLM2-135M-Instruct (`prosocial.lm.lora`), run by
+llama.cpp, that completes the paper's RoT & Response line after the dialogue:
+
+    The following is a conversation between Speaker 1 and Speaker 2.
+
+    Speaker 1: {earlier turn}
+    Speaker 2: {earlier reply}
+    Speaker 1: {the flagged turn}
+    Rule of thumb: {the RoT it writes}
+
+It is trained (`rotwriter_train`) on Social Bias Frames posts with their implied-statement RoTs, ProsocialDialog
+contexts (with their recovered history) with the norm their reply states, and the danger corpus' situations with
+their category's safety rule. A model folder holds it as the module ``rot_writer/`` (adapter + ``config.json``).
+
+Nothing here may leave a flagged context without a reason: a failed or malformed generation becomes None and the
+caller (`CanaryMini.verdicts`) falls back to the nearest bank entry's RoT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+from prosocial.data.context import check_context, clip_context
+from prosocial.errors import ModelError
+from prosocial.io import atomic_write
+from prosocial.lm.prompts import RULE_TAG, dialogue_prompt
+
+log = logging.getLogger(__name__)
+
+FOLDER = "rot_writer"
+ADAPTER_FILE = "rot-writer-lora.gguf"
+CONFIG = "config.json"
+#: a written RoT is one sentence that says something: at least this many words, mostly letters
+MIN_WORDS = 4
+_SPEAKER = re.compile(r"\s*(Speaker [12]|Rule of thumb)\s*:.*", re.DOTALL)
+
+
+@dataclass
+class RotWriterConfig:
+    """Prompt shaping and decoding; saved as ``rot_writer/config.json`` with the run's record in `meta`."""
+
+    max_turns: int = 3
+    max_prompt_chars: int = 1200
+    max_new_tokens: int = 40
+    meta: dict | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> RotWriterConfig:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"unreadable RoT writer config {path}: {exc}") from None
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__)) if isinstance(raw, dict) else ["(not an object)"]
+        if unknown:
+            raise ModelError(f"{path}: unknown setting(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        with atomic_write(path) as handle:
+            json.dump(asdict(self), handle, indent=2)
+
+
+def writer_prompt(context: Sequence[str], max_turns: int = 3) -> str:
+    """The dialogue (last `max_turns` utterances) and the opened RoT line: exactly what the adapter was trained on."""
+    return f"{dialogue_prompt(context, max_turns)}{RULE_TAG}"
+
+
+def clean_rot(text: str) -> str | None:
+    """A generation as one RoT sentence, or None when it is not one (empty, a fragment, a speaker line)."""
+    text = _SPEAKER.sub("", text.split("<|im_end|>")[0].split("\n")[0])
+    text = " ".join(text.split()).strip(" \"'")
+    letters = sum(ch.isalpha() for ch in text)
+    if len(text.split()) < MIN_WORDS or letters < 0.6 * len(text):
+        return None
+    if text[-1] not in ".!?":
+        text += "."
+    return text[0].upper() + text[1:]
+
+
+class RotWriter:
+    """Writes one RoT per context with the adapter in `directory` (a ``rot_writer/`` folder); loads on first use.
+
+    Greedy decoding, so a context always gets the same RoT. `n_threads` defaults to all available cores.
+    """
+
+    def __init__(self, directory: str | Path, n_threads: int | None = None, n_parallel: int = 2):
+        self.directory = Path(directory)
+        self.n_threads = n_threads
+        self.n_parallel = n_parallel
+
+    @classmethod
+    def load(cls, model_dir: str | Path, **settings) -> RotWriter | None:
+        """The writer of a model folder, or None where the folder has none (an older Canary-mini)."""
+        directory = Path(model_dir) / FOLDER
+        return cls(directory, **settings) if (directory / ADAPTER_FILE).is_file() else None
+
+    @cached_property
+    def config(self) -> RotWriterConfig:
+        return RotWriterConfig.load(self.directory / CONFIG)
+
+    @cached_property
+    def lm(self):
+        from prosocial.lm.llamacpp import LlamaCppLM
+
+        adapter = self.directory / ADAPTER_FILE
+        if not adapter.is_file():
+            raise ModelError(f"RoT writer adapter not found: {adapter} (rebuild: prosocial train rot-writer)")
+        return LlamaCppLM(lora=adapter, n_ctx=512 * self.n_parallel, n_parallel=self.n_parallel,
+                          n_threads=self.n_threads)
+
+    def prompts(self, contexts: Sequence[Sequence[str]]) -> list[str]:
+        config = self.config
+        out = []
+        for i, context in enumerate(contexts):
+            turns = clip_context(check_context(context, f"contexts[{i}]"), config.max_prompt_chars, per_turn=12)
+            out.append(writer_prompt(turns, config.max_turns))
+        return out
+
+    def write(self, contexts: Sequence[Sequence[str]]) -> list[str | None]:
+        """One RoT per context, None where the generation is not a usable sentence. Raises what the LM raises
+        (the caller decides the fallback)."""
+        if not contexts:
+            return []
+        texts = self.lm.generate(self.prompts(contexts), max_new_tokens=self.config.max_new_tokens,
+                                 temperature=0.0, stop=["\n", "<|im_end|>"])
+        rots = [clean_rot(t) for t in texts]
+        for context, text, rot in zip(contexts, texts, rots, strict=True):
+            if rot is None:
+                log.warning("RoT writer gave no usable rule for %r (wrote %r)", context[-1][:80], text[:80])
+        return rots

@@ -1,0 +1,45 @@
+"""Canary-mini's RoT writer: its prompt, what counts as a written rule, and its training data."""
+
+from __future__ import annotations
+
+import pytest
+
+from prosocial.canary.rotwriter import RotWriter, clean_rot, writer_prompt
+from prosocial.lm.prompts import HEADER, RULE_TAG
+
+
+def test_the_prompt_is_the_dialogue_then_the_opened_rule_line():
+    prompt = writer_prompt(["hi", "hello!", "I'm going to key my ex's car."])
+    assert prompt.startswith(HEADER) and prompt.endswith(f"Speaker 1: I'm going to key my ex's car.\n{RULE_TAG}")
+    assert "Speaker 2: hello!" in prompt
+
+
+@pytest.mark.parametrize(
+    ("text", "rot"),
+    [
+        (" it's wrong to damage property\nSpeaker 2: no", "It's wrong to damage property."),
+        (" You shouldn't drink and drive.<|im_end|>", "You shouldn't drink and drive."),
+        ("  \"It is good to be honest!\"", "It is good to be honest!"),
+        (" ok", None),
+        ("", None),
+        (" 12 34 56 78 !!", None),
+        (" Speaker 2: Why would you do that?", None),
+    ],
+)
+def test_a_generation_is_one_rule_sentence_or_nothing(text, rot):
+    assert clean_rot(text) == rot
+
+
+def test_a_folder_without_a_writer_has_none(tmp_path):
+    assert RotWriter.load(tmp_path) is None
+
+
+def test_training_pairs_keep_the_evaluation_splits_out(shared_data):
+    from prosocial.canary.rotwriter_train import writer_data
+    from prosocial.data.adapters import load_benchmark
+
+    sources, dev = writer_data(shared_data)
+    assert set(sources) == {"sbic", "prosocial", "danger"} and all(sources.values()) and dev
+    assert all(target.startswith(f"{RULE_TAG} ") for pairs in sources.values() for _, target in pairs)
+    sbic_dev = {e.context[-1] for e in load_benchmark("sbic", "dev", root=shared_data)}
+    assert not any(post in prompt for post in sbic_dev for prompt, _ in sources["sbic"][:200])
