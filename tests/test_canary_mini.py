@@ -476,7 +476,11 @@ def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank
     assert all(v.rots == ["It's wrong to call people names."] for v in verdicts)
     assert detector._writer.calls == [[c[-1] for c in flagged]], "one batched call for the flagged contexts"
 
-    nearest = detector._bank.search(flagged, k=1, min_similarity=-1.0)
+    from prosocial.canary.mini import GENERAL_ROT
+    from prosocial.canary.rotwriter import grounded
+
+    nearest = [[next((r for r in rots if grounded(r, c)), GENERAL_ROT)]
+               for c, rots in zip(flagged, detector._bank.search(flagged, k=8, min_similarity=-1.0), strict=True)]
     for failure in (None, RuntimeError("llama.cpp died")):
         detector._writer = Writer(failure)
         with caplog.at_level(logging.ERROR):

@@ -30,6 +30,22 @@ def test_a_generation_is_one_rule_sentence_or_nothing(text, rot):
     assert clean_rot(text) == rot
 
 
+@pytest.mark.parametrize(
+    ("rot", "context", "kept"),
+    [
+        ("It's wrong to think muslims are thieves.", "I'll just take the money from the register.", False),
+        ("It's wrong to think black people are not good.", "I told my brother he was adopted.", False),
+        ("It's wrong to think women are not good leaders.", "Women are too emotional to lead.", True),
+        ("It's wrong to think that people with disabilities are lazy.", "my disabled cousin is so lazy", True),
+        ("It's wrong to cheat on exams.", "I cheated on my exam and got an A.", True),
+    ],
+)
+def test_a_rule_about_a_group_the_dialogue_never_names_is_not_kept(rot, context, kept):
+    from prosocial.canary.rotwriter import grounded
+
+    assert grounded(rot, ["hi", context]) is kept
+
+
 def test_a_folder_without_a_writer_has_none(tmp_path):
     assert RotWriter.load(tmp_path) is None
 

@@ -44,6 +44,8 @@ DEFAULT_DIR = RESOURCES / "canary-mini"
 #: small batches: little padding
 BATCH_SIZE = 16
 CONFIG = "config.json"
+#: the last resort of `CanaryMini.add_rots`: true of anything flagged, specific to nothing
+GENERAL_ROT = "It's important to think about how your words and actions affect other people."
 
 
 @dataclass
@@ -491,7 +493,8 @@ class CanaryMini(SafetyDetector):
         """Give every flagged verdict its reasons, best source first: the danger category's safety rule (an
         emergency's only where it is handed over, an act's wherever flagged), the RoT bank where a known post is
         close enough, else the RoT writer. Where the writer fails or writes nothing usable, the nearest bank
-        entry's RoT, however far: a flagged verdict never goes without a reason."""
+        entries' first RoT that names no group the dialogue does not (`rotwriter.grounded`), however far, else
+        `GENERAL_ROT`: a flagged verdict never goes without a reason."""
         from prosocial.data.danger import BY_NAME, Level
 
         flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
@@ -518,7 +521,10 @@ class CanaryMini(SafetyDetector):
                 if rot:
                     verdicts[i].rots = [rot]
             missing = [i for i in missing if not verdicts[i].rots]
-        if missing:
-            nearest = self._bank.search([list(contexts[i]) for i in missing], k=k, min_similarity=-1.0)
+        if missing:  # the nearest entries' RoTs that stay on who the dialogue is about, else a general rule
+            from prosocial.canary.rotwriter import grounded
+
+            nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0)
             for i, rots in zip(missing, nearest, strict=True):
-                verdicts[i].rots = rots
+                kept = [r for r in rots if grounded(r, contexts[i])][:k]
+                verdicts[i].rots = kept or [GENERAL_ROT]

@@ -43,6 +43,13 @@ CONFIG = "config.json"
 #: a written RoT is one sentence that says something: at least this many words, mostly letters
 MIN_WORDS = 4
 _SPEAKER = re.compile(r"\s*(Speaker [12]|Rule of thumb)\s*:.*", re.DOTALL)
+#: "It's wrong to think/say/assume <who> …": SBIC's form, which names the group a post stereotypes
+_ABOUT = re.compile(r"^(it'?s|it is) (wrong|not (ok|okay|right)|bad|rude) to (think|say|assume|believe|imply|call)"
+                    r"( that)? (?P<rest>.+)$", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+")
+#: words that do not name who the rule is about ("It's wrong to think that people with disabilities …")
+_GENERIC = frozenset("that the a an all any some most every people person someone somebody others other those these "
+                     "with of who are is be their them they it its".split())
 
 
 @dataclass
@@ -87,6 +94,23 @@ def clean_rot(text: str) -> str | None:
     return text[0].upper() + text[1:]
 
 
+def _stem(word: str) -> str:
+    return word[:4]
+
+
+def grounded(rot: str, context: Sequence[str]) -> bool:
+    """Whether an RoT that says who it is about ("It's wrong to think muslims are thieves.") names someone the
+    dialogue names. A small writer trained on Social Bias Frames learns that form well, and then puts a group into
+    contexts that never mention one ("I'll just take the money from the register" → "… muslims are thieves"): an
+    insult in the guise of a reason. Rules of other forms ("You shouldn't steal.") always pass."""
+    match = _ABOUT.match(rot.strip())
+    if not match:
+        return True
+    who = next((w for w in _WORD.findall(match["rest"].lower()) if w not in _GENERIC), None)
+    said = {_stem(w) for turn in context for w in _WORD.findall(turn.lower())}
+    return who is None or _stem(who) in said
+
+
 class RotWriter:
     """Writes one RoT per context with the adapter in `directory` (a ``rot_writer/`` folder); loads on first use.
 
@@ -127,14 +151,18 @@ class RotWriter:
         return out
 
     def write(self, contexts: Sequence[Sequence[str]]) -> list[str | None]:
-        """One RoT per context, None where the generation is not a usable sentence. Raises what the LM raises
-        (the caller decides the fallback)."""
+        """One RoT per context, None where the generation is not a usable sentence or names a group the dialogue
+        does not (`grounded`). Raises what the LM raises (the caller decides the fallback)."""
         if not contexts:
             return []
         texts = self.lm.generate(self.prompts(contexts), max_new_tokens=self.config.max_new_tokens,
                                  temperature=0.0, stop=["\n", "<|im_end|>"])
-        rots = [clean_rot(t) for t in texts]
-        for context, text, rot in zip(contexts, texts, rots, strict=True):
+        rots = []
+        for context, text in zip(contexts, texts, strict=True):
+            rot = clean_rot(text)
+            if rot is not None and not grounded(rot, context):
+                rot = None
             if rot is None:
-                log.warning("RoT writer gave no usable rule for %r (wrote %r)", context[-1][:80], text[:80])
+                log.info("RoT writer gave no usable rule for %r (wrote %r)", context[-1][:80], text[:80])
+            rots.append(rot)
         return rots

@@ -39,7 +39,7 @@ PER_POST = 2
 DEV_ROWS = 400
 SBIC_DEV_SHARE = 0.03
 #: mixture weights: SBIC has the most pairs and the narrowest style, so it is not allowed to crowd out the others
-WEIGHTS = {"sbic": 1.0, "prosocial": 1.0, "danger": 0.3}
+WEIGHTS = {"sbic": 0.4, "prosocial": 1.5, "danger": 0.3}
 
 
 def pair(context: list[str], rot: str, max_turns: int) -> Pair:
