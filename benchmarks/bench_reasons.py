@@ -7,7 +7,7 @@ Data (none of it trained or tuned on):
   each system's first RoT against the best of the post's references (`scoring.rot_scores(alternatives=True)`).
 - **ProsocialDialog validation with history**: a seeded sample of validation rows whose gold reply states a norm
   (its silver RoT, `data.silver_rots`), each with its recovered dialogue history (`lm.history.linked_contexts`, as
-  `scripts/bench_prost.py` does); F1 of the first RoT against that silver RoT.
+  `benchmarks/bench_prost.py` does); F1 of the first RoT against that silver RoT.
 - **Coverage**: every verdict Canary-mini flags on the safety suite's dev samples, the behaviour suite's contexts and
   the danger corpus' held-out rows: the share with at least one RoT, and where the first came from.
 - **Replies** (`--part replies`): problematic validation contexts with history answered by Prost-mini v3 alone (its

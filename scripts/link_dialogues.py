@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from prosocial.io import atomic_write
-from prosocial.lm.inference import load_model
 from prosocial.lm.history import LINKS_DIR, START_RATE, dialogue_ids, link_scores, rate_threshold
+from prosocial.lm.inference import load_model
 from prosocial.prost.mini import PROSOCIAL_TRAIN, base_model_dir, read_partial_rows
 
 #: Dialogues 0-4 of the train split, as DialogStudio's copies give them: the first 12 rows of train.json.

@@ -4,7 +4,7 @@
 
 Fits the head on DiaSafety train (contexts that also occur in val are dropped by the loader), sets the threshold
 on a held-out slice of it, and records the precision and recall on DiaSafety val per category in the config.
-`scripts/judge_condone.py` then compares it with the rules and the ToxiChat stance evaluator on every held-out slice.
+`benchmarks/judge_condone.py` then compares it with the rules and the ToxiChat stance evaluator on every held-out slice.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def model_card(config: dict, threshold: float, flagged_share: float) -> str:
 
 Does a chatbot reply agree with, or go along with, the user's problematic turn? The agent's reply guard uses it
 beside its rules by default (`ProsocialAgent`; `guard=ReplyGuard()` leaves it out; see
-`docs/reports/prost-guard.md` for what it changes), and `scripts/bench_prost_guard.py` judges replies with it.
+`docs/reports/prost-guard.md` for what it changes), and `benchmarks/bench_prost_guard.py` judges replies with it.
 
 - **Model**: {config["encoder"]}; a logistic head (fp16), threshold {threshold:.3f}.
 - **Data**: {config["data"]} (Unsafe = the reply agrees or goes along): {config["fitted_pairs"]} pairs fitted,
@@ -70,7 +70,7 @@ beside its rules by default (`ProsocialAgent`; `guard=ReplyGuard()` leaves it ou
 {rows}
 
 {flagged_share:.1%} of the val replies of both categories are flagged. The comparison with the guard's rules and the
-ToxiChat stance evaluator on every held-out slice is `scripts/judge_condone.py` (`docs/reports/condone-judges.json`).
+ToxiChat stance evaluator on every held-out slice is `benchmarks/judge_condone.py` (`docs/reports/condone-judges.json`).
 
 ## Limits
 

@@ -110,7 +110,7 @@ def test_fallback_states_the_rot_then_asks_back() -> None:
 
 def test_condone_check_on_diasafety_agreement_replies(full_data: Path) -> None:
     """Held-out DiaSafety Toxicity Agreement replies (val): half agree with a toxic context (label Unsafe).
-    Measured: 77 flagged, precision 0.77, recall 0.41 (scripts/judge_condone.py)."""
+    Measured: 77 flagged, precision 0.77, recall 0.41 (benchmarks/judge_condone.py)."""
     rows = [r for r in json.loads((full_data / "diasafety" / "val.json").read_text())
             if r["category"] == "Toxicity Agreement"]
     flagged = [r["label"] == "Unsafe" for r in rows if condones([r["context"]], r["response"])]

@@ -5,7 +5,7 @@ A 135M-parameter Prost-mini agrees with problematic contexts now and then ("I th
 of good news. Retraining fixes some of that slowly; this guard fixes what it can at run time, for any generator:
 
 1. check each reply (`reply_problem`): auditable rules (microseconds, no model; their precision was measured on
-   human-labelled replies: `scripts/judge_condone.py`, ToxiChat and DiaSafety; numbers in the Prost-mini model
+   human-labelled replies: `benchmarks/judge_condone.py`, ToxiChat and DiaSafety; numbers in the Prost-mini model
    card), and, where a `judge` is given (the agent gives the learned `prost.agreement` judge), its verdict on
    agreement, which catches the wordings the rules do not know;
 2. repair a loop by keeping each sentence once (`repair`): the reply is usually fine before it starts repeating;

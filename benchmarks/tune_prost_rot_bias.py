@@ -1,6 +1,6 @@
 """Choose Prost-mini's `rot_bias` on dev rows: how readily it opens a "Rule of thumb:" line before replying.
 
-    .venv/bin/python scripts/tune_prost_rot_bias.py --adapter DIR --bias 0 1 2 3 --out sweep.json
+    .venv/bin/python benchmarks/tune_prost_rot_bias.py --adapter DIR --bias 0 1 2 3 --out sweep.json
 
 Dev = the last rows of the ProsocialDialog train file, which Prost-mini holds out of training (with their recovered
 history, cut at the split); the validation file stays for `bench_prost.py`. Casual probes = first turns of casual

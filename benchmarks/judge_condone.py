@@ -1,6 +1,6 @@
 """How well do reply judges recognise a reply that agrees with a problematic context? Precision on human labels.
 
-    .venv/bin/python scripts/judge_condone.py --out docs/reports/condone-judges.json
+    .venv/bin/python benchmarks/judge_condone.py --out docs/reports/condone-judges.json
 
 Judges: the guard's rule check (`prosocial.prost.guard.condones`), the learned reply-agreement judge
 (`prosocial.prost.agreement`, trained on DiaSafety train), the two together (as the guard runs them), and the

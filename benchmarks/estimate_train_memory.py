@@ -1,6 +1,6 @@
 """Memory per GPU for training the paper's models (T5-large Canary, 2.7B Prost) with DDP, FSDP and ZeRO-2, offline.
 
-    python scripts/estimate_train_memory.py [--gpus 8] [--out docs/reports/train-memory.json]
+    python benchmarks/estimate_train_memory.py [--gpus 8] [--out docs/reports/train-memory.json]
 
 `accelerate estimate-memory` reads the model's config from the Hub; offline, this script builds the same empty
 (meta-device) model from the hub's config values written below and calls accelerate's own `calculate_maximum_sizes`

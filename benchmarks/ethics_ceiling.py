@@ -1,7 +1,7 @@
 """How far an encoder gets on ETHICS alone: fine-tune it end to end on the ETHICS train split, score the dev split.
 
-    .venv/bin/python scripts/ethics_ceiling.py --encoder mpnet --epochs 2 --lr 2e-5    # about 26 min on 2 cores
-    .venv/bin/python scripts/ethics_ceiling.py --encoder minilm --epochs 2 --lr 5e-5   # about 5 min
+    .venv/bin/python benchmarks/ethics_ceiling.py --encoder mpnet --epochs 2 --lr 2e-5    # about 26 min on 2 cores
+    .venv/bin/python benchmarks/ethics_ceiling.py --encoder minilm --epochs 2 --lr 5e-5   # about 5 min
 
 The same recipe for either encoder (mean pooling, linear head, AdamW, linear warm-up and decay, bfloat16 autocast,
 128 tokens), so the two dev numbers say what the encoder adds on everyday wrongdoing before any mixing with other

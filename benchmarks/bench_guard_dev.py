@@ -1,6 +1,6 @@
 """What the reply guard costs in reply quality: the agent on train-tail dev dialogues, per guard, F1 against gold.
 
-    .venv/bin/python scripts/bench_guard_dev.py --rows 200 [--guards none rules rules+judge] [--out FILE]
+    .venv/bin/python benchmarks/bench_guard_dev.py --rows 200 [--guards none rules rules+judge] [--out FILE]
 
 The last `--rows` rows of the ProsocialDialog train file (Prost-mini's dev rows: never trained on), each with its
 dialogue's earlier turns (the file's shipped links, cut at the start of the block), go through the agent
@@ -10,7 +10,7 @@ openers and later turns, and the guard's paths. Hand-overs are left out.
 
 For comparing guards only: Canary-mini's RoT bank holds these train rows' norms, so the agent's replies are
 grounded in near-gold RoTs more often than on unseen dialogues and the absolute F1 is inflated; and llama.cpp's
-batched decoding makes two runs of one guard differ by about 0.3 F1. `scripts/bench_prost_guard.py` measures
+batched decoding makes two runs of one guard differ by about 0.3 F1. `benchmarks/bench_prost_guard.py` measures
 agreement and loops on validation contexts.
 """
 
@@ -23,10 +23,10 @@ from collections import Counter
 
 from prosocial.canary import load_detector
 from prosocial.io import write_json
+from prosocial.lm.history import load_links, with_history
 from prosocial.prost import load_generator
 from prosocial.prost.agreement import AgreementJudge
 from prosocial.prost.guard import ReplyGuard
-from prosocial.lm.history import load_links, with_history
 from prosocial.prost.mini import MAX_TURNS, PROSOCIAL_TRAIN, read_partial_rows
 from prosocial.scoring import bleu4, unigram_f1
 from prosocial.steer import ProsocialAgent

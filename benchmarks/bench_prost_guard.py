@@ -1,6 +1,6 @@
 """The reply guard on a batch: the agent (Canary-mini + Prost-mini) on 200 problematic contexts, unguarded vs guarded.
 
-    .venv/bin/python scripts/bench_prost_guard.py --threads 2 --out docs/reports/prost-guard-bench.json
+    .venv/bin/python benchmarks/bench_prost_guard.py --threads 2 --out docs/reports/prost-guard-bench.json
         [--detector canary-cascade:model_dir=DIR]
 
 Contexts: a seeded sample (seed 0) of the ProsocialDialog validation rows whose gold reply states a norm (a silver

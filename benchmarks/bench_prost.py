@@ -1,7 +1,7 @@
 """Benchmark Prost-mini on ProsocialDialog validation rows: BLEU-4 and F1 (x100, as paper Table 3), speed.
 
-    .venv/bin/python scripts/bench_prost.py --rows 300 --previous "v2=DIR@0.15" --out bench.json
-    .venv/bin/python scripts/bench_prost.py --speed-only --speed-rows 40 --adapter DIR   # speed alone
+    .venv/bin/python benchmarks/bench_prost.py --rows 300 --previous "v2=DIR@0.15" --out bench.json
+    .venv/bin/python benchmarks/bench_prost.py --speed-only --speed-rows 40 --adapter DIR   # speed alone
 
 Every system answers the same seeded sample of validation rows, each given its recovered dialogue history
 (`prosocial.lm.history.linked_contexts`: the links those rows need, scored as for the train file and cut at the

@@ -1,6 +1,6 @@
 """Check that llama.cpp + the exported LoRA GGUF behaves like transformers + the peft adapter it came from.
 
-    .venv/bin/python scripts/verify_prost_lora.py ~/.cache/prosocial/prost-mini-train/checkpoint \
+    .venv/bin/python benchmarks/verify_prost_lora.py ~/.cache/prosocial/prost-mini-train/checkpoint \
         src/prosocial/resources/prost-mini/prost-mini-lora.gguf      # the checkpoint's own export
 
 Greedy replies of both stacks are compared on a few prompts, with and without the adapter (the base pair shows
