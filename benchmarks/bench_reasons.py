@@ -49,7 +49,6 @@ DANGER = RESOURCES / "danger" / "corpus.jsonl"
 
 def pd_rows(root: Path, n: int, seed: int) -> tuple[list[list[str]], list[str], list[str]]:
     """Seeded validation rows whose gold reply states a norm: contexts with history, gold replies, silver RoTs."""
-    import torch
 
     from prosocial.lm.inference import load_model
     from prosocial.lm.lora import base_model_dir
@@ -58,7 +57,7 @@ def pd_rows(root: Path, n: int, seed: int) -> tuple[list[list[str]], list[str], 
     candidates = [i for i, (_, reply) in enumerate(rows) if norm_sentence(reply)]
     picked = sorted(random.Random(seed).sample(candidates, min(n, len(candidates))))
     model, tokenizer = load_model(base_model_dir())
-    contexts = linked_contexts(rows, picked, model.to(torch.bfloat16), tokenizer,
+    contexts = linked_contexts(rows, picked, model, tokenizer,
                                read_links("train")["threshold_nats"], 3)
     return contexts, [rows[i][1] for i in picked], [norm_sentence(rows[i][1]) for i in picked]
 
@@ -87,14 +86,14 @@ def source_of(rot: str, bank_rots: set[str], rules: set[str]) -> str:
     return "danger rule" if rot in rules else "bank" if rot in bank_rots else "writer"
 
 
-def coverage(detector, root: Path, seed: int) -> dict:
+def coverage(detector, root: Path, seed: int, per_source: int) -> dict:
     from prosocial.eval.behaviour import build_checks
     from prosocial.eval.safety_suite import load_suite
 
-    suite = load_suite(root, per_source=200, seed=seed)
+    suite = load_suite(root, per_source=per_source, seed=seed)
     sets = {
         "safety suite dev": [e.context for examples in suite.by_source.values() for e in examples],
-        "behaviour suite": [c for check in build_checks(detector, root, per_check=100, seed=seed)
+        "behaviour suite": [c for check in build_checks(detector, root, per_check=per_source // 2, seed=seed)
                             for c in check.contexts],
         "danger held-out": [c.context for c in read_corpus(DANGER, ("heldout",))],
     }
@@ -160,7 +159,7 @@ def rots_part(args, root: Path) -> dict:
         for name, rots in pd.items()}
     result["examples"] = [{"context": c[-3:], "silver": s, **{n: pd[n][i][:1] for n in pd}}
                           for i, (c, s) in enumerate(zip(pd_contexts[:8], silver[:8], strict=True))]
-    result["coverage"] = coverage(detector, root, args.seed)
+    result["coverage"] = coverage(detector, root, args.seed, args.suite_per_source)
     result["speed"] = speed(detector, pd_contexts[: args.speed_rows])
     return result
 
@@ -231,6 +230,11 @@ def replies_part(args, root: Path) -> dict:
         "f1_agent_shipped": round(100 * statistics.mean(unigram_f1(t.response, g) for t, g in zip(
             agent.respond_batch(casual_contexts), casual_gold, strict=True)), 1),
     }
+    from bench_prost_guard import SHOWCASE  # the README's ten inputs (this folder is on sys.path when run)
+
+    result["showcase"] = [{"input": text, "label": t.safety_label.value, "danger": t.danger, "rots": t.rots,
+                           "reply": t.response, "escalated": t.escalated}
+                          for text, t in zip(SHOWCASE, agent.respond_batch([[x] for x in SHOWCASE]), strict=True)]
     times = []
     for context in contexts[: args.speed_rows]:
         started = time.perf_counter()
@@ -246,6 +250,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--casual-rows", type=int, default=100)
     parser.add_argument("--speed-rows", type=int, default=30)
+    parser.add_argument("--suite-per-source", type=int, default=200, help="safety-suite dev examples per source "
+                        "(half as many behaviour cases per check) for the coverage count")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/reports/reasons.json")
     args = parser.parse_args()
@@ -257,7 +263,7 @@ def main() -> None:
             report[part] = run(args, root)
             write_json(out, report)
             print(json.dumps({k: v for k, v in report[part].items()
-                              if k not in ("handread_sample", "examples")}, indent=1)[:6000])
+                              if k not in ("handread_sample", "examples", "coverage")}, indent=1)[:6000])
 
 
 if __name__ == "__main__":
