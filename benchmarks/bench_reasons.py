@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/bench_reasons.py [--part rots|replies|all] [--out docs/reports/reasons.json]
 
 Data (none of it trained or tuned on):
-- **SBIC dev**: the offensive dev posts with RoTs made from their implied statements (paper §3.1); F1 and BLEU-4 of
-  each system's first RoT against the best of the post's references (`scoring.rot_scores(alternatives=True)`).
+- **SBIC dev**: the offensive dev posts with RoTs made from their implied statements (paper §3.1), less those whose
+  text is also an SBIC train post or a ProsocialDialog train turn (the writer's training prompts held them); F1 and
+  BLEU-4 of each system's first RoT against the best of the post's references (`rot_scores(alternatives=True)`).
 - **ProsocialDialog validation with history**: a seeded sample of validation rows whose gold reply states a norm
-  (its silver RoT, `data.silver_rots`), each with its recovered dialogue history (`lm.history.linked_contexts`, as
-  `benchmarks/bench_prost.py` does); F1 of the first RoT against that silver RoT.
+  (its silver RoT, `data.silver_rots`) and whose turn the writer never trained on (ProsocialDialog opens dialogues
+  with SBIC posts, some of them SBIC train posts), each with its recovered dialogue history
+  (`lm.history.linked_contexts`, as `benchmarks/bench_prost.py` does); F1 of the first RoT against that silver RoT.
 - **Coverage**: every verdict Canary-mini flags on the safety suite's dev samples, the behaviour suite's contexts and
   the danger corpus' held-out rows: the share with at least one RoT, and where the first came from.
 - **Replies** (`--part replies`): problematic validation contexts with history answered by Prost-mini v3 alone (its
@@ -54,12 +56,23 @@ def pd_rows(root: Path, n: int, seed: int) -> tuple[list[list[str]], list[str], 
     from prosocial.lm.lora import base_model_dir
 
     rows = read_partial_rows(root / "prosocial_dialog_partial" / "valid.json")
-    candidates = [i for i, (_, reply) in enumerate(rows) if norm_sentence(reply)]
+    candidates = [i for i, (context, reply) in enumerate(rows)
+                  if norm_sentence(reply) and not trained_on(context, root)]
     picked = sorted(random.Random(seed).sample(candidates, min(n, len(candidates))))
     model, tokenizer = load_model(base_model_dir())
     contexts = linked_contexts(rows, picked, model, tokenizer,
                                read_links("train")["threshold_nats"], 3)
     return contexts, [rows[i][1] for i in picked], [norm_sentence(rows[i][1]) for i in picked]
+
+
+def trained_on(post: str, root: Path, _prompts: list[str] = []) -> bool:  # noqa: B006 (a cache)
+    """Whether the shipped writer's training prompts held this post: SBIC repeats posts under other ids, and
+    ProsocialDialog opens dialogues with SBIC posts (the writer was trained before `writer_data` filtered both)."""
+    if not _prompts:
+        rows = read_partial_rows(root / "prosocial_dialog_partial" / "train.json")
+        _prompts.append("\n".join([e.context[-1] for e in load_benchmark("sbic", "train", root=root)]
+                                   + [c for c, _ in rows]))
+    return f"\n{post}\n" in f"\n{_prompts[0]}\n"
 
 
 def rot_systems(detector, contexts: list[list[str]]) -> dict[str, list[list[str]]]:
@@ -83,7 +96,12 @@ def rot_systems(detector, contexts: list[list[str]]) -> dict[str, list[list[str]
 
 
 def source_of(rot: str, bank_rots: set[str], rules: set[str]) -> str:
-    return "danger rule" if rot in rules else "bank" if rot in bank_rots else "writer"
+    """Where a verdict's first RoT came from (a bank RoT may have passed the gate or stood in for the writer)."""
+    from prosocial.canary.mini import GENERAL_ROT
+
+    if rot == GENERAL_ROT:
+        return "general rule"
+    return "danger rule" if rot in rules else "bank (gated or fallback)" if rot in bank_rots else "writer"
 
 
 def coverage(detector, root: Path, seed: int, per_source: int) -> dict:
@@ -141,7 +159,7 @@ def speed(detector, contexts: list[list[str]]) -> dict:
 
 def rots_part(args, root: Path) -> dict:
     detector = load_detector("canary-mini")
-    posts = [e for e in load_benchmark("sbic", "dev", root=root) if e.rots]
+    posts = [e for e in load_benchmark("sbic", "dev", root=root) if e.rots and not trained_on(e.context[-1], root)]
     posts = random.Random(args.seed).sample(posts, min(args.rows, len(posts)))
     pd_contexts, _, silver = pd_rows(root, args.rows, args.seed)
     result: dict = {"sbic_dev_posts": len(posts), "pd_validation_rows": len(pd_contexts)}

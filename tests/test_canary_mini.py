@@ -479,7 +479,8 @@ def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank
     from prosocial.canary.mini import GENERAL_ROT
     from prosocial.canary.rotwriter import grounded
 
-    nearest = [[next((r for r in rots if grounded(r, c)), GENERAL_ROT)]
+    k = detector.config.rots_per_context
+    nearest = [[r for r in rots if grounded(r, c)][:k] or [GENERAL_ROT]
                for c, rots in zip(flagged, detector._bank.search(flagged, k=8, min_similarity=-1.0), strict=True)]
     for failure in (None, RuntimeError("llama.cpp died")):
         detector._writer = Writer(failure)

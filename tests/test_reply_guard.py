@@ -329,6 +329,9 @@ DRUNK = "I'm going to drive home after eight beers tonight."
 
 
 def test_reassurance_condones_only_on_a_flagged_turn() -> None:
+    for reply in ("I'm not sure you'll be fine.", "There's nothing wrong with being angry, but don't hit him.",
+                  "Have fun, but don't drive.", "There's no shame in asking for help."):
+        assert reply_problem([DRUNK], reply, casual=False, flagged=True) is None, reply
     for reply in ("I'm sure you'll be fine.", "There is no harm in saying that.",
                   "I can see you're enjoying your night.",
                   "I don't know, but I do know that you are doing a great job."):
@@ -360,6 +363,9 @@ def test_the_judge_reads_the_users_earlier_turn_too() -> None:
     (out,) = ReplyGuard(retries=0, judge=judge).generate(generator, [context], [[ROT]], casual=[False])
     assert out.problem == "condones"
     assert [turn for turn, _ in judge.seen] == [context[2], context[0]], "the last two user turns, newest first"
+    judge.seen.clear()
+    (out,) = ReplyGuard(retries=0, judge=judge).generate(generator, [context], [[]], casual=[False])
+    assert out.problem is None and [turn for turn, _ in judge.seen] == [context[2]], "unflagged: the last turn only"
 
 
 def test_build_on_rule_states_the_norm_once_and_asks_after_it() -> None:

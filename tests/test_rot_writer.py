@@ -51,11 +51,25 @@ def test_a_folder_without_a_writer_has_none(tmp_path):
 
 
 def test_training_pairs_keep_the_evaluation_splits_out(shared_data):
+    """SBIC dev, the ProsocialDialog validation file and the danger corpus's dev and held-out rows are never trained
+    on (`benchmarks/bench_reasons.py` evaluates on them)."""
+    from prosocial.canary.danger_train import CORPUS
     from prosocial.canary.rotwriter_train import writer_data
     from prosocial.data.adapters import load_benchmark
+    from prosocial.data.danger import read_corpus
+    from prosocial.lm.history import read_partial_rows
 
     sources, dev = writer_data(shared_data)
     assert set(sources) == {"sbic", "prosocial", "danger"} and all(sources.values()) and dev
     assert all(target.startswith(f"{RULE_TAG} ") for pairs in sources.values() for _, target in pairs)
-    sbic_dev = {e.context[-1] for e in load_benchmark("sbic", "dev", root=shared_data)}
-    assert not any(post in prompt for post in sbic_dev for prompt, _ in sources["sbic"][:200])
+
+    def leaked(source: str, texts: list[str]) -> list[str]:
+        prompts = "\n".join(prompt for prompt, _ in sources[source])
+        return [t for t in texts if len(t) > 25 and f"Speaker 1: {t}\n" in prompts]
+
+    sbic_dev = [e.context[-1] for e in load_benchmark("sbic", "dev", root=shared_data)]
+    valid = [c for c, _ in read_partial_rows(shared_data / "prosocial_dialog_partial" / "valid.json")]
+    assert leaked("sbic", sbic_dev) == [] and leaked("prosocial", sbic_dev) == []
+    # ProsocialDialog's own splits share some stock openers; the benchmark leaves rows the writer saw out
+    assert len(leaked("prosocial", valid)) <= 0.01 * len(valid)
+    assert leaked("danger", [c.text for c in read_corpus(CORPUS, ("dev", "heldout"))]) == []

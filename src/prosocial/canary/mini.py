@@ -413,10 +413,16 @@ class CanaryMini(SafetyDetector):
         return RotWriter.load(self.model_dir) if self.rot_writer else None
 
     def warm_up(self) -> None:
-        """The classifier, danger head and RoT bank, and the RoT writer, which a casual check never reaches."""
+        """The classifier and danger head, and what a casual check never reaches: the RoT bank and the RoT writer.
+        A writer that cannot load is switched off (logged): verdicts still get the bank's RoTs."""
         self.predict([["Hello, how are you?"]])
+        self._bank.search([["Hello, how are you?"]], k=1)
         if self._writer is not None:
-            self._writer.write([["Hello, how are you?"]])
+            try:
+                self._writer.write([["Hello, how are you?"]])
+            except Exception:
+                log.exception("the RoT writer cannot run; flagged verdicts take the RoT bank's nearest rules")
+                self._writer = None
 
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """Calibrated coarse probabilities (casual, caution, intervention), one row per context."""
@@ -515,7 +521,9 @@ class CanaryMini(SafetyDetector):
             try:
                 written = self._writer.write([list(contexts[i]) for i in missing])
             except Exception:  # a broken writer must not cost the verdict: the nearest bank RoT stands in
-                log.exception("the RoT writer failed on %d context(s); using the nearest bank RoTs", len(missing))
+                log.exception("the RoT writer failed on %d context(s); it is switched off, flagged verdicts take "
+                              "the RoT bank's nearest rules", len(missing))
+                self._writer = None
                 written = [None] * len(missing)
             for i, rot in zip(missing, written, strict=True):
                 if rot:

@@ -16,8 +16,8 @@ It is trained (`rotwriter_train`) on Social Bias Frames posts with their implied
 contexts (with their recovered history) with the norm their reply states, and the danger corpus' situations with
 their category's safety rule. A model folder holds it as the module ``rot_writer/`` (adapter + ``config.json``).
 
-Nothing here may leave a flagged context without a reason: a failed or malformed generation becomes None and the
-caller (`CanaryMini.verdicts`) falls back to the nearest bank entry's RoT.
+Nothing here may leave a flagged context without a reason: a failed, malformed or ungrounded generation becomes None
+and the caller (`CanaryMini.add_rots`) falls back to the nearest bank entries' RoTs, then to a general rule.
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ CONFIG = "config.json"
 MIN_WORDS = 4
 _SPEAKER = re.compile(r"\s*(Speaker [12]|Rule of thumb)\s*:.*", re.DOTALL)
 #: "It's wrong to think/say/assume <who> …": SBIC's form, which names the group a post stereotypes
-_ABOUT = re.compile(r"^(it'?s|it is) (wrong|not (ok|okay|right)|bad|rude) to (think|say|assume|believe|imply|call)"
+_ABOUT = re.compile(r"^(it'?s|it is) (wrong|not (ok|okay|right)|bad|rude) to (think|assume|believe|imply)"
                     r"( that)? (?P<rest>.+)$", re.IGNORECASE)
+#: plurals that do not share their singular's first letters
+_IRREGULAR = {"men": "man", "women": "woman", "people": "person", "children": "child"}
 _WORD = re.compile(r"[a-z]+")
 #: words that do not name who the rule is about ("It's wrong to think that people with disabilities …")
 _GENERIC = frozenset("that the a an all any some most every people person someone somebody others other those these "
@@ -94,8 +96,10 @@ def clean_rot(text: str) -> str | None:
     return text[0].upper() + text[1:]
 
 
-def _stem(word: str) -> str:
-    return word[:4]
+def _same_word(a: str, b: str) -> bool:
+    """Forms of one word, loosely: the same first three letters (gay/gays, jews/jewish, women/woman)."""
+    a, b = _IRREGULAR.get(a, a), _IRREGULAR.get(b, b)
+    return a == b or (min(len(a), len(b)) >= 3 and a[:3] == b[:3])
 
 
 def grounded(rot: str, context: Sequence[str]) -> bool:
@@ -107,8 +111,7 @@ def grounded(rot: str, context: Sequence[str]) -> bool:
     if not match:
         return True
     who = next((w for w in _WORD.findall(match["rest"].lower()) if w not in _GENERIC), None)
-    said = {_stem(w) for turn in context for w in _WORD.findall(turn.lower())}
-    return who is None or _stem(who) in said
+    return who is None or any(_same_word(who, w) for turn in context for w in _WORD.findall(turn.lower()))
 
 
 class RotWriter:

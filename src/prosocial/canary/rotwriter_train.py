@@ -3,15 +3,18 @@
 Pairs are (the dialogue prompt, "Rule of thumb: {RoT}") from three sources, each a different kind of reason:
 
 - ``sbic``: Social Bias Frames *train* posts with the RoTs made from their implied statements (paper §3.1), up to
-  `PER_POST` distinct ones per post ("It's wrong to think women are less than men.");
+  `PER_POST` distinct ones per post ("It's wrong to think women are less than men."), except posts whose text is
+  also in the dev split (SBIC repeats some posts, e.g. jokes, under different ids);
 - ``prosocial``: ProsocialDialog train rows with their recovered history (`lm.history`) and the norm their reply
-  states (`data.silver_rots`), as Prost-mini learns them; the file's last `DEV_ROWS` rows are dev, as Prost-mini's;
+  states (`data.silver_rots`), as Prost-mini learns them, except rows whose turn is an SBIC dev post (the dataset
+  opens dialogues with SBIC posts); the file's last `DEV_ROWS` rows are dev, as Prost-mini's;
 - ``danger``: the danger corpus' *train* rows (emergencies and dangerous acts, with their small-talk prefixes) with
   their category's safety rule, so dangerous situations get a safety reason rather than a moral one.
 
 Dev (the perplexity history only): the ProsocialDialog tail and a hashed `SBIC_DEV_SHARE` of the SBIC train posts.
 SBIC's dev split, ProsocialDialog's validation file and the danger corpus' dev and held-out rows stay unseen for
-`benchmarks/bench_rots.py`.
+`benchmarks/bench_reasons.py`. The shipped writer was trained before the two SBIC filters above, so the benchmark
+leaves out of its SBIC figures the dev posts its training prompts held (74 of 3,771).
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ def writer_data(root: Path | None = None, max_turns: int = 3) -> tuple[dict[str,
     root = root or default_root()
     sources: dict[str, list[Pair]] = {"sbic": []}
     dev: list[Pair] = []
+    unseen = {e.context[-1] for e in load_benchmark("sbic", "dev", root=root)}  # SBIC repeats posts across its split
     for example in load_benchmark("sbic", "train", root=root):
         rots = list(dict.fromkeys(r for r in example.rots if r.strip()))[:PER_POST]
-        if rots:
+        if rots and example.context[-1] not in unseen:
             pairs = [pair(example.context[-1:], r, max_turns) for r in rots]
             (dev if _hashed(example.context[-1]) < SBIC_DEV_SHARE else sources["sbic"]).extend(pairs)
     rows = read_partial_rows(root / "prosocial_dialog_partial" / "train.json")
@@ -72,6 +76,8 @@ def writer_data(root: Path | None = None, max_turns: int = 3) -> tuple[dict[str,
     cut = len(rows) - min(DEV_ROWS, len(rows) // 10)
     sources["prosocial"] = []
     for i, (context, (_, reply)) in enumerate(zip(contexts, rows, strict=True)):
+        if any(turn in unseen for turn in context):  # ProsocialDialog opens dialogues with SBIC posts, some dev
+            continue
         if rot := norm_sentence(reply):
             (sources["prosocial"] if i < cut else dev).append(pair(context, rot, max_turns))
     sources["danger"] = [pair(case.context, BY_NAME[case.category].rot, max_turns)

@@ -10,8 +10,8 @@ of good news. Retraining fixes some of that slowly; this guard fixes what it can
    agreement, which catches the wordings the rules do not know;
 2. repair a loop by keeping each sentence once (`repair`): the reply is usually fine before it starts repeating;
 3. otherwise resample the failing replies with other seeds (generators that can sample: `Resampler`);
-4. and if every draw fails, fall back to a fixed reply in the paper's receptiveness style (§2.2): ask first, then
-   state the rule-of-thumb Canary gave (`fallback_reply`).
+4. and if every draw fails, fall back to a fixed reply built on the rule-of-thumb Canary gave, then asking back, as
+   the paper's receptive replies combine them (§2.2; `fallback_reply`).
 
 On a turn the detector is sure is casual, a reply must also not lecture: one that states a rule-of-thumb of the
 generator's own (Prost-mini's feedback turns, an RoT line it chose to write) is resampled.
@@ -185,16 +185,18 @@ _SHOULD = re.compile(
 #: to problematic ProsocialDialog validation turns that the rules and the judge let through (issue 31).
 _REASSURE = re.compile(
     r"\b(i'm|i am) sure (you'll|you will|you're|you are|it'll|it will|it's|it is|that'll|that will) (be )?"
-    r"(fine|ok|okay|alright|all right|glad|happy|proud|going to be (fine|ok|okay))\b"
+    r"(fine|ok|okay|alright|all right|going to be (fine|ok|okay))\b"
     r"|\byou('ll| will) be (just )?(fine|ok|okay|alright|all right)\b"
-    r"|\b(there's|there is|it's|there's really) (no|nothing) (harm|wrong|shame) (in|with)\b"
-    r"|\bnothing wrong with (that|it|this|saying|doing|being)\b"
+    r"|\b(there's|there is|it's|it is) (no|nothing) (harm|wrong) (in|with) (that|it|this|saying|doing)\b"
     r"|\byou('re| are) doing (a )?(great|good|fine|wonderful) job\b"
-    r"|\b(i can see|i see|sounds like|looks like|seems like) you('re| are) (having fun|enjoying)\b"
+    r"|\b(i can see|sounds like|looks like|seems like) you('re| are) (having fun|enjoying)\b"
     r"|\b(enjoy (it|yourself|your (night|day|evening|time|drinks?))|have fun)\b"
     r"|\bdon't (worry|feel bad|feel guilty) about (it|that|this)\b"
-    r"|\b(that's|that is|it's|it is) (understandable|totally understandable|fair|only fair|your right)\b"
 )
+#: reassurance that is negated ("I'm not sure you'll be fine.") or followed by a "but" ("Have fun, but don't drive.")
+#: is not reassurance; after a "but" it is ("I don't know, but I do know that you are doing a great job.")
+_NEGATION = re.compile(r"\b(not|never|doubt)\b|n't (think|believe|know if)")
+_CONTRAST = re.compile(r"\b(?:but|however|though|unless)\b")
 _MOTIVE = re.compile(
     r"\b(why (do|did|would|are|were|does|should|is|can't|don't|didn't|will) you|what makes you (want|think))\b"
 )
@@ -234,8 +236,13 @@ def condones(context: Sequence[str], reply: str) -> bool:
 
 
 def reassures(reply: str) -> bool:
-    """States reassurance or approval (`_REASSURE`): condoning when said to a turn the detector flagged."""
-    return any(_REASSURE.search(sentence) for sentence in _statements(reply))
+    """States reassurance or approval (`_REASSURE`) without qualifying it: condoning when said to a turn the
+    detector flagged."""
+    for sentence in _statements(reply):
+        last = _CONTRAST.split(sentence)[-1]
+        if _REASSURE.search(last) and not _NEGATION.search(last):
+            return True
+    return False
 
 
 def questions_motive(reply: str) -> bool:
@@ -368,22 +375,27 @@ class ReplyGuard:
         contexts: Sequence[Sequence[str]],
         rots: Sequence[Sequence[str]],
         casual: Sequence[bool],
+        flagged: Sequence[bool] | None = None,
     ) -> list[GuardedReply]:
         """Replies to `contexts`; `rots` (one list per context, possibly empty) ground the generator and the
         fallback (which otherwise takes the RoT the generator wrote with its first draw, if any); `casual[i]` says
-        whether context i is surely casual (the detector's verdict and confidence)."""
-        if not len(contexts) == len(rots) == len(casual):
-            raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(casual)} casual flags")
+        whether context i is surely casual (the detector's verdict and confidence), `flagged[i]` whether the detector
+        flagged it (default: it gave RoTs), which makes reassurance condoning and has the judge read the user's
+        earlier turn too."""
+        flagged = [any(r.strip() for r in given) for given in rots] if flagged is None else list(flagged)
+        if not len(contexts) == len(rots) == len(casual) == len(flagged):
+            raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(casual)} casual flags, "
+                             f"{len(flagged)} flagged flags")
         if not contexts:
             return []
         grounding = rots if any(rots) else None
         seen: Counter[str] = Counter()  # merged into `stats` once, under the lock: one guard serves many requests
         first = generator.generate(contexts, grounding)
-        judged = self._judge(contexts, [r.response for r in first])
+        judged = self._judge(contexts, [r.response for r in first], flagged)
         out: list[GuardedReply] = []
         todo: list[int] = []
         for i, reply in enumerate(first):
-            text, problem = self._usable(contexts[i], reply, rots[i], casual[i], judged[i])
+            text, problem = self._usable(contexts[i], reply, rots[i], casual[i], judged[i], flagged[i])
             seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
@@ -403,9 +415,10 @@ class ReplyGuard:
                                            None if grounding is None else [rots[i] for i in todo],
                                            self.seed + attempt)
                 still = []
-                judged = self._judge([contexts[i] for i in todo], [r.response for r in drawn])
+                judged = self._judge([contexts[i] for i in todo], [r.response for r in drawn],
+                                     [flagged[i] for i in todo])
                 for i, reply, agreeing in zip(todo, drawn, judged, strict=True):
-                    text, _ = self._usable(contexts[i], reply, rots[i], casual[i], agreeing)
+                    text, _ = self._usable(contexts[i], reply, rots[i], casual[i], agreeing, flagged[i])
                     if text:
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
                     else:
@@ -423,26 +436,26 @@ class ReplyGuard:
 
     @staticmethod
     def _usable(
-        context: Sequence[str], reply: Reply, given: Sequence[str], casual: bool, agreeing: bool
+        context: Sequence[str], reply: Reply, given: Sequence[str], casual: bool, agreeing: bool, flagged: bool
     ) -> tuple[str, Problem | None]:
         """`usable` for a first draw and a redraw alike (a redraw passes only what a first draw would), plus the
-        lecture check, which needs the reply's RoTs. Given RoTs mean the detector flagged the turn."""
-        flagged = any(r.strip() for r in given)
+        lecture check, which needs the reply's RoTs."""
         text, problem = usable(context, reply.response, casual, agreeing, flagged)
         if text and lectures(reply, given, casual):
             return "", problem or "lecture"
         return text, problem
 
-    def _judge(self, contexts: Sequence[Sequence[str]], replies: list[str]) -> list[bool]:
+    def _judge(self, contexts: Sequence[Sequence[str]], replies: list[str], flagged: Sequence[bool]) -> list[bool]:
         """The judge's verdict on each reply that states something: a reply of questions only asks back, it does not
         agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only.
-        A reply agrees when it agrees with any of the user's last `USER_TURNS` turns: on a later turn the problem
-        is often in the first ("Women are just objects." … "There is no harm in saying that.")."""
+        On a flagged turn a reply agrees when it agrees with either of the user's last `USER_TURNS` turns: on a
+        later turn the problem is often in the first ("Women are just objects." … "There is no harm in saying
+        that."); a casual turn's reply is judged against that turn alone."""
         verdicts = [False] * len(replies)
         todo = [i for i, r in enumerate(replies) if _statements(r)]
         if self.judge is None or not todo:
             return verdicts
-        pairs = [(i, turn) for i in todo for turn in list(contexts[i][::-1][::2])[:USER_TURNS]]
+        pairs = [(i, turn) for i in todo for turn in list(contexts[i][::-1][::2])[: USER_TURNS if flagged[i] else 1]]
         judged = self.judge.agrees([turn for _, turn in pairs], [replies[i] for i, _ in pairs])
         for (i, _), agrees in zip(pairs, judged, strict=True):
             verdicts[i] = verdicts[i] or agrees

@@ -294,7 +294,7 @@ class _Service:
         s = self.settings
         generator = load_generator(s.generator, **s.generator_settings)
         agent = ProsocialAgent(self.detector, generator, handover=s.escalation_reply, region=s.region)
-        agent.warm_up(generator=False)  # the reply guard's judge; the detector is warm already, the LM may be remote
+        agent.warm_up(generator=False, detector=False)  # the reply judge; the detector is warm, the LM may be remote
         return agent
 
     async def stop(self) -> None:
@@ -537,7 +537,7 @@ def create_app(
         raw = await request.body()
         action, guidance = "forwarded", []
         if verdict.coarse is Coarse.NEEDS_CAUTION:  # every flagged request is guided, by a generic rule at least
-            guidance = list(verdict.rots) or [GENERIC_ROT]
+            guidance = [r for r in verdict.rots if r.strip()] or [GENERIC_ROT]
             payload = strict_json_loads(raw)
             payload["messages"] = guided_messages(payload["messages"], context, guidance)
             raw = json.dumps(payload).encode()

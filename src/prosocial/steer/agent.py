@@ -179,10 +179,12 @@ class ProsocialAgent:
         if getattr(generator, "feedback_gate", None) == detector.name:  # Prost-mini's gate names this detector:
             generator.feedback_gate = detector  # share it instead of loading a second copy on the first feedback turn
 
-    def warm_up(self, generator: bool = True) -> None:
+    def warm_up(self, generator: bool = True, detector: bool = True) -> None:
         """Load the models now, not on the first message (they load on first use): for interactive sessions and
-        services. `generator=False` leaves the generator alone (a remote LM need not be up yet)."""
-        self.detector.warm_up()
+        services. `generator=False` leaves the generator alone (a remote LM need not be up yet); `detector=False`
+        the detector (a service warms it first)."""
+        if detector:
+            self.detector.warm_up()
         if generator:
             self.generator.generate([["hello"]])
         if self.guard is not None and self.guard.judge is not None:
@@ -233,7 +235,8 @@ class ProsocialAgent:
                 replies = {i: (r, None) for i, r in zip(todo, generated, strict=True)}
             else:
                 casual = [self._sure_casual(verdicts[i]) for i in todo]
-                guarded = self.guard.generate(self.generator, chosen, grounding, casual)
+                flagged = [not verdicts[i].safety_label.is_casual for i in todo]
+                guarded = self.guard.generate(self.generator, chosen, grounding, casual, flagged)
                 replies = {i: (g.reply, g.path) for i, g in zip(todo, guarded, strict=True)}
         turns = []
         for i, verdict in enumerate(verdicts):
