@@ -30,9 +30,9 @@ def test_the_readme_examples_are_what_the_shipped_model_says() -> None:
     assert len(rows) >= 10
     verdicts = load_detector("canary-mini").predict([turns for turns, _, _, _ in rows])
     wrong = [
-        (turns[-1], label, verdict.coarse.value, verdict.danger)
+        (turns[-1], label, verdict.coarse.value, verdict.danger, verdict.rots[:1])
         for (turns, label, danger, rot), verdict in zip(rows, verdicts, strict=True)
-        if verdict.coarse.value != label or (rot == "–") != (not verdict.rots)
+        if verdict.coarse.value != label or (verdict.rots[0] if verdict.rots else "–") != rot
         or (verdict.danger or "–") != danger
     ]
     # bfloat16 on another CPU may move a borderline score: one row may differ, more means the README is stale
