@@ -131,7 +131,7 @@ def coverage(detector, root: Path, seed: int, per_source: int) -> dict:
     total = sum(r["flagged"] for r in result.values())
     covered = sum(r["with_rot_pct"] * r["flagged"] / 100 for r in result.values())
     result["all"] = {"flagged": total, "with_rot_pct": round(100 * covered / max(1, total), 1)}
-    sample = random.Random(seed).sample(flagged_suite, min(100, len(flagged_suite)))
+    sample = random.Random(f"handread:{seed}").sample(flagged_suite, min(100, len(flagged_suite)))
     result["handread_sample"] = [{"context": c[-3:], "label": v.safety_label.value, "rots": v.rots,
                                   "source": source_of(v.rots[0], bank_rots, rules) if v.rots else "none"}
                                  for c, v in sample]

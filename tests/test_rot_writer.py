@@ -46,6 +46,22 @@ def test_a_rule_about_a_group_the_dialogue_never_names_is_not_kept(rot, context,
     assert grounded(rot, ["hi", context]) is kept
 
 
+@pytest.mark.parametrize(
+    ("rot", "context", "kept"),
+    [
+        ("It's wrong to make fun of someone else's schoolwork.", "I want to pull the fire alarm as a prank.", False),
+        ("You shouldn't pick your nose in public.", "I'm going to skip school tomorrow.", False),
+        ("It's wrong to pull a fire alarm when there is no fire.", "I want to pull the fire alarm as a prank.", True),
+        ("You shouldn't drive when you're drunk.", "I'll drive home after eight beers.", True),
+        ("It's wrong to steal.", "I'll just take the money, nobody will notice. Stealing is fine.", True),
+    ],
+)
+def test_a_rule_about_nothing_the_dialogue_mentions_is_not_kept(rot, context, kept):
+    from prosocial.canary.rotwriter import relevant
+
+    assert relevant(rot, ["hello", context]) is kept
+
+
 def test_a_folder_without_a_writer_has_none(tmp_path):
     assert RotWriter.load(tmp_path) is None
 

@@ -499,8 +499,9 @@ class CanaryMini(SafetyDetector):
         """Give every flagged verdict its reasons, best source first: the danger category's safety rule (an
         emergency's only where it is handed over, an act's wherever flagged), the RoT bank where a known post is
         close enough, else the RoT writer. Where the writer fails or writes nothing usable, the nearest bank
-        entries' first RoT that names no group the dialogue does not (`rotwriter.grounded`), however far, else
-        `GENERAL_ROT`: a flagged verdict never goes without a reason."""
+        entries' first RoT that names no group the dialogue does not (`rotwriter.grounded`) and is about something
+        it mentions (`rotwriter.relevant`), however far, else `GENERAL_ROT`: a flagged verdict never goes without a
+        reason, and a rule about another situation is worse than a general one."""
         from prosocial.data.danger import BY_NAME, Level
 
         flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
@@ -529,10 +530,10 @@ class CanaryMini(SafetyDetector):
                 if rot:
                     verdicts[i].rots = [rot]
             missing = [i for i in missing if not verdicts[i].rots]
-        if missing:  # the nearest entries' RoTs that stay on who the dialogue is about, else a general rule
-            from prosocial.canary.rotwriter import grounded
+        if missing:  # the nearest entries' RoTs about what the dialogue mentions, else a general rule
+            from prosocial.canary.rotwriter import grounded, relevant
 
             nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0)
             for i, rots in zip(missing, nearest, strict=True):
-                kept = [r for r in rots if grounded(r, contexts[i])][:k]
+                kept = [r for r in rots if grounded(r, contexts[i]) and relevant(r, contexts[i])][:k]
                 verdicts[i].rots = kept or [GENERAL_ROT]

@@ -96,6 +96,33 @@ def clean_rot(text: str) -> str | None:
     return text[0].upper() + text[1:]
 
 
+#: the words every rule-of-thumb is made of; they say nothing about what a rule is about
+_FRAME = frozenset(
+    "it it's its is are be being been not no never don't doesn't shouldn't should must ought to wrong right good bad "
+    "okay ok fine rude nice important kind unkind mean fair unfair acceptable expected normal think thinking say "
+    "saying do doing make making let get have has had you your yours you're yourself someone somebody people person "
+    "others other everyone anyone something things thing way when if that this the a an and or but of in on for with "
+    "about at by from as so because want wanting try trying always all any some can could would will".split()
+)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)][:5]
+    return word[:5]
+
+
+def relevant(rot: str, context: Sequence[str]) -> bool:
+    """Whether the rule is about something the dialogue mentions: one of its content words (not the words every
+    rule is made of, `_FRAME`) shares a stem with a word of the dialogue. A rule about another situation ("It's
+    wrong to make fun of someone else's schoolwork." to a fire-alarm prank) shares none; a general rule of the
+    fallback is not checked."""
+    content = {_stem(w) for w in _WORD.findall(rot.lower().replace("\u2019", "'")) if w not in _FRAME and len(w) > 2}
+    said = {_stem(w) for turn in context for w in _WORD.findall(turn.lower())}
+    return bool(content & said)
+
+
 def _same_word(a: str, b: str) -> bool:
     """Forms of one word, loosely: the same first three letters (gay/gays, jews/jewish, women/woman)."""
     a, b = _IRREGULAR.get(a, a), _IRREGULAR.get(b, b)
@@ -154,8 +181,9 @@ class RotWriter:
         return out
 
     def write(self, contexts: Sequence[Sequence[str]]) -> list[str | None]:
-        """One RoT per context, None where the generation is not a usable sentence or names a group the dialogue
-        does not (`grounded`). Raises what the LM raises (the caller decides the fallback)."""
+        """One RoT per context, None where the generation is not a usable sentence, names a group the dialogue
+        does not (`grounded`) or is about nothing the dialogue mentions (`relevant`). Raises what the LM raises (the
+        caller decides the fallback)."""
         if not contexts:
             return []
         texts = self.lm.generate(self.prompts(contexts), max_new_tokens=self.config.max_new_tokens,
@@ -163,7 +191,7 @@ class RotWriter:
         rots = []
         for context, text in zip(contexts, texts, strict=True):
             rot = clean_rot(text)
-            if rot is not None and not grounded(rot, context):
+            if rot is not None and not (grounded(rot, context) and relevant(rot, context)):
                 rot = None
             if rot is None:
                 log.info("RoT writer gave no usable rule for %r (wrote %r)", context[-1][:80], text[:80])
