@@ -22,7 +22,6 @@ and the caller (`CanaryMini.add_rots`) falls back to the nearest bank entries' R
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -32,8 +31,8 @@ from pathlib import Path
 
 from prosocial.data.context import check_context, clip_context
 from prosocial.errors import ModelError
-from prosocial.io import atomic_write
 from prosocial.lm.prompts import RULE_TAG, dialogue_prompt
+from prosocial.model_folder import read_model_config, write_model_config
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +64,11 @@ class RotWriterConfig:
 
     @classmethod
     def load(cls, path: Path) -> RotWriterConfig:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"unreadable RoT writer config {path}: {exc}") from None
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__)) if isinstance(raw, dict) else ["(not an object)"]
-        if unknown:
-            raise ModelError(f"{path}: unknown setting(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**raw)
+        """The saved config (defaults where the file is absent); an unknown key is an error naming the file."""
+        return cls(**read_model_config(path, cls.__dataclass_fields__))
 
     def save(self, path: Path) -> None:
-        with atomic_write(path) as handle:
-            json.dump(asdict(self), handle, indent=2)
+        write_model_config(path, asdict(self))
 
 
 def writer_prompt(context: Sequence[str], max_turns: int = 3) -> str:
