@@ -29,6 +29,15 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+def crude_stem(word: str) -> str:
+    """A crude stem, enough to match "owned" with "own" and "slaves" with "slave": no suffix, first 5 letters (for
+    word-overlap checks on replies and rules-of-thumb, not for metrics)."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)][:5]
+    return word[:5]
+
+
 def _answer_list(answers: Answers) -> list[str]:
     """One reference or several; a bare string is one reference, not a sequence of characters."""
     answers = [answers] if isinstance(answers, str) else list(answers)

@@ -33,6 +33,7 @@ from prosocial.data.context import check_context, clip_context
 from prosocial.errors import ModelError
 from prosocial.lm.prompts import RULE_TAG, dialogue_prompt
 from prosocial.model_folder import read_model_config, write_model_config
+from prosocial.scoring import crude_stem as _stem
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,6 @@ _FRAME = frozenset(
     "others other everyone anyone something things thing way when if that this the a an and or but of in on for with "
     "about at by from as so because want wanting try trying always all any some can could would will".split()
 )
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            return word[: -len(suffix)][:5]
-    return word[:5]
 
 
 def relevant(rot: str, context: Sequence[str]) -> bool:

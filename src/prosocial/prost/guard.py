@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from prosocial.prost.base import Reply, ResponseGenerator
+from prosocial.scoring import crude_stem as _stem
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +201,6 @@ _CONTRAST = re.compile(r"\b(?:but|however|though|unless)\b")
 _MOTIVE = re.compile(
     r"\b(why (do|did|would|are|were|does|should|is|can't|don't|didn't|will) you|what makes you (want|think))\b"
 )
-
-
-def _stem(word: str) -> str:
-    """A crude stem, enough to match "owned" with "own" and "slaves" with "slave": no suffix, first 5 letters."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            word = word[: -len(suffix)]
-            break
-    return word[:5]
 
 
 def endorses_act(user_turns: Sequence[str], reply: str) -> bool:
