@@ -5,7 +5,8 @@ The fake upstream's behaviour is chosen by the request's `model`: "fake-fail" (H
 "fake-reject" (HTTP 404), "fake-garbage" (200 with HTML), "fake-slow:<seconds>" (waits, before answering or
 between stream chunks), and for streams "fake-truncated" (stops mid-event, no [DONE]) and "fake-nonjson" (a
 `data:` line that is not JSON), "fake-keepalive" (a comment event first, as servers send to hold a connection);
-anything else echoes the last user message, as JSON or as server-sent events.
+"fake-say:<text>" answers <text> (a stream sends it word by word); anything else echoes the last user message, as
+JSON or as server-sent events.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
             return JSONResponse({"error": {"message": f"no model {model}"}}, status_code=404)
         if model == "fake-garbage":
             return PlainTextResponse("<html>502 Bad Gateway</html>")
-        reply = f"echo: {_last_user_text(body)}"
+        reply = model.split(":", 1)[1] if model.startswith("fake-say:") else f"echo: {_last_user_text(body)}"
         if body.get("stream"):
 
             async def events():
@@ -90,6 +91,9 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
                     chunk = {"id": "c1", "object": "chat.completion.chunk", "model": model,
                              "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                     yield f"data: {json.dumps(chunk)}\n\n"
+                finish = {"id": "c1", "object": "chat.completion.chunk", "model": model,
+                          "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                yield f"data: {json.dumps(finish)}\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")

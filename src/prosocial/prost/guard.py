@@ -254,7 +254,7 @@ def reply_problem(
     problem = degenerate(context[-1], reply)
     if problem:
         return problem
-    if judged_agreeing or condones(context, reply) or (flagged and reassures(reply)):
+    if sides_with(context, reply, flagged, judged_agreeing):
         return "condones"
     return "motive_question" if casual and questions_motive(reply) else None
 
@@ -438,17 +438,29 @@ class ReplyGuard:
         return text, problem
 
     def _judge(self, contexts: Sequence[Sequence[str]], replies: list[str], flagged: Sequence[bool]) -> list[bool]:
-        """The judge's verdict on each reply that states something: a reply of questions only asks back, it does not
-        agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only.
-        On a flagged turn a reply agrees when it agrees with either of the user's last `USER_TURNS` turns: on a
-        later turn the problem is often in the first ("Women are just objects." … "There is no harm in saying
-        that."); a casual turn's reply is judged against that turn alone."""
-        verdicts = [False] * len(replies)
-        todo = [i for i, r in enumerate(replies) if _statements(r)]
-        if self.judge is None or not todo:
-            return verdicts
-        pairs = [(i, turn) for i in todo for turn in list(contexts[i][::-1][::2])[: USER_TURNS if flagged[i] else 1]]
-        judged = self.judge.agrees([turn for _, turn in pairs], [replies[i] for i, _ in pairs])
-        for (i, _), agrees in zip(pairs, judged, strict=True):
-            verdicts[i] = verdicts[i] or agrees
+        return judge_agreement(self.judge, contexts, replies, flagged)
+
+
+def judge_agreement(
+    judge: AgreementCheck | None, contexts: Sequence[Sequence[str]], replies: Sequence[str], flagged: Sequence[bool]
+) -> list[bool]:
+    """The learned judge's verdict on each reply that states something: a reply of questions only asks back, it does
+    not agree ("Why don't you like dogs?" was the judge's typical false alarm), as the rules read statements only.
+    On a flagged turn a reply agrees when it agrees with either of the user's last `USER_TURNS` turns: on a
+    later turn the problem is often in the first ("Women are just objects." … "There is no harm in saying
+    that."); a casual turn's reply is judged against that turn alone."""
+    verdicts = [False] * len(replies)
+    todo = [i for i, r in enumerate(replies) if _statements(r)]
+    if judge is None or not todo:
         return verdicts
+    pairs = [(i, turn) for i in todo for turn in list(contexts[i][::-1][::2])[: USER_TURNS if flagged[i] else 1]]
+    judged = judge.agrees([turn for _, turn in pairs], [replies[i] for i, _ in pairs])
+    for (i, _), agrees in zip(pairs, judged, strict=True):
+        verdicts[i] = verdicts[i] or agrees
+    return verdicts
+
+
+def sides_with(context: Sequence[str], reply: str, flagged: bool, judged_agreeing: bool = False) -> bool:
+    """The reply agrees with or encourages what the user said: the rules (`condones`), reassurance said to a flagged
+    turn (`reassures`), or the learned judge's verdict (`judge_agreement`)."""
+    return judged_agreeing or condones(context, reply) or (flagged and reassures(reply))

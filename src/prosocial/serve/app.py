@@ -35,13 +35,14 @@ from prosocial.errors import ModelError
 from prosocial.lm.base import UpstreamError
 from prosocial.serve.batcher import MicroBatcher
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
+from prosocial.serve.inputs import InputJudgement, VerdictCache, judge_messages
 from prosocial.serve.metrics import Metrics
+from prosocial.serve.outputs import Judge, ModeratedStream, Replace, moderate_completion, worst
 from prosocial.serve.proxy import (
     GENERIC_ROT,
     REQUEST_ID,
     ProxyError,
     Upstream,
-    dialogue_context,
     escalation_completion,
     escalation_stream,
     guided_messages,
@@ -52,6 +53,7 @@ from prosocial.serve.proxy import (
 )
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import ProsocialAgent
+from prosocial.steer.moderation import ReplyModerator, ReplyVerdict, replacement
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ DANGER_HEADER = "X-Prosocial-Danger"
 ACTION_HEADER = "X-Prosocial-Action"
 #: the RoTs a guided request was steered with, as a JSON list (ASCII-escaped, so any text fits a header)
 ROTS_HEADER = "X-Prosocial-Rots"
+#: the upstream reply's verdict (non-streamed answers; a stream carries it in its last event's `prosocial.output`)
+OUTPUT_COARSE_HEADER = "X-Prosocial-Output-Coarse"
+OUTPUT_ACTION_HEADER = "X-Prosocial-Output-Action"
 REQUEST_ID_HEADER = "X-Request-ID"
 #: every response: never cached (verdicts are per conversation), never content-sniffed
 SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
@@ -241,6 +246,9 @@ class _Service:
         self.agent = agent
         self.callback = callback
         self.batcher: MicroBatcher | None = None
+        self.moderator: ReplyModerator | None = None
+        #: label-only verdicts of single texts of chat requests (a client resends its history every turn)
+        self.cache = VerdictCache()
         self.upstream: Upstream | None = None
         self.notifier: EscalationNotifier | None = None
         self.ready = False
@@ -285,7 +293,51 @@ class _Service:
                 self.agent_error = f"{type(exc).__name__}: {exc}"
                 log.error("the agent's generator failed to load: %s", self.agent_error)
                 return
+        if self.settings.upstream_url and self.settings.moderate_output:
+            try:
+                self.moderator = await self.batcher.run_in_model_thread(self._build_moderator)
+            except Exception as exc:  # a guard that cannot judge replies must not relay them unjudged
+                self.detector_error = f"the reply moderator failed to load: {type(exc).__name__}: {exc}"
+                log.error("%s", self.detector_error)
+                return
         self.ready = True
+
+    def _build_moderator(self) -> ReplyModerator:
+        """The reply moderator on the service's detector and the agent's agreement judge (or the shipped one)."""
+        from prosocial.prost.agreement import AgreementJudge
+
+        guard = getattr(self.agent, "guard", None)
+        judge = guard.judge if guard is not None and guard.judge is not None else AgreementJudge.load()
+        judge.agrees(["hello"], ["hi"])  # load its encoder now, not on the first reply
+        assert self.detector is not None
+        return ReplyModerator(self.detector, judge, self.settings.output_actions)
+
+    async def judge_replies(
+        self, context: list[str], verdict: Verdict, texts: dict[int, str]
+    ) -> dict[int, ReplyVerdict]:
+        """The moderator's verdict on each reply text (by choice index), in the model thread."""
+        moderator = self.moderator
+        if moderator is None or not texts:
+            return {}
+        indices = sorted(texts)
+        flagged = not verdict.safety_label.is_casual
+        judged = await self.require_batcher().run_in_model_thread(
+            lambda: moderator.moderate([context] * len(indices), [texts[i] for i in indices], [flagged] * len(indices))
+        )
+        for reply in judged:
+            self.metrics.verdicts.labels("/v1/chat/completions:output", reply.verdict.safety_label.value).inc()
+        return dict(zip(indices, judged, strict=True))
+
+    async def replacement_for(self, context: list[str], verdict: Verdict) -> str:
+        """A reply in place of a bad one: the agent's, when there is one, else one built from the input's RoTs."""
+        agent = self.agent
+        if agent is not None and self.batcher is not None:
+            try:
+                turn = await self.batcher.run_in_model_thread(lambda: agent.respond(context))
+                return turn.response
+            except Exception as exc:  # the fixed replacement is always there
+                log.warning("request %s: the agent could not write a replacement: %s", REQUEST_ID.get(), exc)
+        return replacement(verdict)
 
     def _build_agent(self) -> ProsocialAgent:
         """The agent on the configured generator; its hand-over events go through our notifier, not its own."""
@@ -381,6 +433,11 @@ def _verdict_headers(verdict: Verdict, action: str, guidance: list[str] | None =
     if guidance:
         headers[ROTS_HEADER] = json.dumps(guidance)
     return headers
+
+
+def _output_headers(outputs: list[dict[str, Any]]) -> dict[str, str]:
+    top = worst(outputs)
+    return {OUTPUT_COARSE_HEADER: top["coarse"], OUTPUT_ACTION_HEADER: top["action"]} if top else {}
 
 
 def create_app(
@@ -520,18 +577,22 @@ def create_app(
         field (first chunk when the hand-over reply streams) and the X-Prosocial-Safety-Label, X-Prosocial-Coarse
         and X-Prosocial-Action headers."""
         messages = [m.model_dump(exclude_unset=True) for m in body.messages]
-        context = dialogue_context(messages)
-        verdict = (await service.predict([context]))[0]
+        judgement = await judge_messages(
+            messages, service.predict, service.cache, s.judge_system, s.max_judged_windows
+        )
+        verdict, context = judgement.verdict, judgement.context
         service.metrics.verdicts.labels("/v1/chat/completions", verdict.safety_label.value).inc()
         if verdict.coarse is Coarse.NEEDS_INTERVENTION:
             service.escalate("/v1/chat/completions", context, verdict)
             headers = _verdict_headers(verdict, "escalated")
             reply = s.escalation_reply or handover_for(verdict.danger, s.region)
+            extra = {"input": judgement.to_dict()}
             if body.stream:
                 return StreamingResponse(
-                    escalation_stream(body.model, reply, verdict), media_type="text/event-stream", headers=headers,
+                    escalation_stream(body.model, reply, verdict, extra), media_type="text/event-stream",
+                    headers=headers,
                 )
-            return JSONResponse(escalation_completion(body.model, reply, verdict), headers=headers)
+            return JSONResponse(escalation_completion(body.model, reply, verdict, extra), headers=headers)
         if service.upstream is None:
             raise ProxyError(503, "no upstream LLM is configured (`upstream_url`)", "service_unavailable")
         raw = await request.body()
@@ -544,13 +605,29 @@ def create_app(
             action = "guided"
         headers = _verdict_headers(verdict, action, guidance)
         auth = request.headers.get("authorization") if not s.api_keys else None
+        judge, replace = _output_judges(judgement)
         if body.stream:
             chunks = await service.upstream.stream(raw, auth)
+            if service.moderator is not None:
+                chunks = ModeratedStream(chunks, judge, replace, s.stream_min_chars, s.stream_window_chars)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         data = await service.upstream.complete(raw, auth)
-        data["prosocial"] = verdict.to_dict() | {"action": action, "guidance": guidance}
+        outputs = await moderate_completion(data, judge, replace) if service.moderator is not None else []
+        data["prosocial"] = verdict.to_dict() | {
+            "action": action, "guidance": guidance, "input": judgement.to_dict(), "output": outputs,
+        }
+        headers |= _output_headers(outputs)
         # ASCII-escaped, so whatever text the upstream sent (even lone surrogates) re-encodes safely.
         return Response(json.dumps(data).encode(), media_type="application/json", headers=headers)
+
+    def _output_judges(judgement: InputJudgement) -> tuple[Judge, Replace]:
+        async def judge(texts: dict[int, str]) -> dict[int, ReplyVerdict]:
+            return await service.judge_replies(judgement.context, judgement.verdict, texts)
+
+        async def replace() -> str:
+            return await service.replacement_for(judgement.context, judgement.verdict)
+
+        return judge, replace
 
     @v1.get("/models", responses=PROXY_ERRORS, tags=["proxy"])
     async def models() -> dict[str, Any]:

@@ -79,11 +79,11 @@ def unavailable(what: str, detail: object) -> ProxyError:
 
 
 def message_text(content: Any) -> str:
-    """A message's text: a string, or the text parts of a multimodal content list."""
+    """A message's text: a string, or the text of a content list's parts (`text`, `input_text`, any with text)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
         return "\n".join(p for p in parts if isinstance(p, str))
     return ""
 
@@ -112,7 +112,9 @@ def guided_messages(messages: list[dict[str, Any]], context: list[str], rots: li
     return [*messages[:lead], guidance, *messages[lead:]]
 
 
-def escalation_completion(model: str, reply: str, verdict: Verdict) -> dict[str, Any]:
+def escalation_completion(
+    model: str, reply: str, verdict: Verdict, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A complete chat.completion carrying the hand-over reply, as an upstream would have answered."""
     return {
         "id": f"chatcmpl-prosocial-{uuid.uuid4().hex}",
@@ -121,11 +123,13 @@ def escalation_completion(model: str, reply: str, verdict: Verdict) -> dict[str,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "prosocial": verdict.to_dict() | {"action": "escalated", "guidance": []},
+        "prosocial": verdict.to_dict() | {"action": "escalated", "guidance": []} | (extra or {}),
     }
 
 
-async def escalation_stream(model: str, reply: str, verdict: Verdict) -> AsyncIterator[bytes]:
+async def escalation_stream(
+    model: str, reply: str, verdict: Verdict, extra: dict[str, Any] | None = None
+) -> AsyncIterator[bytes]:
     """The hand-over reply as server-sent chat.completion.chunk events, for clients that asked to stream."""
     base = {"id": f"chatcmpl-prosocial-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model}
@@ -133,7 +137,7 @@ async def escalation_stream(model: str, reply: str, verdict: Verdict) -> AsyncIt
     for i, (delta, finish) in enumerate(deltas):
         chunk = base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         if i == 0:
-            chunk["prosocial"] = verdict.to_dict() | {"action": "escalated", "guidance": []}
+            chunk["prosocial"] = verdict.to_dict() | {"action": "escalated", "guidance": []} | (extra or {})
         yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
     yield b"data: [DONE]\n\n"
 

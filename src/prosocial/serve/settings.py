@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from prosocial.data.danger import check_region
 from prosocial.errors import ModelError
+from prosocial.steer.moderation import check_actions
 
 ENV_PREFIX = "PROSOCIAL_"
 
@@ -57,7 +58,25 @@ class ServeSettings(BaseModel):
     #: whose numbers the hand-over names (`prosocial.data.danger.HANDOVER_REGIONS`); an unknown one fails at start
     region: str = "international"
     escalation_webhook: str | None = None
+    #: the proxy judges system and developer messages too (off: the application's own prompt is trusted)
+    judge_system: bool = True
+    #: the most text windows one chat request may ask the guard to judge (more is refused with 413)
+    max_judged_windows: int = Field(512, gt=0)
+    #: the proxy judges the upstream's reply before the client gets it (`prosocial.steer.moderation`)
+    moderate_output: bool = True
+    #: what to do with a reply, per reason (sides_with, needs_intervention, needs_caution): pass, replace, refuse
+    output_actions: dict[str, str] = Field(default_factory=dict)
+    #: a streamed reply is judged at a sentence end past `stream_min_chars` unjudged characters, or at
+    #: `stream_window_chars` (the most text ever held back unjudged)
+    stream_min_chars: int = Field(60, gt=0)
+    stream_window_chars: int = Field(240, gt=0)
     shutdown_timeout: float = Field(30.0, ge=0)
+
+    @field_validator("output_actions")
+    @classmethod
+    def _known_actions(cls, value: dict[str, str]) -> dict[str, str]:
+        check_actions(value)
+        return value
 
     @field_validator("region")
     @classmethod
@@ -100,7 +119,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is None:
             continue
-        if field.annotation == dict[str, Any]:
+        if field.annotation in (dict[str, Any], dict[str, str]):
             try:
                 values[name] = json.loads(raw)
             except ValueError:
