@@ -201,8 +201,9 @@ async def judge_messages(
     seen: set[tuple[str, str]] = set()
     for item, text in pieces:
         single = singles[text]
-        if item.role == "assistant" and item.index < last_user and single.coarse is Coarse.NEEDS_INTERVENTION:
-            # An earlier reply is the assistant's (often our own hand-over): it can steer, never hand over again.
+        earlier_reply = item.role == "assistant" and item.index < last_user and ".content" in item.where
+        if earlier_reply and single.coarse is Coarse.NEEDS_INTERVENTION:
+            # An earlier reply (often our own hand-over) can steer, never hand over again; its tool calls can.
             single = replace(single, safety_label=SafetyLabel.NEEDS_CAUTION)
         if single.safety_label.is_casual or (item.where, single.safety_label.value) in seen:
             continue
