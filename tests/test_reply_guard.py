@@ -184,6 +184,20 @@ def test_resample_then_fall_back_with_counters() -> None:
                            "resample_calls": 2, "accepted": 1, "repaired": 1, "resampled": 1, "fallback": 1}
 
 
+def test_each_reply_is_reported_once_when_final_and_the_replies_do_not_change() -> None:
+    """For a batch job's progress: accepted and repaired replies right after the first draw, the others after the
+    round that fixed them or at the end (fallbacks); still one generator call per round."""
+    draws = {5: {AGREES: "Yeah, go for it."}, 6: {CASUAL: "What did you cook?", AGREES: "That's a great idea!"}}
+    contexts, rots, casual = [[GOOD], [LOOPS], [AGREES], [CASUAL]], [[ROT], [ROT], [ROT], []], [False] * 3 + [True]
+    plain = ReplyGuard(retries=2, seed=5).generate(ScriptedSampler(FIRST, draws), contexts, rots, casual)
+    generator, events = ScriptedSampler(FIRST, draws), []
+    generator.calls = events  # the generator's calls and the reported rows, in the order they happen
+    out = ReplyGuard(retries=2, seed=5).generate(generator, contexts, rots, casual, on_reply=events.append)
+    assert out == plain
+    assert [e if isinstance(e, int) else e[0] for e in events] == [
+        "generate", 0, 1, "resample:5", "resample:6", 3, 2]
+
+
 def test_a_reply_stating_its_own_rule_on_a_surely_casual_turn_is_resampled() -> None:
     lecture = "Which part do you mean? It's not right to assume what others think."
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
@@ -75,14 +76,15 @@ def _open_binary(path: str | Path) -> IO[bytes]:
         raise DataError.at(path, (exc.strerror or str(exc)).lower()) from None
 
 
-def _decode(path: str | Path, data: bytes, first_line: int = 1) -> str:
-    """UTF-8 text of `data` (the file's text from `first_line` on); a byte that is not UTF-8 is an error naming its
-    line and its place in that line."""
+def _decode(path: str | Path, data: bytes, first_line: int = 1, column: int = 0) -> str:
+    """UTF-8 text of `data` (the file's text from `first_line` on, `column` bytes into it); a byte that is not UTF-8
+    is an error naming its line and its place in that line."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
-        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x} at byte {exc.start - line_start + 1})"
+        place = exc.start - line_start + 1 + (column if line_start == 0 else 0)
+        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x} at byte {place})"
         raise DataError.at(path, message, line=first_line + data.count(b"\n", 0, exc.start)) from None
 
 
@@ -96,24 +98,35 @@ def _not_json(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not a JSON value (use null or a string)")
 
 
+def _no_lone_surrogate(value: Any) -> Any:
+    """`value`, or a UnicodeEncodeError if a string in it holds a lone surrogate (only a \\u escape makes one: check
+    only JSON text that has one)."""
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return value
+
+
+def _invalid_json(path: str | Path, exc: Exception, line: int | None, what: str = "") -> DataError:
+    """The `DataError` for a value `parse_json` refuses (`what`: where in the file, e.g. "element 3")."""
+    prefix = f"invalid JSON{' in ' + what if what else ''}"
+    if isinstance(exc, UnicodeEncodeError):
+        return DataError.at(path, f"{prefix}: lone surrogate {exc.object[exc.start]!r}", line=line)
+    if isinstance(exc, RecursionError):
+        return DataError.at(path, f"{prefix}: nested too deeply", line=line)
+    return DataError.at(path, f"{prefix}: {exc}", line=line)  # a NaN, or an integer too long to convert
+
+
 def parse_json(path: str | Path, text: str, line: int | None = None) -> Any:
     """Strict JSON (no NaN or Infinity, which Python reads but no other JSON reader does; no lone surrogate, which
     no UTF-8 file can hold), or a `DataError` naming the file and line (`line` for one line of JSON Lines; else the
     line of the whole text the error is on)."""
     try:
         value = json.loads(text, parse_constant=_not_json)
-        if "\\u" in text:  # only a \u escape can make a lone surrogate
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return value
+        return _no_lone_surrogate(value) if "\\u" in text else value
     except json.JSONDecodeError as exc:
         where = line if line is not None else exc.lineno
         raise DataError.at(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=where) from None
-    except UnicodeEncodeError as exc:
-        raise DataError.at(path, f"invalid JSON: lone surrogate {exc.object[exc.start]!r}", line=line) from None
-    except ValueError as exc:  # a NaN, or an integer too long to convert
-        raise DataError.at(path, f"invalid JSON: {exc}", line=line) from None
-    except RecursionError:
-        raise DataError.at(path, "invalid JSON: nested too deeply", line=line) from None
+    except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError too
+        raise _invalid_json(path, exc, line) from None
 
 
 def read_jsonl(path: str | Path, problems: list[Problem] | None = None) -> Iterator[tuple[int, Any]]:
@@ -131,6 +144,127 @@ def read_jsonl(path: str | Path, problems: list[Problem] | None = None) -> Itera
                 problems.extend(error.problems)
                 continue
             yield number, value
+
+
+#: bytes `read_json_array` reads at a time (and keeps at least this much text ahead of the element it parses)
+JSON_CHUNK_BYTES = 1 << 20
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+#: a parse that stops this close to the end of the text read so far may have been cut short there: read on, retry
+_CUT_MARGIN = 32
+
+
+def _utf8_cut(data: bytes) -> int:
+    """Where `data` ends on a whole UTF-8 character: its length, or the start of the character it cuts short."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte, of a character of 2, 3 or 4 bytes
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)  # no lead byte: not UTF-8, which `_decode` names
+
+
+class _TextReader:
+    """A UTF-8 file's text, read on demand in pieces cut between characters; a byte that is not UTF-8 is an error
+    naming its line and its place in it (as `read_text`). `line` and `column` say where the next piece starts."""
+
+    def __init__(self, path: str | Path, handle: IO[bytes]):
+        self.path, self.handle = path, handle
+        self.carry, self.line, self.column, self.eof = b"", 1, 0, False
+
+    def read(self, size: int) -> str:
+        data = self.handle.read(size)
+        self.eof = not data
+        data = self.carry + data
+        cut = len(data) if self.eof else _utf8_cut(data)  # at the end a cut character is an error `_decode` names
+        data, self.carry = data[:cut], data[cut:]
+        text = _decode(self.path, data, self.line, self.column)
+        newline = data.rfind(b"\n")
+        self.column = self.column + len(data) if newline < 0 else len(data) - newline - 1
+        self.line += data.count(b"\n")
+        return text
+
+
+def first_json_character(path: str | Path) -> str:
+    """The first character of a JSON file that is not JSON whitespace ("" for none): "[" for an array."""
+    with _open_binary(path) as handle:
+        reader = _TextReader(path, handle)
+        while not reader.eof:
+            text = reader.read(4096)
+            if (start := _JSON_SPACE.match(text).end()) < len(text):
+                return text[start]
+    return ""
+
+
+def read_json_array(path: str | Path, chunk_bytes: int = JSON_CHUNK_BYTES) -> Iterator[tuple[int, Any]]:
+    """Yield `(position, value)` (positions from 1) for each element of the JSON array a UTF-8 file holds, reading
+    `chunk_bytes` at a time: memory stays near one element and a chunk, where `json.load` of a 200 MB file held
+    844 MB. As strict as `parse_json`; an error names the file, the line it is on and the element.
+
+    `json.JSONDecoder.raw_decode` parses each element from the text read so far. A parse that stops (with a value
+    or an error) near the end of that text may have been cut short there, so it is retried with more text, as is an
+    unterminated string; a real error further in is reported at once, without reading the rest of the file."""
+    decoder = json.JSONDecoder(parse_constant=_not_json)
+    with _open_binary(path) as handle:
+        reader = _TextReader(path, handle)
+        text, pos, line, column = "", 0, 1, 0  # text read and not yet dropped; the line and column text[0] is at
+        number, expect = 0, "["  # elements so far; what comes next: "[", a "value" (or "]" first), ",", or "end"
+
+        def fill(size: int) -> None:
+            nonlocal text, pos, line, column
+            newline = text.rfind("\n", 0, pos)
+            column = column + pos if newline < 0 else pos - newline - 1
+            line += text.count("\n", 0, pos)
+            text, pos = text[pos:] + reader.read(size), 0
+
+        def fail(message: str, at: int) -> DataError:
+            newline = text.rfind("\n", 0, at)
+            where = f"{message} (column {at - newline if newline >= 0 else column + at + 1})"
+            return DataError.at(path, where, line=line + text.count("\n", 0, at))
+
+        while True:
+            if not reader.eof and len(text) - pos < chunk_bytes:
+                fill(chunk_bytes)
+            pos = _JSON_SPACE.match(text, pos).end()
+            if pos == len(text):
+                if reader.eof and expect == "end":
+                    return
+                if reader.eof:
+                    raise fail(f"invalid JSON: the array ends after element {number} without ']'", pos)
+                continue
+            char = text[pos]
+            if expect == "[" or expect == "end":
+                if char != "[" or expect == "end":
+                    raise fail(f"invalid JSON: {'extra data after the array' if expect == 'end' else 'not an array'}",
+                               pos)
+                pos, expect = pos + 1, "first"
+            elif char == "]" and expect in ("first", ","):
+                pos, expect = pos + 1, "end"
+            elif expect == ",":
+                if char != ",":
+                    raise fail(f"invalid JSON after element {number}: expecting ',' or ']'", pos)
+                pos, expect = pos + 1, "value"
+            else:
+                try:
+                    value, end = decoder.raw_decode(text, pos)
+                    cut = end + _CUT_MARGIN >= len(text)
+                except json.JSONDecodeError as exc:
+                    cut = exc.pos + _CUT_MARGIN >= len(text) or exc.msg.startswith("Unterminated string")
+                    if reader.eof or not cut:
+                        raise fail(f"invalid JSON in element {number + 1}: {exc.msg}", exc.pos) from None
+                except (ValueError, RecursionError) as exc:
+                    raise _invalid_json(path, exc, line + text.count("\n", 0, pos), f"element {number + 1}") from None
+                if cut and not reader.eof:  # perhaps cut short: again with twice the text ahead
+                    fill(max(chunk_bytes, 2 * (len(text) - pos)))
+                    continue
+                try:
+                    if text.find("\\u", pos, end) >= 0:
+                        _no_lone_surrogate(value)
+                except UnicodeEncodeError as exc:
+                    raise _invalid_json(path, exc, line + text.count("\n", 0, pos), f"element {number + 1}") from None
+                number, pos, expect = number + 1, end, ","
+                yield number, value
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:

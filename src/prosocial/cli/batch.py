@@ -168,15 +168,24 @@ def run_jsonl(
         total = _count_lines(source)
         task = progress.add_task(what, total=total)
         plain = PlainProgress(console, what, "lines")
+        shown = 0  # input lines the bar counts as done
+
+        def advance(to: int) -> None:
+            nonlocal shown
+            if to > shown:
+                shown = to
+                progress.update(task, completed=to)
+                plain.update(to, total)
 
         def flush() -> None:
+            # a row whose output is final moves the bar one line; the batch's end catches up with its last line
+            # (blank and skipped lines between its rows)
             nonlocal written
-            results = process([context for _, _, context in pending])
+            results = process([context for _, _, context in pending], lambda _: advance(shown + 1))
             for (_, identifier, _), result in zip(pending, results, strict=True):
                 out.write(output_line(identifier, result) + "\n")
             written += len(pending)
-            progress.update(task, completed=pending[-1][0])
-            plain.update(pending[-1][0], total)
+            advance(pending[-1][0])
             pending.clear()
 
         for number, identifier, context, was_clipped in valid_records(source, read_jsonl(source, problems), problems):

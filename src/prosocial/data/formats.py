@@ -23,7 +23,7 @@ from typing import Any
 from prosocial.data.labels import SafetyLabel, parse_vote
 from prosocial.data.schema import Dialogue, Turn
 from prosocial.errors import DataError, Problem
-from prosocial.io import atomic_write, parse_json, read_jsonl, read_text
+from prosocial.io import atomic_write, first_json_character, parse_json, read_json_array, read_jsonl, read_text
 
 HF_FIELDS = (
     "context",
@@ -242,15 +242,6 @@ def _columns_to_rows(columns: dict, path: str, problems: list[Problem]) -> list[
     return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def _hf_json_rows(path: Path, data: Any, problems: list[Problem]) -> Iterable[tuple[int | None, dict]]:
-    if isinstance(data, dict):  # `Dataset.to_dict()`: one list per column; "line" is the row number
-        return _numbered(_columns_to_rows(data, str(path), problems))
-    if not isinstance(data, list):
-        problems.append(Problem(str(path), "expected a list of rows or an object of columns"))
-        return []
-    return _numbered(data)
-
-
 def _read_table_rows(path: Path) -> list[tuple[int, dict]]:
     """Parquet and CSV (UTF-8) via pandas; row numbers count data rows from 1 (CSV: line = row + 1 for the header).
     A file pandas cannot read is a `DataError` naming it; a blank CSV holds no rows."""
@@ -302,15 +293,16 @@ def read_hub(split: str = "train", name: str = HUB_ID) -> list[Dialogue]:
 # --------------------------------------------------------------------------- direct download
 
 
-def _dialogues_from_direct(data: Any, path: str, problems: list[Problem]) -> list[Dialogue]:
-    """A list of dialogues, each a list of turns; the dialogue index is its id unless a turn names one."""
+def _dialogues_from_direct(
+    items: Iterable[tuple[int, Any]], path: str, problems: list[Problem], keep_turns: bool = True
+) -> list[Dialogue]:
+    """Dialogues, each a list of turns, with their positions (from 1, reported as their "row"); the dialogue's index
+    is its id unless a turn names one. Without `keep_turns` the turns are checked but not kept
+    (`dialogues_from_rows`)."""
     check = _Checker(path, problems)
-    if not isinstance(data, list):
-        check.fail(None, None, "expected a list of dialogues")
-        return []
     dialogues = []
-    for index, turns in enumerate(data):
-        where = index + 1  # the dialogue's position, reported as its "row"
+    for where, turns in items:
+        index = where - 1
         if not isinstance(turns, list) or not turns:
             check.fail(where, None, "expected a non-empty list of turns")
             continue
@@ -325,8 +317,7 @@ def _dialogues_from_direct(data: Any, path: str, problems: list[Problem]) -> lis
                 check.fail(where, f"[{position}]", "expected a turn object")
                 continue
             labels = check.strings(raw, "labels", where)
-            dialogue.turns.append(
-                Turn(
+            turn = Turn(
                     context=check.text(raw, "text", where),
                     response=labels[0] if labels else "",
                     rots=check.strings(raw, "rots", where),
@@ -336,7 +327,8 @@ def _dialogues_from_direct(data: Any, path: str, problems: list[Problem]) -> lis
                     response_id=check.integer(raw, "response_id", where, position),
                     episode_done=check.boolean(raw, "episode_done", where, position == len(turns) - 1),
                 )
-            )
+            if keep_turns:
+                dialogue.turns.append(turn)
         dialogues.append(dialogue)
     return dialogues
 
@@ -383,18 +375,19 @@ def _dialogues_from_dialogstudio(data: Any, path: str, problems: list[Problem]) 
     return dialogues_from_rows(rows, path, problems)
 
 
-def _dialogues_from_partial(data: Any, path: str, problems: list[Problem]) -> list[Dialogue]:
+def _dialogues_from_partial(
+    rows: Iterable[tuple[int, Any]], path: str, problems: list[Problem], keep_turns: bool = True
+) -> list[Dialogue]:
+    """Context/response rows with their line or position: one single-turn dialogue each, its id the row's index.
+    Without `keep_turns` the turns are checked but not kept (`dialogues_from_rows`)."""
     check = _Checker(path, problems)
-    if not isinstance(data, list):
-        check.fail(None, None, "expected a list of context/response rows")
-        return []
     dialogues = []
-    for index, row in enumerate(data):
+    for index, (line, row) in enumerate(rows):
         if not isinstance(row, dict):
-            check.fail(index + 1, None, "expected an object with context and response")
+            check.fail(line, None, "expected an object with context and response")
             continue
-        turn = Turn(check.text(row, "context", index + 1), check.text(row, "response", index + 1), episode_done=True)
-        dialogues.append(Dialogue(index, [turn]))
+        turn = Turn(check.text(row, "context", line), check.text(row, "response", line), episode_done=True)
+        dialogues.append(Dialogue(index, [turn] if keep_turns else []))
     return dialogues
 
 
@@ -481,8 +474,9 @@ def check_file(
 ) -> tuple[list[Dialogue], list[Problem]]:
     """Read every dialogue a file holds and every problem in it (the basis of `read_dialogues` and `validate`).
 
-    JSON Lines rows are streamed, not read into a list first; with `keep_turns=False` (validation: counts and
-    problems only) the rows' dialogues come back without turns, so memory stays near the number of dialogues.
+    JSON Lines rows and the elements of a .json array are streamed, not read into a list first; with
+    `keep_turns=False` (validation: counts and problems only) the dialogues come back without turns, so memory stays
+    near the number of dialogues. A .json object (hf columns, DialogStudio) is read whole.
     """
     path = Path(path)
     problems: list[Problem] = []
@@ -503,7 +497,7 @@ def check_file(
         first = head[1] if head is not None else None
         partial = isinstance(first, dict) and set(first) <= {"context", "response"}
         if format == "partial" or (format is None and partial):
-            dialogues = _dialogues_from_partial([r for _, r in rows], str(path), problems)
+            dialogues = _dialogues_from_partial(rows, str(path), problems, keep_turns)
         else:
             dialogues = dialogues_from_rows(rows, str(path), problems, keep_turns)
         problems[:0] = unreadable
@@ -512,16 +506,42 @@ def check_file(
         raise DataError.at(
             path, f"unsupported file type {suffix!r}; use .json, .jsonl, .parquet, .csv or a datasets folder"
         )
-    text = read_text(path)
-    data = parse_json(path, text) if text.strip() else []  # a blank file holds no dialogues, as a blank .jsonl
-    kind = format or sniff_format(path, data)
-    readers = {
-        "hf": lambda: dialogues_from_rows(_hf_json_rows(path, data, problems), str(path), problems),
-        "direct": lambda: _dialogues_from_direct(data, str(path), problems),
-        "dialogstudio": lambda: _dialogues_from_dialogstudio(data, str(path), problems),
-        "partial": lambda: _dialogues_from_partial(data, str(path), problems),
-    }
-    return readers[kind](), problems
+    return _read_json_file(path, format, problems, keep_turns), problems
+
+
+#: what each format's reader says of a .json file that holds no list (DialogStudio's format is an object)
+_NOT_A_LIST = {"hf": "expected a list of rows or an object of columns", "direct": "expected a list of dialogues",
+               "partial": "expected a list of context/response rows"}
+
+
+def _read_json_file(path: Path, format: str | None, problems: list[Problem], keep_turns: bool) -> list[Dialogue]:
+    """A .json file's dialogues. An array (hf rows, direct dialogues, partial rows) is streamed element by element
+    (`io.read_json_array`), so with `keep_turns=False` memory stays near the number of dialogues, not the file's
+    size; an object (hf columns, DialogStudio's dialogues) is read whole, as its values are all needed together."""
+    where = str(path)
+    if first_json_character(path) == "[":
+        elements = read_json_array(path)
+        head = next(elements, None)
+        kind = format or sniff_format(path, [] if head is None else [head[1]])
+        data: Any = None
+        items: Iterator[tuple[int, Any]] | None = itertools.chain([] if head is None else [head], elements)
+    else:
+        text = read_text(path)
+        data = parse_json(path, text) if text.strip() else []  # a blank file holds no dialogues, as a blank .jsonl
+        kind = format or sniff_format(path, data)
+        items = _numbered(data) if isinstance(data, list) else None
+    if kind == "dialogstudio":
+        return _dialogues_from_dialogstudio(data, where, problems)  # an array is no object of dialogues: a problem
+    if kind == "hf" and isinstance(data, dict):  # `Dataset.to_dict()`: one list per column; "line" is the row number
+        items = _numbered(_columns_to_rows(data, where, problems))
+    if items is None:
+        problems.append(Problem(where, _NOT_A_LIST[kind]))
+        return []
+    if kind == "direct":
+        return _dialogues_from_direct(items, where, problems, keep_turns)
+    if kind == "partial":
+        return _dialogues_from_partial(items, where, problems, keep_turns)
+    return dialogues_from_rows(items, where, problems, keep_turns)
 
 
 def read_dialogues(path: str | Path, format: str | None = None, split: str | None = None) -> list[Dialogue]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prosocial.data.context import MAX_CONTEXT_CHARS, check_context, clip_context
 from prosocial.errors import DataError, ModelError, Problem
@@ -31,8 +31,17 @@ if TYPE_CHECKING:
 
     from prosocial.steer import ProsocialAgent
 
-#: Given the contexts of a batch, return one output record per context, in order.
-BatchFn = Callable[[list[list[str]]], list[dict]]
+#: Told the place in its batch of a row whose output record is final (progress: a batch can take minutes).
+RowDone = Callable[[int], None]
+
+
+class BatchFn(Protocol):
+    """Given the contexts of a batch, return one output record per context, in order. `on_row`, when given, is
+    called once per row as soon as its record is final; a function that cannot tell sooner calls it for none, and
+    the caller counts the batch when it returns."""
+
+    def __call__(self, contexts: list[list[str]], on_row: RowDone | None = None, /) -> list[dict]: ...
+
 #: Progress callback: rows just finished, shards just finished, shards this run has to do.
 Progress = Callable[[int, int, int], None]
 SUFFIXES = (".jsonl", ".parquet")
@@ -41,20 +50,22 @@ ENGINES = ("local", "ray")
 
 
 def check_rows(backend: str, with_rots: bool = True, norms: Sequence[str | Path] = (), **settings: Any) -> BatchFn:
-    """Load a detector once and return the batch function writing its verdicts (picklable as a `partial`)."""
+    """Load a detector once and return the batch function writing its verdicts (picklable as a `partial`). A
+    detector judges its batch in one call, so no row is reported before the batch returns."""
     from prosocial.canary import load_detector
 
     detector = load_detector(backend, norms=norms, **settings)
-    return lambda contexts: [v.to_dict() for v in detector.predict(contexts, with_rots=with_rots)]
+    return lambda contexts, on_row=None: [v.to_dict() for v in detector.predict(contexts, with_rots=with_rots)]
 
 
 def respond_rows(build_agent: Callable[[], ProsocialAgent]) -> BatchFn:
-    """Build the agent once and return the batch function writing its replies, labels and RoTs."""
+    """Build the agent once and return the batch function writing its replies, labels and RoTs; each row is
+    reported as soon as its turn is decided (`ProsocialAgent.respond_batch`)."""
     agent = build_agent()
-    return lambda contexts: [
+    return lambda contexts, on_row=None: [
         {"response": t.response, "rots": t.rots, "safety_label": t.safety_label.value, "norm": t.norm,
          "danger": t.danger}
-        for t in agent.respond_batch(contexts)
+        for t in agent.respond_batch(contexts, on_reply=on_row)
     ]
 
 

@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -368,12 +368,19 @@ class ReplyGuard:
         rots: Sequence[Sequence[str]],
         casual: Sequence[bool],
         flagged: Sequence[bool] | None = None,
+        on_reply: Callable[[int], None] | None = None,
     ) -> list[GuardedReply]:
         """Replies to `contexts`; `rots` (one list per context, possibly empty) ground the generator and the
         fallback (which otherwise takes the RoT the generator wrote with its first draw, if any); `casual[i]` says
         whether context i is surely casual (the detector's verdict and confidence), `flagged[i]` whether the detector
         flagged it (default: it gave RoTs), which makes reassurance condoning and has the judge read the user's
-        earlier turn too."""
+        earlier turn too.
+
+        `on_reply(i)`, when given, is called once per context as soon as its reply is final, for progress: after
+        the first draw and its judgement for the replies accepted or repaired, after each redraw round for those it
+        fixed, and at the end for the fallbacks. Only the reporting is per row: the generator and the judge still
+        see the whole batch in one call per round, so the replies are the same with or without it."""
+        report = on_reply or (lambda i: None)
         flagged = [any(r.strip() for r in given) for given in rots] if flagged is None else list(flagged)
         if not len(contexts) == len(rots) == len(casual) == len(flagged):
             raise ValueError(f"{len(contexts)} contexts, {len(rots)} RoT lists, {len(casual)} casual flags, "
@@ -391,10 +398,12 @@ class ReplyGuard:
             seen["replies"] += 1
             if problem is None:
                 out.append(GuardedReply(reply, "accepted"))
+                report(i)
                 continue
             seen[f"problem.{problem}"] += 1
             if text:
                 out.append(GuardedReply(Reply(text, reply.rots), "repaired", problem))
+                report(i)
             else:
                 out.append(GuardedReply(reply, "fallback", problem))
                 todo.append(i)
@@ -413,6 +422,7 @@ class ReplyGuard:
                     text, _ = self._usable(contexts[i], reply, rots[i], casual[i], agreeing, flagged[i])
                     if text:
                         out[i] = GuardedReply(Reply(text, reply.rots), "resampled", out[i].problem)
+                        report(i)
                     else:
                         still.append(i)
                 todo = still
@@ -420,6 +430,7 @@ class ReplyGuard:
             grounded = list(rots[i]) or list(first[i].rots)  # the detector's RoTs, else the one the generator wrote
             out[i] = GuardedReply(Reply(fallback_reply(grounded, casual[i]), grounded), "fallback", out[i].problem)
             log.info("fallback reply for contexts[%d] (first draw: %s)", i, out[i].problem)
+            report(i)
         for guarded in out:
             seen[guarded.path] += 1
         with self._lock:

@@ -195,14 +195,25 @@ class ProsocialAgent:
         return self.respond_batch([context], None if conversation_id is None else [conversation_id])[0]
 
     def respond_batch(
-        self, contexts: Sequence[Sequence[str]], conversation_ids: Sequence[str] | None = None
+        self,
+        contexts: Sequence[Sequence[str]],
+        conversation_ids: Sequence[str] | None = None,
+        on_reply: Callable[[int], None] | None = None,
     ) -> list[AgentTurn]:
-        """Many stateless contexts: one detector call and at most one generator call for the whole batch."""
+        """Many stateless contexts: one detector call and at most one generator call for the whole batch.
+
+        `on_reply(i)`, when given, is called once per context as soon as its turn is decided, so a batch job's
+        progress can move per row: hand-overs and warnings right after the detector's call, generated replies as
+        the reply guard accepts them (`ReplyGuard.generate`). A generator answers its whole batch in one call
+        (llama.cpp decodes the batch's prompts in one request over its slots, and splitting the batch would change
+        its replies: `batch_invariant`), so the replies it generates are reported together when it returns; only
+        the reporting is per row, the replies are the same with or without `on_reply`.
+        """
         checked = [check_context(c, where=f"contexts[{i}]") for i, c in enumerate(contexts)]
         ids = list(conversation_ids) if conversation_ids is not None else [uuid.uuid4().hex for _ in checked]
         if len(ids) != len(checked):
             raise ValueError(f"{len(ids)} conversation ids for {len(checked)} contexts")
-        turns, _ = self._run(checked, ids, [False] * len(checked))
+        turns, _ = self._run(checked, ids, [False] * len(checked), on_reply)
         return turns
 
     def turn(self, conversation: Conversation, user_text: str) -> AgentTurn:
@@ -216,8 +227,10 @@ class ProsocialAgent:
         return result
 
     def _run(
-        self, contexts: list[list[str]], ids: list[str], escalated: list[bool]
+        self, contexts: list[list[str]], ids: list[str], escalated: list[bool],
+        on_reply: Callable[[int], None] | None = None,
     ) -> tuple[list[AgentTurn], list[Verdict]]:
+        report = on_reply or (lambda i: None)
         verdicts = self.detector.predict(contexts)
         handover = [was or v.coarse is Coarse.NEEDS_INTERVENTION for was, v in zip(escalated, verdicts, strict=True)]
         for context, cid, verdict, was, now in zip(contexts, ids, verdicts, escalated, handover, strict=True):
@@ -226,6 +239,8 @@ class ProsocialAgent:
         warned = {i: warning_reply(v.danger) for i, v in enumerate(verdicts)
                   if not handover[i] and v.danger in ACTS and v.coarse is Coarse.NEEDS_CAUTION}
         todo = [i for i, h in enumerate(handover) if not h and i not in warned]
+        for i in (i for i, h in enumerate(handover) if h or i in warned):  # hand-overs and warnings are decided
+            report(i)
         replies: dict[int, tuple[Reply, Route | None]] = {}
         if todo:
             grounding = [[] if verdicts[i].safety_label.is_casual else verdicts[i].rots for i in todo]
@@ -233,10 +248,13 @@ class ProsocialAgent:
             if self.guard is None:
                 generated = self.generator.generate(chosen, grounding if any(grounding) else None)
                 replies = {i: (r, None) for i, r in zip(todo, generated, strict=True)}
+                for i in todo:
+                    report(i)
             else:
                 casual = [self._sure_casual(verdicts[i]) for i in todo]
                 flagged = [not verdicts[i].safety_label.is_casual for i in todo]
-                guarded = self.guard.generate(self.generator, chosen, grounding, casual, flagged)
+                guarded = self.guard.generate(self.generator, chosen, grounding, casual, flagged,
+                                              on_reply=lambda k: report(todo[k]))
                 replies = {i: (g.reply, g.path) for i, g in zip(todo, guarded, strict=True)}
         turns = []
         for i, verdict in enumerate(verdicts):
