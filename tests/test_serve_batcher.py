@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
+import httpx
 import pytest
 
 from prosocial.canary.base import Verdict
 from prosocial.canary.baselines import KeywordDetector
+from prosocial.serve.app import create_app
 from prosocial.serve.batcher import MicroBatcher, QueueFull
+from prosocial.serve.settings import ServeSettings
+from tests.serve_fakes import ServerThread
+from tests.test_serve import _wait_ready
 
 
 class GatedDetector(KeywordDetector):
@@ -114,3 +120,51 @@ def test_work_of_a_caller_that_left_is_dropped_before_it_runs():
 
     _run(test)
 
+
+def _poll(condition, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_through_the_service_a_full_queue_is_429_and_a_client_that_hung_up_is_not_served():
+    """A request whose client disconnected is cancelled (the service watches for the hang-up), so its contexts
+    leave the queue; a full queue answers 429 with Retry-After in OpenAI's shape."""
+    detector = GatedDetector()
+    detector.gate.set()  # the warm-up runs freely
+    settings = ServeSettings(batch_size=4, batch_wait_ms=0, max_queue_contexts=4, max_batch=4)
+    app = create_app(settings, detector=detector)
+    service = app.state.service
+    results: dict[str, int] = {}
+
+    def post(name: str, texts: list[str], timeout: float = 10) -> None:
+        with httpx.Client(base_url=running.url, timeout=timeout) as client:
+            try:
+                response = client.post("/v1/safety", json={"contexts": [[t] for t in texts]})
+                results[name] = response.status_code
+            except httpx.TimeoutException:
+                results[name] = 0
+
+    with ServerThread(app) as running:
+        with httpx.Client(base_url=running.url) as client:
+            _wait_ready(client)
+            detector.gate.clear()
+            detector.entered.clear()
+            threads = [threading.Thread(target=post, args=("first", ["first"]))]
+            threads[0].start()
+            assert detector.entered.wait(5)
+            post("abandoned", ["gone"] * 4, timeout=0.3)  # the client gives up and hangs up
+            _poll(lambda: service.batcher.queued == 0)  # its contexts left the queue
+            threads.append(threading.Thread(target=post, args=("queued", ["q0", "q1", "q2", "q3"])))
+            threads[1].start()
+            _poll(lambda: service.batcher.queued == 4)
+            full = client.post("/v1/safety", json={"contexts": [["one more"]]})
+            assert full.status_code == 429 and full.headers["retry-after"] == "1"
+            assert full.json()["error"]["type"] == "rate_limit_error"
+            detector.gate.set()
+            for thread in threads:
+                thread.join()
+            assert 'status="499"' in client.get("/metrics").text
+    assert results == {"first": 200, "abandoned": 0, "queued": 200}
+    assert "gone" not in {text for batch in detector.batches for text in batch}
