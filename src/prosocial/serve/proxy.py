@@ -208,8 +208,11 @@ class Upstream:
     def _late(self, what: str = "answer") -> ProxyError:
         return upstream_failure(504, f"did not {what} within the deadline of {self.deadline:g} s", "upstream_timeout")
 
-    async def _open(self, method: str, path: str, client_auth: str | None, body: bytes | None = None) -> httpx.Response:
-        """Send a request and return the response with its body unread; a failure status raises (`_rejection`)."""
+    async def _open(
+        self, method: str, path: str, client_auth: str | None, body: bytes | None = None, for_client: bool = True
+    ) -> httpx.Response:
+        """Send a request and return the response with its body unread; a failure status raises (`_rejection`;
+        without `for_client`, the request is the proxy's own, so any failure status is a 502)."""
         url = f"{self.base_url}{path}"
         request = self._client.build_request(method, url, content=body, headers=self._headers(client_auth))
         try:
@@ -219,10 +222,12 @@ class Upstream:
         except httpx.HTTPError as exc:
             raise upstream_failure(502, f"cannot reach {url}: {_describe(exc)}") from None
         if response.status_code >= 400:
-            raise await self._rejection(response, url, client_credentials=bool(client_auth) and not self.api_key)
+            raise await self._rejection(response, url, for_client, bool(client_auth) and not self.api_key)
         return response
 
-    async def _rejection(self, response: httpx.Response, url: str, client_credentials: bool) -> ProxyError:
+    async def _rejection(
+        self, response: httpx.Response, url: str, for_client: bool, client_credentials: bool
+    ) -> ProxyError:
         """The client's error for an upstream failure status. A refusal of the proxy's own credentials (401/403
         with `upstream_api_key`) is the service's fault, a 502; a rejected request keeps its status with a fixed
         message; the upstream's body goes to the log only."""
@@ -231,7 +236,7 @@ class Upstream:
         detail = f"{url} answered HTTP {status}: {text}"
         if self.api_key:
             detail = detail.replace(self.api_key, "<upstream_api_key>")
-        message = UPSTREAM_REJECTIONS.get(status)
+        message = UPSTREAM_REJECTIONS.get(status) if for_client else None
         if status in (401, 403) and client_credentials:
             message = CLIENT_CREDENTIALS_REFUSED
         if message is None:
@@ -298,7 +303,7 @@ class Upstream:
         """The upstream's `GET /models` list (OpenAI tooling asks for it before anything else)."""
         try:
             async with asyncio.timeout(self.deadline):
-                raw = await self._read(await self._open("GET", "/models", None), "GET /models")
+                raw = await self._read(await self._open("GET", "/models", None, for_client=False), "GET /models")
         except TimeoutError:
             raise self._late() from None
         try:
