@@ -2,10 +2,14 @@
 ask for intervention (the keyword list alone only ever says "needs caution").
 
 The fake upstream's behaviour is chosen by the request's `model`: "fake-fail" (HTTP 500 with a traceback),
-"fake-reject" (HTTP 404), "fake-garbage" (200 with HTML), "fake-slow:<seconds>" (waits, before answering or
-between stream chunks), and for streams "fake-truncated" (stops mid-event, no [DONE]) and "fake-nonjson" (a
-`data:` line that is not JSON), "fake-keepalive" (a comment event first, as servers send to hold a connection);
-"fake-say:<text>" answers <text> (a stream sends it word by word); anything else echoes the last user message, as
+"fake-reject" (HTTP 404), "fake-leaky:<status>" (that status with an error message full of internals: a
+traceback, an internal URL, a token), "fake-garbage" (200 with HTML), "fake-deep:<depth>" (a completion with a
+field nested that deep), "fake-slow:<seconds>" (waits, before answering or between stream chunks),
+"fake-drip" (a byte every 0.2 s, never finishing), "fake-endless" (64 KiB chunks without end; streamed, one
+endless line), and for streams "fake-truncated" (stops mid-event, no [DONE]) and "fake-nonjson" (a `data:` line
+that is not JSON), "fake-keepalive" (a comment event first, as servers send to hold a connection),
+"fake-keepalive-forever" (nothing but comments, every 0.2 s); "fake-say:<text>" answers <text> (a stream sends it
+word by word); anything else echoes the last user message, as
 JSON or as server-sent events.
 """
 
@@ -16,7 +20,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -30,6 +34,15 @@ from prosocial.data.labels import SafetyLabel
 
 SWEAR_ROT = "It's wrong to swear at people."
 TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/llm/server.py", line 12, in chat\nKeyError: \'secret\'\n'
+#: what a careless upstream puts in an error message: a traceback, an internal address, a token
+LEAKY_MESSAGE = TRACEBACK + " at http://10.1.2.3:9000/internal/admin, token sk-live-abc123secret"
+
+
+async def _forever(piece: bytes, every: float, times: int = 200) -> AsyncIterator[bytes]:
+    """`piece` every `every` seconds, up to `times` times (the test server stops it when the client hangs up)."""
+    for _ in range(times):
+        yield piece
+        await asyncio.sleep(every)
 
 
 class InterventionDetector(KeywordDetector):
@@ -58,7 +71,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
     """The app and what it saw: "requests" (each body with its Authorization header) and webhook "events"."""
-    seen: dict[str, list[Any]] = {"requests": [], "events": []}
+    seen: dict[str, list[Any]] = {"requests": [], "events": [], "models": []}
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
@@ -71,8 +84,24 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
             return PlainTextResponse(TRACEBACK, status_code=500)
         if model == "fake-reject":
             return JSONResponse({"error": {"message": f"no model {model}"}}, status_code=404)
+        if model.startswith("fake-leaky:"):
+            headers = {"Retry-After": "7", "X-Internal": "http://10.1.2.3:9000"}
+            return JSONResponse({"error": {"message": LEAKY_MESSAGE, "type": "internal"}},
+                                status_code=int(model.split(":")[1]), headers=headers)
         if model == "fake-garbage":
             return PlainTextResponse("<html>502 Bad Gateway</html>")
+        if model.startswith("fake-deep:"):
+            depth = int(model.split(":")[1])
+            deep = '{"id": "c1", "choices": [], "deep": ' + "[" * depth + "]" * depth + "}"
+            return PlainTextResponse(deep, media_type="application/json")
+        stream_type = "text/event-stream" if body.get("stream") else "application/json"
+        if model == "fake-drip":
+            return StreamingResponse(_forever(b" ", 0.2), media_type=stream_type)
+        if model == "fake-endless":
+            return StreamingResponse(_forever(b"data: " + b"x" * 65536 if body.get("stream") else b"x" * 65536, 0),
+                                     media_type=stream_type)
+        if model == "fake-keepalive-forever":
+            return StreamingResponse(_forever(b": keep-alive\n\n", 0.2), media_type=stream_type)
         reply = model.split(":", 1)[1] if model.startswith("fake-say:") else f"echo: {_last_user_text(body)}"
         if body.get("stream"):
 
@@ -104,6 +133,7 @@ def fake_upstream() -> tuple[FastAPI, dict[str, list[Any]]]:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        seen["models"].append(time.monotonic())
         return {"object": "list", "data": [{"id": "fake-echo", "object": "model", "owned_by": "tests"}]}
 
     @app.post("/hooks/escalation")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ from prosocial.canary.baselines import KeywordDetector
 from prosocial.errors import ModelError
 from prosocial.prost.guard import fallback_reply
 from prosocial.serve.app import create_app
-from prosocial.serve.proxy import GENERIC_ROT
+from prosocial.serve.proxy import CLIENT_CREDENTIALS_REFUSED, GENERIC_ROT, UPSTREAM_REJECTIONS, strict_json_loads
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import HANDOVER_REPLY
 from tests.serve_fakes import SWEAR_ROT, InterventionDetector, ServerThread, fake_upstream
@@ -50,6 +52,8 @@ def service(upstream) -> Iterator[tuple[httpx.Client, list[dict[str, Any]]]]:
         max_turns=8,
         max_batch=4,
         max_body_bytes=20_000,
+        max_upstream_bytes=100_000,
+        max_upstream_event_bytes=20_000,
     )
     app = create_app(settings, detector=InterventionDetector(), on_escalation=callback_events.append)
     with ServerThread(app) as running, httpx.Client(base_url=running.url, timeout=10) as client:
@@ -193,13 +197,80 @@ def _assert_no_internals(response: httpx.Response, upstream_url: str) -> None:
     """Nothing of the upstream's address or its error body reaches the client; the request id does."""
     assert upstream_url.split("//")[1] not in response.text and "Traceback" not in response.text
     assert "secret" not in response.text and "/srv/llm" not in response.text
+    assert "10.1.2.3" not in response.text + str(response.headers) and "sk-live" not in response.text
     assert response.headers["x-request-id"] in response.text
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422, 429])
+def test_a_rejected_request_keeps_its_status_with_a_fixed_message(service, upstream, status, caplog):
+    """The upstream's own message can hold a traceback, an internal URL or a token: only the log sees it."""
+    client, _ = service
+    caplog.set_level(logging.INFO, logger="prosocial.serve.proxy")
+    response = _chat(client, "hello there", model=f"fake-leaky:{status}")
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["message"].startswith(UPSTREAM_REJECTIONS[status]) and error["code"] == status
+    _assert_no_internals(response, upstream[0].url)
+    assert response.headers.get("retry-after") == ("7" if status == 429 else None)
+    assert "sk-live-abc123secret" in caplog.text  # the operator can still read what the upstream said
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_an_upstream_refusing_the_proxy_s_credentials_is_a_502(service, upstream, status):
+    """The client is not at fault when the proxy's own upstream key (or the upstream's set-up) is wrong; when the
+    client's own Authorization was passed on (no upstream_api_key), it is, and is told so, without details."""
+    client, _ = service
+    response = _chat(client, "hello there", model=f"fake-leaky:{status}")
+    assert response.status_code == 502 and "the upstream LLM failed" in response.json()["error"]["message"]
+    _assert_no_internals(response, upstream[0].url)
+    body = {"model": f"fake-leaky:{status}", "messages": [{"role": "user", "content": "hello"}]}
+    response = client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer user-key"})
+    assert response.status_code == status
+    assert response.json()["error"]["message"].startswith(CLIENT_CREDENTIALS_REFUSED)
+    _assert_no_internals(response, upstream[0].url)
+
+
+def test_json_nested_past_the_stack_is_invalid_json_not_a_crash():
+    with pytest.raises(ValueError, match="nested too deeply"):
+        strict_json_loads("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_that_drips_is_cut_at_the_deadline(service, stream):
+    """A byte every 0.2 s never trips the 1 s read timeout; the deadline (default: upstream_timeout) does."""
+    client, _ = service
+    started = time.monotonic()
+    response = _chat(client, "hello", model="fake-drip", stream=stream)
+    assert time.monotonic() - started < 5
+    error = _stream_error(response) if stream else response.json()["error"]
+    assert error["code"] == 504 and "did not answer in time" in error["message"]
+
+
+def test_keep_alive_comments_are_no_progress(service):
+    client, _ = service
+    started = time.monotonic()
+    response = _chat(client, "hello", model="fake-keepalive-forever", stream=True)
+    assert time.monotonic() - started < 5
+    assert _stream_error(response)["code"] == 504 and ": keep-alive" in response.text  # the comments were passed on
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_endless_upstream_answer_is_cut_at_the_byte_cap(service, upstream, stream):
+    """An endless body (or one endless event) is given up at max_upstream_bytes (max_upstream_event_bytes): had
+    the proxy read it whole, it would still be reading."""
+    client, _ = service
+    response = _chat(client, "hello", model="fake-endless", stream=stream)
+    error = _stream_error(response) if stream else response.json()["error"]
+    assert error["code"] == 502 and "the upstream LLM failed" in error["message"]
+    assert len(response.content) < 10_000  # nothing of the endless answer passed on
+    _assert_no_internals(response, upstream[0].url)
 
 
 @pytest.mark.parametrize(
     ("model", "status", "words"),
     [("fake-fail", 502, "the upstream LLM failed"), ("fake-garbage", 502, "the upstream LLM failed"),
-     ("fake-slow:3", 504, "did not answer in time"), ("fake-reject", 404, "no model fake-reject")],
+     ("fake-slow:3", 504, "did not answer in time"), ("fake-reject", 404, UPSTREAM_REJECTIONS[404]),
+     ("fake-deep:5000", 502, "the upstream LLM failed")],  # deeper than Python's stack: a RecursionError once
 )
 def test_upstream_faults_become_json_errors(service, upstream, model, status, words):
     client, _ = service
@@ -213,10 +284,13 @@ def test_upstream_faults_become_json_errors(service, upstream, model, status, wo
 
 
 def _stream_error(response: httpx.Response) -> dict[str, Any]:
-    """The error event that ends a broken stream: the last event, well-formed JSON, after no [DONE]."""
+    """The error event that ends a broken stream: well-formed JSON in OpenAI's shape, then [DONE], and nothing
+    else that says done."""
     events = _sse_data(response.text)
-    assert response.status_code == 200 and "[DONE]" not in events
-    return events[-1]["error"]
+    assert response.status_code == 200 and events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    error = events[-2]["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
 
 
 def test_stream_faults(service, upstream):
@@ -232,29 +306,50 @@ def test_stream_faults(service, upstream):
         _assert_no_internals(broken, upstream[0].url)
 
 
-def test_unreachable_upstream_is_502():
+def _dead_url() -> str:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens here now
-    settings = ServeSettings(upstream_url=f"http://127.0.0.1:{port}/v1", ready_checks_upstream=True)
-    app = create_app(settings, detector=InterventionDetector())
+    return f"http://127.0.0.1:{port}"
+
+
+def _settled_readyz(client: httpx.Client) -> httpx.Response:
+    deadline = time.monotonic() + 10
+    while (ready := client.get("/readyz")).json()["status"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ready
+
+
+def test_unreachable_upstream_is_502_and_not_ready_by_default():
+    dead = _dead_url()
+    app = create_app(ServeSettings(upstream_url=f"{dead}/v1"), detector=InterventionDetector())
     with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
         response = _chat(client, "hello")
         assert response.status_code == 502 and "the upstream LLM failed" in response.json()["error"]["message"]
-        _assert_no_internals(response, f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 10
-        while (ready := client.get("/readyz")).json()["status"] == "loading" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _assert_no_internals(response, dead)
+        ready = _settled_readyz(client)
         assert ready.status_code == 503 and ready.json()["status"] == "upstream unavailable"
 
 
-def test_readyz_checks_the_upstream_only_when_asked(upstream):
-    for check in (False, True):
-        app = create_app(ServeSettings(upstream_url=f"{upstream[0].url}/v1", ready_checks_upstream=check),
-                         detector=KeywordDetector())
-        with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
-            _wait_ready(client)
+def test_readyz_can_be_told_not_to_check_the_upstream():
+    app = create_app(ServeSettings(upstream_url=f"{_dead_url()}/v1", ready_checks_upstream=False),
+                     detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        _wait_ready(client)
+
+
+def test_readyz_probes_the_upstream_once_for_many_callers(upstream):
+    """/readyz needs no key: a burst of calls shares one cached probe instead of becoming a burst upstream."""
+    server, seen = upstream
+    app = create_app(ServeSettings(upstream_url=f"{server.url}/v1"), detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        _wait_ready(client)
+        before = len(seen["models"])
+        with ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(lambda _: client.get("/readyz").status_code, range(100)))
+    assert statuses == [200] * 100
+    assert len(seen["models"]) - before <= 2  # the cached probe, and at most one more if it expired meanwhile
 
 
 def test_models_lists_the_upstream_s_or_the_configured_ones(service, upstream):
@@ -347,6 +442,20 @@ def test_metrics_count_requests_and_labels(service):
     assert "prosocial_detector_batch_size_bucket" in text and "prosocial_request_seconds_bucket" in text
 
 
+def test_metrics_labels_cannot_be_grown_by_clients(service):
+    """Any token is a valid HTTP method and any path can be asked for: neither may become a label of its own."""
+    client, _ = service
+    size = len(client.get("/metrics").content)
+    for i in range(10):
+        client.request(f"XMETHOD{i}", "/v1/safety")
+        client.request(f"XMETHOD{i}", f"/no-such-route-{i}")
+    text = client.get("/metrics").text
+    assert "XMETHOD" not in text and "no-such-route" not in text
+    assert 'method="OTHER",route="/v1/safety",status="405"' in text
+    assert 'method="OTHER",route="(unmatched)",status="404"' in text
+    assert len(text) < size + 3000  # a handful of new series, not 20
+
+
 def test_api_keys():
     app = create_app(ServeSettings(api_keys=["s3cret"]), detector=KeywordDetector())
     with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
@@ -358,6 +467,21 @@ def test_api_keys():
         assert client.post("/v1/safety", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.post("/v1/safety", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.get("/healthz").status_code == 200
+        assert client.get("/metrics").status_code == 401  # they tell how the service is used
+        assert client.get("/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
+    app = create_app(ServeSettings(api_keys=["s3cret"], metrics_public=True), detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        assert client.get("/metrics").status_code == 200
+
+
+def test_respond_without_a_generator_says_how_to_enable_it():
+    app = create_app(ServeSettings(), detector=KeywordDetector())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        _wait_ready(client)
+        assert client.get("/readyz").json()["agent"] is False
+        response = client.post("/v1/respond", json={"context": ["hi"]})
+    assert response.status_code == 501
+    assert "--generator" in response.json()["error"]["message"] and "setting `generator`" in response.text
 
 
 class MissingWeightsDetector(KeywordDetector):
@@ -435,6 +559,31 @@ def test_shutdown_lets_in_flight_requests_finish_and_answers_503_after_the_grace
     assert result["response"].status_code == status
     if status == 503:
         assert "shutting down" in result["response"].json()["error"]["message"]
+
+
+@pytest.mark.parametrize("grace", [10, 0.3])
+def test_shutdown_ends_a_cut_stream_with_an_error_event_and_done(upstream, grace):
+    """A stream already under way when the grace ends cannot become a 503: it ends with a 503 error event and
+    [DONE], never silently (a client would take the cut answer for a whole one)."""
+    server, _ = upstream
+    app = create_app(ServeSettings(upstream_url=f"{server.url}/v1"), detector=KeywordDetector())
+    running = ServerThread(app, timeout_graceful_shutdown=grace)
+    result: dict[str, Any] = {}
+    with running:
+        def slow_stream() -> None:
+            with httpx.Client(base_url=running.url, timeout=10) as client:
+                result["response"] = _chat(client, "hi", model="fake-slow:0.4", stream=True)
+
+        thread = threading.Thread(target=slow_stream)
+        thread.start()
+        time.sleep(0.25)
+        running.stop()
+        thread.join()
+    if grace == 10:  # finished within the grace
+        assert _sse_data(result["response"].text)[-1] == "[DONE]" and "error" not in result["response"].text
+    else:
+        error = _stream_error(result["response"])
+        assert error["code"] == 503 and error["type"] == "service_unavailable"
 
 
 def test_norms_setting_applies_user_norms_and_a_bad_file_fails_readiness(tmp_path, upstream):

@@ -33,16 +33,17 @@ from prosocial.data.danger import handover_for
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.lm.base import UpstreamError
-from prosocial.serve.batcher import MicroBatcher
+from prosocial.serve.batcher import CLIENT, MicroBatcher, QueueFull
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
 from prosocial.serve.inputs import InputJudgement, VerdictCache, judge_messages
-from prosocial.serve.metrics import Metrics
+from prosocial.serve.metrics import UNMATCHED_ROUTE, Metrics, method_label
 from prosocial.serve.outputs import Judge, ModeratedStream, Replace, moderate_completion, worst
 from prosocial.serve.proxy import (
     GENERIC_ROT,
     REQUEST_ID,
     ProxyError,
     Upstream,
+    error_ending,
     escalation_completion,
     escalation_stream,
     guided_messages,
@@ -71,6 +72,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 #: a client's own request id is reused only when it is this tame (it is echoed into headers and logs)
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+AGENT_DISABLED = ("the agent is not enabled: start the service with a generator, e.g. `prosocial serve --generator "
+                  "prost-mini` (setting `generator`)")
 
 
 class VerdictOut(BaseModel):
@@ -112,12 +115,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or wrong API key.",
         413: "The request body is larger than max_body_bytes.",
         422: "The body is not valid JSON or does not fit the schema (`param` names the field).",
+        429: "The detector's queue is full (max_queue_contexts); retry after Retry-After seconds.",
         503: "The detector (or the agent's generator) is not available, or the service is shutting down.",
     }.items()
 }
+RESPOND_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
+    501: {"model": ErrorBody, "description": "The agent is not enabled: the service runs without a `generator`."},
+}
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
-    502: {"model": ErrorBody, "description": "The upstream LLM is down or answered something unusable."},
-    504: {"model": ErrorBody, "description": "The upstream LLM did not answer within upstream_timeout."},
+    502: {"model": ErrorBody, "description": "The upstream LLM is down, answered something unusable or too large, "
+          "or refused the proxy's upstream_api_key."},
+    504: {"model": ErrorBody, "description": "The upstream LLM did not answer within upstream_deadline."},
 }
 
 
@@ -164,10 +172,47 @@ class _TooLarge(HTTPException):
     pass
 
 
+class _HangUp:
+    """Notices a client that disconnects before its answer is complete and cancels the request's task, so work
+    queued for it (a batch slot, an upstream call) is dropped rather than done for nobody.
+
+    Once the body is read the only message left is http.disconnect, so one background receive() waits for it;
+    the app's own later receive() calls (a streaming response listens for the disconnect) share its result.
+    """
+
+    def __init__(self, receive: Receive):
+        self.receive = receive
+        self.task = asyncio.current_task()
+        self.waiter: asyncio.Task[Message] | None = None
+        self.gone = False
+        self.finished = False  # the answer is complete: a disconnect from now on is the normal end
+
+    async def next_message(self) -> Message:
+        if self.waiter is not None:
+            return await asyncio.shield(self.waiter)
+        return await self.receive()
+
+    def body_read(self) -> None:
+        self.waiter = asyncio.get_running_loop().create_task(self.receive())
+        self.waiter.add_done_callback(self._check)
+
+    def _check(self, waiter: asyncio.Task[Message]) -> None:
+        if self.finished or waiter.cancelled() or waiter.exception() is not None or self.task is None:
+            return
+        if waiter.result()["type"] == "http.disconnect":
+            self.gone = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.cancel()
+
+
 class _Guard:
     """ASGI middleware: gives each request an id, refuses bodies over the limit (even chunked ones), adds the
-    security headers, records metrics per route, and answers in JSON whatever happens before a response started:
-    a 503 for a request cut off by the shutdown grace, a generic 500 (details in the log) for a bug."""
+    security headers, records metrics per route, cancels a request whose client hung up (`_HangUp`), and answers
+    whatever happens in JSON: a 503 for a request cut off by the shutdown grace (an event stream already under
+    way ends with a 503 error event and [DONE] instead), a generic 500 (details in the log) for a bug."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics):
         self.app = app
@@ -180,7 +225,7 @@ class _Guard:
             return
         started = time.perf_counter()
         status = 500
-        response_started = False
+        response_started = streaming = False
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
@@ -188,23 +233,30 @@ class _Guard:
         too_large = f"the request body is larger than the limit of {limit:,} bytes"
         length = dict(scope["headers"]).get(b"content-length")
         received = 0
+        hang_up = _HangUp(receive)
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            message = await hang_up.next_message()
             received += len(message.get("body", b""))
             if received > limit:
                 raise _TooLarge(413, too_large)
+            if hang_up.waiter is None and message["type"] == "http.request" and not message.get("more_body"):
+                hang_up.body_read()
             return message
 
         async def recording_send(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                streaming = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                                for k, v in message.get("headers", []))
                 message["headers"] = [
                     *message.get("headers", []), *SECURITY_HEADERS, (b"x-request-id", request_id.encode())
                 ]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                hang_up.finished = True
             await send(message)
 
         try:
@@ -212,11 +264,18 @@ class _Guard:
                 await error_response(413, too_large, "request_too_large")(scope, receive, recording_send)
             else:
                 await self.app(scope, limited_receive, recording_send)
-        except asyncio.CancelledError:  # the shutdown grace ran out while this request was still running
-            if response_started:
+        except asyncio.CancelledError:
+            if hang_up.gone:  # nobody is left to answer
+                status = 499
+            elif not response_started:  # the shutdown grace ran out while this request was still running
+                retry = "the service is shutting down; retry the request"
+                await error_response(503, retry, "service_unavailable")(scope, receive, recording_send)
+            elif streaming and not hang_up.finished:
+                ending = error_ending(ProxyError(503, "the service is shutting down; the answer was cut off",
+                                                 "service_unavailable"))
+                await recording_send({"type": "http.response.body", "body": ending, "more_body": False})
+            else:
                 raise
-            retry = "the service is shutting down; retry the request"
-            await error_response(503, retry, "service_unavailable")(scope, receive, recording_send)
         except Exception:
             if response_started:
                 raise
@@ -224,9 +283,10 @@ class _Guard:
             oops = f"internal error (request id {request_id})"
             await error_response(500, oops, "internal_error")(scope, receive, recording_send)
         finally:
+            hang_up.close()
             REQUEST_ID.reset(token)
-            route = getattr(scope.get("route"), "path", "(unmatched)")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            self.metrics.requests.labels(method_label(scope["method"]), route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
@@ -262,7 +322,11 @@ class _Service:
             s.escalation_webhook, self.callback, on_failure=self.metrics.upstream_errors.labels("webhook").inc
         )
         if s.upstream_url:
-            self.upstream = Upstream(s.upstream_url, s.upstream_api_key, s.upstream_timeout, s.upstream_connect_timeout)
+            self.upstream = Upstream(
+                s.upstream_url, s.upstream_api_key, s.upstream_timeout, s.upstream_connect_timeout,
+                deadline=s.upstream_deadline, max_bytes=s.max_upstream_bytes,
+                max_event_bytes=s.max_upstream_event_bytes,
+            )
         try:
             if self.detector is None:
                 self.detector = load_detector(s.detector, **s.detector_settings)
@@ -272,7 +336,9 @@ class _Service:
             self.detector_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot build detector %r: %s", s.detector, exc)
             return
-        self.batcher = MicroBatcher(self.detector, s.batch_size, s.batch_wait_ms, self.metrics.observe_batch)
+        self.batcher = MicroBatcher(
+            self.detector, s.batch_size, s.batch_wait_ms, self.metrics.observe_batch, s.max_queue_contexts
+        )
         self.batcher.start()
         self._warmup = asyncio.get_running_loop().create_task(self._load())
 
@@ -365,11 +431,26 @@ class _Service:
         return self.batcher
 
     async def predict(self, contexts: list[list[str]], with_rots: bool = True) -> list[Verdict]:
-        """Verdicts through the micro-batcher; a model that cannot run is a 503, not a crash."""
+        """Verdicts through the micro-batcher (fair between clients, see `_KeyedRoute`); a full queue is a 429 to
+        come back later, a model that cannot run a 503, not a crash."""
         try:
             return await self.require_batcher().predict(contexts, with_rots)
+        except QueueFull as exc:
+            log.warning("request %s: %s", REQUEST_ID.get(), exc)
+            busy = "the service is busy (its detector queue is full); retry in a moment"
+            raise ProxyError(429, busy, "rate_limit_error", headers={"Retry-After": "1"}) from None
         except ModelError as exc:
             raise unavailable("the detector", exc) from None
+
+    @property
+    def checks_upstream(self) -> bool:
+        """Whether /readyz asks the upstream: as set, else whenever there is one."""
+        wanted = self.settings.ready_checks_upstream
+        return self.upstream is not None and (wanted is None or wanted)
+
+    @property
+    def metrics_need_key(self) -> bool:
+        return bool(self.settings.api_keys) and not self.settings.metrics_public
 
     def escalate(self, route: str, context: list[str], verdict: Verdict) -> None:
         self.metrics.escalations.inc()
@@ -393,28 +474,43 @@ class _StrictJSONRequest(Request):
         return self._json
 
 
-def _authorize(request: Request) -> None:
+def _authorize(request: Request) -> int | None:
+    """The index of the API key the request carries (None when the service has none); a 401 without one."""
     keys = request.app.state.service.settings.api_keys
     if not keys:
-        return
+        return None
     given = request.headers.get("x-api-key") or ""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if not given and scheme.lower() == "bearer":
         given = token.strip()
-    if not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+    matches = [secrets.compare_digest(given.encode(), k.encode()) for k in keys]  # every key compared, always
+    if not any(matches):
         raise HTTPException(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)")
+    return matches.index(True)
+
+
+def _client_of(request: Request, key: int | None) -> str:
+    """Who shares the detector fairly with whom: the API key when the service checks keys (a client cannot
+    invent more of them), else the peer address (behind a reverse proxy, all its clients are one)."""
+    if key is not None:
+        return f"key {key}"
+    return f"peer {request.client.host if request.client else '-'}"
 
 
 class _KeyedRoute(APIRoute):
-    """An API route that checks the key before reading the body (so nobody learns anything without one) and
-    reads the body as strict JSON (NaN and Infinity are refused like any other invalid JSON)."""
+    """An API route that checks the key before reading the body (so nobody learns anything without one), names
+    the client for the batcher's fair sharing (`CLIENT`), and reads the body as strict JSON (NaN and Infinity
+    are refused like any other invalid JSON)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def keyed(request: Request) -> Response:
-            _authorize(request)
-            return await handler(_StrictJSONRequest(request.scope, request.receive))
+            token = CLIENT.set(_client_of(request, _authorize(request)))
+            try:
+                return await handler(_StrictJSONRequest(request.scope, request.receive))
+            finally:
+                CLIENT.reset(token)
 
         return keyed
 
@@ -473,7 +569,7 @@ def create_app(
     async def _proxy_error(_: Request, exc: ProxyError) -> JSONResponse:
         if exc.kind.startswith("upstream"):
             service.metrics.upstream_errors.labels(exc.kind).inc()
-        return SafeJSONResponse(exc.body(), status_code=exc.status)
+        return SafeJSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -538,16 +634,16 @@ def create_app(
             service.metrics.verdicts.labels("/v1/safety", v.safety_label.value).inc()
         return SafetyResponse(results=[VerdictOut(**v.to_dict()) for v in verdicts])
 
-    @v1.post("/respond", response_model=RespondResponse, responses=ERRORS, tags=["agent"])
+    @v1.post("/respond", response_model=RespondResponse, responses=RESPOND_ERRORS, tags=["agent"])
     async def respond(body: RespondRequest) -> RespondResponse:
         """The prosocial agent's reply, with its safety label and RoTs; needs intervention hands over to a person
         (a fixed reply, `escalated: true`, and an escalation event)."""
         context = _checked(body.context, "context")
         batcher = service.require_batcher()
+        if not s.generator and service.agent is None:
+            raise ProxyError(501, AGENT_DISABLED, "not_enabled")
         if service.agent is None:
-            why = service.agent_error or service.detector_error
-            why = why or ("still loading" if s.generator else "no generator configured (`generator`)")
-            raise unavailable("the agent", why)
+            raise unavailable("the agent", service.agent_error or service.detector_error or "still loading")
         agent = service.agent
         try:
             turn = await batcher.run_in_model_thread(lambda: agent.respond(context))
@@ -647,18 +743,24 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "Models are still loading or failed."}})
     async def readyz() -> JSONResponse:
-        """Models are loaded and requests will be answered without a loading delay (and, with `ready_checks_upstream`,
-        the upstream LLM answers, so a load balancer can drain this instance while the proxy could only say 502)."""
-        if service.ready and s.ready_checks_upstream and service.upstream and not await service.upstream.alive():
+        """Models are loaded and requests will be answered without a loading delay, and the upstream LLM, if there
+        is one, answers (unless `ready_checks_upstream` is false), so a load balancer can drain this instance
+        while the proxy could only say 502. `agent` says whether /v1/respond is enabled."""
+        upstream = service.upstream if service.checks_upstream else None
+        if service.ready and upstream is not None and not await upstream.alive():
             return JSONResponse({"status": "upstream unavailable", "error": "the upstream LLM does not answer"}, 503)
         if service.ready:
-            return JSONResponse({"status": "ready", "detector": s.detector if detector is None else detector.name})
+            name = s.detector if detector is None else detector.name
+            return JSONResponse({"status": "ready", "detector": name, "agent": service.agent is not None})
         error = service.detector_error or service.agent_error
         return JSONResponse({"status": "failed" if error else "loading", "error": error}, status_code=503)
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        """Prometheus metrics: requests, latencies, safety labels, escalations, upstream errors, batch sizes."""
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses={401: ERRORS[401]})
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus metrics: requests, latencies, safety labels, escalations, upstream errors, batch sizes. With
+        `api_keys`, a key is needed here too (they tell how the service is used), unless `metrics_public`."""
+        if service.metrics_need_key:
+            _authorize(request)
         return PlainTextResponse(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -5,10 +5,23 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: the methods counted by name; a client can send any token as a method, and each label set lives forever
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: the route label of a request no route matched (its path is the client's, so never a label)
+UNMATCHED_ROUTE = "(unmatched)"
+
+
+def method_label(method: str) -> str:
+    """The method as a metrics label: a known one, or OTHER, so clients cannot grow the label set."""
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 class Metrics:
-    """Requests, latencies, verdict labels, escalations, upstream failures and detector batch sizes."""
+    """Requests, latencies, verdict labels, escalations, upstream failures and detector batch sizes.
+
+    Every label takes a bounded set of values (route templates, known methods, statuses, labels, error kinds),
+    so no client can make the registry, or /metrics, grow without end.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

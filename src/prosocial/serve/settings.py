@@ -39,19 +39,31 @@ class ServeSettings(BaseModel):
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     upstream_url: str | None = None
     upstream_api_key: str | None = None
+    #: seconds per read from the upstream
     upstream_timeout: float = Field(60.0, gt=0)
     upstream_connect_timeout: float = Field(5.0, gt=0)
-    #: /readyz also asks the upstream (GET /models), so a load balancer drains an instance whose LLM is down
-    ready_checks_upstream: bool = False
+    #: seconds for a whole non-streamed answer, and for each event of a stream (the first included; keep-alive
+    #: comments do not count); unset: `upstream_timeout`
+    upstream_deadline: float | None = Field(None, gt=0)
+    #: bytes of a non-streamed upstream answer, and of one stream event, beyond which the proxy gives up (502)
+    max_upstream_bytes: int = Field(10_000_000, gt=0)
+    max_upstream_event_bytes: int = Field(1_000_000, gt=0)
+    #: /readyz also asks the upstream (GET /models, cached for a moment), so a load balancer drains an instance
+    #: whose LLM is down; unset: whenever an upstream is configured
+    ready_checks_upstream: bool | None = None
     #: what GET /v1/models lists; empty: the upstream's own list
     models: list[str] = Field(default_factory=list)
     api_keys: list[str] = Field(default_factory=list)
+    #: /metrics without a key even when `api_keys` are set (for a scraper inside a trusted network)
+    metrics_public: bool = False
     max_body_bytes: int = Field(1_000_000, gt=0)
     max_turns: int = Field(64, gt=0)
     max_utterance_chars: int = Field(8000, gt=0)
     max_batch: int = Field(64, gt=0)
     batch_size: int = Field(32, gt=0)
     batch_wait_ms: float = Field(5.0, ge=0)
+    #: contexts that may wait for the detector (all clients together); beyond, a 429 with Retry-After
+    max_queue_contexts: int = Field(256, gt=0)
     #: one hand-over text for every emergency; unset, the text fits the danger category (poison control for a
     #: poisoning, a crisis line for self-harm) with the contacts of `region`
     escalation_reply: str | None = None
