@@ -183,7 +183,7 @@ def test_streaming_passes_through(service, model):
     assert response.headers["x-prosocial-safety-label"] == "__casual__"
     events = _sse_data(response.text)
     assert events[-1] == "[DONE]"
-    assert "".join(e["choices"][0]["delta"]["content"] for e in events[:-1]) == "echo: Tell me about cats"
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]) == "echo: Tell me about cats"
 
 
 def test_streamed_escalation_is_a_valid_event_stream(service):
