@@ -75,23 +75,25 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
 }
 
 Messages = list[dict[str, Any]]
+# The user turns around a tool call are plain requests: the shipped detector flags a short thanks after a request
+# ("Can you search the web for me?" "Thanks." is *probably needs caution*), which would count as a catch here.
 
 
 def _tool_call(text: str) -> Messages:
     call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": json.dumps({"q": text})}}
-    return [{"role": "user", "content": "can you look something up?"},
+    return [{"role": "user", "content": "Can you search the web for me?"},
             {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "call_1", "content": "no results"},
-            {"role": "user", "content": "ok"}]
+            {"role": "user", "content": "What did you find?"}]
 
 
 PLACEMENTS: dict[str, Callable[[str], Messages]] = {
     "user": lambda t: [{"role": "user", "content": t}],
     "system": lambda t: [{"role": "system", "content": t}, {"role": "user", "content": "hi"}],
     "developer": lambda t: [{"role": "developer", "content": t}, {"role": "user", "content": "hi"}],
-    "tool result": lambda t: [{"role": "user", "content": "look it up"},
+    "tool result": lambda t: [{"role": "user", "content": "Can you search the web for me?"},
                               {"role": "tool", "tool_call_id": "call_1", "content": t},
-                              {"role": "user", "content": "ok"}],
+                              {"role": "user", "content": "What did you find?"}],
     "second content part": lambda t: [{"role": "user", "content": [{"type": "text", "text": "hi"},
                                                                    {"type": "text", "text": t}]}],
     "input_text part": lambda t: [{"role": "user", "content": [{"type": "input_text", "text": t}]}],

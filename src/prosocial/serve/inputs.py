@@ -5,9 +5,10 @@ RoTs guide the LLM). But a model also reads the system and developer prompts a c
 message names, every content part, a trailing assistant "prefill" and the arguments of earlier tool calls; a
 harmful turn followed by harmless ones falls out of the detector's 96-token window; and tricks such as
 fullwidth letters or "k1ll" hide words from the detector but not from an LLM. So besides the dialogue view,
-each text the model sees is judged on its own, in overlapping windows when it is long, and each in the
-`normalize`d form too where that differs. The most severe verdict decides; the dialogue view wins ties, so its
-RoTs guide whenever it is as severe as anything else.
+each text the model sees is judged on its own, in sentence-aligned windows when it is long. Everything is judged
+as the model reads it, `normalize`d: the disguised original only confuses a detector (fullwidth letters read as
+unknown tokens made harmless questions look problematic). The most severe verdict decides; the dialogue view wins
+ties, so its RoTs guide whenever it is as severe as anything else.
 
 Cost: one detector context per text and window (label only), plus one with RoTs where a text that is not the
 dialogue view decides. A chat client resends its history with every turn, so verdicts of single texts are kept
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,9 +30,9 @@ from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.data.normalize import normalize
 from prosocial.serve.proxy import ProxyError, dialogue_context
 
-#: words per judged window of a long text, and the step between windows (the detector reads about 96 tokens)
-WINDOW_WORDS = 56
-WINDOW_STRIDE = 40
+#: the most words of a judged window of a long text (the detector reads about 96 tokens; fewer words dilute less)
+WINDOW_WORDS = 32
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 Predict = Callable[[list[list[str]], bool], Awaitable[list[Verdict]]]
 
@@ -108,19 +110,25 @@ def _argument_text(arguments: str) -> str:
     return "\n".join(s for s in strings if s.strip()) or arguments
 
 
-def windows(text: str, size: int = WINDOW_WORDS, stride: int = WINDOW_STRIDE) -> list[str]:
-    """The text in overlapping windows of `size` words (itself when it is that short)."""
-    words = text.split()
-    if len(words) <= size:
+def windows(text: str, size: int = WINDOW_WORDS) -> list[str]:
+    """A text longer than `size` words as windows that each start at a sentence and hold the sentences that fit in
+    `size` words (a longer sentence is cut into pieces of `size`), so a harmful sentence is read without the
+    harmless text around it; a shorter text is its own window."""
+    if len(text.split()) <= size:
         return [text]
-    starts = range(0, max(len(words) - size, 0) + stride, stride)
-    return [" ".join(words[s:s + size]) for s in starts if s < len(words)]
-
-
-def variants(text: str) -> list[str]:
-    """The text, and its normalised form where that differs."""
-    plain = normalize(text)
-    return [text] if plain == text else [text, plain]
+    sentences: list[list[str]] = []
+    for sentence in _SENTENCE.split(text):
+        words = sentence.split()
+        sentences += [words[i:i + size] for i in range(0, len(words), size)]
+    out = []
+    for start in range(len(sentences)):
+        window: list[str] = []
+        for sentence in sentences[start:]:
+            if window and len(window) + len(sentence) > size:
+                break
+            window += sentence
+        out.append(" ".join(window))
+    return out
 
 
 class VerdictCache:
@@ -156,45 +164,30 @@ async def judge_messages(
 ) -> InputJudgement:
     """Judge a chat request (see the module docstring). `predict(contexts, with_rots)` is the detector."""
     context = dialogue_context(list(messages))
-    dialogue_views = [context]
-    plain_view = [normalize(turn) for turn in context]
-    if plain_view != context:
-        dialogue_views.append(plain_view)
-
+    view = [normalize(turn) for turn in context]  # the dialogue as the model reads it
     last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
-    pieces: list[tuple[Text, str]] = []  # (the text, a window or variant of it to judge alone)
+    pieces: list[tuple[Text, str]] = []  # (a text, one window of it as the model reads it)
     for item in message_texts(messages, judge_system):
-        if not item.text.strip():
-            continue
-        for window in windows(item.text):
-            pieces += [(item, v) for v in variants(window)]
+        if item.text.strip():
+            pieces += [(item, window) for window in windows(normalize(item.text))]
     if len(pieces) > max_texts:
         raise ProxyError(
             413, f"the request holds more text than the guard judges ({len(pieces)} windows > {max_texts}); "
             "send less text or raise max_judged_windows", "request_too_large",
         )
-    singles: dict[str, Verdict] = {}
-    for _, text in pieces:
-        known = cache.get(text) if cache is not None and [text] not in dialogue_views else None
-        if known is not None:
-            singles[text] = known
-    todo = sorted({text for _, text in pieces if [text] not in dialogue_views and text not in singles})
-    main = predict(dialogue_views, True)
+    cached = {text: cache.get(text) for _, text in pieces} if cache is not None else {}
+    singles = {text: known for text, known in cached.items() if known is not None}
+    todo = sorted({text for _, text in pieces if text not in singles and [text] != view})
     if todo:
-        views, found = await asyncio.gather(main, predict([[t] for t in todo], False))
+        (verdict,), found = await asyncio.gather(predict([view], True), predict([[t] for t in todo], False))
         singles |= dict(zip(todo, found, strict=True))
-        if cache is not None:
-            for text, single in zip(todo, found, strict=True):
+        for text, single in zip(todo, found, strict=True):
+            if cache is not None:
                 cache.put(text, single)
     else:
-        views = await main
-    for view, view_verdict in zip(dialogue_views, views, strict=True):
-        if len(view) == 1:
-            singles[view[0]] = view_verdict
-    verdict = views[0]
-    for other in views[1:]:
-        if _more_severe(verdict, other):
-            verdict = other
+        (verdict,) = await predict([view], True)
+    if len(view) == 1:
+        singles[view[0]] = verdict
     judgement = InputJudgement(verdict, context)
 
     worst: tuple[str, str, Verdict] | None = None
