@@ -111,16 +111,16 @@ def _argument_text(arguments: str) -> str:
 
 
 def windows(text: str, size: int = WINDOW_WORDS) -> list[str]:
-    """A text longer than `size` words as windows that each start at a sentence and hold the sentences that fit in
-    `size` words (a longer sentence is cut into pieces of `size`), so a harmful sentence is read without the
-    harmless text around it; a shorter text is its own window."""
+    """A text longer than `size` words as each of its sentences alone and, from each sentence on, as many sentences
+    as fit in `size` words (a longer sentence is cut into pieces of `size`): a harmful sentence is read without the
+    harmless text around it, and one that needs its neighbour is read with it. A shorter text is its own window."""
     if len(text.split()) <= size:
         return [text]
     sentences: list[list[str]] = []
     for sentence in _SENTENCE.split(text):
         words = sentence.split()
         sentences += [words[i:i + size] for i in range(0, len(words), size)]
-    out = []
+    out = [" ".join(sentence) for sentence in sentences]
     for start in range(len(sentences)):
         window: list[str] = []
         for sentence in sentences[start:]:
@@ -128,7 +128,7 @@ def windows(text: str, size: int = WINDOW_WORDS) -> list[str]:
                 break
             window += sentence
         out.append(" ".join(window))
-    return out
+    return list(dict.fromkeys(out))
 
 
 class VerdictCache:
