@@ -88,7 +88,8 @@ def main() -> None:
         print(f"{kind}: {len(texts)} texts in {time.perf_counter() - started:.0f} s", flush=True)
     report["streaming"] = streaming_cost(detector, AgreementJudge.load())
     print(json.dumps(report["streaming"]))
-    atomic_write(args.out, json.dumps(report, indent=1) + "\n")
+    with atomic_write(args.out) as out:
+        out.write(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
