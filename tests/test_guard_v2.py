@@ -112,7 +112,7 @@ def test_too_much_text_is_refused_not_judged_in_part(upstream):
     client_iter = _client(upstream, max_judged_windows=3)
     client = next(client_iter)
     try:
-        response = _post(client, [{"role": "user", "content": "word " * 400}])
+        response = _post(client, [{"role": "user", "content": " ".join(f"word{i}." for i in range(400))}])
         assert response.status_code == 413
         assert "max_judged_windows" in response.json()["error"]["message"]
     finally:
