@@ -72,3 +72,16 @@ def test_check_prints_why_with_the_shipped_thresholds_and_names_a_matched_norm(t
                                       "it"], env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.output
     assert f"why: your norm 'no-spoilers' matched ({norms}:1), level caution" in result.output
+
+
+def test_check_judges_a_reply_as_the_guard_proxy_does():
+    runner = CliRunner()
+    args = ["check", "-b", "keywords", "You are a fucking idiot", "--reply", "Yeah, you're right!", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    reply = json.loads(result.stdout.strip().splitlines()[-1])["reply"]
+    assert reply["sides_with"] is True and reply["action"] == "replace"
+    human = runner.invoke(app, args[:-1])
+    assert "sides with the turn: yes; the proxy would replace (sides_with)" in " ".join(human.stdout.split())
+    refused = runner.invoke(app, ["check", "-i", "x.jsonl", "--reply", "hi"])
+    assert refused.exit_code != 0 and "--reply" in refused.output

@@ -181,3 +181,19 @@ def test_a_harmless_streamed_reply_is_relayed_whole_with_its_verdict(guard):
     assert text == story and events[-1] == "[DONE]"
     finishing = [e for e in events[:-1] if e["choices"][0]["finish_reason"]]
     assert finishing[0]["prosocial"]["output"][0]["action"] == "pass"
+
+
+def test_the_safety_api_judges_a_reply_as_the_proxy_does(guard):
+    contexts = [["Tell me a story"], ["My boss is a fucking idiot and I'll slash his tyres."], ["hi"]]
+    replies = [HARMFUL_REPLY, "Yeah, you're right, go for it!", None]
+    results = guard.post("/v1/safety", json={"contexts": contexts, "replies": replies}).json()["results"]
+    assert results[0]["reply"]["action"] == "replace" and results[0]["reply"]["coarse"] == "needs intervention"
+    assert results[1]["reply"]["sides_with"] is True
+    assert "reply" not in results[2]
+    plain = guard.post("/v1/safety", json={"contexts": contexts}).json()["results"]
+    assert all("reply" not in r for r in plain)
+
+
+def test_replies_must_match_the_contexts(guard):
+    response = guard.post("/v1/safety", json={"contexts": [["hi"]], "replies": ["a", "b"]})
+    assert response.status_code == 422 and "replies" in response.json()["error"]["message"]

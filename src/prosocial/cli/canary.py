@@ -56,8 +56,13 @@ def check(
     gpus_per_actor: float = GPUS,
     output_format: str = OUTPUT_FORMAT,
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
+    reply: str | None = typer.Option(None, "--reply", "-r", help="A reply to TEXT to judge too, as the guard proxy "
+                                     "judges an LLM's answer: its label, whether it sides with a flagged turn, and "
+                                     "what the proxy would do (pass / replace / refuse)."),
 ) -> None:
     """Judge dialogue safety: the five-level label, a score per label, and rules-of-thumb."""
+    if reply is not None and input is not None:
+        fail(console, ValueError("--reply judges one TEXT's reply; it does not go with --input"))
     check_input_output(text, input, output, "one TEXT", "check")
     backend, settings = backend_spec(backend, "--backend")
     settings |= {"model_dir": model_dir} if model_dir else {}
@@ -70,12 +75,14 @@ def check(
         with held_warnings(console):
             detector = load_detector(backend, norms=norms, **settings)
             verdict = detector.check([*context, text], with_rots=not no_rots)
+            judged = _judge_reply(detector, [*context, text], verdict, reply) if reply is not None else None
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     if as_json:
         import json
 
-        sys.stdout.write(json.dumps(verdict.to_dict(), ensure_ascii=False) + "\n")
+        extra = {"reply": judged.to_dict()} if judged is not None else {}
+        sys.stdout.write(json.dumps(verdict.to_dict() | extra, ensure_ascii=False) + "\n")
         return
     out = Console()
     style = LABEL_STYLE[verdict.coarse.value]
@@ -88,6 +95,20 @@ def check(
     out.print(table)
     for rot in verdict.rots:
         out.print(f"  • {rot}")
+    if judged is not None:
+        style = LABEL_STYLE[judged.verdict.coarse.value]
+        out.print(f"reply: [{style}]{judged.verdict.safety_label.value}[/{style}]  ({judged.verdict.coarse.value}); "
+                  f"sides with the turn: {'yes' if judged.sides_with else 'no'}; the proxy would "
+                  f"{judged.action}" + (f" ({judged.reason})" if judged.reason else ""), highlight=False)
+
+
+def _judge_reply(detector, context: list[str], verdict: Verdict, reply: str):
+    """The guard proxy's judgement of `reply` to `context` (`prosocial.steer.moderation`)."""
+    from prosocial.prost.agreement import AgreementJudge
+    from prosocial.steer.moderation import ReplyModerator
+
+    flagged = not verdict.safety_label.is_casual
+    return ReplyModerator(detector, AgreementJudge.load()).moderate([context], [reply], [flagged])[0]
 
 
 def _mini_config(detector):

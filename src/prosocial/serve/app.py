@@ -76,6 +76,15 @@ AGENT_DISABLED = ("the agent is not enabled: start the service with a generator,
                   "prost-mini` (setting `generator`)")
 
 
+class ReplyOut(BaseModel):
+    safety_label: SafetyLabel = Field(description="The reply's label, judged as the latest turn of its dialogue.")
+    coarse: Coarse
+    danger: str | None = None
+    sides_with: bool = Field(description="The reply agrees with, encourages or reassures about a flagged turn.")
+    reason: str | None = Field(description="sides_with, needs_intervention or needs_caution, the first acted on.")
+    action: str = Field(description="What the guard proxy does with it: pass, replace or refuse (`output_actions`).")
+
+
 class VerdictOut(BaseModel):
     safety_label: SafetyLabel = Field(description="The five-level ProsocialDialog label.")
     coarse: Coarse = Field(description="casual / needs caution / needs intervention.")
@@ -85,6 +94,7 @@ class VerdictOut(BaseModel):
     danger: str | None = Field(None, description="The danger category (self_harm, medical, poisoning, violence, "
                                "threat_to_others, hazard, endangerment; dangerous acts: impaired_driving, "
                                "chemical_mixing, unsafe_medicine, unsafe_childcare, risky_act), if any.")
+    reply: ReplyOut | None = Field(None, description="The judgement of the context's reply, when one was sent.")
 
 
 class SafetyResponse(BaseModel):
@@ -359,7 +369,7 @@ class _Service:
                 self.agent_error = f"{type(exc).__name__}: {exc}"
                 log.error("the agent's generator failed to load: %s", self.agent_error)
                 return
-        if self.settings.upstream_url and self.settings.moderate_output:
+        if self.settings.moderate_output:
             try:
                 self.moderator = await self.batcher.run_in_model_thread(self._build_moderator)
             except Exception as exc:  # a guard that cannot judge replies must not relay them unjudged
@@ -387,7 +397,7 @@ class _Service:
             return {}
         indices = sorted(texts)
         flagged = not verdict.safety_label.is_casual
-        judged = await self.require_batcher().run_in_model_thread(
+        judged: list[ReplyVerdict] = await self.require_batcher().run_in_model_thread(  # type: ignore[assignment]
             lambda: moderator.moderate([context] * len(indices), [texts[i] for i in indices], [flagged] * len(indices))
         )
         for reply in judged:
@@ -588,6 +598,16 @@ def create_app(
             description="Dialogue contexts, each a list of utterances, oldest first; the last is the user's."
         )
         with_rots: StrictBool = Field(True, description="False gives labels and scores only (faster).")
+        replies: Annotated[list[Utterance | None], Field(max_length=s.max_batch)] | None = Field(
+            None, description="A reply to judge per context (null: none), as the guard proxy judges an LLM's answer; "
+            "each result then has `reply`.",
+        )
+
+        @model_validator(mode="after")
+        def _one_reply_per_context(self) -> "SafetyRequest":
+            if self.replies is not None and len(self.replies) != len(self.contexts):
+                raise ValueError(f"replies: {len(self.replies)} replies for {len(self.contexts)} contexts")
+            return self
 
     class RespondRequest(BaseModel):
         context: Context = Field(description="The dialogue so far, oldest utterance first; the last is the user's.")
@@ -625,14 +645,22 @@ def create_app(
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="Alternative to the bearer key.")
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer), Depends(header_key)], route_class=_KeyedRoute)
 
-    @v1.post("/safety", response_model=SafetyResponse, responses=ERRORS, tags=["safety"])
+    @v1.post("/safety", response_model=SafetyResponse, response_model_exclude_unset=True, responses=ERRORS,
+             tags=["safety"])
     async def safety(body: SafetyRequest) -> SafetyResponse:
         """Judge each context: the five-level label, its coarse class, a score per label, and rules-of-thumb."""
         contexts = [_checked(c, f"contexts[{i}]") for i, c in enumerate(body.contexts)]
         verdicts = await service.predict(contexts, body.with_rots)
         for v in verdicts:
             service.metrics.verdicts.labels("/v1/safety", v.safety_label.value).inc()
-        return SafetyResponse(results=[VerdictOut(**v.to_dict()) for v in verdicts])
+        results = [VerdictOut(**v.to_dict()) for v in verdicts]
+        for i, reply in enumerate(body.replies or []):
+            if reply is not None:
+                if service.moderator is None:
+                    raise ProxyError(501, "judging replies is off: set `moderate_output = true`", "not_implemented")
+                judged = await service.judge_replies(contexts[i], verdicts[i], {0: reply})
+                results[i].reply = ReplyOut(**judged[0].to_dict())
+        return SafetyResponse(results=results)
 
     @v1.post("/respond", response_model=RespondResponse, responses=RESPOND_ERRORS, tags=["agent"])
     async def respond(body: RespondRequest) -> RespondResponse:
