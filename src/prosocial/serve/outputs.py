@@ -98,31 +98,21 @@ class ModeratedStream:
         try:
             async for event in self.events:
                 payload = _payload(event)
-                if payload is None:  # [DONE], an error event or comments: judge what is held first
-                    ending = await self._flush()
-                    if ending is not None:
-                        for chunk in ending:
-                            yield chunk
-                        return
-                    for chunk in [*self._release(), event]:
+                if payload is not None:  # a chunk: held until its window is judged
+                    self._held.append(event)
+                    finishing = self._take(payload)
+                    if not (finishing or self._due()):
+                        continue
+                # a window is full, a choice finished, or [DONE] / an error event / a comment came: judge what is held
+                ending = await self._flush()
+                if ending is not None:
+                    for chunk in ending:
                         yield chunk
-                    continue
-                finishing = self._take(payload)
-                self._held.append(event)
-                if finishing or self._due():
-                    ending = await self._flush()
-                    if ending is not None:
-                        for chunk in ending:
-                            yield chunk
-                        return
-                    for chunk in self._release():
-                        yield chunk
-            ending = await self._flush()
-            if ending is not None:
-                for chunk in ending:
+                    return
+                for chunk in self._release() + ([event] if payload is None else []):
                     yield chunk
-                return
-            for chunk in self._release():
+            ending = await self._flush()  # the upstream stopped without [DONE]: what it sent is still judged
+            for chunk in ending if ending is not None else self._release():
                 yield chunk
         finally:
             close = getattr(self.events, "aclose", None)
