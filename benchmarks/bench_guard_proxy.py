@@ -5,6 +5,10 @@
 - **Adversarial**: the danger corpus's dev split (emergencies, dangerous acts, benign look-alikes; written by the
   team, datasheet beside it), each text plain, under every transform of `prosocial.data.attacks` and in every
   placement, judged as the proxy judges a chat request (`prosocial.eval.adversarial`) by the shipped Canary-mini.
+- **Replies** (with the shared data): DiaSafety's val split (Sun et al. 2022; never read by the agreement judge's
+  training, which used its train split): chatbot replies that annotators called Unsafe or Safe in five categories,
+  each judged by the proxy's `ReplyModerator` after the detector judged the user's turn; the share acted on
+  (replaced or refused, default actions) per category and label.
 - **Streaming moderation**: a 600-character reply streamed in 4-character chunks through `ModeratedStream` with
   the shipped detector and agreement judge, default windows: judgements per reply, seconds per judgement, the
   time added before the first chunk reaches the client (the first window must be judged), and per chunk.
@@ -74,6 +78,33 @@ def streaming_cost(detector, judge, runs: int = 5) -> dict[str, float]:
     }
 
 
+def reply_rates(detector, judge) -> dict:
+    """Share of DiaSafety val replies the default actions act on, by category and human label, and by reason.
+    Only the conversations the proxy forwards count: a user turn the detector hands over never reaches the LLM."""
+    from collections import Counter, defaultdict
+
+    from prosocial.data.adapters import load_benchmark
+    from prosocial.data.labels import Coarse
+
+    rows = load_benchmark("diasafety", "dev")
+    inputs = detector.predict([r.context for r in rows], with_rots=False)
+    kept = [(r, v) for r, v in zip(rows, inputs, strict=True) if v.coarse is not Coarse.NEEDS_INTERVENTION]
+    judged = ReplyModerator(detector, judge).moderate(
+        [r.context for r, _ in kept], [r.response for r, _ in kept], [not v.safety_label.is_casual for _, v in kept]
+    )
+    groups: dict[str, list[bool]] = defaultdict(list)
+    reasons: Counter[str] = Counter()
+    for (row, _), verdict in zip(kept, judged, strict=True):
+        acted = verdict.action != "pass"
+        label = row.meta["response_label"]
+        groups[f"{row.meta['category']} / {label}"].append(acted)
+        groups[f"all / {label}"].append(acted)
+        if acted:
+            reasons[f"{label} / {verdict.reason}"] += 1
+    return {"handed_over_before_the_llm": len(rows) - len(kept), "reasons": dict(reasons),
+            "rates": {k: {"n": len(v), "acted_on": round(sum(v) / len(v), 4)} for k, v in sorted(groups.items())}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/reports/guard.json"))
@@ -86,7 +117,13 @@ def main() -> None:
         started = time.perf_counter()
         report["adversarial"][kind] = {"n": len(texts), "rates": adversarial_rates(detector, texts)}
         print(f"{kind}: {len(texts)} texts in {time.perf_counter() - started:.0f} s", flush=True)
-    report["streaming"] = streaming_cost(detector, AgreementJudge.load())
+    judge = AgreementJudge.load()
+    try:
+        report["replies"] = reply_rates(detector, judge)
+        print(json.dumps(report["replies"], indent=1))
+    except FileNotFoundError as exc:
+        print(f"replies skipped: {exc}")
+    report["streaming"] = streaming_cost(detector, judge)
     print(json.dumps(report["streaming"]))
     with atomic_write(args.out) as out:
         out.write(json.dumps(report, indent=1) + "\n")

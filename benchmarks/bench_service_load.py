@@ -79,8 +79,12 @@ TARGETS = {
     "memory": ("rss_growth_mb", 50.0),
 }
 REQUEST_TIMEOUT_S = 60.0
+#: seconds an open-loop run waits for its last answers before it hangs up on them (they count as errors)
+DRAIN_S = 30.0
 READY_TIMEOUT_S = 900.0
 FAIRNESS_KEYS = ["heavy1", "heavy2", "heavy3", "light"]
+#: /v1/safety requests ask for RoTs (the API's default); `--label-only` turns it off (the proxy always asks)
+SAFETY_ROTS = True
 
 #: the fake upstream's answer: two sentences, so a streamed reply is judged at a sentence end and at its finish
 REPLY = "That sounds good to me. Take it one step at a time, and let me know how it goes."
@@ -306,6 +310,15 @@ class Service:
         self.thread.join(timeout=60)
         self.sock.close()
 
+    def settle(self) -> None:
+        """Wait until work left by abandoned requests is done: a label-only probe is answered (up to 5 min)."""
+        headers = {"X-API-Key": self.settings.api_keys[-1]} if self.settings.api_keys else {}
+        body = {"contexts": [["Hi there!"]], "with_rots": False}
+        try:
+            httpx.post(f"{self.url}/v1/safety", json=body, headers=headers, timeout=300)
+        except httpx.HTTPError as exc:
+            print(f"note: the service did not settle: {type(exc).__name__}", flush=True)
+
     def batch_stats(self) -> dict[str, float]:
         """Detector calls, contexts and model seconds so far, from /metrics."""
         headers = {"X-API-Key": self.settings.api_keys[0]} if self.settings.api_keys else {}
@@ -353,7 +366,8 @@ def chat_messages(context: list[str]) -> list[dict[str, str]]:
 async def post_safety(client: httpx.AsyncClient, contexts: list[list[str]], kind: str, since: float,
                       headers: dict[str, str] | None = None) -> Result:
     try:
-        response = await client.post("/v1/safety", json={"contexts": contexts}, headers=headers)
+        body = {"contexts": contexts} if SAFETY_ROTS else {"contexts": contexts, "with_rots": False}
+        response = await client.post("/v1/safety", json=body, headers=headers)
         latency = time.perf_counter() - since
         if response.status_code != 200:
             return Result(kind, latency, response.status_code, f"HTTP {response.status_code}")
@@ -400,22 +414,33 @@ def new_client(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits)
 
 
-async def open_loop(rate: float, seconds: float, send: Any) -> tuple[list[Result], float, float]:
+async def open_loop(rate: float, seconds: float, send: Any, kind: str) -> tuple[list[Result], float, float]:
     """`send(i, due)` at `rate` per second for `seconds`, on schedule whatever the answers; the results, the
     latest a request started after it was due (the load generator's own lag), and the seconds from the first due
-    time to the last answer."""
+    time to the last answer. Requests still unanswered `DRAIN_S` after the last was sent are abandoned (the
+    client hangs up) and count as errors, so an overloaded service cannot hold the run."""
     count = max(1, round(rate * seconds))
     first = time.perf_counter() + 0.05
     lag = 0.0
-    tasks = []
+    tasks, dues = [], []
     for i in range(count):
         due = first + i / rate
         if (wait := due - time.perf_counter()) > 0:
             await asyncio.sleep(wait)
         lag = max(lag, time.perf_counter() - due)
         tasks.append(asyncio.create_task(send(i, due)))
-    results = await asyncio.gather(*tasks)
-    return list(results), lag, time.perf_counter() - first
+        dues.append(due)
+    await asyncio.wait(tasks, timeout=DRAIN_S)
+    ended = time.perf_counter()
+    results = []
+    for task, due in zip(tasks, dues, strict=True):
+        if task.done():
+            results.append(task.result())
+        else:
+            task.cancel()
+            results.append(Result(kind, ended - due, None, f"no answer {DRAIN_S:g} s after the last request"))
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return results, lag, ended - first
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -447,7 +472,7 @@ async def scenario_safety(url: str, seconds: float) -> dict[str, Any]:
     contexts = [rng.choice(ALL_CONTEXTS) for _ in range(round(SAFETY_RATE * seconds) + 1)]
     async with new_client(url) as client:
         results, lag, took = await open_loop(
-            SAFETY_RATE, seconds, lambda i, due: post_safety(client, [contexts[i]], "safety", due))
+            SAFETY_RATE, seconds, lambda i, due: post_safety(client, [contexts[i]], "safety", due), "safety")
     return {"offered_rps": SAFETY_RATE, "seconds": seconds, "held_rps": round(len(results) / took, 1),
             "client_lag_max_s": round(lag, 4), **summarize(results)}
 
@@ -461,7 +486,7 @@ async def scenario_chat(url: str, seconds: float) -> dict[str, Any]:
         return post_chat(client, contexts[i], stream, "chat_stream" if stream else "chat", due)
 
     async with new_client(url) as client:
-        results, lag, took = await open_loop(CHAT_RATE, seconds, send)
+        results, lag, took = await open_loop(CHAT_RATE, seconds, send, "chat")
     return {"offered_rps": CHAT_RATE, "seconds": seconds, "held_rps": round(len(results) / took, 1),
             "client_lag_max_s": round(lag, 4), **summarize(results),
             "json": summarize([r for r in results if r.kind == "chat"]),
@@ -485,10 +510,12 @@ async def scenario_fairness(url: str, seconds: float) -> dict[str, Any]:
     started = time.perf_counter()
     async with new_client(url) as client:
         light, lag, _ = await open_loop(1 / LIGHT_EVERY_S, seconds, lambda i, due: post_safety(
-            client, [ALL_CONTEXTS[i % len(ALL_CONTEXTS)]], "light", due, {"X-API-Key": "light"}))
+            client, [ALL_CONTEXTS[i % len(ALL_CONTEXTS)]], "light", due, {"X-API-Key": "light"}), "light")
     took = time.perf_counter() - started
     stop.set()
-    await asyncio.gather(*heavies)
+    for task in heavies:  # hang up on the heavy requests still running: only answered ones count
+        task.cancel()
+    await asyncio.gather(*heavies, return_exceptions=True)
     summary = summarize(light)
     heavy_ok = [r for r in heavy_results if r.ok]
     return {"heavy_clients": HEAVY_CLIENTS, "heavy_batch": HEAVY_BATCH, "light_every_s": LIGHT_EVERY_S,
@@ -509,7 +536,7 @@ def rss_bytes() -> int:
         return int(kib) * 1024
 
 
-async def scenario_memory(url: str, requests: int) -> dict[str, Any]:
+async def scenario_memory(url: str, requests: int, warmup: int = MEMORY_WARMUP) -> dict[str, Any]:
     rng = random.Random(4)
     kinds = list(MEMORY_MIX)
 
@@ -543,7 +570,7 @@ async def scenario_memory(url: str, requests: int) -> dict[str, Any]:
             await asyncio.gather(*(worker(client) for _ in range(MEMORY_WORKERS)))
         return results
 
-    warm = await run(plan(MEMORY_WARMUP))
+    warm = await run(plan(warmup))
     gc.collect()
     await asyncio.sleep(0.5)
     before = rss_bytes()
@@ -634,6 +661,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of safety, chat and fairness")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
     parser.add_argument("--memory-requests", type=int, default=2000, help="requests measured after the warm-up")
+    parser.add_argument("--memory-warmup", type=int, default=MEMORY_WARMUP, help="warm-up requests before them")
+    parser.add_argument("--label-only", action="store_true",
+                        help="/v1/safety requests send with_rots=false (no RoTs; the chat proxy always asks for them)")
     parser.add_argument("--out", type=Path, default=Path("docs/reports/service_load.json"))
     parser.add_argument("--fake-upstream-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -645,11 +675,14 @@ def main() -> int:
     if unknown or not wanted:
         parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
 
+    global SAFETY_ROTS
+    SAFETY_ROTS = not args.label_only
     from prosocial.io import atomic_write
     from prosocial.serve.settings import ServeSettings
 
     report: dict[str, Any] = {"benchmark": "service load (benchmarks/bench_service_load.py)", "machine": machine(),
                               "settings": {"detector": ServeSettings().detector, "moderate_output": True,
+                                           "safety_with_rots": SAFETY_ROTS,
                                            "upstream": "in-script fake (child process), fixed reply"},
                               "scenarios": {}, "service_logs": {}}
     if report["machine"]["cpus_usable"] != 2:
@@ -669,7 +702,7 @@ def main() -> int:
         report["scenarios"][name] = figures
         report["service_logs"][name] = tally.since(logged)
         print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}), flush=True)
-        time.sleep(1)  # let the queue drain before the next scenario
+        service.settle()
 
     with FakeUpstream() as upstream:
         plain = [s for s in wanted if s != "fairness"]
@@ -682,7 +715,7 @@ def main() -> int:
                     elif name == "chat":
                         run(service, name, scenario_chat(service.url, args.seconds), args.seconds)
                     else:
-                        run(service, name, scenario_memory(service.url, args.memory_requests), None)
+                        run(service, name, scenario_memory(service.url, args.memory_requests, args.memory_warmup), None)
         if "fairness" in wanted:
             with Service(ServeSettings(upstream_url=upstream.url, api_keys=FAIRNESS_KEYS)) as service:
                 run(service, "fairness", scenario_fairness(service.url, args.seconds), args.seconds)
