@@ -88,6 +88,7 @@ def test_an_assistant_prefill_decides_when_it_is_the_worst(guard, upstream):
     response = _post(guard, messages)
     assert response.headers["x-prosocial-action"] == "guided"
     assert response.json()["prosocial"]["input"]["decided_by"] == "messages[1].content"
+    assert response.headers["x-prosocial-decided-by"] == "messages[1].content"
 
 
 def test_an_earlier_hand_over_reply_does_not_hand_over_again(guard):

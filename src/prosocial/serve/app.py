@@ -64,6 +64,8 @@ DANGER_HEADER = "X-Prosocial-Danger"
 ACTION_HEADER = "X-Prosocial-Action"
 #: the RoTs a guided request was steered with, as a JSON list (ASCII-escaped, so any text fits a header)
 ROTS_HEADER = "X-Prosocial-Rots"
+#: which text of a chat request decided its verdict: "dialogue" (the paper's view) or where the other text is
+DECIDED_BY_HEADER = "X-Prosocial-Decided-By"
 #: the upstream reply's verdict (non-streamed answers; a stream carries it in its last event's `prosocial.output`)
 OUTPUT_COARSE_HEADER = "X-Prosocial-Output-Coarse"
 OUTPUT_ACTION_HEADER = "X-Prosocial-Output-Action"
@@ -708,7 +710,7 @@ def create_app(
         service.metrics.verdicts.labels("/v1/chat/completions", verdict.safety_label.value).inc()
         if verdict.coarse is Coarse.NEEDS_INTERVENTION:
             service.escalate("/v1/chat/completions", context, verdict)
-            headers = _verdict_headers(verdict, "escalated")
+            headers = _verdict_headers(verdict, "escalated") | {DECIDED_BY_HEADER: judgement.decided_by}
             reply = s.escalation_reply or handover_for(verdict.danger, s.region)
             extra = {"input": judgement.to_dict()}
             if body.stream:
@@ -727,7 +729,7 @@ def create_app(
             payload["messages"] = guided_messages(payload["messages"], context, guidance)
             raw = json.dumps(payload).encode()
             action = "guided"
-        headers = _verdict_headers(verdict, action, guidance)
+        headers = _verdict_headers(verdict, action, guidance) | {DECIDED_BY_HEADER: judgement.decided_by}
         auth = request.headers.get("authorization") if not s.api_keys else None
         judge, replace = _output_judges(judgement)
         if body.stream:
