@@ -539,50 +539,47 @@ def test_concurrent_requests_are_micro_batched():
     assert max(detector.batches) > 1 and sum(detector.batches) == 12 + 1  # +1: the warm-up
 
 
-@pytest.mark.parametrize(("grace", "delay", "status"), [(10, 0.6, 200), (0.3, 3, 503)])
-def test_shutdown_lets_in_flight_requests_finish_and_answers_503_after_the_grace(upstream, grace, delay, status):
-    """As on SIGTERM: stop accepting, finish what is in flight; what the grace cuts off gets a JSON 503."""
-    server, _ = upstream
+def _cut_by_shutdown(upstream, grace: float, text: str, **chat: Any) -> httpx.Response:
+    """A chat request in flight when the server is told to stop (as on SIGTERM), with `grace` seconds to finish: the
+    stop comes once the upstream has the request (a fixed sleep lost the race on a busy machine)."""
+    server, seen = upstream
+    before = len(seen["requests"])
     app = create_app(ServeSettings(upstream_url=f"{server.url}/v1"), detector=KeywordDetector())
     running = ServerThread(app, timeout_graceful_shutdown=grace)
     result: dict[str, Any] = {}
     with running:
-        def slow_request() -> None:
+        def request() -> None:
             with httpx.Client(base_url=running.url, timeout=10) as client:
-                result["response"] = _chat(client, "hello", model=f"fake-slow:{delay}")
+                result["response"] = _chat(client, text, **chat)
 
-        thread = threading.Thread(target=slow_request)
+        thread = threading.Thread(target=request)
         thread.start()
-        time.sleep(0.25)
+        deadline = time.monotonic() + 20
+        while len(seen["requests"]) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
         running.stop()
         thread.join()
-    assert result["response"].status_code == status
+    return result["response"]
+
+
+@pytest.mark.parametrize(("grace", "delay", "status"), [(10, 0.6, 200), (0.3, 3, 503)])
+def test_shutdown_lets_in_flight_requests_finish_and_answers_503_after_the_grace(upstream, grace, delay, status):
+    """As on SIGTERM: stop accepting, finish what is in flight; what the grace cuts off gets a JSON 503."""
+    response = _cut_by_shutdown(upstream, grace, "hello", model=f"fake-slow:{delay}")
+    assert response.status_code == status
     if status == 503:
-        assert "shutting down" in result["response"].json()["error"]["message"]
+        assert "shutting down" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("grace", [10, 0.3])
 def test_shutdown_ends_a_cut_stream_with_an_error_event_and_done(upstream, grace):
     """A stream already under way when the grace ends cannot become a 503: it ends with a 503 error event and
     [DONE], never silently (a client would take the cut answer for a whole one)."""
-    server, _ = upstream
-    app = create_app(ServeSettings(upstream_url=f"{server.url}/v1"), detector=KeywordDetector())
-    running = ServerThread(app, timeout_graceful_shutdown=grace)
-    result: dict[str, Any] = {}
-    with running:
-        def slow_stream() -> None:
-            with httpx.Client(base_url=running.url, timeout=10) as client:
-                result["response"] = _chat(client, "hi", model="fake-slow:0.4", stream=True)
-
-        thread = threading.Thread(target=slow_stream)
-        thread.start()
-        time.sleep(0.25)
-        running.stop()
-        thread.join()
+    response = _cut_by_shutdown(upstream, grace, "hi", model="fake-slow:0.4", stream=True)
     if grace == 10:  # finished within the grace
-        assert _sse_data(result["response"].text)[-1] == "[DONE]" and "error" not in result["response"].text
+        assert _sse_data(response.text)[-1] == "[DONE]" and "error" not in response.text
     else:
-        error = _stream_error(result["response"])
+        error = _stream_error(response)
         assert error["code"] == 503 and error["type"] == "service_unavailable"
 
 
