@@ -198,3 +198,9 @@ def test_the_safety_api_judges_a_reply_as_the_proxy_does(guard):
 def test_replies_must_match_the_contexts(guard):
     response = guard.post("/v1/safety", json={"contexts": [["hi"]], "replies": ["a", "b"]})
     assert response.status_code == 422 and "replies" in response.json()["error"]["message"]
+
+
+def test_a_long_reply_is_read_in_windows(guard):
+    reply = HARMFUL_REPLY + " " + "The weather was lovely and we made pasta for dinner. " * 20
+    response = _post(guard, [{"role": "user", "content": "Tell me a story"}], model=f"fake-say:{reply}")
+    assert response.json()["prosocial"]["output"][0]["action"] == "replace"

@@ -35,7 +35,7 @@ from prosocial.errors import ModelError
 from prosocial.lm.base import UpstreamError
 from prosocial.serve.batcher import CLIENT, MicroBatcher, QueueFull
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
-from prosocial.serve.inputs import InputJudgement, VerdictCache, judge_messages
+from prosocial.serve.inputs import InputJudgement, VerdictCache, judge_messages, windows
 from prosocial.serve.metrics import UNMATCHED_ROUTE, Metrics, method_label
 from prosocial.serve.outputs import Judge, ModeratedStream, Replace, moderate_completion, worst
 from prosocial.serve.proxy import (
@@ -54,7 +54,7 @@ from prosocial.serve.proxy import (
 )
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import ProsocialAgent
-from prosocial.steer.moderation import ReplyModerator, ReplyVerdict, replacement
+from prosocial.steer.moderation import ReplyModerator, ReplyVerdict, replacement, reply_contexts
 
 log = logging.getLogger(__name__)
 
@@ -393,15 +393,29 @@ class _Service:
     async def judge_replies(
         self, context: list[str], verdict: Verdict, texts: dict[int, str]
     ) -> dict[int, ReplyVerdict]:
-        """The moderator's verdict on each reply text (by choice index), in the model thread."""
+        """The moderator's verdict on each reply text (by choice index): the detector's labels through the
+        micro-batcher (shared with other requests), the agreement judge in the model thread when the turn was
+        flagged, the rules on the event loop otherwise (they are a few regular expressions)."""
         moderator = self.moderator
         if moderator is None or not texts:
             return {}
         indices = sorted(texts)
-        flagged = not verdict.safety_label.is_casual
-        judged: list[ReplyVerdict] = await self.require_batcher().run_in_model_thread(  # type: ignore[assignment]
-            lambda: moderator.moderate([context] * len(indices), [texts[i] for i in indices], [flagged] * len(indices))
-        )
+        replies = [texts[i] for i in indices]
+        contexts = [context] * len(indices)
+        flagged = [not verdict.safety_label.is_casual] * len(indices)
+        # A long reply is read in windows, like a long request (the detector reads its last ~96 tokens only).
+        pieces = [(i, piece) for i, reply in enumerate(replies) for piece in windows(reply)]
+        found = await self.predict(reply_contexts([context] * len(pieces), [p for _, p in pieces]), with_rots=False)
+        labels: list[Verdict] = []
+        for i in range(len(replies)):
+            labels.append(max((v for (j, _), v in zip(pieces, found, strict=True) if j == i),
+                              key=lambda v: v.safety_label))
+        if any(flagged):
+            judged: list[ReplyVerdict] = await self.require_batcher().run_in_model_thread(  # type: ignore[assignment]
+                lambda: moderator.decide(contexts, replies, flagged, labels)
+            )
+        else:
+            judged = moderator.decide(contexts, replies, flagged, labels)
         for reply in judged:
             self.metrics.verdicts.labels("/v1/chat/completions:output", reply.verdict.safety_label.value).inc()
         return dict(zip(indices, judged, strict=True))

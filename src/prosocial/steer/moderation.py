@@ -76,16 +76,25 @@ class ReplyModerator:
         `flagged[i]` whether that turn was flagged (then reassurance counts as siding with it)."""
         if not len(contexts) == len(replies) == len(flagged):
             raise ValueError(f"{len(contexts)} contexts, {len(replies)} replies, {len(flagged)} flags")
-        if not replies:
-            return []
+        labels = self.detector.predict(reply_contexts(contexts, replies), with_rots=False) if replies else []
+        return self.decide(contexts, replies, flagged, labels)
+
+    def decide(
+        self,
+        contexts: Sequence[Sequence[str]],
+        replies: Sequence[str],
+        flagged: Sequence[bool],
+        labels: Sequence[Verdict],
+    ) -> list[ReplyVerdict]:
+        """`moderate` with the detector's labels of the replies (`reply_contexts`) already given, so a service can
+        get them through its micro-batcher; the agreement judge runs only for replies to flagged turns."""
         actions = check_actions(self.actions or {})
-        verdicts = self.detector.predict([[*c, r] for c, r in zip(contexts, replies, strict=True)], with_rots=False)
         # Siding with a turn nobody flagged is agreeing with small talk ("Pasta is the best!" "Yes, it is!").
         todo = [i for i, hit in enumerate(flagged) if hit]
         judged = dict(zip(todo, judge_agreement(self.judge, [contexts[i] for i in todo], [replies[i] for i in todo],
                                                 [True] * len(todo)), strict=True))
         out = []
-        for i, (context, reply, verdict) in enumerate(zip(contexts, replies, verdicts, strict=True)):
+        for i, (context, reply, verdict) in enumerate(zip(contexts, replies, labels, strict=True)):
             siding = i in judged and bool(reply.strip()) and sides_with(context, reply, True, judged[i])
             reasons = [r for r, hit in (("sides_with", siding),
                                         ("needs_intervention", verdict.coarse is Coarse.NEEDS_INTERVENTION),
@@ -94,6 +103,11 @@ class ReplyModerator:
             reason = (acted or reasons or [None])[0]
             out.append(ReplyVerdict(verdict, siding, reason, actions[reason] if reason else "pass"))
         return out
+
+
+def reply_contexts(contexts: Sequence[Sequence[str]], replies: Sequence[str]) -> list[list[str]]:
+    """What the detector reads to label a reply: its dialogue with the reply as the latest turn."""
+    return [[*c, r] for c, r in zip(contexts, replies, strict=True)]
 
 
 def replacement(input_verdict: Verdict) -> str:
