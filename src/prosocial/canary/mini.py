@@ -343,7 +343,10 @@ class CanaryMini(SafetyDetector):
     (default: 1 when several workers run). Loading the model sets torch's process-wide thread count.
     `rot_min_similarity` overrides the RoT bank's fitted relevance gate (-1 returns an RoT for every flagged
     context, as before the gate). `rot_writer` (on by default, where the folder has one) writes an RoT for each
-    flagged context that neither the danger head nor the bank gave one (`prosocial.canary.rotwriter`).
+    flagged context that neither the danger head nor the bank gave one (`prosocial.canary.rotwriter`), in `predict`
+    calls of at most `rot_writer_max_batch` contexts (None: any; in larger calls the nearest fitting bank rule
+    stands in). The writer costs ~0.2-0.3 s a context on 2 cores; a service whose micro-batches grow under load
+    sets 1, so it writes while traffic is light and falls back to the bank as soon as requests queue up.
     """
 
     def __init__(
@@ -356,6 +359,7 @@ class CanaryMini(SafetyDetector):
         rot_min_similarity: float | None = None,
         danger: bool = True,
         rot_writer: bool = True,
+        rot_writer_max_batch: int | None = None,
     ):
         self.model_dir = model_dir
         self.batch_size = batch_size
@@ -365,6 +369,7 @@ class CanaryMini(SafetyDetector):
         self.rot_min_similarity = rot_min_similarity
         self.danger = danger
         self.rot_writer = rot_writer
+        self.rot_writer_max_batch = rot_writer_max_batch
 
     @cached_property
     def config(self) -> MiniConfig:
@@ -518,15 +523,17 @@ class CanaryMini(SafetyDetector):
                 rule = BY_NAME[verdict.danger].rot
                 verdict.rots = [rule, *(r for r in verdict.rots if r != rule)]
         missing = [i for i in flagged if not verdicts[i].rots]
-        if missing and self._writer is not None:
+        limit = self.rot_writer_max_batch
+        writing = missing if limit is None or len(contexts) <= limit else []
+        if writing and self._writer is not None:
             try:
-                written = self._writer.write([list(contexts[i]) for i in missing])
+                written = self._writer.write([list(contexts[i]) for i in writing])
             except Exception:  # a broken writer must not cost the verdict: the nearest bank RoT stands in
                 log.exception("the RoT writer failed on %d context(s); it is switched off, flagged verdicts take "
-                              "the RoT bank's nearest rules", len(missing))
+                              "the RoT bank's nearest rules", len(writing))
                 self._writer = None
-                written = [None] * len(missing)
-            for i, rot in zip(missing, written, strict=True):
+                written = [None] * len(writing)
+            for i, rot in zip(writing, written, strict=True):
                 if rot:
                     verdicts[i].rots = [rot]
             missing = [i for i in missing if not verdicts[i].rots]
