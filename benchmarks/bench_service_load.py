@@ -675,6 +675,8 @@ def main() -> int:
                         help="/v1/safety requests send with_rots=false (no RoTs; the chat proxy always asks for them)")
     parser.add_argument("--detector-settings", type=json.loads, default={}, metavar="JSON",
                         help='the service\'s detector_settings, e.g. \'{"rot_writer": false}\' (default: shipped)')
+    parser.add_argument("--serve-settings", type=json.loads, default={}, metavar="JSON",
+                        help='other service settings, e.g. \'{"batch_size": 8}\' (default: shipped)')
     parser.add_argument("--out", type=Path, default=Path("docs/reports/service_load.json"))
     parser.add_argument("--fake-upstream-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -694,6 +696,7 @@ def main() -> int:
     report: dict[str, Any] = {"benchmark": "service load (benchmarks/bench_service_load.py)", "machine": machine(),
                               "settings": {"detector": ServeSettings().detector, "moderate_output": True,
                                            "detector_settings": args.detector_settings,
+                                           **args.serve_settings,
                                            "safety_with_rots": SAFETY_ROTS,
                                            "upstream": "in-script fake (child process), fixed reply"},
                               "scenarios": {}, "service_logs": {}}
@@ -719,7 +722,8 @@ def main() -> int:
     with FakeUpstream() as upstream:
         plain = [s for s in wanted if s != "fairness"]
         if plain:
-            with Service(ServeSettings(upstream_url=upstream.url, detector_settings=args.detector_settings)) as service:
+            with Service(ServeSettings(upstream_url=upstream.url, detector_settings=args.detector_settings,
+                                       **args.serve_settings)) as service:
                 report["settings"]["ready_s"] = service.ready_s
                 for name in plain:
                     if name == "safety":
@@ -730,6 +734,7 @@ def main() -> int:
                         run(service, name, scenario_memory(service.url, args.memory_requests, args.memory_warmup), None)
         if "fairness" in wanted:
             keyed = ServeSettings(upstream_url=upstream.url, detector_settings=args.detector_settings,
+                                  **args.serve_settings,
                                   api_keys=FAIRNESS_KEYS)
             with Service(keyed) as service:
                 run(service, "fairness", scenario_fairness(service.url, args.seconds), args.seconds)

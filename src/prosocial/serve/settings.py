@@ -60,7 +60,7 @@ class ServeSettings(BaseModel):
     max_turns: int = Field(64, gt=0)
     max_utterance_chars: int = Field(8000, gt=0)
     max_batch: int = Field(64, gt=0)
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(8, gt=0)
     batch_wait_ms: float = Field(5.0, ge=0)
     #: contexts that may wait for the detector (all clients together); beyond, a 429 with Retry-After
     max_queue_contexts: int = Field(256, gt=0)
