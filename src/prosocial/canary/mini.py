@@ -513,7 +513,10 @@ class CanaryMini(SafetyDetector):
         if not flagged:
             return
         k = self.rots_per_context or self.config.rots_per_context
-        for i, rots in zip(flagged, self._bank.search([list(contexts[i]) for i in flagged], k=k), strict=True):
+        queries = [list(contexts[i]) for i in flagged]
+        similarity = self._bank.similarities(queries)  # encoded once, for the gated search and the fallback
+        row = {i: r for r, i in enumerate(flagged)}
+        for i, rots in zip(flagged, self._bank.search(queries, k=k, similarity=similarity), strict=True):
             verdicts[i].rots = rots
         for i in flagged:
             verdict = verdicts[i]
@@ -540,7 +543,8 @@ class CanaryMini(SafetyDetector):
         if missing:  # the nearest entries' RoTs about what the dialogue mentions, else a general rule
             from prosocial.canary.rotwriter import grounded, relevant
 
-            nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0)
+            nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0,
+                                        similarity=similarity[[row[i] for i in missing]])
             for i, rots in zip(missing, nearest, strict=True):
                 kept = [r for r in rots if grounded(r, contexts[i]) and relevant(r, contexts[i])][:k]
                 verdicts[i].rots = kept or [GENERAL_ROT]

@@ -133,14 +133,22 @@ class RotBank:
             settings.get("min_similarity", -1.0),
         )
 
+    def similarities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
+        """Each context's (its latest turn's) cosine with every entry: one row per context."""
+        return self.embedder.encode([c[-1] for c in contexts]) @ self.embeddings.T
+
     def search(
-        self, contexts: Sequence[Sequence[str]], k: int = 2, min_similarity: float | None = None
+        self,
+        contexts: Sequence[Sequence[str]],
+        k: int = 2,
+        min_similarity: float | None = None,
+        similarity: np.ndarray | None = None,
     ) -> list[list[str]]:
         """Up to `k` distinct RoTs per context, taken from its nearest entries in order of similarity; none
-        where even the nearest entry is less similar than `min_similarity` (default: the bank's fitted gate)."""
+        where even the nearest entry is less similar than `min_similarity` (default: the bank's fitted gate).
+        `similarity`: the contexts' `similarities`, when already computed (a second search costs no encoding)."""
         gate = self.min_similarity if min_similarity is None else min_similarity
-        queries = self.embedder.encode([c[-1] for c in contexts])
-        similarity = queries @ self.embeddings.T
+        similarity = self.similarities(contexts) if similarity is None else similarity
         top = np.argsort(-similarity, axis=1)[:, : self.neighbours]
         results = []
         for i, row in enumerate(top):
