@@ -468,9 +468,12 @@ def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank
             return [self.result] * len(given)
 
     detector = load_detector("canary-mini", model_dir=out, rot_min_similarity=1.01)  # the gate answers nothing
+    # Every context flagged whatever the tiny model learned (on the shipped fixture slices it may flag none): this
+    # test is about the reasons a flagged verdict gets, not about labels.
+    detector.config.casual_threshold = 0.0
     flagged = [c for c, v in zip(contexts, detector.predict(contexts, with_rots=False), strict=True)
                if not v.safety_label.is_casual]
-    assert flagged, "the tiny model flags at least one of these"
+    assert flagged == contexts
     detector._writer = Writer("It's wrong to call people names.")
     verdicts = [v for v in detector.predict(flagged) if not v.safety_label.is_casual]
     assert all(v.rots == ["It's wrong to call people names."] for v in verdicts)
