@@ -15,7 +15,7 @@ import pytest
 from prosocial.canary.base import Verdict
 from prosocial.canary.baselines import KeywordDetector
 from prosocial.serve.app import create_app
-from prosocial.serve.batcher import MicroBatcher, QueueFull
+from prosocial.serve.batcher import LIGHT_BATCH, MicroBatcher, QueueFull
 from prosocial.serve.settings import ServeSettings
 from tests.serve_fakes import ServerThread
 from tests.test_serve import _wait_ready
@@ -52,10 +52,10 @@ def _texts(verdicts: list[Verdict]) -> list[str]:
     return [v.rots[0] for v in verdicts]
 
 
-def _run(test, max_queued: int | None = None) -> None:
+def _run(test, max_queued: int | None = None, max_size: int = 4) -> None:
     async def main() -> None:
         detector = GatedDetector()
-        batcher = MicroBatcher(detector, max_size=4, max_wait_ms=0, max_queued=max_queued)
+        batcher = MicroBatcher(detector, max_size=max_size, max_wait_ms=0, max_queued=max_queued)
         batcher.start()
         try:
             await asyncio.wait_for(test(batcher, detector), 10)
@@ -100,6 +100,26 @@ def test_a_small_request_is_not_stuck_behind_another_client_s_big_jobs():
         assert all(len(batch) <= 4 for batch in detector.batches)
 
     _run(test)
+
+
+def test_a_small_request_beside_bulk_work_rides_in_a_short_batch():
+    """With batches of 8, the batch that carries b's one context holds at most LIGHT_BATCH (4), so b waits for a
+    short batch; when only a's bulk work is left, batches are full again."""
+
+    async def test(batcher: MicroBatcher, detector: GatedDetector) -> None:
+        first = await _busy(batcher, detector)
+        big = [f"a{i}" for i in range(16)]
+        heavy = asyncio.ensure_future(batcher.predict([[t] for t in big], client="a"))
+        await asyncio.sleep(0)
+        small = asyncio.ensure_future(batcher.predict([["b0"]], client="b"))
+        await asyncio.sleep(0)
+        detector.gate.set()
+        assert _texts(await small) == ["b0"] and _texts(await heavy) == big
+        await first
+        with_b = next(batch for batch in detector.batches if "b0" in batch)
+        assert len(with_b) <= LIGHT_BATCH and max(len(batch) for batch in detector.batches) == 8
+
+    _run(test, max_size=8)
 
 
 def test_work_of_a_caller_that_left_is_dropped_before_it_runs():

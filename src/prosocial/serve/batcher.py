@@ -76,6 +76,13 @@ class _Piece:
         return self.job.contexts[self.start : self.stop]
 
 
+#: a client with at most this many contexts waiting is light: a batch it shares with other clients' work holds
+#: at most `LIGHT_BATCH` contexts, so its answer comes after a short batch, not a full one (a one-context request
+#: beside three clients sending 64-context jobs, batches of 8: p50 526 ms → 376 ms; 2 instead of 4 gave 362 ms)
+LIGHT_JOB = 2
+LIGHT_BATCH = 4
+
+
 class MicroBatcher:
     """Collects jobs until `max_size` contexts are queued or `max_wait_ms` passed since the first, then runs them.
 
@@ -179,6 +186,8 @@ class MicroBatcher:
         served last the next time."""
         pieces: list[_Piece] = []
         room = self.max_size
+        if len(self._waiting) > 1 and any(sum(j.left for j in q) <= LIGHT_JOB for q in self._waiting.values()):
+            room = min(room, LIGHT_BATCH)  # a client with a small request waits beside bulk work: keep its batch short
         while room and self._waiting:
             share = max(1, room // len(self._waiting))
             for client in list(self._waiting):
