@@ -182,6 +182,7 @@ def test_a_harmless_streamed_reply_is_relayed_whole_with_its_verdict(guard):
     assert text == story and events[-1] == "[DONE]"
     finishing = [e for e in events[:-1] if e["choices"][0]["finish_reason"]]
     assert finishing[0]["prosocial"]["output"][0]["action"] == "pass"
+    assert finishing[0]["prosocial"]["action"] == "forwarded" and finishing[0]["prosocial"]["input"]["flagged"] == []
 
 
 def test_the_safety_api_judges_a_reply_as_the_proxy_does(guard):

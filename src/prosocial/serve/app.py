@@ -768,7 +768,8 @@ def create_app(
         if body.stream:
             chunks = await service.upstream.stream(raw, auth)
             if service.moderator is not None:
-                chunks = ModeratedStream(chunks, judge, replace, s.stream_min_chars, s.stream_window_chars)
+                report = verdict.to_dict() | {"action": action, "guidance": guidance, "input": judgement.to_dict()}
+                chunks = ModeratedStream(chunks, judge, replace, s.stream_min_chars, s.stream_window_chars, report)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         data = await service.upstream.complete(raw, auth)
         outputs = await moderate_completion(data, judge, replace) if service.moderator is not None else []

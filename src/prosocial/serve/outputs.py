@@ -6,7 +6,7 @@ A non-streamed completion is judged choice by choice (`moderate_completion`). A 
 relayed unchanged. So at most one window of text is ever unjudged, and none of it has reached the client. On a
 flag the relay stops: the client gets the replacement (or a `content_filter` finish), `data: [DONE]`, and the
 upstream connection is closed. The verdict of the reply rides on the event that carries the finish reason, as
-`prosocial.output`.
+`prosocial.output`, beside what `report` adds (the service: the input's verdict, action, guidance and `input`).
 """
 
 from __future__ import annotations
@@ -81,12 +81,13 @@ class ModeratedStream:
     replacement. `stats` records the judgements made and the seconds they took, for the benchmark."""
 
     def __init__(self, events: AsyncIterator[bytes], judge: Judge, replace: Replace,
-                 min_chars: int = MIN_CHARS, window_chars: int = WINDOW_CHARS):
+                 min_chars: int = MIN_CHARS, window_chars: int = WINDOW_CHARS, report: dict[str, Any] | None = None):
         self.events = events
         self.judge = judge
         self.replace = replace
         self.min_chars = min_chars
         self.window_chars = window_chars
+        self.report = report or {}  # what else `prosocial` carries on the finishing event (the input's verdict)
         self.stats = {"judgements": 0, "seconds": 0.0}
         self._text: dict[int, str] = {}  # each choice's text so far (judged and held)
         self._unjudged: dict[int, int] = {}  # characters of it not judged yet
@@ -173,14 +174,14 @@ class ModeratedStream:
             finished = [c for c in (payload or {}).get("choices") or []
                         if isinstance(c, dict) and c.get("finish_reason") is not None]
             if payload is not None and finished:
-                payload["prosocial"] = {"output": self._verdicts()}
+                payload["prosocial"] = self._prosocial()
                 event = _event(payload)
             out.append(event)
         self._held = []
         return out
 
-    def _verdicts(self) -> list[dict[str, Any]]:
-        return [v.to_dict() | {"index": i} for i, v in sorted(self._last.items())]
+    def _prosocial(self) -> dict[str, Any]:
+        return self.report | {"output": [v.to_dict() | {"index": i} for i, v in sorted(self._last.items())]}
 
     async def _ending(self, index: int, verdict: ReplyVerdict) -> list[bytes]:
         base = {"id": self._meta.get("id") or f"chatcmpl-prosocial-{uuid.uuid4().hex}",
@@ -193,7 +194,7 @@ class ModeratedStream:
             if self._text[index].strip():
                 text = "\n\n" + text  # what was judged safe already reached the client; the replacement follows
             choices = [{"index": index, "delta": {"content": text}, "finish_reason": "stop"}]
-        return [_event(base | {"choices": choices, "prosocial": {"output": self._verdicts()}}), b"data: [DONE]\n\n"]
+        return [_event(base | {"choices": choices, "prosocial": self._prosocial()}), b"data: [DONE]\n\n"]
 
 
 def _payload(event: bytes) -> dict[str, Any] | None:
