@@ -205,3 +205,19 @@ def test_a_long_reply_is_read_in_windows(guard):
     reply = HARMFUL_REPLY + " " + "The weather was lovely and we made pasta for dinner. " * 20
     response = _post(guard, [{"role": "user", "content": "Tell me a story"}], model=f"fake-say:{reply}")
     assert response.json()["prosocial"]["output"][0]["action"] == "replace"
+
+
+def test_serve_flags_set_the_guard_settings(monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app as cli
+
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda served, **kwargs: seen.append(served.state.service.settings))
+    args = ["serve", "--detector", "keywords", "--port", "0", "--no-moderate-output", "--trust-system"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert seen[0].moderate_output is False and seen[0].judge_system is False
+    CliRunner().invoke(cli, args[:5])
+    assert seen[1].moderate_output is True and seen[1].judge_system is True

@@ -33,6 +33,14 @@ def serve(
     shutdown_timeout: float | None = typer.Option(
         None, help="Seconds in-flight requests get to finish on shutdown (default 30)."
     ),
+    moderate_output: bool | None = typer.Option(
+        None, "--moderate-output/--no-moderate-output",
+        help="Judge the upstream's replies before the client gets them (default on).", show_default=False,
+    ),
+    judge_system: bool | None = typer.Option(
+        None, "--judge-system/--trust-system",
+        help="Judge system and developer messages too, or trust them (default: judge).", show_default=False,
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve /v1/safety, /v1/respond and the guard proxy /v1/chat/completions (settings: flags > PROSOCIAL_* > file)."""
@@ -54,6 +62,8 @@ def serve(
             escalation_webhook=escalation_webhook,
             api_keys=api_key or None,
             shutdown_timeout=shutdown_timeout,
+            moderate_output=moderate_output,
+            judge_system=judge_system,
         )
         load_norms(settings.norms)  # a bad norms file stops here, before the port opens
     except (ModelError, DataError) as exc:
