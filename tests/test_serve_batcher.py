@@ -81,45 +81,41 @@ def test_a_full_queue_refuses_more_work_until_it_drains():
     _run(test, max_queued=8)
 
 
-def test_a_small_request_is_not_stuck_behind_another_client_s_big_jobs():
-    """Client a's 8 contexts go in batch-sized pieces, shared round robin with b: b's one context is in the very
-    next batch, not after all of a's; a still gets its verdicts whole and in order."""
+def _small_beside_big(big: int, max_size: int) -> list[list[str]]:
+    """Client a queues `big` contexts, then b one, while the model thread is busy; both get their verdicts whole
+    and in order. The batches the detector saw, the busy first one included."""
+    seen: list[list[str]] = []
 
     async def test(batcher: MicroBatcher, detector: GatedDetector) -> None:
         first = await _busy(batcher, detector)
-        big = [f"a{i}" for i in range(8)]
-        heavy = asyncio.ensure_future(batcher.predict([[t] for t in big], client="a"))
+        texts = [f"a{i}" for i in range(big)]
+        heavy = asyncio.ensure_future(batcher.predict([[t] for t in texts], client="a"))
         await asyncio.sleep(0)
         small = asyncio.ensure_future(batcher.predict([["b0"]], client="b"))
         await asyncio.sleep(0)
         detector.gate.set()
-        assert _texts(await small) == ["b0"]
-        assert _texts(await heavy) == big
+        assert _texts(await small) == ["b0"] and _texts(await heavy) == texts
         await first
-        assert "b0" in detector.batches[1] and len(detector.batches) == 4  # first, then 9 contexts in 3 batches
-        assert all(len(batch) <= 4 for batch in detector.batches)
+        seen.extend(detector.batches)
 
-    _run(test)
+    _run(test, max_size=max_size)
+    return seen
+
+
+def test_a_small_request_is_not_stuck_behind_another_client_s_big_jobs():
+    """Client a's 8 contexts go in batch-sized pieces, shared round robin with b: b's one context is in the very
+    next batch, not after all of a's."""
+    batches = _small_beside_big(8, max_size=4)
+    assert "b0" in batches[1] and len(batches) == 4  # first, then 9 contexts in 3 batches
+    assert all(len(batch) <= 4 for batch in batches)
 
 
 def test_a_small_request_beside_bulk_work_rides_in_a_short_batch():
     """With batches of 8, the batch that carries b's one context holds at most LIGHT_BATCH (4), so b waits for a
     short batch; when only a's bulk work is left, batches are full again."""
-
-    async def test(batcher: MicroBatcher, detector: GatedDetector) -> None:
-        first = await _busy(batcher, detector)
-        big = [f"a{i}" for i in range(16)]
-        heavy = asyncio.ensure_future(batcher.predict([[t] for t in big], client="a"))
-        await asyncio.sleep(0)
-        small = asyncio.ensure_future(batcher.predict([["b0"]], client="b"))
-        await asyncio.sleep(0)
-        detector.gate.set()
-        assert _texts(await small) == ["b0"] and _texts(await heavy) == big
-        await first
-        with_b = next(batch for batch in detector.batches if "b0" in batch)
-        assert len(with_b) <= LIGHT_BATCH and max(len(batch) for batch in detector.batches) == 8
-
-    _run(test, max_size=8)
+    batches = _small_beside_big(16, max_size=8)
+    with_b = next(batch for batch in batches if "b0" in batch)
+    assert len(with_b) <= LIGHT_BATCH and max(len(batch) for batch in batches) == 8
 
 
 def test_work_of_a_caller_that_left_is_dropped_before_it_runs():
