@@ -11,6 +11,7 @@ import pytest
 from prosocial.canary.base import Verdict
 from prosocial.data.labels import SafetyLabel
 from prosocial.serve.outputs import ModeratedStream
+from prosocial.serve.proxy import ProxyError
 from prosocial.steer.moderation import ReplyVerdict
 
 
@@ -21,7 +22,7 @@ def _chunk(text: str | None, finish: str | None = None) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def _run(pieces: list[str], action: str = "replace", window: int = 40, done: bool = True):
+def _run(pieces: list[str], action: str = "replace", window: int = 40, done: bool = True, fail: bool = False):
     judged: list[str] = []
 
     async def events():
@@ -32,6 +33,8 @@ def _run(pieces: list[str], action: str = "replace", window: int = 40, done: boo
             yield b"data: [DONE]\n\n"
 
     async def judge(texts: dict[int, str]) -> dict[int, ReplyVerdict]:
+        if fail:
+            raise ProxyError(429, "the detector's queue is full", "rate_limit_exceeded")
         judged.append(texts[0])
         bad = "kill myself" in texts[0]
         label = SafetyLabel.NEEDS_INTERVENTION if bad else SafetyLabel.CASUAL
@@ -94,3 +97,10 @@ def test_no_more_than_one_window_is_ever_unjudged():
 def test_a_stream_that_stops_without_done_is_still_judged():
     chunks, judged = _run(["I will kill myself"], done=False)
     assert "kill" not in _text(chunks) and judged
+
+
+def test_a_reply_that_cannot_be_judged_is_not_relayed():
+    chunks, _ = _run(["Here is a story about a day. ", "It was sunny."], fail=True)
+    assert len(chunks) == 1  # the error event and [DONE], nothing of the held text
+    body = chunks[0].decode()
+    assert '"code": 429' in body and body.endswith("data: [DONE]\n\n") and "story" not in body

@@ -12,14 +12,17 @@ upstream connection is closed. The verdict of the reply rides on the event that 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from prosocial.serve.proxy import strict_json_loads
+from prosocial.serve.proxy import ProxyError, error_ending, strict_json_loads
 from prosocial.steer.moderation import ReplyVerdict
+
+log = logging.getLogger(__name__)
 
 #: judge the streamed reply at a sentence end once this many characters are unjudged …
 MIN_CHARS = 60
@@ -154,7 +157,17 @@ class ModeratedStream:
         if not grown:
             return None
         started = time.perf_counter()
-        verdicts = await self.judge(grown)
+        try:
+            verdicts = await self.judge(grown)
+        except ProxyError as exc:  # a full queue, a detector that cannot run: nothing unjudged goes out
+            self._held = []
+            log.warning("a streamed reply could not be judged; the stream ends with an error: %s", exc)
+            return [error_ending(exc)]
+        except Exception as exc:
+            self._held = []
+            log.exception("a streamed reply could not be judged; the stream ends with an error")
+            return [error_ending(ProxyError(503, f"the reply could not be judged ({type(exc).__name__})",
+                                            "service_unavailable"))]
         self.stats["judgements"] += 1
         self.stats["seconds"] += time.perf_counter() - started
         self._unjudged = dict.fromkeys(self._unjudged, 0)
