@@ -94,7 +94,7 @@ class ModeratedStream:
         self.stats = {"judgements": 0, "seconds": 0.0}
         self._text: dict[int, str] = {}  # each choice's text so far (judged and held)
         self._unjudged: dict[int, int] = {}  # characters of it not judged yet
-        self._held: list[bytes] = []
+        self._held: list[tuple[bytes, dict[str, Any] | None]] = []  # events, with the payload of one that finishes
         self._last: dict[int, ReplyVerdict] = {}
         self._meta: dict[str, Any] = {}
 
@@ -103,8 +103,8 @@ class ModeratedStream:
             async for event in self.events:
                 payload = _payload(event)
                 if payload is not None:  # a chunk: held until its window is judged
-                    self._held.append(event)
                     finishing = self._take(payload)
+                    self._held.append((event, payload if finishing else None))
                     if not (finishing or self._due()):
                         continue
                 # a window is full, a choice finished, or [DONE] / an error event / a comment came: judge what is held
@@ -159,15 +159,13 @@ class ModeratedStream:
         started = time.perf_counter()
         try:
             verdicts = await self.judge(grown)
-        except ProxyError as exc:  # a full queue, a detector that cannot run: nothing unjudged goes out
+        except Exception as exc:  # a full queue, a detector that cannot run: nothing unjudged goes out
             self._held = []
-            log.warning("a streamed reply could not be judged; the stream ends with an error: %s", exc)
-            return [error_ending(exc)]
-        except Exception as exc:
-            self._held = []
-            log.exception("a streamed reply could not be judged; the stream ends with an error")
-            return [error_ending(ProxyError(503, f"the reply could not be judged ({type(exc).__name__})",
-                                            "service_unavailable"))]
+            log.warning("a streamed reply could not be judged; the stream ends with an error: %r", exc,
+                        exc_info=not isinstance(exc, ProxyError))  # a bug's traceback goes to the log
+            error = exc if isinstance(exc, ProxyError) else ProxyError(
+                503, f"the reply could not be judged ({type(exc).__name__})", "service_unavailable")
+            return [error_ending(error)]
         self.stats["judgements"] += 1
         self.stats["seconds"] += time.perf_counter() - started
         self._unjudged = dict.fromkeys(self._unjudged, 0)
@@ -181,15 +179,8 @@ class ModeratedStream:
 
     def _release(self) -> list[bytes]:
         """The held events, the verdicts added to the one that finishes a choice."""
-        out = []
-        for event in self._held:
-            payload = _payload(event)
-            finished = [c for c in (payload or {}).get("choices") or []
-                        if isinstance(c, dict) and c.get("finish_reason") is not None]
-            if payload is not None and finished:
-                payload["prosocial"] = self._prosocial()
-                event = _event(payload)
-            out.append(event)
+        out = [event if finishing is None else _event(finishing | {"prosocial": self._prosocial()})
+               for event, finishing in self._held]
         self._held = []
         return out
 
