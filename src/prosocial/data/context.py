@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 USER_TAG = "Speaker 1:"
@@ -9,6 +10,11 @@ BOT_TAG = "Speaker 2:"
 #: The most characters of one context a batch job passes on: far more than the packaged models read (Canary-mini
 #: 96 tokens, Prost-mini 1,600 characters, both from the end), yet it bounds what one oversized input line costs.
 MAX_CONTEXT_CHARS = 100_000
+#: the most words of a judged window of a long text (the detector reads about 96 tokens; fewer words dilute less)
+WINDOW_WORDS = 32
+#: the most sentences in one window
+WINDOW_SENTENCES = 3
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 
 def speaker_of(position_from_end: int) -> str:
@@ -64,3 +70,29 @@ def clip_context(turns: Sequence[str], max_chars: int, per_turn: int = 0) -> lis
     kept.reverse()
     kept[-1] = kept[-1][-max_chars:]
     return kept
+
+
+def windows(text: str, size: int = WINDOW_WORDS, span: int = WINDOW_SENTENCES) -> list[str]:
+    """A text longer than `size` words as every run of 1 to `span` consecutive sentences that fits in `size` words
+    (a longer sentence is cut into pieces of `size`), and every sentence longer than `size` / 2 words also in
+    overlapping pieces of `size` / 2: a harmful sentence is read without the harmless text around it, one that
+    needs its neighbours is read with them, and text without full stops is still read in small pieces. A shorter
+    text is its own window."""
+    if len(text.split()) <= size:
+        return [text]
+    sentences: list[list[str]] = []
+    for sentence in _SENTENCE.split(text):
+        words = sentence.split()
+        sentences += [words[i:i + size] for i in range(0, len(words), size)]
+    out = []
+    for start in range(len(sentences)):
+        window: list[str] = []
+        for sentence in sentences[start:start + span]:
+            if window and len(window) + len(sentence) > size:
+                break
+            window += sentence
+            out.append(" ".join(window))
+    short = size // 2  # a long stretch without a full stop ("… for like 6 minutes Anyway, the weather …")
+    for sentence in sentences:
+        out += [" ".join(sentence[i:i + short]) for i in range(0, len(sentence) - short + 1, short // 2)]
+    return list(dict.fromkeys(out))

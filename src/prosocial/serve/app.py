@@ -35,7 +35,7 @@ from prosocial.errors import ModelError
 from prosocial.lm.base import UpstreamError
 from prosocial.serve.batcher import CLIENT, MicroBatcher, QueueFull
 from prosocial.serve.events import EscalationCallback, EscalationNotifier, escalation_event
-from prosocial.serve.inputs import InputJudgement, VerdictCache, judge_messages, windows
+from prosocial.serve.inputs import InputJudgement, VerdictCache, judge_messages
 from prosocial.serve.metrics import UNMATCHED_ROUTE, Metrics, method_label
 from prosocial.serve.outputs import Judge, ModeratedStream, Replace, moderate_completion, worst
 from prosocial.serve.proxy import (
@@ -54,7 +54,7 @@ from prosocial.serve.proxy import (
 )
 from prosocial.serve.settings import ServeSettings
 from prosocial.steer.agent import ProsocialAgent
-from prosocial.steer.moderation import ReplyModerator, ReplyVerdict, replacement, reply_contexts
+from prosocial.steer.moderation import ReplyModerator, ReplyVerdict, replacement, reply_contexts, worst_labels
 
 log = logging.getLogger(__name__)
 
@@ -403,13 +403,8 @@ class _Service:
         replies = [texts[i] for i in indices]
         contexts = [context] * len(indices)
         flagged = [not verdict.safety_label.is_casual] * len(indices)
-        # A long reply is read in windows, like a long request (the detector reads its last ~96 tokens only).
-        pieces = [(i, piece) for i, reply in enumerate(replies) for piece in windows(reply)]
-        found = await self.predict(reply_contexts([context] * len(pieces), [p for _, p in pieces]), with_rots=False)
-        labels: list[Verdict] = []
-        for i in range(len(replies)):
-            labels.append(max((v for (j, _), v in zip(pieces, found, strict=True) if j == i),
-                              key=lambda v: v.safety_label))
+        judged_contexts, owners = reply_contexts(contexts, replies)
+        labels = worst_labels(await self.predict(judged_contexts, with_rots=False), owners, len(replies))
         if any(flagged):
             judged: list[ReplyVerdict] = await self.require_batcher().run_in_model_thread(  # type: ignore[assignment]
                 lambda: moderator.decide(contexts, replies, flagged, labels)
@@ -689,12 +684,13 @@ def create_app(
         for v in verdicts:
             service.metrics.verdicts.labels("/v1/safety", v.safety_label.value).inc()
         results = [VerdictOut(**v.to_dict()) for v in verdicts]
-        for i, reply in enumerate(body.replies or []):
-            if reply is not None:
-                if service.moderator is None:
-                    raise ProxyError(501, "judging replies is off: set `moderate_output = true`", "not_implemented")
-                judged = await service.judge_replies(contexts[i], verdicts[i], {0: reply})
-                results[i].reply = ReplyOut(**judged[0].to_dict())
+        asked = [(i, reply) for i, reply in enumerate(body.replies or []) if reply is not None]
+        if asked and service.moderator is None:
+            raise ProxyError(501, "judging replies is off: set `moderate_output = true`", "not_implemented")
+        # at once, so the replies' labels share detector batches
+        judged = await asyncio.gather(*(service.judge_replies(contexts[i], verdicts[i], {0: r}) for i, r in asked))
+        for (i, _), verdict in zip(asked, judged, strict=True):
+            results[i].reply = ReplyOut(**verdict[0].to_dict())
         return SafetyResponse(results=results)
 
     @v1.post("/respond", response_model=RespondResponse, responses=RESPOND_ERRORS, tags=["agent"])

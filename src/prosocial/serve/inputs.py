@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prosocial.canary.base import Verdict
+from prosocial.data.context import windows
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.data.normalize import normalize
 from prosocial.serve.proxy import ProxyError, dialogue_context
-
-#: the most words of a judged window of a long text (the detector reads about 96 tokens; fewer words dilute less)
-WINDOW_WORDS = 32
-#: the most sentences in one window
-WINDOW_SENTENCES = 3
-_SENTENCE = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 Predict = Callable[[list[list[str]], bool], Awaitable[list[Verdict]]]
 
@@ -110,32 +104,6 @@ def _argument_text(arguments: str) -> str:
 
     walk(value)
     return "\n".join(s for s in strings if s.strip()) or arguments
-
-
-def windows(text: str, size: int = WINDOW_WORDS, span: int = WINDOW_SENTENCES) -> list[str]:
-    """A text longer than `size` words as every run of 1 to `span` consecutive sentences that fits in `size` words
-    (a longer sentence is cut into pieces of `size`), and every sentence longer than `size` / 2 words also in
-    overlapping pieces of `size` / 2: a harmful sentence is read without the harmless text around it, one that
-    needs its neighbours is read with them, and text without full stops is still read in small pieces. A shorter
-    text is its own window."""
-    if len(text.split()) <= size:
-        return [text]
-    sentences: list[list[str]] = []
-    for sentence in _SENTENCE.split(text):
-        words = sentence.split()
-        sentences += [words[i:i + size] for i in range(0, len(words), size)]
-    out = []
-    for start in range(len(sentences)):
-        window: list[str] = []
-        for sentence in sentences[start:start + span]:
-            if window and len(window) + len(sentence) > size:
-                break
-            window += sentence
-            out.append(" ".join(window))
-    short = size // 2  # a long stretch without a full stop ("… for like 6 minutes Anyway, the weather …")
-    for sentence in sentences:
-        out += [" ".join(sentence[i:i + short]) for i in range(0, len(sentence) - short + 1, short // 2)]
-    return list(dict.fromkeys(out))
 
 
 class VerdictCache:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.data.context import windows
 from prosocial.data.labels import Coarse
 from prosocial.prost.guard import AgreementCheck, fallback_reply, judge_agreement, sides_with
 
@@ -76,7 +77,10 @@ class ReplyModerator:
         `flagged[i]` whether that turn was flagged (then reassurance counts as siding with it)."""
         if not len(contexts) == len(replies) == len(flagged):
             raise ValueError(f"{len(contexts)} contexts, {len(replies)} replies, {len(flagged)} flags")
-        labels = self.detector.predict(reply_contexts(contexts, replies), with_rots=False) if replies else []
+        if not replies:
+            return []
+        judged, owners = reply_contexts(contexts, replies)
+        labels = worst_labels(self.detector.predict(judged, with_rots=False), owners, len(replies))
         return self.decide(contexts, replies, flagged, labels)
 
     def decide(
@@ -86,8 +90,8 @@ class ReplyModerator:
         flagged: Sequence[bool],
         labels: Sequence[Verdict],
     ) -> list[ReplyVerdict]:
-        """`moderate` with the detector's labels of the replies (`reply_contexts`) already given, so a service can
-        get them through its micro-batcher; the agreement judge runs only for replies to flagged turns."""
+        """`moderate` with the detector's labels of the replies (`reply_contexts`, `worst_labels`) already given, so a
+        service can get them through its micro-batcher; the agreement judge runs only for replies to flagged turns."""
         actions = check_actions(self.actions or {})
         # Siding with a turn nobody flagged is agreeing with small talk ("Pasta is the best!" "Yes, it is!").
         todo = [i for i, hit in enumerate(flagged) if hit]
@@ -105,9 +109,26 @@ class ReplyModerator:
         return out
 
 
-def reply_contexts(contexts: Sequence[Sequence[str]], replies: Sequence[str]) -> list[list[str]]:
-    """What the detector reads to label a reply: its dialogue with the reply as the latest turn."""
-    return [[*c, r] for c, r in zip(contexts, replies, strict=True)]
+def reply_contexts(contexts: Sequence[Sequence[str]], replies: Sequence[str]) -> tuple[list[list[str]], list[int]]:
+    """What the detector reads to label the replies: each reply's dialogue with the reply, or one window of a long
+    reply (`data.context.windows`: the detector reads only its last ~96 tokens), as the latest turn; and for each
+    such context the index of its reply."""
+    judged: list[list[str]] = []
+    owners: list[int] = []
+    for i, (context, reply) in enumerate(zip(contexts, replies, strict=True)):
+        for piece in windows(reply):
+            judged.append([*context, piece])
+            owners.append(i)
+    return judged, owners
+
+
+def worst_labels(found: Sequence[Verdict], owners: Sequence[int], n: int) -> list[Verdict]:
+    """Each reply's most severe label over its windows (`reply_contexts`)."""
+    worst: dict[int, Verdict] = {}
+    for i, verdict in zip(owners, found, strict=True):
+        if i not in worst or verdict.safety_label > worst[i].safety_label:
+            worst[i] = verdict
+    return [worst[i] for i in range(n)]
 
 
 def replacement(input_verdict: Verdict) -> str:
