@@ -150,14 +150,15 @@ async def judge_messages(
             413, f"the request holds more text than the guard judges ({len(pieces)} windows > {max_texts}); "
             "send less text or raise max_judged_windows", "request_too_large",
         )
-    cached = {text: cache.get(text) for _, text in pieces} if cache is not None else {}
-    singles = {text: known for text, known in cached.items() if known is not None}
+    singles: dict[str, Verdict] = {}  # each window's verdict, judged alone
+    if cache is not None:
+        singles = {text: known for _, text in pieces if (known := cache.get(text)) is not None}
     todo = sorted({text for _, text in pieces if text not in singles and [text] != view})
     if todo:
         (verdict,), found = await asyncio.gather(predict([view], True), predict([[t] for t in todo], False))
         singles |= dict(zip(todo, found, strict=True))
-        for text, single in zip(todo, found, strict=True):
-            if cache is not None:
+        if cache is not None:
+            for text, single in zip(todo, found, strict=True):
                 cache.put(text, single)
     else:
         (verdict,) = await predict([view], True)
