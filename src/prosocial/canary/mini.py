@@ -346,7 +346,8 @@ class CanaryMini(SafetyDetector):
     flagged context that neither the danger head nor the bank gave one (`prosocial.canary.rotwriter`), in `predict`
     calls of at most `rot_writer_max_batch` contexts (None: any; in larger calls the nearest fitting bank rule
     stands in). The writer costs ~0.2-0.3 s a context on 2 cores; a service whose micro-batches grow under load
-    sets 1, so it writes while traffic is light and falls back to the bank as soon as requests queue up.
+    can set 1 to write while traffic is light and fall back to the bank once requests queue up (`prosocial serve`
+    turns the writer off unless configured: see `serve.app.LATENCY_SETTINGS`).
     """
 
     def __init__(
