@@ -36,11 +36,9 @@ _INVISIBLE.update(dict.fromkeys(range(0xFE00, 0xFE10)))  # variation selectors
 _INVISIBLE.update(dict.fromkeys(range(0xE0000, 0xE0080)))  # tag characters
 
 #: Cyrillic and Greek letters that look like Latin ones (Unicode's confusables, the common subset)
-_LOOKALIKES = str.maketrans(
-    "аАвВеЕєЁёкКмМнНоОрРсСтТуУхХіІїјЈѕЅԁһҺԛԝѡɑαΑβΒεΕηΗιΙκΚνΝοΟρΡτΤυΥχΧζΖ",
-    "aABBeEeEekKmMhHoOpPcCtTyYxXiIijJsSdhHqwwaaABBeEnHiIkKvNoOpPtTuYxXzZ",
-)
-_LOOKALIKE_CHARS = frozenset("аАвВеЕєЁёкКмМнНоОрРсСтТуУхХіІїјЈѕЅԁһҺԛԝѡɑαΑβΒεΕηΗιΙκΚνΝοΟρΡτΤυΥχΧζΖ")
+_LOOKALIKE_FROM = "аАвВеЕєЁёкКмМнНоОрРсСтТуУхХіІїјЈѕЅԁһҺԛԝѡɑαΑβΒεΕηΗιΙκΚνΝοΟρΡτΤυΥχΧζΖ"
+_LOOKALIKES = str.maketrans(_LOOKALIKE_FROM, "aABBeEeEekKmMhHoOpPcCtTyYxXiIijJsSdhHqwwaaABBeEnHiIkKvNoOpPtTuYxXzZ")
+_LOOKALIKE_CHARS = frozenset(_LOOKALIKE_FROM)
 _WORD = re.compile(r"\w+")
 
 #: three or more single letters, each followed by the same separator: "k i l l", "k.i.l.l", "k-i-l-l"
@@ -123,9 +121,7 @@ def _unleet(match: re.Match[str]) -> str:
     if "@" in whole and re.match(r"\.[A-Za-z]", match.string[match.end():]):
         return whole  # an e-mail address
     token = whole.rstrip("!|")  # "Hello!" ends a sentence; only "!" inside a word stands for a letter
-    if token != whole:
-        return _unleet_token(token) + whole[len(token):]
-    return _unleet_token(token)
+    return _unleet_token(token) + whole[len(token):]
 
 
 def _unleet_token(token: str) -> str:
