@@ -41,15 +41,19 @@ def choice_texts(data: dict[str, Any]) -> dict[int, str]:
     for position, choice in enumerate(data.get("choices") or []):
         if not isinstance(choice, dict):
             continue
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-        parts = [message.get("content") if isinstance(message.get("content"), str) else ""]
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                parts.append(function["arguments"])
         index = choice.get("index", position)
-        texts[index if isinstance(index, int) else position] = "\n".join(p for p in parts if p)
+        texts[index if isinstance(index, int) else position] = "\n".join(_pieces(choice.get("message")))
     return texts
+
+
+def _pieces(message: Any) -> list[str]:
+    """The text of a message, or of a streamed delta of one: its content and its tool calls' arguments."""
+    if not isinstance(message, dict):
+        return []
+    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    functions = [call.get("function") for call in calls if isinstance(call, dict)]
+    pieces = [message.get("content"), *(f.get("arguments") for f in functions if isinstance(f, dict))]
+    return [p for p in pieces if isinstance(p, str) and p]
 
 
 async def moderate_completion(data: dict[str, Any], judge: Judge, replace: Replace) -> list[dict[str, Any]]:
@@ -132,12 +136,7 @@ class ModeratedStream:
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", 0) if isinstance(choice.get("index", 0), int) else 0
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            pieces = [delta.get("content")] + [
-                (call.get("function") or {}).get("arguments") for call in delta.get("tool_calls") or []
-                if isinstance(call, dict) and isinstance(call.get("function"), dict)
-            ]
-            added = "".join(p for p in pieces if isinstance(p, str))
+            added = "".join(_pieces(choice.get("delta")))
             self._text[index] = self._text.get(index, "") + added
             self._unjudged[index] = self._unjudged.get(index, 0) + len(added)
             finishing = finishing or choice.get("finish_reason") is not None
