@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from prosocial.serve.proxy import ProxyError, error_ending, strict_json_loads
+from prosocial.serve.proxy import ProxyError, error_ending, sse_data, strict_json_loads
 from prosocial.steer.moderation import ReplyVerdict
 
 log = logging.getLogger(__name__)
@@ -202,13 +202,12 @@ class ModeratedStream:
 
 def _payload(event: bytes) -> dict[str, Any] | None:
     """The JSON object of a chunk event, None for [DONE], comments and error events."""
-    lines = event.decode("utf-8", "replace").split("\n")
-    data = "\n".join(x[5:].lstrip() for x in lines if x.startswith("data:"))
+    data = "\n".join(sse_data(event.decode("utf-8", "replace").split("\n")))
     if not data or data == "[DONE]":
         return None
     try:
         payload = strict_json_loads(data)
-    except (ValueError, RecursionError):
+    except ValueError:  # deep nesting too (strict_json_loads turns it into a decode error)
         return None
     return payload if isinstance(payload, dict) and "error" not in payload else None
 

@@ -356,7 +356,7 @@ class Upstream:
                     raise self._late("send a stream event") from None
                 if event is None:
                     raise upstream_failure(502, "ended its stream before [DONE]")
-                data = [x[5:].lstrip() for x in event if x.startswith("data:")]
+                data = sse_data(event)
                 payload = "\n".join(data)
                 if data and payload != "[DONE]":  # an event of comments only (": keep-alive") has nothing to check
                     try:
@@ -377,6 +377,11 @@ class Upstream:
         finally:
             await response.aclose()
             await events.aclose()
+
+
+def sse_data(lines: list[str]) -> list[str]:
+    """The values of an event's `data:` lines (its comments and other fields left out)."""
+    return [line[5:].lstrip() for line in lines if line.startswith("data:")]
 
 
 async def _sse_events(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[list[str]]:
