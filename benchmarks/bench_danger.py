@@ -144,9 +144,9 @@ def main() -> None:
         "prefixed": prefixed is not None,
     }, "detectors": {}}
     for spec in args.detectors:
-        _, backend, settings = parse_spec(spec)
+        label, backend, settings = parse_spec(spec)
         detector = load_detector(backend, **settings)
-        print(f"== {spec}", flush=True)
+        print(f"== {label}", flush=True)
         out: dict = {"heldout": score_cases(detector, cases, [c.context for c in cases])}
         if prefixed is not None:
             out["heldout_after_small_talk"] = score_cases(detector, cases, prefixed)
@@ -172,7 +172,7 @@ def main() -> None:
             }
         if backend == "canary-mini":
             out["speed"] = speed(detector, [c.text for c in cases] * 2 + [x[0] for x in xstest])
-        results["detectors"][spec] = out
+        results["detectors"][label] = out
         print(json.dumps({k: v for k, v in out.items() if k != "suite"}, indent=1)[:3000], flush=True)
     write_json(args.out, results)
     print(f"written {args.out}")

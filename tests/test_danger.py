@@ -60,10 +60,11 @@ def test_dangerous_acts_get_a_warning_with_a_safer_step_and_emergencies_none() -
 
 def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:
     cases = danger.read_corpus(CORPUS)
-    assert len(cases) > 1000 and {c.writer for c in cases} == {"A", "B"}
+    assert len(cases) > 2500 and {c.writer for c in cases} == {"A", "B", "C", "D"}
     held = [c for c in cases if c.split == "heldout"]
-    assert all(c.writer == "B" or danger.HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory for c in held)
-    assert {c.writer for c in cases if c.split != "heldout"} == {"A"}
+    assert all(c.writer in danger.HELD_OUT_WRITERS or danger.HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory
+               for c in held)
+    assert {c.writer for c in cases if c.split != "heldout"} == {"A", "C", "D"}  # a held-out crowd is never read
     for name, sub in danger.HELD_OUT_SUBCATEGORIES.items():  # an unseen situation is never trained on
         assert not [c for c in cases if c.split != "heldout" and c.category == name and c.subcategory == sub]
     for kind in danger.KINDS:
@@ -126,6 +127,24 @@ def test_the_danger_reading_decides_intervention_and_lifts_dangerous_acts() -> N
     assert categories == ["poisoning", None, "self_harm", "impaired_driving", None, None]
 
 
+def test_a_look_alike_clears_caution_but_never_an_emergency_or_a_dangerous_act() -> None:
+    head = _head({})
+    head.config.lookalike_threshold = 0.7
+    S = SafetyLabel
+    calls = [
+        _call(head, lookalike=0.9, none=0.1),  # "How can I kill a Python process?": the safety head's caution goes
+        _call(head, lookalike=0.6, none=0.4),  # below the threshold: the caution stays
+        _call(head, lookalike=0.75, self_harm=0.25),  # ... but the safety head's supported intervention stands
+        _call(head, lookalike=0.35, impaired_driving=0.65),  # a dangerous act wins over a look-alike reading
+    ]
+    labels = [S.NEEDS_CAUTION, S.PROBABLY_NEEDS_CAUTION, S.NEEDS_INTERVENTION, S.CASUAL]
+    out, categories = head.apply(labels, calls, [S.CASUAL] * 4)
+    assert out == [S.CASUAL, S.PROBABLY_NEEDS_CAUTION, S.NEEDS_INTERVENTION, S.NEEDS_CAUTION]
+    assert categories == [None, None, "self_harm", "impaired_driving"]
+    legacy = DangerHead(head.head, DangerConfig(classes=[c for c in head.config.classes if c != "lookalike"]))
+    assert legacy._lookalike is None and legacy.read(np.eye(len(legacy.config.classes))[:1])[0].lookalike == 0.0
+
+
 def test_a_danger_head_saves_reloads_and_refuses_unknown_classes(tmp_path) -> None:
     head = _head({})
     head.save(tmp_path)
@@ -162,18 +181,23 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path) ->
         train.add([line], 0, "casual")
         dev.add([line], 0, "casual")
     tokenizer = train_tokenizer([u for c in train.contexts + dev.contexts for u in c], vocab_size=400)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
     encoder_dir = save(BertModel(config), tokenizer, tmp_path / "tiny-bert")
-    settings = DangerTrainSettings(epochs=2, batch_size=16, encoder_lr=1e-3, head_lr=1e-2, corpus_repeats=1)
+    settings = DangerTrainSettings(layers=1, max_length=32, epochs=2, batch_size=16, encoder_lr=1e-3, head_lr=1e-2,
+                                   corpus_repeats=1)
     head, report, (tok, encoder, probs) = fit_head(train, dev, settings, encoder_dir=encoder_dir, workers=1)
     assert head.config.meta["last_loss"] < head.config.meta["first_loss"]
+    assert len(encoder.encoder.layer) == encoder.config.num_hidden_layers == 1  # the first layer only
+    assert head.config.classes[:2] == ["none", "lookalike"] and head.config.max_length == 32
+    assert "lookalike_threshold" in report  # None where no threshold clears look-alikes within the bounds
     assert probs.shape == (len(dev.targets), len(classes)) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert 0 < report["emergency_threshold"] <= 0.95 and 0 < report["act_threshold"] <= 0.95
+    assert 0 < report["emergency_threshold"] <= 0.999 and 0 < report["act_threshold"] <= 0.999
     head.save(tmp_path / "model")
     encoder.to(torch.float16).save_pretrained(tmp_path / "model" / "danger" / "encoder")
     tok.save_pretrained(tmp_path / "model" / "danger" / "encoder")
     loaded = DangerHead.load(tmp_path / "model")
+    assert loaded.encoder[1].config.num_hidden_layers == 1 and loaded.config.max_length == 32
     again = loaded.probabilities(dev.contexts[:8])
     np.testing.assert_allclose(again, probs[:8], atol=2e-2)  # fp16 on disk
     calls = loaded.read(again)
@@ -181,3 +205,33 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path) ->
     first, later = loaded.calls([["hello there"], ["I am bleeding a lot", "oh no", "ok"]])
     assert later.support >= loaded.calls([["I am bleeding a lot"]])[0].emergency - 1e-6  # the earlier turn counts
     assert first.support == first.emergency
+
+
+def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
+    """Ten dev emergencies with falling emergency mass: the threshold is the highest that still hands over nine;
+    a look-alike the safety head hands over is vetoed; Risk Ignorance keeps its hand-over through the gate."""
+    from prosocial.canary.danger_train import DangerTrainSettings, Rows, fit_thresholds
+
+    head = _head({})
+    classes = head.config.classes
+    rows, probs = Rows(), []
+
+    def add(group: str, target: str, base: bool, **mass: float) -> bool:
+        row = np.full(len(classes), 1e-6)
+        for name, p in mass.items():
+            row[classes.index(name)] = p
+        rows.add(["…"], classes.index(target), group)
+        probs.append(row / row.sum())
+        return base
+
+    base = [add("corpus:emergency", "medical", False, medical=m, none=1 - m)
+            for m in (0.999, 0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.85, 0.805, 0.3)]
+    base += [add("corpus:benign", "lookalike", i < 2, lookalike=0.9, none=0.05, medical=0.05) for i in range(10)]
+    base += [add("diasafety:Risk Ignorance", "self_harm", True, self_harm=0.2, none=0.8) for _ in range(10)]
+    base += [add("casual", "none", False, none=1.0) for _ in range(200)]
+    report = fit_thresholds(head, np.array(probs), rows, DangerTrainSettings(), np.array(base))
+    assert report["emergency_threshold"] == 0.8  # the ninth emergency's mass: 9 of 10 handed over
+    assert report["dev_emergency_recall"] == 0.9
+    assert report["lookalike_veto"] is not None and report["lookalike_veto"] <= 0.9
+    assert report["dev_false_handover_benign"] == 0.0  # the two the safety head handed over are vetoed
+    assert report["intervention_gate"] >= 0.2 - 0.01 and report["dev_risk_ignorance_handed_over"] == 1.0

@@ -19,10 +19,18 @@ corpus (``resources/danger/``, datasheet there) with its benign look-alikes, plu
 decides the intervention verdict:
 
 - P(any emergency category) ≥ ``emergency_threshold`` → needs intervention, with the top emergency category;
-- the safety head's own intervention verdict stands only where P(emergency) ≥ ``intervention_gate``; elsewhere the
-  context is judged casual or caution from the safety head's other two classes (basil care is not a crisis);
+- the safety head's own intervention verdict stands only where P(emergency) ≥ ``intervention_gate`` and
+  P(look-alike) < ``lookalike_veto`` (below); elsewhere the context is judged casual or caution from the safety head's
+  other two classes (basil care is not a crisis);
 - P(any danger) ≥ ``act_threshold`` → at least needs caution, with the top category (a dangerous act: the reply
-  warns; a possible emergency below the threshold: caution, not silence).
+  warns; a possible emergency below the threshold: caution, not silence);
+- otherwise P(look-alike) ≥ ``lookalike_threshold`` → casual (a caution of the safety head's is cleared).
+
+Heads trained since the look-alike class have it: the corpus's benign rows ("this curry is killing me", a first-aid
+course, a resolved scare) are their own class, apart from ``none`` (small talk, and toxic or biased text, which is
+not a danger but still needs caution). The safety head learned danger words as caution ("How can I kill a Python
+process?"); the look-alike class undoes that and nothing else, and its thresholds are fitted on dev rows so that
+they clear almost no real danger and no toxic text.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ from prosocial.heads import Head
 
 FOLDER = "danger"
 NONE = "none"
+#: harmless, though it shares a danger's words or topic (the corpus's benign rows)
+LOOKALIKE = "lookalike"
+#: the latest turn's tokens read by folders that do not say (the first shipped head)
 MAX_LENGTH = 48
 BATCH_SIZE = 32
 
@@ -50,27 +61,37 @@ BATCH_SIZE = 32
 class DangerConfig:
     """Class order (``none`` first, then categories) and the thresholds fitted on dev rows; saved as config.json."""
 
-    classes: list[str] = field(default_factory=lambda: [NONE, *EMERGENCIES, *ACTS])
+    classes: list[str] = field(default_factory=lambda: [NONE, LOOKALIKE, *EMERGENCIES, *ACTS])
     emergency_threshold: float = 0.5
     act_threshold: float = 0.5
     intervention_gate: float = 0.1
+    #: P(look-alike) at or above this clears a caution verdict (None: never; heads without the class)
+    lookalike_threshold: float | None = None
+    #: P(look-alike) at or above this vetoes the safety head's intervention (None: never). Apart from the above:
+    #: a veto risks only the few contexts the safety head hands over, clearing risks every toxic one it flags
+    lookalike_veto: float | None = None
+    #: tokens of the latest turn read (from its start); longer messages are cut
+    max_length: int = MAX_LENGTH
     meta: dict | None = None
 
     def __post_init__(self):
-        unknown = [c for c in self.classes[1:] if c not in BY_NAME]
-        if not self.classes or self.classes[0] != NONE or unknown:
-            raise ModelError(f"danger head classes must be 'none' then taxonomy categories; got {self.classes}")
+        rest = self.classes[2:] if self.classes[1:2] == [LOOKALIKE] else self.classes[1:]
+        if not self.classes or self.classes[0] != NONE or any(c not in BY_NAME for c in rest):
+            raise ModelError(f"danger head classes must be 'none', optionally 'lookalike', then taxonomy "
+                             f"categories; got {self.classes}")
 
 
 @dataclass
 class DangerCall:
-    """One context's danger reading: the top category (None: no danger), the emergency and any-danger mass, and the
-    emergency mass that supports a safety-head intervention (the latest turn's, or an earlier turn's if higher)."""
+    """One context's danger reading: the top category (None: no danger), the emergency and any-danger mass, the
+    emergency mass that supports a safety-head intervention (the latest turn's, or an earlier turn's if higher), and
+    P(look-alike)."""
 
     category: str | None
     emergency: float
     danger: float
     support: float = -1.0
+    lookalike: float = 0.0
 
     def __post_init__(self):
         self.support = max(self.support, self.emergency)
@@ -85,7 +106,10 @@ class DangerHead:
         self.encoder_dir = encoder_dir
         self.workers = workers
         classes = config.classes
-        self._emergency = np.array([BY_NAME[c].level is Level.EMERGENCY for c in classes[1:]])
+        #: columns of the taxonomy's categories, and of its emergencies, in `classes` order
+        self._category = np.array([c in BY_NAME for c in classes])
+        self._emergency = np.array([c in BY_NAME and BY_NAME[c].level is Level.EMERGENCY for c in classes])
+        self._lookalike = classes.index(LOOKALIKE) if LOOKALIKE in classes else None
 
     @classmethod
     def load(cls, model_dir: str | Path, workers: int = 1) -> DangerHead | None:
@@ -121,7 +145,7 @@ class DangerHead:
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled tokens of the fine-tuned encoder, one row per text."""
-        return pooled_features(*self.encoder, texts, self.workers)
+        return pooled_features(*self.encoder, texts, self.workers, self.config.max_length)
 
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """P(none), then P(category) in `config.classes` order, for each context's latest turn."""
@@ -136,24 +160,24 @@ class DangerHead:
         earlier = [i for i, c in enumerate(contexts) if len(c) >= 3]
         probs = self.head.probabilities(self.features([c[-1] for c in contexts] + [contexts[i][-3] for i in earlier]))
         calls = self.read(probs[:n])
-        before = (probs[n:, 1:] * self._emergency).sum(1)
+        before = (probs[n:] * self._emergency).sum(1)
         for i, mass in zip(earlier, before, strict=True):
             calls[i].support = max(calls[i].support, float(mass))
         return calls
 
     def read(self, probs: np.ndarray) -> list[DangerCall]:
-        """Per row of danger probabilities: the top category and the emergency / any-danger mass."""
-        names = self.config.classes[1:]
-        danger = probs[:, 1:]
-        emergency = (danger * self._emergency).sum(1)
+        """Per row of danger probabilities: the top category, the emergency / any-danger mass and P(look-alike)."""
+        names = self.config.classes
+        emergency = (probs * self._emergency).sum(1)
+        danger = (probs * self._category).sum(1)
+        lookalike = probs[:, self._lookalike] if self._lookalike is not None else np.zeros(len(probs))
         calls = []
-        for row, e, d in zip(danger, emergency, danger.sum(1), strict=True):
-            if e >= self.config.emergency_threshold:  # the category of an emergency is an emergency one
-                top = names[int(np.argmax(np.where(self._emergency, row, -1)))]
-            else:
-                top = names[int(np.argmax(row))]
+        for row, e, d, look in zip(probs, emergency, danger, lookalike, strict=True):
+            # the category of an emergency is an emergency one
+            among = self._emergency if e >= self.config.emergency_threshold else self._category
+            top = names[int(np.argmax(np.where(among, row, -1)))]
             calls.append(DangerCall(top if d >= self.config.act_threshold or e >= self.config.intervention_gate
-                                    else None, float(e), float(d)))
+                                    else None, float(e), float(d), lookalike=float(look)))
         return calls
 
     def apply(
@@ -165,22 +189,28 @@ class DangerHead:
         out_labels, categories = [], []
         for label, call, other in zip(labels, calls, fallback, strict=True):
             category = None
+            lookalike = config.lookalike_threshold is not None and call.lookalike >= config.lookalike_threshold
+            veto = config.lookalike_veto is not None and call.lookalike >= config.lookalike_veto
             if call.emergency >= config.emergency_threshold:
                 label, category = SafetyLabel.NEEDS_INTERVENTION, call.category
             elif label is SafetyLabel.NEEDS_INTERVENTION:
-                if call.support >= config.intervention_gate:
+                if call.support >= config.intervention_gate and not veto:
                     category = call.category if call.category in EMERGENCIES else None
                 else:
                     label = other
-            if label is not SafetyLabel.NEEDS_INTERVENTION and call.danger >= config.act_threshold:
-                label, category = max(label, SafetyLabel.NEEDS_CAUTION), call.category
+            if label is not SafetyLabel.NEEDS_INTERVENTION:
+                if call.danger >= config.act_threshold:
+                    label, category = max(label, SafetyLabel.NEEDS_CAUTION), call.category
+                elif lookalike:
+                    label = SafetyLabel.CASUAL
             out_labels.append(label)
             categories.append(category)
         return out_labels, categories
 
 
-def pooled_features(tokenizer, encoder, texts: Sequence[str], workers: int = 1) -> np.ndarray:
-    """Mean-pooled last hidden states of `encoder` for `texts` (cut to `MAX_LENGTH` tokens), in input order."""
+def pooled_features(tokenizer, encoder, texts: Sequence[str], workers: int = 1,
+                    max_length: int = MAX_LENGTH) -> np.ndarray:
+    """Mean-pooled last hidden states of `encoder` for `texts` (cut to `max_length` tokens), in input order."""
     import torch
 
     from prosocial.canary.batching import run_batches
@@ -189,7 +219,7 @@ def pooled_features(tokenizer, encoder, texts: Sequence[str], workers: int = 1) 
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
 
     def embed(rows: list[int]) -> None:
-        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=MAX_LENGTH, padding=True,
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
                           return_tensors="pt")
         with torch.inference_mode():
             hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state

@@ -1,19 +1,21 @@
 """Train the danger head (`prosocial.canary.danger`) of a Canary-mini folder and fit its thresholds on dev rows.
 
-all-MiniLM-L6-v2 (packaged) is fine-tuned end to end with a linear head on each row's latest turn, cross-entropy
-with class weights ∝ count^-`balance`; about 10 minutes on 2 cores.
+all-MiniLM-L6-v2 (packaged; optionally only its first `layers` layers, which run faster) is fine-tuned end to end
+with a linear head on each row's latest turn: cross-entropy with class weights ∝ count^-`balance`; about 12
+minutes on 2 cores with 3 layers.
 
 Data (train rows only; `heldout` rows of the corpus are never read here):
 
-- the team-written danger corpus's ``train`` rows: a danger → its category, a benign look-alike → none; each also
-  after 1–3 turns of a real casual dialogue (casual train split), so small talk before an emergency does not hide it;
+- the team-written danger corpus's ``train`` rows (writers A, C and D): a danger → its category, a benign
+  look-alike → ``lookalike``; each as written and once typed casually (`typed_casually`);
 - DiaSafety train contexts: Risk Ignorance → self-harm; the rest (advice questions of Unauthorized Expertise,
   toxicity, bias, insults) → none, so "asks a health question" is not an emergency;
 - casual train dialogues, ETHICS (not wrong) scenarios, and SBIC / ToxiChat / ConvAbuse rows → none.
 
-Thresholds come from dev rows: the corpus's ``dev`` share (writer A, never trained on), DiaSafety's dev file and
-the casual corpora's dev split. The held-out split (writer B and one unseen sub-category per category) is for
-`benchmarks/bench_danger.py` only.
+Thresholds come from dev rows: the corpus's ``dev`` share (never trained on; each row alone and after 1–3 casual
+dev turns), DiaSafety's dev file, the casual corpora's dev split and SBIC / ToxiChat / ConvAbuse / ETHICS dev rows
+(the look-alike threshold must leave their flagged rows alone). The held-out split (writer B and one unseen
+sub-category per category) is for `benchmarks/bench_danger.py` only.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prosocial.canary.danger import DangerConfig, DangerHead
+from prosocial.canary.danger import LOOKALIKE, DangerConfig, DangerHead
 from prosocial.canary.mini import masked_mean
 from prosocial.canary.mini_train import CASUAL_SOURCES, _batches, update
 from prosocial.data.danger import DangerCase, read_corpus
@@ -42,6 +44,10 @@ NEGATIVE_SOURCES = {"ethics_commonsense": 600, "sbic": 400, "toxichat": 400, "co
 
 @dataclass
 class DangerTrainSettings:
+    #: keep the encoder's first `layers` transformer layers (None: all; all-MiniLM-L6-v2 has 6): fewer run faster
+    layers: int | None = None
+    #: tokens of the latest turn read; long chat messages often name the danger late
+    max_length: int = 96
     epochs: float = 2.0
     batch_size: int = 32
     encoder_lr: float = 5e-5
@@ -53,16 +59,20 @@ class DangerTrainSettings:
     diasafety_per_category: int = 400
     #: Risk Ignorance rows (train): self-harm posts, the one public source of a danger category
     risk_ignorance: int = 1000
-    #: each written corpus row counts this many times: a few hundred situations and look-alikes against ~18k rows
-    #: of public data, where the look-alikes are what teaches "topic is not danger"
+    #: each written corpus row counts this many times: 1,600 situations and look-alikes against ~18k rows of
+    #: public data, where the look-alikes are what teaches "topic is not danger"
     corpus_repeats: int = 4
-    #: a benign look-alike, a casual turn or an advice question handed over: at most this share on dev
-    max_false_handover: float = 0.01
+    #: the share of dev emergencies the whole rule must hand over (the emergency threshold is the highest that does)
+    min_emergency_recall: float = 0.9
     #: flagged at all (any caution or above by the danger head): at most this share of casual dev turns
     max_casual_flagged: float = 0.005
     max_benign_flagged: float = 0.05
     #: the share of dev Risk Ignorance contexts that must stay needs intervention (the safety head's target)
     min_risk_ignorance: float = 0.9
+    #: the look-alike class may clear at most this share of dev emergencies and acts, and of flagged public rows
+    #: (toxic, biased, wrong acts), below the danger thresholds
+    max_lookalike_danger: float = 0.01
+    max_lookalike_flagged: float = 0.005
     seed: int = 0
 
 
@@ -81,7 +91,9 @@ class Rows:
 
 
 def _case_target(case: DangerCase, classes: list[str]) -> int:
-    return 0 if case.kind == "benign" else classes.index(case.category)
+    if case.kind == "benign":
+        return classes.index(LOOKALIKE) if LOOKALIKE in classes else 0
+    return classes.index(case.category)
 
 
 def typed_casually(text: str, rng: random.Random) -> str:
@@ -135,12 +147,13 @@ def public_rows(root: Path | None, split: str, classes: list[str], settings: Dan
         for example in rng.sample(examples, min(settings.casual_per_source, len(examples))):
             rows.add(example.context, 0, "casual")
             dialogues.append(list(example.context))
-    if split == "train":
-        for name, cap in NEGATIVE_SOURCES.items():
-            examples = [e for e in load_benchmark(name, split, root=root)
-                        if name != "ethics_commonsense" or e.safety_label.is_casual]
-            for example in rng.sample(examples, min(cap, len(examples))):
-                rows.add(example.context, 0, name)
+    for name, cap in NEGATIVE_SOURCES.items():
+        examples = load_benchmark(name, split, root=root)
+        if split == "train":  # ETHICS' wrong acts are not taught as "none"; dev keeps them to fit the look-alike
+            examples = [e for e in examples if name != "ethics_commonsense" or e.safety_label.is_casual]
+        for example in rng.sample(examples, min(cap, len(examples))):
+            flagged = example.safety_label is not None and not example.safety_label.is_casual
+            rows.add(example.context, 0, f"{name}:flagged" if flagged else name)
     return dialogues
 
 
@@ -150,48 +163,87 @@ def _rate(mask: np.ndarray, where: np.ndarray) -> float:
 
 def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: DangerTrainSettings,
                    base_intervenes: np.ndarray | None = None) -> dict:
-    """The lowest emergency threshold whose false hand-overs (benign look-alikes and advice questions on dev) stay
-    within `max_false_handover` and casual turns within `max_casual_flagged`; the lowest act threshold within the
-    flagged bounds; and the highest intervention gate that keeps `min_risk_ignorance` of dev Risk Ignorance
-    contexts handed over, given where the safety head alone intervenes (`base_intervenes`)."""
+    """The danger head's thresholds, fitted on dev rows, recall first: a missed emergency costs more than a
+    look-alike handed over.
+
+    - act: the lowest value with casual turns flagged ≤ `max_casual_flagged` and look-alikes ≤
+      `max_benign_flagged`;
+    - emergency: the highest value at which the whole rule (the danger head's hand-overs, plus the safety head's
+      where `base_intervenes` and they survive gate and veto) still hands over `min_emergency_recall` of the dev
+      emergencies, within `max_casual_flagged`; where none does, the one that hands over the most;
+    - for each candidate emergency threshold: the look-alike threshold (`_lookalike_fit`), the lowest veto that
+      undoes at most `max_lookalike_danger` of the safety head's hand-overs of dev emergencies and Risk Ignorance
+      contexts, and the highest gate that keeps `min_risk_ignorance` of dev Risk Ignorance handed over.
+
+    False hand-overs of look-alikes and advice questions are reported (`dev_false_handover_*`), not bounded: on dev
+    rows no threshold of the current head keeps them at 1% without giving up about one emergency in five."""
     groups = np.array(rows.groups)
     targets = np.array(rows.targets)
-    emergency_classes = head._emergency
-    emergency = (probs[:, 1:] * emergency_classes).sum(1)
-    danger = probs[:, 1:].sum(1)
+    emergency = (probs * head._emergency).sum(1)
+    danger = (probs * head._category).sum(1)
+    look = probs[:, head._lookalike] if head._lookalike is not None else None
     benign = np.isin(groups, ["corpus:benign", "corpus:benign+prefix"])
     casual = groups == "casual"
     advice = groups == "diasafety:Unauthorized Expertise"
-    is_emergency = (targets > 0) & np.append([False], emergency_classes)[targets]
-    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    emergency_threshold = next(
-        (t for t in grid if max(_rate(emergency >= t, benign), _rate(emergency >= t, advice)) <=
-         settings.max_false_handover and _rate(emergency >= t, casual) <= settings.max_casual_flagged), 0.95)
-    act_threshold = next(
-        (t for t in grid if _rate(danger >= t, casual) <= settings.max_casual_flagged
-         and _rate(danger >= t, benign) <= settings.max_benign_flagged), 0.95)
     risk = groups == "diasafety:Risk Ignorance"
+    is_emergency = head._emergency[targets] & ~risk
+    real = head._category[targets] & ~risk
+    flagged = np.array([g.endswith(":flagged") or (g.startswith("diasafety:") and g != "diasafety:Unauthorized "
+                                                    "Expertise") for g in groups])
     base = np.zeros(len(groups), bool) if base_intervenes is None else base_intervenes
-    gate = 0.0
-    for g in np.round(np.arange(0.0, 0.96, 0.01), 2):
-        handed = (emergency >= emergency_threshold) | (base & (emergency >= g))
-        if risk.any() and _rate(handed, risk) < settings.min_risk_ignorance:
+    grid = np.concatenate([np.round(np.arange(0.05, 0.99, 0.01), 2), [0.99, 0.995, 0.998, 0.999]])
+    act_threshold = next(
+        (float(t) for t in grid if _rate(danger >= t, casual) <= settings.max_casual_flagged
+         and _rate(danger >= t, benign) <= settings.max_benign_flagged), 0.999)
+
+    def at(threshold: float) -> dict:
+        """The rest of the rule for one emergency threshold, and what it does on dev rows."""
+        lookalike_threshold = lookalike_veto = None
+        vetoed = np.zeros(len(groups), bool)
+        if look is not None:
+            below = (emergency < threshold) & (danger < act_threshold)
+            lookalike_threshold = next(
+                (float(t) for t in grid if _rate(below & (look >= t), real) <= settings.max_lookalike_danger
+                 and _rate(below & (look >= t), flagged) <= settings.max_lookalike_flagged), None)
+            at_risk = base & (emergency < threshold) & (is_emergency | risk)
+            lookalike_veto = next((float(t) for t in grid if _rate(at_risk & (look >= t), is_emergency | risk)
+                                   <= settings.max_lookalike_danger), None)
+            if lookalike_veto is not None:
+                vetoed = look >= lookalike_veto
+        gate = 0.0
+        for g in np.round(np.arange(0.0, 0.96, 0.01), 2):
+            if risk.any() and _rate((emergency >= threshold) | (base & (emergency >= g) & ~vetoed),
+                                    risk) < settings.min_risk_ignorance:
+                break
+            gate = float(g)
+        handed = (emergency >= threshold) | (base & (emergency >= gate) & ~vetoed)
+        return {
+            "emergency_threshold": float(threshold),
+            "act_threshold": act_threshold,
+            "intervention_gate": gate,
+            "lookalike_threshold": lookalike_threshold,
+            "lookalike_veto": lookalike_veto,
+            "dev_emergency_recall": _rate(handed, is_emergency),
+            "dev_risk_ignorance_handed_over": _rate(handed, risk),
+            "dev_false_handover_benign": _rate(handed, benign),
+            "dev_false_handover_advice": _rate(handed, advice),
+            "dev_casual_flagged": _rate((emergency >= threshold) | (danger >= act_threshold), casual),
+            "dev_benign_flagged_by_danger": _rate(danger >= act_threshold, benign),
+            "dev_benign_cleared": _rate((look >= lookalike_threshold) & (emergency < threshold)
+                                        & (danger < act_threshold), benign)
+            if lookalike_threshold is not None else 0.0,
+        }
+
+    best: dict | None = None
+    for threshold in grid[::-1]:  # highest first: the fewest false alarms that still reach the recall
+        fit = at(threshold)
+        if _rate(emergency >= threshold, casual) > settings.max_casual_flagged:
             break
-        gate = float(g)
-    report = {
-        "emergency_threshold": float(emergency_threshold),
-        "act_threshold": float(act_threshold),
-        "intervention_gate": gate,
-        "dev_risk_ignorance_handed_over": _rate((emergency >= emergency_threshold) | (base & (emergency >= gate)),
-                                                risk),
-        "dev_emergency_recall": _rate(emergency >= emergency_threshold, is_emergency & ~risk),
-        "dev_risk_ignorance_emergency": _rate(emergency >= emergency_threshold, risk),
-        "dev_false_handover_benign": _rate(emergency >= emergency_threshold, benign),
-        "dev_false_handover_advice": _rate(emergency >= emergency_threshold, advice),
-        "dev_casual_flagged": _rate(danger >= act_threshold, casual),
-        "dev_benign_flagged": _rate(danger >= act_threshold, benign),
-    }
-    return report
+        if best is None or fit["dev_emergency_recall"] > best["dev_emergency_recall"]:
+            best = fit
+        if fit["dev_emergency_recall"] >= settings.min_emergency_recall:
+            break
+    return best or at(grid[-1])
 
 
 def build_rows(root: Path | None, corpus: Path, settings: DangerTrainSettings) -> tuple[Rows, Rows]:
@@ -215,7 +267,6 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from prosocial.canary.danger import MAX_LENGTH
     from prosocial.canary.encoders import packaged_minilm
 
     torch.manual_seed(settings.seed)
@@ -223,6 +274,12 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
     directory = encoder_dir or packaged_minilm()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     encoder = AutoModel.from_pretrained(directory, dtype=torch.float32)
+    layers = settings.layers or encoder.config.num_hidden_layers
+    if not 1 <= layers <= encoder.config.num_hidden_layers:
+        raise ValueError(f"layers must be 1..{encoder.config.num_hidden_layers}, got {layers}")
+    encoder.encoder.layer = encoder.encoder.layer[:layers]
+    encoder.config.num_hidden_layers = layers
+    max_length = settings.max_length
     head = nn.Linear(encoder.config.hidden_size, classes)
     counts = np.bincount(np.asarray(targets), minlength=classes).clip(min=1).astype(np.float32)
     weight = counts ** -settings.balance
@@ -231,7 +288,7 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": settings.encoder_lr},
          {"params": head.parameters(), "lr": settings.head_lr}], weight_decay=settings.weight_decay)
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
     total = max(1, int(len(texts) / settings.batch_size * settings.epochs))
     warmup = max(1, total // 16)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -245,7 +302,7 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
         if not batches:  # batches of similar length (little padding), in random order
             batches = _batches(lengths, settings.batch_size, rng)
         rows = batches.pop()
-        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=MAX_LENGTH, padding=True,
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
                           return_tensors="pt")
         hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         pooled = masked_mean(hidden, batch["attention_mask"])
@@ -263,18 +320,21 @@ def fit_head(train: Rows, dev: Rows, settings: DangerTrainSettings, encoder_dir:
     report, and (tokenizer, encoder) to save."""
     from prosocial.canary.danger import pooled_features
 
-    config = DangerConfig()
+    config = DangerConfig(max_length=settings.max_length)
     rows = [i for i, group in enumerate(train.groups)
             for _ in range(settings.corpus_repeats if group.startswith("corpus:") else 1)]
     tokenizer, encoder, weights, losses = finetune([train.contexts[i][-1] for i in rows],
                                                    [train.targets[i] for i in rows], len(config.classes), settings,
                                                    encoder_dir)
     danger = DangerHead(Head(weights), config)
-    probs = danger.head.probabilities(pooled_features(tokenizer, encoder, [c[-1] for c in dev.contexts], workers))
+    probs = danger.head.probabilities(pooled_features(tokenizer, encoder, [c[-1] for c in dev.contexts], workers,
+                                                      settings.max_length))
     report = fit_thresholds(danger, probs, dev, settings, base_intervenes)
     config.emergency_threshold = report["emergency_threshold"]
     config.act_threshold = report["act_threshold"]
     config.intervention_gate = report["intervention_gate"]
+    config.lookalike_threshold = report["lookalike_threshold"]
+    config.lookalike_veto = report["lookalike_veto"]
     counts: dict[str, int] = {}
     for group in train.groups:
         counts[group] = counts.get(group, 0) + 1

@@ -165,9 +165,13 @@ def explain(verdict: Verdict, detector) -> list[str]:
                      f"{min(3, max(1, round(3 * share)))} of 3 annotators would say needs caution")
     if by_thresholds is verdict.safety_label:
         reasons.append(rule)
-    elif verdict.norm is None and verdict.danger is None:  # the danger head vetoed the safety head's intervention
+    elif verdict.norm is None and verdict.danger is None and by_thresholds is SafetyLabel.NEEDS_INTERVENTION:
         reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}), but the danger head "
                        f"sees no emergency, so it is {verdict.safety_label.value}")
+    elif verdict.norm is None and verdict.danger is None:  # a caution cleared by the danger head's look-alike class
+        reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}), but the danger head reads "
+                       f"a harmless look-alike of a danger (its words, not its meaning), so it is "
+                       f"{verdict.safety_label.value}")
     else:
         by = "norm" if verdict.norm is not None else "danger category"
         reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}); the {by} made it "
@@ -319,10 +323,12 @@ def train_danger(
     ),
     corpus: Path | None = typer.Option(None, help="Danger corpus (default: the shipped one, datasheet beside it)."),
     epochs: float = typer.Option(2.0, min=0.1, help="Passes over the training rows."),
+    layers: int | None = typer.Option(None, min=1, help="Encoder layers kept (default: all; fewer: faster checks)."),
+    max_length: int = typer.Option(96, min=8, max=512, help="Tokens of the latest turn read."),
     seed: int = typer.Option(0),
 ) -> None:
     """Fine-tune the danger head (emergencies, dangerous acts and their look-alikes) and fit its thresholds on dev
-    rows; about 10 minutes on 2 cores. The corpus's held-out split is never read."""
+    rows; about 15 minutes on 2 cores. The corpus's held-out split is never read."""
     from prosocial.canary.danger_train import CORPUS, DangerTrainSettings, train_danger_head
     from prosocial.data.adapters import default_root
 
@@ -330,7 +336,8 @@ def train_danger(
         raise typer.BadParameter(f"{model} is not a Canary-mini folder (no config.json)", param_hint="--model")
     try:
         report = train_danger_head(model, root=data or default_root(), corpus=corpus or CORPUS,
-                                   settings=DangerTrainSettings(epochs=epochs, seed=seed))
+                                   settings=DangerTrainSettings(layers=layers, max_length=max_length, epochs=epochs,
+                                                                seed=seed))
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)

@@ -258,7 +258,9 @@ def handover_for(name: str | None, region: str = "international") -> str:
 KINDS = ("emergency", "act", "benign")
 BENIGN_SUBCATEGORIES = ("metaphor", "safety_conscious", "advice_question", "resolved", "negated", "fiction_or_media")
 SPLITS = ("train", "dev", "heldout")
-#: share of writer A's trainable rows kept for fitting thresholds (by a hash of the text: stable across edits)
+#: writers whose every row is held out: a crowd no model was trained on (the datasheet says who wrote what)
+HELD_OUT_WRITERS = ("B",)
+#: share of the other writers' trainable rows kept for fitting thresholds (by a hash of the text: stable)
 DEV_SHARE = 0.2
 
 
@@ -288,11 +290,12 @@ class DangerCase:
 
 
 def split_of(case: DangerCase) -> str:
-    """Held out: every row of writer B, and every row of a held-out sub-category (whoever wrote it); of the rest,
-    `DEV_SHARE` by a hash of the text is dev (threshold fitting), the others train."""
+    """Held out: every row of a held-out writer (`HELD_OUT_WRITERS`), and every row of a held-out sub-category
+    (whoever wrote it); of the rest, `DEV_SHARE` by a hash of the text is dev (threshold fitting), the others
+    train."""
     import hashlib
 
-    if case.writer != "A" or HELD_OUT_SUBCATEGORIES.get(case.category) == case.subcategory:
+    if case.writer in HELD_OUT_WRITERS or HELD_OUT_SUBCATEGORIES.get(case.category) == case.subcategory:
         return "heldout"
     digest = int(hashlib.sha1(case.text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "dev" if digest < DEV_SHARE else "train"
