@@ -64,7 +64,7 @@ def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:
     held = [c for c in cases if c.split == "heldout"]
     assert all(c.writer in danger.HELD_OUT_WRITERS or danger.HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory
                for c in held)
-    assert {c.writer for c in cases if c.split != "heldout"} == {"A", "C", "D", "E", "F"}  # a held-out crowd: never read
+    assert {c.writer for c in cases if c.split != "heldout"} == {"A", "C", "D", "E", "F"}  # held-out crowd: unread
     for name, sub in danger.HELD_OUT_SUBCATEGORIES.items():  # an unseen situation is never trained on
         assert not [c for c in cases if c.split != "heldout" and c.category == name and c.subcategory == sub]
     for kind in danger.KINDS:
