@@ -160,7 +160,7 @@ def test_a_danger_head_saves_reloads_and_refuses_unknown_classes(tmp_path) -> No
         DangerHead.load(tmp_path)
 
 
-def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path) -> None:
+def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path, monkeypatch) -> None:
     """The training path end to end on a tiny BERT built from a config: written rows (with small talk before them)
     and casual lines; the thresholds come from the dev rows and the saved module reloads."""
     import random
@@ -202,6 +202,14 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path) ->
     np.testing.assert_allclose(again, probs[:8], atol=2e-2)  # fp16 on disk
     calls = loaded.read(again)
     assert all(c.category is None or c.category in danger.BY_NAME for c in calls)
+    import prosocial.canary.danger as module
+
+    encoded, real = [], module.pooled_features
+    monkeypatch.setattr(module, "pooled_features", lambda tok, enc, texts, *rest: encoded.append(list(texts))
+                        or real(tok, enc, texts, *rest))
+    same = "I am bleeding a lot"
+    repeated = loaded.calls([[same], [same, "oh no", same]])
+    assert encoded == [[same]] and repeated[0].emergency == pytest.approx(repeated[1].emergency)  # encoded once
     first, later = loaded.calls([["hello there"], ["I am bleeding a lot", "oh no", "ok"]])
     assert later.support >= loaded.calls([["I am bleeding a lot"]])[0].emergency - 1e-6  # the earlier turn counts
     assert first.support == first.emergency

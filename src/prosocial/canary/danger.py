@@ -144,8 +144,14 @@ class DangerHead:
         return AutoTokenizer.from_pretrained(self.encoder_dir), model
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean-pooled tokens of the fine-tuned encoder, one row per text."""
-        return pooled_features(*self.encoder, texts, self.workers, self.config.max_length)
+        """Mean-pooled tokens of the fine-tuned encoder, one row per text; a text repeated in a batch is encoded
+        once (a reply's windows share the user's turn before them, a client's history repeats)."""
+        unique = list(dict.fromkeys(texts))
+        found = pooled_features(*self.encoder, unique, self.workers, self.config.max_length)
+        if len(unique) == len(texts):
+            return found
+        where = {text: i for i, text in enumerate(unique)}
+        return found[[where[text] for text in texts]]
 
     def probabilities(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
         """P(none), then P(category) in `config.classes` order, for each context's latest turn."""
