@@ -70,6 +70,7 @@ def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:
     for kind in danger.KINDS:
         assert sum(c.kind == kind for c in held) >= 100
     assert danger.read_corpus(CORPUS, ("dev",)) == [c for c in cases if c.split == "dev"]
+    assert {c.writer for c in cases if c.split == "dev"} == set(danger.DEV_WRITERS)  # a crowd of its own
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,14 @@ minutes on 2 cores with 3 layers.
 
 Data (train rows only; `heldout` rows of the corpus are never read here):
 
-- the team-written danger corpus's ``train`` rows (writers A, C and D): a danger → its category, a benign
+- the team-written danger corpus's ``train`` rows (writers A, C, D and F): a danger → its category, a benign
   look-alike → ``lookalike``; each as written and once typed casually (`typed_casually`);
 - DiaSafety train contexts: Risk Ignorance → self-harm; the rest (advice questions of Unauthorized Expertise,
   toxicity, bias, insults) → none, so "asks a health question" is not an emergency;
 - casual train dialogues, ETHICS (not wrong) scenarios, and SBIC / ToxiChat / ConvAbuse rows → none.
 
-Thresholds come from dev rows: the corpus's ``dev`` share (never trained on; each row alone and after 1–3 casual
-dev turns), DiaSafety's dev file, the casual corpora's dev split and SBIC / ToxiChat / ConvAbuse / ETHICS dev rows
+Thresholds come from dev rows: the corpus's ``dev`` split (writer E, a crowd never trained on; each row alone and
+after 1–3 casual dev turns), DiaSafety's dev file, the casual corpora's dev split and SBIC / ToxiChat / ConvAbuse / ETHICS dev rows
 (the look-alike threshold must leave their flagged rows alone). The held-out split (writer B and one unseen
 sub-category per category) is for `benchmarks/bench_danger.py` only.
 """
@@ -360,12 +360,17 @@ def train_danger_head(model_dir: Path, root: Path | None = None, corpus: Path = 
 
     from prosocial.canary.danger import FOLDER
 
+    import os
+    import time
+
+    started = time.perf_counter()
     settings = settings or DangerTrainSettings()
     train, dev = build_rows(root, corpus, settings)
     log.info("danger head: %d train and %d dev contexts", len(train.targets), len(dev.targets))
     danger, report, (tokenizer, encoder, _) = fit_head(train, dev, settings,
                                                        base_intervenes=safety_head_intervenes(model_dir, dev))
-    danger.config.meta["corpus"] = corpus.name
+    danger.config.meta |= {"corpus": corpus.name, "train_seconds": round(time.perf_counter() - started),
+                           "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
     target = Path(out or model_dir)
     danger.save(target)
     encoder.to(torch.float16).save_pretrained(target / FOLDER / "encoder")

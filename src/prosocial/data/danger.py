@@ -260,8 +260,10 @@ BENIGN_SUBCATEGORIES = ("metaphor", "safety_conscious", "advice_question", "reso
 SPLITS = ("train", "dev", "heldout")
 #: writers whose every row is held out: a crowd no model was trained on (the datasheet says who wrote what)
 HELD_OUT_WRITERS = ("B",)
-#: share of the other writers' trainable rows kept for fitting thresholds (by a hash of the text: stable)
-DEV_SHARE = 0.2
+#: writers whose rows fit thresholds and are never trained on. A crowd of its own, as the held-out one is: rows of
+#: the training writers read as more familiar than a new crowd's, and thresholds fitted on them were too high
+#: for writer B (session 18: 89.5% of dev emergencies handed over, 70.1% of held-out ones)
+DEV_WRITERS = ("E",)
 
 
 @dataclass(frozen=True)
@@ -291,14 +293,10 @@ class DangerCase:
 
 def split_of(case: DangerCase) -> str:
     """Held out: every row of a held-out writer (`HELD_OUT_WRITERS`), and every row of a held-out sub-category
-    (whoever wrote it); of the rest, `DEV_SHARE` by a hash of the text is dev (threshold fitting), the others
-    train."""
-    import hashlib
-
+    (whoever wrote it); dev: every other row of a dev writer (`DEV_WRITERS`); train: the rest."""
     if case.writer in HELD_OUT_WRITERS or HELD_OUT_SUBCATEGORIES.get(case.category) == case.subcategory:
         return "heldout"
-    digest = int(hashlib.sha1(case.text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "dev" if digest < DEV_SHARE else "train"
+    return "dev" if case.writer in DEV_WRITERS else "train"
 
 
 def read_corpus(path, splits: tuple[str, ...] = SPLITS) -> list[DangerCase]:
