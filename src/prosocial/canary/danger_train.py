@@ -13,9 +13,9 @@ Data (train rows only; `heldout` rows of the corpus are never read here):
 - casual train dialogues, ETHICS (not wrong) scenarios, and SBIC / ToxiChat / ConvAbuse rows → none.
 
 Thresholds come from dev rows: the corpus's ``dev`` split (writer E, a crowd never trained on; each row alone and
-after 1–3 casual dev turns), DiaSafety's dev file, the casual corpora's dev split and SBIC / ToxiChat / ConvAbuse / ETHICS dev rows
-(the look-alike threshold must leave their flagged rows alone). The held-out split (writer B and one unseen
-sub-category per category) is for `benchmarks/bench_danger.py` only.
+after 1–3 casual dev turns), DiaSafety's dev file, the casual corpora's dev split and SBIC / ToxiChat / ConvAbuse /
+ETHICS dev rows (the look-alike threshold must leave their flagged rows alone). The held-out split (writer B and
+one unseen sub-category per category) is for `benchmarks/bench_danger.py` only.
 """
 
 from __future__ import annotations
@@ -356,12 +356,12 @@ def safety_head_intervenes(model_dir: Path, rows: Rows) -> np.ndarray:
 def train_danger_head(model_dir: Path, root: Path | None = None, corpus: Path = CORPUS,
                       settings: DangerTrainSettings | None = None, out: Path | None = None) -> dict:
     """Train and save the danger module into `out` (default: `model_dir`)/danger; returns the fit report."""
+    import os
+    import time
+
     import torch
 
     from prosocial.canary.danger import FOLDER
-
-    import os
-    import time
 
     started = time.perf_counter()
     settings = settings or DangerTrainSettings()
