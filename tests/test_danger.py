@@ -238,7 +238,7 @@ def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
     base += [add("corpus:benign", "lookalike", i < 2, lookalike=0.9, none=0.05, medical=0.05) for i in range(10)]
     base += [add("diasafety:Risk Ignorance", "self_harm", True, self_harm=0.2, none=0.8) for _ in range(10)]
     base += [add("casual", "none", False, none=1.0) for _ in range(200)]
-    report = fit_thresholds(head, np.array(probs), rows, DangerTrainSettings(), np.array(base))
+    report = fit_thresholds(head, np.array(probs), rows, DangerTrainSettings(min_emergency_recall=0.9), np.array(base))
     assert report["emergency_threshold"] == 0.8  # the ninth emergency's mass: 9 of 10 handed over
     assert report["dev_emergency_recall"] == 0.9
     assert report["lookalike_veto"] is not None and report["lookalike_veto"] <= 0.9

@@ -62,8 +62,9 @@ class DangerTrainSettings:
     #: each written corpus row counts this many times: 1,600 situations and look-alikes against ~18k rows of
     #: public data, where the look-alikes are what teaches "topic is not danger"
     corpus_repeats: int = 4
-    #: the share of dev emergencies the whole rule must hand over (the emergency threshold is the highest that does)
-    min_emergency_recall: float = 0.9
+    #: the share of dev emergencies the whole rule must hand over (the emergency threshold is the highest that does).
+    #: Above the 90% target: dev (writer E) reads easier than a new crowd (at 0.9: 90.3% of dev, 70.9% held out)
+    min_emergency_recall: float = 0.95
     #: flagged at all (any caution or above by the danger head): at most this share of casual dev turns
     max_casual_flagged: float = 0.005
     max_benign_flagged: float = 0.05
