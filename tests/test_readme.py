@@ -41,7 +41,7 @@ def test_the_readme_examples_are_what_the_shipped_model_says() -> None:
 
 def test_the_readme_names_every_example_the_shipped_packs_fail() -> None:
     """What the README names must be what `prosocial norms test` finds on the shipped model (children, gaming,
-    spoilers: none; the clinic: one symptom, since the danger head keeps its medication questions casual)."""
+    spoilers: none; the clinic: two symptoms, while the danger head keeps its medication questions casual)."""
     from prosocial.canary.norms import run_norm_tests
 
     text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
@@ -53,5 +53,5 @@ def test_the_readme_names_every_example_the_shipped_packs_fail() -> None:
         failed[pack] = [(r.case.norm, r.case.text) for r in run_norm_tests(normed) if not r.passed]
     assert failed["children.yaml"] == failed["gaming.yaml"] == failed["spoilers.yaml"] == []
     clinic = failed["clinic.jsonl"]
-    assert "fails one by design, a symptom" in text and len(clinic) == 1, clinic
+    assert "the clinic's fails two symptoms" in text and len(clinic) == 2, clinic
     assert all(f'("{t}")' in text for _, t in clinic), clinic
