@@ -172,12 +172,15 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
     - emergency: the highest value at which the whole rule (the danger head's hand-overs, plus the safety head's
       where `base_intervenes` and they survive gate and veto) still hands over `min_emergency_recall` of the dev
       emergencies, within `max_casual_flagged`; where none does, the one that hands over the most;
-    - for each candidate emergency threshold: the look-alike threshold (`_lookalike_fit`), the lowest veto that
-      undoes at most `max_lookalike_danger` of the safety head's hand-overs of dev emergencies and Risk Ignorance
-      contexts, and the highest gate that keeps `min_risk_ignorance` of dev Risk Ignorance handed over.
+    - for each candidate emergency threshold: the lowest look-alike threshold that clears at most
+      `max_lookalike_danger` of the dev dangers and `max_lookalike_flagged` of the flagged public rows below the
+      danger thresholds, the lowest veto that undoes at most `max_lookalike_danger` of the safety head's hand-overs
+      of dev emergencies and Risk Ignorance contexts, and the highest gate that keeps `min_risk_ignorance` of dev
+      Risk Ignorance handed over.
 
     False hand-overs of look-alikes and advice questions are reported (`dev_false_handover_*`), not bounded: on dev
-    rows no threshold of the current head keeps them at 1% without giving up about one emergency in five."""
+    rows no threshold of the current head keeps them at 1% without giving up emergencies (session 18, writer E: the
+    danger head alone hands over 0.8% of look-alikes and 85.8% of emergencies at 0.99)."""
     groups = np.array(rows.groups)
     targets = np.array(rows.targets)
     emergency = (probs * head._emergency).sum(1)
@@ -189,8 +192,8 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
     risk = groups == "diasafety:Risk Ignorance"
     is_emergency = head._emergency[targets] & ~risk
     real = head._category[targets] & ~risk
-    flagged = np.array([g.endswith(":flagged") or (g.startswith("diasafety:") and g != "diasafety:Unauthorized "
-                                                    "Expertise") for g in groups])
+    # flagged public rows: toxic, biased and wrong-act ones, and DiaSafety's unsafe categories (not advice)
+    flagged = np.char.endswith(groups, ":flagged") | (np.char.startswith(groups, "diasafety:") & ~advice)
     base = np.zeros(len(groups), bool) if base_intervenes is None else base_intervenes
     grid = np.concatenate([np.round(np.arange(0.05, 0.99, 0.01), 2), [0.99, 0.995, 0.998, 0.999]])
     act_threshold = next(
@@ -200,12 +203,14 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
     def at(threshold: float) -> dict:
         """The rest of the rule for one emergency threshold, and what it does on dev rows."""
         lookalike_threshold = lookalike_veto = None
-        vetoed = np.zeros(len(groups), bool)
+        vetoed = cleared = np.zeros(len(groups), bool)
         if look is not None:
             below = (emergency < threshold) & (danger < act_threshold)
             lookalike_threshold = next(
                 (float(t) for t in grid if _rate(below & (look >= t), real) <= settings.max_lookalike_danger
                  and _rate(below & (look >= t), flagged) <= settings.max_lookalike_flagged), None)
+            if lookalike_threshold is not None:
+                cleared = below & (look >= lookalike_threshold)
             at_risk = base & (emergency < threshold) & (is_emergency | risk)
             lookalike_veto = next((float(t) for t in grid if _rate(at_risk & (look >= t), is_emergency | risk)
                                    <= settings.max_lookalike_danger), None)
@@ -230,16 +235,14 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
             "dev_false_handover_advice": _rate(handed, advice),
             "dev_casual_flagged": _rate((emergency >= threshold) | (danger >= act_threshold), casual),
             "dev_benign_flagged_by_danger": _rate(danger >= act_threshold, benign),
-            "dev_benign_cleared": _rate((look >= lookalike_threshold) & (emergency < threshold)
-                                        & (danger < act_threshold), benign)
-            if lookalike_threshold is not None else 0.0,
+            "dev_benign_cleared": _rate(cleared, benign),
         }
 
     best: dict | None = None
     for threshold in grid[::-1]:  # highest first: the fewest false alarms that still reach the recall
-        fit = at(threshold)
         if _rate(emergency >= threshold, casual) > settings.max_casual_flagged:
             break
+        fit = at(threshold)
         if best is None or fit["dev_emergency_recall"] > best["dev_emergency_recall"]:
             best = fit
         if fit["dev_emergency_recall"] >= settings.min_emergency_recall:
