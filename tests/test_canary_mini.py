@@ -483,7 +483,7 @@ def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank
     from prosocial.canary.rotwriter import grounded, relevant
 
     k = detector.config.rots_per_context
-    nearest = [[r for r in rots if grounded(r, c) and relevant(r, c)][:k] or [GENERAL_ROT]
+    nearest = [[r for r in rots if grounded(r, c, detector._groups) and relevant(r, c)][:k] or [GENERAL_ROT]
                for c, rots in zip(flagged, detector._bank.search(flagged, k=8, min_similarity=-1.0), strict=True)]
     for failure in (None, RuntimeError("llama.cpp died")):
         detector._writer = Writer(failure)

@@ -161,6 +161,33 @@ def test_a_danger_head_saves_reloads_and_refuses_unknown_classes(tmp_path) -> No
         DangerHead.load(tmp_path)
 
 
+def test_a_described_head_scores_a_category_by_its_nearest_description() -> None:
+    """Cosines to descriptions, max per category; none and look-alike by their learned vectors; a description added
+    later (a sub-category never trained on) is scored like the others."""
+    from prosocial.canary.danger import DescribedHead
+
+    classes = DangerConfig().classes
+    medical, fire = classes.index("medical"), classes.index("hazard")
+    owners = [*range(2, len(classes)), medical]  # one description per category, two for medical
+    rng = np.random.default_rng(0)
+    described = rng.normal(size=(len(owners), 64)).astype(np.float32)
+    weights = {"v": rng.normal(size=(2, 64)).astype(np.float32), "b": np.zeros(len(classes), np.float32),
+               "scale": np.array(20.0, np.float32)}
+    head = DescribedHead(weights, described, owners)
+    probs = head.probabilities(np.stack([described[-1] * 3, described[owners.index(fire)], weights["v"][0]]))
+    assert probs.argmax(1).tolist() == [medical, fire, 0] and np.allclose(probs.sum(1), 1, atol=1e-6)
+    unseen = rng.normal(size=64).astype(np.float32)
+    assert head.probabilities(unseen[None])[0, fire] < 0.5
+    extended = DescribedHead(weights, np.vstack([described, unseen]), [*owners, fire])
+    assert extended.probabilities(unseen[None])[0].argmax() == fire
+    with pytest.raises(ModelError, match="learned vectors"):
+        DescribedHead(weights | {"v": weights["v"][:1]}, described, owners)
+    with pytest.raises(ModelError, match="not one of the head's categories"):
+        DangerConfig(descriptions={"volcano": {"lava": ["hot rock"]}})
+    with pytest.raises(ModelError, match="non-empty list"):
+        DangerConfig(descriptions={"medical": {"stroke": []}})
+
+
 def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path, monkeypatch) -> None:
     """The training path end to end on a tiny BERT built from a config: written rows (with small talk before them)
     and casual lines; the thresholds come from the dev rows and the saved module reloads."""
@@ -199,6 +226,11 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path, mo
     tok.save_pretrained(tmp_path / "model" / "danger" / "encoder")
     loaded = DangerHead.load(tmp_path / "model")
     assert loaded.encoder[1].config.num_hidden_layers == 1 and loaded.config.max_length == 32
+    from prosocial.canary.danger import DescribedHead
+
+    # scored by descriptions, the held-out sub-categories' among them (described, never trained on)
+    assert isinstance(loaded.head, DescribedHead)
+    assert all(sub in loaded.config.descriptions[name] for name, sub in danger.HELD_OUT_SUBCATEGORIES.items())
     again = loaded.probabilities(dev.contexts[:8])
     np.testing.assert_allclose(again, probs[:8], atol=2e-2)  # fp16 on disk
     calls = loaded.read(again)

@@ -46,6 +46,23 @@ def test_a_rule_about_a_group_the_dialogue_never_names_is_not_kept(rot, context,
     assert grounded(rot, ["hi", context]) is kept
 
 
+def test_a_stereotype_rule_must_be_about_a_group_of_people():
+    """The form "It's wrong to think X are Y" is for groups of people (those the bank's rules are about), not for
+    whatever the dialogue names: "bald eagles are animals" is a tautology, not a reason."""
+    from prosocial.canary.rotwriter import grounded, stereotyped_groups
+
+    bank = ["It's wrong to think women are weak."] * 3 + ["It's wrong to think jews are greedy."] * 3 + [
+        "It's wrong to think cats are evil.", "You shouldn't steal."]
+    groups = stereotyped_groups(bank)
+    assert groups == {"women", "jews"}
+    assert grounded("It's wrong to think women are bad drivers.", ["That woman can't drive."], groups)
+    assert grounded("It's wrong to think a jew is greedy.", ["Jews and their money..."], groups)
+    assert not grounded("It's wrong to think bald eagles are animals.", ["I shot a bald eagle."], groups)
+    assert not grounded("It's wrong to think cats are evil.", ["I kicked the cat."], groups), "cats aren't catholics"
+    assert grounded("It's wrong to shoot protected birds.", ["I shot a bald eagle."], groups)
+    assert grounded("It's wrong to think cats are evil.", ["I kicked the cat."]), "no groups given: as before"
+
+
 @pytest.mark.parametrize(
     ("rot", "context", "kept"),
     [

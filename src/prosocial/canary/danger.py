@@ -6,6 +6,13 @@ the Canary-mini folder's ``danger/`` module: ``encoder/`` (the fine-tuned encode
 provenance). It reads the latest turn, not the whole context, so no amount of small talk before an emergency
 dilutes it; the user's turn before supports an intervention, so "ok" after one does not hide it (`calls`).
 
+Heads trained since session 19 score the categories by their **descriptions** (`DescribedHead`): the taxonomy says
+in a sentence or two what each sub-category looks like (`prosocial.data.danger.DESCRIPTIONS`), the encoder is
+trained to bring a message close to its sub-category's descriptions, and a category's score is the best cosine
+similarity among its descriptions. A sub-category is then known from its description alone: the held-out ones are
+never trained on but are described, and a new danger can be added to a folder's ``config.json`` by describing it.
+Older folders (a linear head, ``descriptions`` absent) load and behave as before.
+
 Measured and not adopted (dev rows): a linear head over the safety head's own pooled features, over frozen
 all-MiniLM-L6-v2 sentence embeddings, or both: at most 0.77 of the dev emergencies at 8% of the benign look-alikes
 handed over. A fine-tuned encoder was needed to tell "my toddler ate berries off the yew hedge" from "my daughter
@@ -72,6 +79,8 @@ class DangerConfig:
     lookalike_veto: float | None = None
     #: tokens of the latest turn read (from its start); longer messages are cut
     max_length: int = MAX_LENGTH
+    #: category -> sub-category -> descriptions: the described head's prototypes (None: a linear head)
+    descriptions: dict[str, dict[str, list[str]]] | None = None
     meta: dict | None = None
 
     def __post_init__(self):
@@ -79,6 +88,23 @@ class DangerConfig:
         if not self.classes or self.classes[0] != NONE or any(c not in BY_NAME for c in rest):
             raise ModelError(f"danger head classes must be 'none', optionally 'lookalike', then taxonomy "
                              f"categories; got {self.classes}")
+        for name, subs in (self.descriptions or {}).items():
+            if name not in self.classes[1:] or name == LOOKALIKE:
+                raise ModelError(f"danger head descriptions: {name!r} is not one of the head's categories")
+            if not isinstance(subs, dict) or not all(
+                    isinstance(texts, list | tuple) and texts and all(isinstance(t, str) and t.strip() for t in texts)
+                    for texts in subs.values()):
+                raise ModelError(f"danger head descriptions of {name!r}: each sub-category needs a non-empty list "
+                                 "of non-empty texts")
+
+    def described(self) -> tuple[list[str], list[int]]:
+        """Every description, and the class index of the category it describes."""
+        texts, owners = [], []
+        for name, subs in (self.descriptions or {}).items():
+            for described in subs.values():
+                texts += described
+                owners += [self.classes.index(name)] * len(described)
+        return texts, owners
 
 
 @dataclass
@@ -97,14 +123,56 @@ class DangerCall:
         self.support = max(self.support, self.emergency)
 
 
-class DangerHead:
-    """Danger probabilities for contexts, and how they change a safety verdict (module docstring)."""
+class DescribedHead:
+    """Class probabilities from cosine similarities: a category scores its best-matching description, the classes
+    without descriptions (``none``, ``lookalike``) score a learned vector each; logits are the similarities times a
+    learned scale plus a bias. Weights: ``v`` (one row per class without descriptions, in class order), ``b``,
+    ``scale``."""
 
-    def __init__(self, head: Head, config: DangerConfig, encoder_dir: Path | None = None, workers: int = 1):
-        self.head = head
+    def __init__(self, weights: dict[str, np.ndarray], described: np.ndarray, owners: Sequence[int]):
+        self.weights = weights
+        order = np.argsort(np.asarray(owners), kind="stable")
+        self._described = _unit(described[order])
+        owners = np.asarray(owners)[order]
+        self._starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        self._owned = owners[self._starts]
+        classes = len(weights["b"])
+        self._free = np.setdiff1d(np.arange(classes), self._owned)
+        if len(self._free) != len(weights["v"]):
+            raise ModelError(f"danger head: {len(weights['v'])} learned vectors for {len(self._free)} classes "
+                             "without descriptions")
+        self._vectors = _unit(weights["v"])
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        x = _unit(x.astype(np.float32))
+        logits = np.empty((len(x), len(self.weights["b"])), np.float32)
+        logits[:, self._owned] = np.maximum.reduceat(x @ self._described.T, self._starts, axis=1)
+        logits[:, self._free] = x @ self._vectors.T
+        logits = logits * float(self.weights["scale"]) + self.weights["b"]
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class DangerHead:
+    """Danger probabilities for contexts, and how they change a safety verdict (module docstring).
+
+    `head` holds the saved weights: a linear `Head`, or those of a `DescribedHead` (when the config has
+    descriptions; its description embeddings are computed by the folder's encoder on first use). `encoder`, if
+    given, is the (tokenizer, model) in memory (training), instead of the one in `encoder_dir`."""
+
+    def __init__(self, head: Head, config: DangerConfig, encoder_dir: Path | None = None, workers: int = 1,
+                 encoder: tuple | None = None):
+        self.weights = head
         self.config = config
         self.encoder_dir = encoder_dir
         self.workers = workers
+        if encoder is not None:
+            self.__dict__["encoder"] = encoder
         classes = config.classes
         #: columns of the taxonomy's categories, and of its emergencies, in `classes` order
         self._category = np.array([c in BY_NAME for c in classes])
@@ -126,10 +194,18 @@ class DangerHead:
             raise ModelError(f"unreadable danger head in {folder}: {exc}") from None
         return cls(head, config, folder / "encoder", workers)
 
+    @cached_property
+    def head(self) -> Head | DescribedHead:
+        """What turns pooled features into class probabilities."""
+        if self.config.descriptions is None:
+            return self.weights
+        texts, owners = self.config.described()
+        return DescribedHead(self.weights.weights, self.features(texts), owners)
+
     def save(self, model_dir: str | Path) -> None:
         folder = Path(model_dir) / FOLDER
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "head.npz", **{k: v.astype(np.float32) for k, v in self.head.weights.items()})
+        np.savez(folder / "head.npz", **{k: v.astype(np.float32) for k, v in self.weights.weights.items()})
         (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
 
     @cached_property

@@ -1,8 +1,12 @@
 """Train the danger head (`prosocial.canary.danger`) of a Canary-mini folder and fit its thresholds on dev rows.
 
 all-MiniLM-L6-v2 (packaged; optionally only its first `layers` layers, which run faster) is fine-tuned end to end
-with a linear head on each row's latest turn: cross-entropy with class weights ∝ count^-`balance`; about 12
-minutes on 2 cores with 3 layers.
+on each row's latest turn, with cross-entropy and class weights ∝ count^-`balance`. The head is a `DescribedHead`
+(`described`, the default): a category's logit is the scaled cosine between the message and the nearest
+description of its sub-categories (`prosocial.data.danger.DESCRIPTIONS`). The descriptions are encoded by the same
+encoder, without gradient, and re-encoded every `anchor_refresh` steps as it changes; the held-out sub-categories'
+descriptions are left out of training (nothing of theirs is trained on) and join the others for the thresholds
+and at run time. With `described=False`, a linear head (the heads shipped before).
 
 Data (train rows only; `heldout` rows of the corpus are never read here):
 
@@ -31,7 +35,7 @@ import numpy as np
 from prosocial.canary.danger import LOOKALIKE, DangerConfig, DangerHead
 from prosocial.canary.mini import masked_mean
 from prosocial.canary.mini_train import CASUAL_SOURCES, _batches, update
-from prosocial.data.danger import DangerCase, read_corpus
+from prosocial.data.danger import DESCRIPTIONS, HELD_OUT_SUBCATEGORIES, DangerCase, read_corpus
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.heads import Head
 from prosocial.resources import RESOURCES
@@ -48,6 +52,10 @@ class DangerTrainSettings:
     layers: int | None = None
     #: tokens of the latest turn read; long chat messages often name the danger late
     max_length: int = 96
+    #: categories scored by their sub-categories' descriptions (a `DescribedHead`); False: a linear head
+    described: bool = True
+    #: training steps between re-encodings of the descriptions
+    anchor_refresh: int = 8
     epochs: float = 2.0
     batch_size: int = 32
     encoder_lr: float = 5e-5
@@ -262,10 +270,54 @@ def build_rows(root: Path | None, corpus: Path, settings: DangerTrainSettings) -
     return train, dev
 
 
+def training_descriptions(classes: list[str]) -> tuple[list[str], list[int]]:
+    """The descriptions trained on: every sub-category's but the held-out ones', with their class index."""
+    texts, owners = [], []
+    for name, subs in DESCRIPTIONS.items():
+        for sub, described in subs.items():
+            if HELD_OUT_SUBCATEGORIES.get(name) != sub:
+                texts += described
+                owners += [classes.index(name)] * len(described)
+    return texts, owners
+
+
+def _described_logits(hidden: int, classes: int, owners: Sequence[int]):
+    """The torch twin of `DescribedHead`: scaled cosines to the descriptions (set `anchors` before use) and to a
+    learned vector per class without descriptions, plus a bias."""
+    import math
+
+    import torch
+    from torch import nn
+
+    class DescribedLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.owners = torch.tensor(list(owners))
+            self.free = torch.tensor([c for c in range(classes) if c not in set(owners)])
+            self.v = nn.Parameter(torch.randn(len(self.free), hidden) * 0.02)
+            self.b = nn.Parameter(torch.zeros(classes))
+            self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))
+            self.anchors: torch.Tensor | None = None
+
+        def forward(self, pooled):
+            x = nn.functional.normalize(pooled, dim=-1)
+            sims = x @ self.anchors.T
+            logits = torch.full((len(x), classes), -1.0).scatter_reduce(
+                1, self.owners.expand(len(x), -1), sims, reduce="amax", include_self=False)
+            logits = logits.index_copy(1, self.free, x @ nn.functional.normalize(self.v, dim=-1).T)
+            return logits * self.log_scale.clamp(max=math.log(100.0)).exp() + self.b
+
+        def export(self) -> dict[str, np.ndarray]:
+            return {"v": self.v.detach().numpy().copy(), "b": self.b.detach().numpy().copy(),
+                    "scale": np.array(float(self.log_scale.detach().clamp(max=math.log(100.0)).exp()), np.float32)}
+
+    return DescribedLogits()
+
+
 def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, settings: DangerTrainSettings,
-             encoder_dir: Path | None = None, progress: bool = True):
-    """Fine-tune the encoder (default: the packaged all-MiniLM-L6-v2) with a linear head; returns (tokenizer,
-    encoder, head weights for `prosocial.heads.Head`)."""
+             encoder_dir: Path | None = None, progress: bool = True, descriptions: tuple | None = None):
+    """Fine-tune the encoder (default: the packaged all-MiniLM-L6-v2) with a linear head, or with a described head
+    over `descriptions` = (texts, class indices); returns (tokenizer, encoder, head weights, losses)."""
     import torch
     from torch import nn
     from tqdm.auto import tqdm
@@ -284,7 +336,17 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
     encoder.encoder.layer = encoder.encoder.layer[:layers]
     encoder.config.num_hidden_layers = layers
     max_length = settings.max_length
-    head = nn.Linear(encoder.config.hidden_size, classes)
+    head = (nn.Linear(encoder.config.hidden_size, classes) if descriptions is None
+            else _described_logits(encoder.config.hidden_size, classes, descriptions[1]))
+
+    def refresh_anchors() -> None:
+        encoder.eval()
+        with torch.no_grad():
+            batch = tokenizer(list(descriptions[0]), truncation=True, max_length=max_length, padding=True,
+                              return_tensors="pt")
+            hidden = encoder(**{k: batch[k] for k in ("input_ids", "attention_mask")}).last_hidden_state
+            head.anchors = nn.functional.normalize(masked_mean(hidden, batch["attention_mask"]), dim=-1)
+        encoder.train()
     counts = np.bincount(np.asarray(targets), minlength=classes).clip(min=1).astype(np.float32)
     weight = counts ** -settings.balance
     weight = torch.from_numpy(weight * classes / weight.sum())
@@ -302,7 +364,9 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
     batches: list[list[int]] = []
     bar = tqdm(total=total, desc="train danger head", unit="step", disable=not progress)
     losses: list[float] = []
-    for _ in range(total):
+    for step in range(total):
+        if descriptions is not None and step % settings.anchor_refresh == 0:
+            refresh_anchors()
         if not batches:  # batches of similar length (little padding), in random order
             batches = _batches(lengths, settings.batch_size, rng)
         rows = batches.pop()
@@ -314,7 +378,10 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
         update(loss, [*encoder.parameters(), *head.parameters()], optimizer, scheduler, losses, bar)
     bar.close()
     encoder.eval()
-    weights = {"w": head.weight.detach().T.numpy().copy(), "b": head.bias.detach().numpy().copy()}
+    if descriptions is None:
+        weights = {"w": head.weight.detach().T.numpy().copy(), "b": head.bias.detach().numpy().copy()}
+    else:
+        weights = head.export()
     return tokenizer, encoder, weights, losses
 
 
@@ -322,17 +389,17 @@ def fit_head(train: Rows, dev: Rows, settings: DangerTrainSettings, encoder_dir:
              workers: int = 2, base_intervenes: np.ndarray | None = None) -> tuple[DangerHead, dict, tuple]:
     """Fine-tune on `train` (written rows `corpus_repeats` times), fit the thresholds on `dev`; the head, the fit
     report, and (tokenizer, encoder) to save."""
-    from prosocial.canary.danger import pooled_features
-
     config = DangerConfig(max_length=settings.max_length)
+    if settings.described:
+        config.descriptions = {name: {sub: list(texts) for sub, texts in subs.items()}
+                               for name, subs in DESCRIPTIONS.items()}
     rows = [i for i, group in enumerate(train.groups)
             for _ in range(settings.corpus_repeats if group.startswith("corpus:") else 1)]
-    tokenizer, encoder, weights, losses = finetune([train.contexts[i][-1] for i in rows],
-                                                   [train.targets[i] for i in rows], len(config.classes), settings,
-                                                   encoder_dir)
-    danger = DangerHead(Head(weights), config)
-    probs = danger.head.probabilities(pooled_features(tokenizer, encoder, [c[-1] for c in dev.contexts], workers,
-                                                      settings.max_length))
+    tokenizer, encoder, weights, losses = finetune(
+        [train.contexts[i][-1] for i in rows], [train.targets[i] for i in rows], len(config.classes), settings,
+        encoder_dir, descriptions=training_descriptions(config.classes) if settings.described else None)
+    danger = DangerHead(Head(weights), config, workers=workers, encoder=(tokenizer, encoder))
+    probs = danger.probabilities(dev.contexts)
     report = fit_thresholds(danger, probs, dev, settings, base_intervenes)
     config.emergency_threshold = report["emergency_threshold"]
     config.act_threshold = report["act_threshold"]

@@ -416,7 +416,15 @@ class CanaryMini(SafetyDetector):
         """The folder's RoT writer (`prosocial.canary.rotwriter`), or None: switched off, or a folder without one."""
         from prosocial.canary.rotwriter import RotWriter
 
-        return RotWriter.load(self.model_dir) if self.rot_writer else None
+        return RotWriter.load(self.model_dir, groups=self._groups) if self.rot_writer else None
+
+    @cached_property
+    def _groups(self) -> frozenset[str]:
+        """Who a stereotype-form RoT may be about: the groups of the bank's Social Bias Frames rules
+        (`rotwriter.stereotyped_groups`)."""
+        from prosocial.canary.rotwriter import stereotyped_groups
+
+        return stereotyped_groups(r for entry in self._bank.entries for r in entry.rots)
 
     def warm_up(self) -> None:
         """The classifier and danger head, and what a casual check never reaches: the RoT bank and the RoT writer.
@@ -547,5 +555,5 @@ class CanaryMini(SafetyDetector):
             nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0,
                                         similarity=similarity[[row[i] for i in missing]])
             for i, rots in zip(missing, nearest, strict=True):
-                kept = [r for r in rots if grounded(r, contexts[i]) and relevant(r, contexts[i])][:k]
+                kept = [r for r in rots if grounded(r, contexts[i], self._groups) and relevant(r, contexts[i])][:k]
                 verdicts[i].rots = kept or [GENERAL_ROT]

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -115,16 +116,41 @@ def _same_word(a: str, b: str) -> bool:
     return a == b or (min(len(a), len(b)) >= 3 and a[:3] == b[:3])
 
 
-def grounded(rot: str, context: Sequence[str]) -> bool:
-    """Whether an RoT that says who it is about ("It's wrong to think muslims are thieves.") names someone the
-    dialogue names. A small writer trained on Social Bias Frames learns that form well, and then puts a group into
-    contexts that never mention one ("I'll just take the money from the register" → "… muslims are thieves"): an
-    insult in the guise of a reason. Rules of other forms ("You shouldn't steal.") always pass."""
+def _singular(word: str) -> str:
+    """A word without its plural ending, strictly (a group word must be the same word: cats are not catholics)."""
+    word = _IRREGULAR.get(word, word)
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _subject(rot: str) -> str | None:
+    """Who an RoT of the stereotype form ("It's wrong to think muslims are thieves.") is about: its first word that
+    is not generic; None for a rule of another form."""
     match = _ABOUT.match(rot.strip())
     if not match:
+        return None
+    return next((w for w in _WORD.findall(match["rest"].lower()) if w not in _GENERIC), None)
+
+
+def stereotyped_groups(rots: Iterable[str], min_count: int = 3) -> frozenset[str]:
+    """The words that rules of the stereotype form are about at least `min_count` times in `rots` (the RoT bank's:
+    Social Bias Frames' implied statements): who that form is for — black, women, jews, immigrants, …"""
+    counts = Counter(who for who in map(_subject, rots) if who)
+    return frozenset(who for who, n in counts.items() if n >= min_count)
+
+
+def grounded(rot: str, context: Sequence[str], groups: frozenset[str] | None = None) -> bool:
+    """Whether an RoT that says who it is about ("It's wrong to think muslims are thieves.") names someone the
+    dialogue names — and, given `groups` (`stereotyped_groups`), a group of people that form is for. A small writer
+    trained on Social Bias Frames learns that form well, and then puts a group into contexts that never mention one
+    ("I'll just take the money from the register" → "… muslims are thieves"): an insult in the guise of a reason;
+    or it fills the form with whatever the dialogue names ("I shot a bald eagle" → "It's wrong to think bald eagles
+    are animals."): a tautology in the guise of a reason. Rules of other forms ("You shouldn't steal.") pass."""
+    who = _subject(rot)
+    if who is None:
         return True
-    who = next((w for w in _WORD.findall(match["rest"].lower()) if w not in _GENERIC), None)
-    return who is None or any(_same_word(who, w) for turn in context for w in _WORD.findall(turn.lower()))
+    if groups is not None and _singular(who) not in {_singular(group) for group in groups}:
+        return False
+    return any(_same_word(who, w) for turn in context for w in _WORD.findall(turn.lower()))
 
 
 class RotWriter:
@@ -133,10 +159,13 @@ class RotWriter:
     Greedy decoding, so a context always gets the same RoT. `n_threads` defaults to all available cores.
     """
 
-    def __init__(self, directory: str | Path, n_threads: int | None = None, n_parallel: int = 2):
+    def __init__(self, directory: str | Path, n_threads: int | None = None, n_parallel: int = 2,
+                 groups: frozenset[str] | None = None):
         self.directory = Path(directory)
         self.n_threads = n_threads
         self.n_parallel = n_parallel
+        #: who a stereotype-form rule may be about (`grounded`); None: anyone the dialogue names
+        self.groups = groups
 
     @classmethod
     def load(cls, model_dir: str | Path, **settings) -> RotWriter | None:
@@ -177,7 +206,7 @@ class RotWriter:
         rots = []
         for context, text in zip(contexts, texts, strict=True):
             rot = clean_rot(text)
-            if rot is not None and not (grounded(rot, context) and relevant(rot, context)):
+            if rot is not None and not (grounded(rot, context, self.groups) and relevant(rot, context)):
                 rot = None
             if rot is None:
                 log.info("RoT writer gave no usable rule for %r (wrote %r)", context[-1][:80], text[:80])

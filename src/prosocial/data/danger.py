@@ -55,7 +55,7 @@ class Category:
 CATEGORIES: tuple[Category, ...] = (
     Category(
         "self_harm", "self-harm and suicide", Level.EMERGENCY, Handover.CRISIS,
-        "It's important to reach out for help when you're thinking about hurting yourself.",
+        "It's important to reach out for support when you're struggling or thinking about hurting yourself.",
         ("suicide_plan", "suicidal_thoughts", "self_injury", "intentional_overdose"),
     ),
     Category(
@@ -143,6 +143,181 @@ HELD_OUT_SUBCATEGORIES: dict[str, str] = {
     "unsafe_medicine": "stopping_abruptly",
     "unsafe_childcare": "no_car_seat",
     "risky_act": "dangerous_challenge",
+}
+
+
+#: What each sub-category looks like, in plain words: one or two sentences each, written by the team from general
+#: first-aid and safety guidance (red flags as public health services list them), not from corpus rows. The danger
+#: head scores a category by how close a message is to its sub-categories' descriptions (`prosocial.canary.danger`),
+#: so a sub-category can be known from its description alone: the held-out ones are described here and never
+#: trained on, and a user can describe a danger of their own without writing examples.
+DESCRIPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "self_harm": {
+        "suicide_plan": ("someone says they are going to kill themselves and has a plan, a time or the means ready",
+                         "I've decided to end my life tonight and I know how I'm going to do it"),
+        "suicidal_thoughts": ("someone wants to die, feels everyone would be better off without them, or thinks "
+                              "about not being alive anymore",
+                              "honestly I don't see the point in living anymore, everyone would be better off "
+                              "without me"),
+        "self_injury": ("someone is cutting, burning or hurting their own body on purpose, or has just done it",
+                        "I cut my arm again last night and I can't stop doing it"),
+        "intentional_overdose": ("someone took or is about to take a large number of pills on purpose to die or to "
+                                 "hurt themselves",
+                                 "I swallowed the whole packet of tablets so I won't wake up"),
+    },
+    "medical": {
+        "breathing": ("someone is struggling to breathe, gasping, choking, turning blue or grey, or has stopped "
+                      "breathing",
+                      "my husband is wheezing and can't catch his breath, his lips are going blue"),
+        "unconscious": ("someone has collapsed, passed out, won't wake up or isn't responding",
+                        "my mum just collapsed in the kitchen and she isn't answering me"),
+        "chest_pain": ("someone has crushing chest pain or pressure, maybe spreading to the arm, jaw or back, with "
+                       "sweating or breathlessness: a possible heart attack",
+                       "I've got a heavy crushing pain in my chest and my left arm feels numb"),
+        "stroke": ("someone's face suddenly droops on one side, an arm or leg goes weak or numb, or their speech "
+                   "becomes slurred or confused: signs of a stroke",
+                   "all of a sudden my dad can't lift one arm, his smile is lopsided and his words come out wrong"),
+        "seizure": ("someone is having a fit or seizure, shaking and jerking and not responding, or it won't stop",
+                    "my friend is on the floor shaking all over and his eyes have rolled back"),
+        "severe_bleeding": ("someone is bleeding heavily and it won't stop, or has a deep wound or a badly broken "
+                            "bone",
+                            "I sliced my hand with the knife and the blood is soaking through every towel"),
+        "anaphylaxis": ("someone's throat, lips or face are swelling after food, a sting or a medicine, with hives or "
+                        "trouble breathing: a severe allergic reaction",
+                        "my son ate a cookie with peanuts and now his lips are swelling and he's coughing"),
+        "infant_fever": ("a baby or young infant has a high fever, is floppy, very drowsy, has a rash that doesn't "
+                         "fade, or won't feed",
+                         "my three-week-old feels burning hot, the thermometer says 39 and she won't feed"),
+    },
+    "poisoning": {
+        "household_chemical": ("someone swallowed, drank or breathed in a cleaning product, bleach, detergent, "
+                               "antifreeze or another household chemical",
+                               "my daughter just drank some of the dishwasher liquid from under the sink"),
+        "medicine_overdose": ("someone, often a child, took too much medicine or got into someone's pills by "
+                              "accident",
+                              "my little boy got into my blood pressure pills and I think he ate a few"),
+        "button_battery": ("a child swallowed a small button battery or coin cell, or put one in their nose or ear",
+                           "my toddler swallowed one of those small round batteries from a remote or a watch"),
+        "plant_or_mushroom": ("someone ate a poisonous plant, berries or wild mushrooms and may be poisoned",
+                              "we ate mushrooms we picked in the woods and now we're both vomiting"),
+        "drug_overdose": ("someone took too much of a drug or alcohol and is unresponsive, breathing slowly or "
+                          "having a bad reaction",
+                          "my roommate took a bunch of pills at the party and now he's barely breathing"),
+    },
+    "violence": {
+        "domestic_abuse": ("a partner or family member hits, chokes, threatens or controls someone at home, and "
+                           "they are afraid",
+                           "my boyfriend grabbed me by the throat again and I'm scared to go home"),
+        "intruder": ("someone is breaking into or is already inside the home, or a stranger is trying to get in "
+                     "through a door or window",
+                     "I can hear someone downstairs in my house and I live alone"),
+        "assault": ("someone is being attacked, beaten or sexually assaulted, or was just attacked and is hurt",
+                    "a man just punched me in the street and I'm bleeding from my head"),
+        "being_threatened": ("someone is being threatened, followed or stalked and fears for their safety",
+                             "my ex keeps following me and says I'll regret leaving him"),
+        "child_abuse": ("a child is being hit, hurt, neglected or abused by an adult",
+                        "the kid next door has bruises all over and I hear his dad hitting him"),
+    },
+    "threat_to_others": {
+        "threat_to_kill": ("someone says they are going to kill or badly hurt a specific person",
+                           "if my boss says one more word to me I'm going to kill him"),
+        "planned_attack": ("someone is planning to attack, shoot or bomb people at a school, workplace or public "
+                           "place",
+                           "on Friday I'm going to make everyone at that school pay"),
+        "weapon": ("someone has a gun, knife or other weapon and means to use it on a person, or is showing it to "
+                   "scare them",
+                   "I'm bringing my gun to sort him out tonight"),
+        "harming_someone": ("someone wants to poison, injure or get revenge on another person or an animal",
+                            "I'm going to put rat poison in my neighbour's drink"),
+    },
+    "hazard": {
+        "fire": ("there is a fire, flames or thick smoke in a home, building or car, or someone is trapped by "
+                 "fire",
+                 "there's smoke pouring out of the flat downstairs and I can see flames"),
+        "gas_leak": ("there is a smell of gas or rotten eggs, or a gas leak at home",
+                     "the whole kitchen smells of gas and it's getting stronger"),
+        "carbon_monoxide": ("a carbon monoxide alarm is going off, or several people at home have headaches, "
+                            "dizziness or sleepiness near a heater, boiler, generator or running car",
+                            "our CO detector keeps beeping and we all feel sick and dizzy"),
+        "drowning": ("someone is drowning, went under the water or is struggling to stay afloat",
+                     "a kid just went under in the lake and hasn't come back up"),
+        "thin_ice": ("someone fell through ice, or is on ice that is cracking",
+                     "my dog ran onto the frozen pond and the ice just cracked under him"),
+        "storm_or_flood": ("someone is caught in a flood, rising water, a tornado, a storm or a landslide and is in "
+                           "danger",
+                           "the water is coming into the house fast and we're stuck upstairs"),
+    },
+    "endangerment": {
+        "child_in_hot_car": ("a child or a pet is locked in a hot car",
+                             "there's a baby crying in a locked car in this car park and it's really hot"),
+        "missing_child": ("a child is missing, lost or was taken, and nobody knows where they are",
+                          "I can't find my five-year-old anywhere in the shopping centre"),
+        "vulnerable_adult": ("an elderly, disabled or confused person is lost, wandering, has fallen, or is being "
+                             "neglected or exploited and cannot look after themselves",
+                             "my grandmother with dementia has wandered off and it's freezing outside"),
+        "child_unsupervised_danger": ("a young child is alone near a danger: a pool, a road, a window, a stove, "
+                                      "medicines or chemicals",
+                                      "my toddler is standing on the windowsill of the open window upstairs"),
+    },
+    "impaired_driving": {
+        "drunk": ("someone is going to drive after drinking alcohol",
+                  "I've had six pints but I'm fine to drive home"),
+        "drugged": ("someone is going to drive after taking drugs or medicine that makes them high or drowsy",
+                    "I just smoked a joint, now I'm driving to my mate's"),
+        "phone": ("someone texts, watches videos or uses their phone while driving",
+                  "I'll just answer these texts while I'm driving on the motorway"),
+        "drowsy": ("someone is going to drive while exhausted, falling asleep or after no sleep at all",
+                   "I've been awake for thirty hours but I'll drive the six hours home tonight"),
+    },
+    "chemical_mixing": {
+        "bleach_ammonia": ("someone is going to mix bleach with ammonia or a glass cleaner",
+                           "I'm mixing bleach and ammonia to get the bathroom tiles really clean"),
+        "bleach_acid": ("someone is going to mix bleach with vinegar, an acid, or a toilet or rust cleaner",
+                        "I'll pour some vinegar into the bleach so it cleans better"),
+        "other_mixtures": ("someone is going to mix cleaning products, drain cleaners or pool chemicals together",
+                           "I'll pour two different drain cleaners down together to unclog it faster"),
+    },
+    "unsafe_medicine": {
+        "double_dose": ("someone is going to take more than the dose on the label or double up to make it work "
+                        "faster",
+                        "the painkillers aren't working so I'll take four instead of two"),
+        "alcohol_and_medicine": ("someone is going to drink alcohol with sleeping pills, painkillers, or medicine "
+                                 "that warns against it",
+                                 "I'll wash my sleeping pills down with a few glasses of wine"),
+        "someone_elses_prescription": ("someone is going to take or give medicine that was prescribed to another "
+                                       "person",
+                                       "my friend gave me some of her anxiety pills, I'll take one before the exam"),
+        "stopping_abruptly": ("someone is going to stop a prescribed medicine suddenly, without asking a doctor",
+                              "I'm just going to quit my antidepressants cold turkey tomorrow"),
+    },
+    "unsafe_childcare": {
+        "left_alone": ("a young child is going to be left home alone or unsupervised",
+                       "I'll leave my four-year-old home alone while I pop to the shops for an hour"),
+        "unsafe_sleep": ("a baby is going to sleep in an unsafe way: on the front, with pillows or blankets, or in "
+                         "an adult bed",
+                         "the baby sleeps better on her tummy with a big pillow, so I'll put her down like that"),
+        "unsafe_food": ("a baby or young child is going to be given honey, whole nuts, grapes or other food they "
+                        "can choke on or that is unsafe for them",
+                        "I'm going to give my six-month-old some honey on her dummy"),
+        "no_car_seat": ("a child is going to ride in a car without a car seat or seatbelt, or on someone's lap",
+                        "it's a short drive so the baby can just sit on my lap in the front"),
+    },
+    "risky_act": {
+        "fireworks": ("someone is going to light fireworks or explosives in an unsafe way, by hand or near "
+                      "people",
+                      "we're going to hold the rockets in our hands and light them"),
+        "heights": ("someone is going to climb, jump or stand somewhere high without safety: a roof, a ladder, a "
+                    "cliff edge or a balcony",
+                    "I'm going to climb onto the roof in the rain without a harness"),
+        "water_risk": ("someone is going to swim or dive alone, drunk, at night or in dangerous water",
+                       "after the party we're all going to jump off the bridge into the river"),
+        "fire_or_heat_indoors": ("someone is going to use a barbecue, generator or open flame indoors, or leave "
+                                 "candles or a heater burning unattended",
+                                 "it's cold so I'm bringing the charcoal barbecue inside to heat the room"),
+        "dangerous_challenge": ("someone is going to try a dangerous online challenge or stunt, such as choking, "
+                                "eating detergent pods or setting themselves on fire",
+                                "we're doing that viral challenge where you hold your breath until you pass out"),
+    },
 }
 
 
