@@ -104,7 +104,7 @@ def source_of(rot: str, bank_rots: set[str], rules: set[str]) -> str:
     return "danger rule" if rot in rules else "bank (gated or fallback)" if rot in bank_rots else "writer"
 
 
-def coverage(detector, root: Path, seed: int, per_source: int) -> dict:
+def coverage(detector, root: Path, seed: int, per_source: int, handread_seed: int) -> dict:
     from prosocial.eval.behaviour import build_checks
     from prosocial.eval.safety_suite import load_suite
 
@@ -131,7 +131,7 @@ def coverage(detector, root: Path, seed: int, per_source: int) -> dict:
     total = sum(r["flagged"] for r in result.values())
     covered = sum(r["with_rot_pct"] * r["flagged"] / 100 for r in result.values())
     result["all"] = {"flagged": total, "with_rot_pct": round(100 * covered / max(1, total), 1)}
-    sample = random.Random(f"handread:{seed}").sample(flagged_suite, min(100, len(flagged_suite)))
+    sample = random.Random(f"handread:{handread_seed}").sample(flagged_suite, min(100, len(flagged_suite)))
     result["handread_sample"] = [{"context": c[-3:], "label": v.safety_label.value, "rots": v.rots,
                                   "source": source_of(v.rots[0], bank_rots, rules) if v.rots else "none"}
                                  for c, v in sample]
@@ -177,7 +177,8 @@ def rots_part(args, root: Path) -> dict:
         for name, rots in pd.items()}
     result["examples"] = [{"context": c[-3:], "silver": s, **{n: pd[n][i][:1] for n in pd}}
                           for i, (c, s) in enumerate(zip(pd_contexts[:8], silver[:8], strict=True))]
-    result["coverage"] = coverage(detector, root, args.seed, args.suite_per_source)
+    result["coverage"] = coverage(detector, root, args.seed, args.suite_per_source,
+                                  args.seed if args.handread_seed is None else args.handread_seed)
     result["speed"] = speed(detector, pd_contexts[: args.speed_rows])
     return result
 
@@ -271,6 +272,9 @@ def main() -> None:
     parser.add_argument("--suite-per-source", type=int, default=200, help="safety-suite dev examples per source "
                         "(half as many behaviour cases per check) for the coverage count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--handread-seed", type=int, default=None,
+                        help="draw the RoT hand-read sample with this seed (default: --seed); a new seed gives a "
+                             "sample no earlier reading has seen")
     parser.add_argument("--out", default="docs/reports/reasons.json")
     args = parser.parse_args()
     root = default_root()

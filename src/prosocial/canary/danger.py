@@ -6,12 +6,13 @@ the Canary-mini folder's ``danger/`` module: ``encoder/`` (the fine-tuned encode
 provenance). It reads the latest turn, not the whole context, so no amount of small talk before an emergency
 dilutes it; the user's turn before supports an intervention, so "ok" after one does not hide it (`calls`).
 
-Heads trained since session 19 score the categories by their **descriptions** (`DescribedHead`): the taxonomy says
-in a sentence or two what each sub-category looks like (`prosocial.data.danger.DESCRIPTIONS`), the encoder is
-trained to bring a message close to its sub-category's descriptions, and a category's score is the best cosine
-similarity among its descriptions. A sub-category is then known from its description alone: the held-out ones are
-never trained on but are described, and a new danger can be added to a folder's ``config.json`` by describing it.
-Older folders (a linear head, ``descriptions`` absent) load and behave as before.
+A head may instead score the categories by their **descriptions** (`DescribedHead`, `prosocial train danger
+--described-head`): the taxonomy says in a sentence or two what each sub-category looks like
+(`prosocial.data.danger.DESCRIPTIONS`), the encoder is trained to bring a message close to its sub-category's
+descriptions, and a category's score is the best cosine similarity among its descriptions, so a sub-category can be
+known from its description alone (the held-out ones are described, never trained on). Measured in session 19 and not
+shipped: held-out unseen situations rose 3 points, and on dev its fitted gate handed over a quarter of the advice
+questions (model card). Folders without ``descriptions`` in their config have a linear head.
 
 Measured and not adopted (dev rows): a linear head over the safety head's own pooled features, over frozen
 all-MiniLM-L6-v2 sentence embeddings, or both: at most 0.77 of the dev emergencies at 8% of the benign look-alikes

@@ -1,12 +1,12 @@
 """Train the danger head (`prosocial.canary.danger`) of a Canary-mini folder and fit its thresholds on dev rows.
 
 all-MiniLM-L6-v2 (packaged; optionally only its first `layers` layers, which run faster) is fine-tuned end to end
-on each row's latest turn, with cross-entropy and class weights ∝ count^-`balance`. The head is a `DescribedHead`
-(`described`, the default): a category's logit is the scaled cosine between the message and the nearest
+on each row's latest turn, with cross-entropy and class weights ∝ count^-`balance`, under a linear head (as shipped)
+or, with `described`, a `DescribedHead`: a category's logit is the scaled cosine between the message and the nearest
 description of its sub-categories (`prosocial.data.danger.DESCRIPTIONS`). The descriptions are encoded by the same
 encoder, without gradient, and re-encoded every `anchor_refresh` steps as it changes; the held-out sub-categories'
 descriptions are left out of training (nothing of theirs is trained on) and join the others for the thresholds
-and at run time. With `described=False`, a linear head (the heads shipped before).
+and at run time.
 
 Data (train rows only; `heldout` rows of the corpus are never read here):
 
@@ -52,8 +52,9 @@ class DangerTrainSettings:
     layers: int | None = None
     #: tokens of the latest turn read; long chat messages often name the danger late
     max_length: int = 96
-    #: categories scored by their sub-categories' descriptions (a `DescribedHead`); False: a linear head
-    described: bool = True
+    #: categories scored by their sub-categories' descriptions (a `DescribedHead`); False: a linear head, as
+    #: shipped (session 19: the described head measured no better on dev, see the model card)
+    described: bool = False
     #: training steps between re-encodings of the descriptions
     anchor_refresh: int = 8
     epochs: float = 2.0

@@ -325,8 +325,9 @@ def train_danger(
     epochs: float = typer.Option(2.0, min=0.1, help="Passes over the training rows."),
     layers: int | None = typer.Option(None, min=1, help="Encoder layers kept (default: all; fewer: faster checks)."),
     max_length: int = typer.Option(96, min=8, max=512, help="Tokens of the latest turn read."),
-    linear_head: bool = typer.Option(
-        False, help="A linear head (as before session 19) instead of scoring categories by their descriptions."),
+    described_head: bool = typer.Option(
+        False, help="Score categories by their sub-categories' descriptions instead of a linear head (measured, not "
+        "shipped: see the model card)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Fine-tune the danger head (emergencies, dangerous acts and their look-alikes) and fit its thresholds on dev
@@ -339,7 +340,7 @@ def train_danger(
     try:
         report = train_danger_head(model, root=data or default_root(), corpus=corpus or CORPUS,
                                    settings=DangerTrainSettings(layers=layers, max_length=max_length, epochs=epochs,
-                                                                described=not linear_head, seed=seed))
+                                                                described=described_head, seed=seed))
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
