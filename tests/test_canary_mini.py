@@ -450,12 +450,22 @@ def test_the_build_command_refuses_a_wrong_encoder_or_teacher_before_reading_dat
     assert teacher_over_default.exit_code == 2 and "its own --out" in teacher_over_default.output
 
 
-def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank_entry(trained, caplog):
-    """The bank's gate answers few contexts; the RoT writer answers the rest, and where it fails or writes nothing
-    usable, the nearest bank entry stands in: a flagged verdict never goes without a RoT."""
+def test_every_flagged_verdict_gets_a_reason_most_precise_source_first(trained, caplog):
+    """The bank's gate answers few contexts. A post about a group takes the stereotype rule about that group that
+    says the post's own words (the bank's, or the writer's where it says more); the rest take the RoT writer's rule
+    of another form; where the writer fails or writes nothing usable, the general rule stands in: a flagged verdict
+    never goes without a RoT."""
+    from prosocial.canary.mini import GENERAL_ROT
+    from prosocial.canary.rotwriter import grounded, shared_words, subject
+
     out, _, _ = trained
-    contexts = [["I think women are stupid and should not vote"], ["you are a worthless idiot and I hate you"],
-                ["all immigrants are criminals"]]
+    detector = load_detector("canary-mini", model_dir=out, rot_min_similarity=1.01)  # the gate answers nothing
+    groups = detector._groups
+    bank_rots = {r for e in detector._bank.entries for r in e.rots}
+    post = next(e.key for e in detector._bank.entries
+                if any(subject(r) and grounded(r, [e.key], groups) and shared_words(r, [e.key], subject(r))
+                       for r in e.rots))
+    contexts = [["you are a worthless idiot and I hate you"], ["I'll key his car tonight"], [post]]
 
     class Writer:
         def __init__(self, result):
@@ -467,7 +477,6 @@ def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank
                 raise self.result
             return [self.result] * len(given)
 
-    detector = load_detector("canary-mini", model_dir=out, rot_min_similarity=1.01)  # the gate answers nothing
     # Every context flagged whatever the tiny model learned (on the shipped fixture slices it may flag none): this
     # test is about the reasons a flagged verdict gets, not about labels.
     detector.config.casual_threshold = 0.0
@@ -475,20 +484,18 @@ def test_every_flagged_verdict_gets_a_reason_from_the_writer_or_the_nearest_bank
                if not v.safety_label.is_casual]
     assert flagged == contexts
     detector._writer = Writer("It's wrong to call people names.")
-    verdicts = [v for v in detector.predict(flagged) if not v.safety_label.is_casual]
-    assert all(v.rots == ["It's wrong to call people names."] for v in verdicts)
-    assert detector._writer.calls == [[c[-1] for c in flagged]], "one batched call for the flagged contexts"
-
-    from prosocial.canary.mini import GENERAL_ROT
-    from prosocial.canary.rotwriter import grounded, relevant
-
-    k = detector.config.rots_per_context
-    nearest = [[r for r in rots if grounded(r, c, detector._groups) and relevant(r, c)][:k] or [GENERAL_ROT]
-               for c, rots in zip(flagged, detector._bank.search(flagged, k=8, min_similarity=-1.0), strict=True)]
-    for failure in (None, RuntimeError("llama.cpp died")):
-        detector._writer = Writer(failure)
+    first, second, about_a_group = detector.predict(flagged)
+    assert first.rots == second.rots == ["It's wrong to call people names."]
+    assert about_a_group.rots[0] in bank_rots and subject(about_a_group.rots[0]), "the bank's rule about the group"
+    assert detector._writer.calls == [[c[-1] for c in flagged]], "one batched call for the contexts left"
+    who = subject(about_a_group.rots[0])
+    saying_more = f"It's wrong to think {who} are {post.lower()}."  # the group and every word of the post
+    detector._writer = Writer(saying_more)
+    assert detector.predict([[post]])[0].rots[0] == saying_more, "the rule that says more of the post wins"
+    for result in ("It's wrong to think idiots are people.", None, RuntimeError("llama.cpp died")):
+        detector._writer = Writer(result)  # a stereotype rule about no group, nothing usable, a broken writer
         with caplog.at_level(logging.ERROR):
             verdicts = detector.predict(flagged)
-        assert [v.rots for v in verdicts] == nearest and all(v.rots for v in verdicts)
+        assert [v.rots for v in verdicts[:2]] == [[GENERAL_ROT]] * 2 and verdicts[2].rots == about_a_group.rots
     assert "the RoT writer failed" in caplog.text
     assert detector.predict(flagged, with_rots=False)[0].rots == [], "the label-only path writes nothing"

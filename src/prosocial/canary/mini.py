@@ -510,12 +510,22 @@ class CanaryMini(SafetyDetector):
         return verdicts
 
     def add_rots(self, contexts: Sequence[Sequence[str]], verdicts: Sequence[Verdict]) -> None:
-        """Give every flagged verdict its reasons, best source first: the danger category's safety rule (an
-        emergency's only where it is handed over, an act's wherever flagged), the RoT bank where a known post is
-        close enough, else the RoT writer. Where the writer fails or writes nothing usable, the nearest bank
-        entries' first RoT that names no group the dialogue does not (`rotwriter.grounded`) and is about something
-        it mentions (`rotwriter.relevant`), however far, else `GENERAL_ROT`: a flagged verdict never goes without a
-        reason, and a rule about another situation is worse than a general one."""
+        """Give every flagged verdict its reasons, most precise source first:
+
+        1. the danger category's safety rule (an emergency's only where it is handed over, an act's wherever flagged);
+        2. the RoT bank, where a known post is close enough (its relevance gate);
+        3. for a post about a group of people, a stereotype-form rule ("It's wrong to think women are …") about a
+           group the dialogue names (`rotwriter.grounded` with the bank's groups) that says more of the post's own
+           words than the group (`rotwriter.shared_words`): the nearest bank entries' (human written) or the RoT
+           writer's, the one that shares the most words, the bank's on a tie;
+        4. the RoT writer's rule of another form, if it passes the writer's own checks;
+        5. `GENERAL_ROT`.
+
+        Precision first: a rule about another situation is worse than a general one. Read by hand (session 19,
+        `docs/reports/reasons-handread-rots-s19.md`), the nearest bank entries of other forms were about another
+        situation three times in four, and stereotype rules sharing only the group named another stereotype. A
+        flagged verdict never goes without a reason."""
+        from prosocial.canary.rotwriter import grounded, shared_words, subject
         from prosocial.data.danger import BY_NAME, Level
 
         flagged = [i for i, v in enumerate(verdicts) if not v.safety_label.is_casual]
@@ -523,7 +533,7 @@ class CanaryMini(SafetyDetector):
             return
         k = self.rots_per_context or self.config.rots_per_context
         queries = [list(contexts[i]) for i in flagged]
-        similarity = self._bank.similarities(queries)  # encoded once, for the gated search and the fallback
+        similarity = self._bank.similarities(queries)  # encoded once, for the gated search and the nearest entries
         row = {i: r for r, i in enumerate(flagged)}
         for i, rots in zip(flagged, self._bank.search(queries, k=k, similarity=similarity), strict=True):
             verdicts[i].rots = rots
@@ -535,25 +545,28 @@ class CanaryMini(SafetyDetector):
                 rule = BY_NAME[verdict.danger].rot
                 verdict.rots = [rule, *(r for r in verdict.rots if r != rule)]
         missing = [i for i in flagged if not verdicts[i].rots]
+        if not missing:
+            return
+        written: list[str | None] = [None] * len(missing)
         limit = self.rot_writer_max_batch
-        writing = missing if limit is None or len(contexts) <= limit else []
-        if writing and self._writer is not None:
+        if self._writer is not None and (limit is None or len(contexts) <= limit):
             try:
-                written = self._writer.write([list(contexts[i]) for i in writing])
-            except Exception:  # a broken writer must not cost the verdict: the nearest bank RoT stands in
+                written = self._writer.write([list(contexts[i]) for i in missing])
+            except Exception:  # a broken writer must not cost the verdict: the bank and the general rule stand in
                 log.exception("the RoT writer failed on %d context(s); it is switched off, flagged verdicts take "
-                              "the RoT bank's nearest rules", len(writing))
+                              "the bank's rules or the general rule", len(missing))
                 self._writer = None
-                written = [None] * len(writing)
-            for i, rot in zip(writing, written, strict=True):
-                if rot:
-                    verdicts[i].rots = [rot]
-            missing = [i for i in missing if not verdicts[i].rots]
-        if missing:  # the nearest entries' RoTs about what the dialogue mentions, else a general rule
-            from prosocial.canary.rotwriter import grounded, relevant
-
-            nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0,
-                                        similarity=similarity[[row[i] for i in missing]])
-            for i, rots in zip(missing, nearest, strict=True):
-                kept = [r for r in rots if grounded(r, contexts[i], self._groups) and relevant(r, contexts[i])][:k]
-                verdicts[i].rots = kept or [GENERAL_ROT]
+        nearest = self._bank.search([list(contexts[i]) for i in missing], k=8, min_similarity=-1.0,
+                                    similarity=similarity[[row[i] for i in missing]])
+        for i, rots, rot in zip(missing, nearest, written, strict=True):
+            context = contexts[i]
+            candidates = [*rots, rot] if rot else rots  # the bank's first: they win a tie
+            scored = [(shared_words(r, context, besides=who), -n, r) for n, r in enumerate(candidates)
+                      if (who := subject(r)) and grounded(r, context, self._groups)]
+            about_the_post = [r for score, _, r in sorted(scored, reverse=True) if score > 0]
+            if about_the_post:
+                verdicts[i].rots = about_the_post[:k]
+            elif rot and not subject(rot):
+                verdicts[i].rots = [rot]
+            else:
+                verdicts[i].rots = [GENERAL_ROT]

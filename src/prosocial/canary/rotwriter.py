@@ -105,9 +105,22 @@ def relevant(rot: str, context: Sequence[str]) -> bool:
     rule is made of, `_FRAME`) shares a stem with a word of the dialogue. A rule about another situation ("It's
     wrong to make fun of someone else's schoolwork." to a fire-alarm prank) shares none; a general rule of the
     fallback is not checked."""
-    content = {_stem(w) for w in _WORD.findall(rot.lower().replace("\u2019", "'")) if w not in _FRAME and len(w) > 2}
+    return shared_words(rot, context) > 0
+
+
+def shared_words(rot: str, context: Sequence[str], besides: str | None = None) -> int:
+    """How many of the rule's content words (not `_FRAME` words, nor `besides`) share a stem with a word of the
+    dialogue. A stereotype rule that says the post's own words ("… women are emotional." to "Women are just too
+    emotional to lead") is about the post's stereotype; one that shares only the group is about another."""
+    skip = _stem(besides) if besides else None
+    content = {_stem(w) for w in _WORD.findall(rot.lower().replace("\u2019", "'"))
+               if w not in _FRAME and w not in _FILLER and len(w) > 2}
     said = {_stem(w) for turn in context for w in _WORD.findall(turn.lower())}
-    return bool(content & said)
+    return len((content - {skip}) & said)
+
+
+#: words that say how, not what: sharing "just" with a post says nothing about its stereotype
+_FILLER = frozenset("just really very too also only even still much more most than then such quite".split())
 
 
 def _same_word(a: str, b: str) -> bool:
@@ -122,7 +135,7 @@ def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
 
 
-def _subject(rot: str) -> str | None:
+def subject(rot: str) -> str | None:
     """Who an RoT of the stereotype form ("It's wrong to think muslims are thieves.") is about: its first word that
     is not generic; None for a rule of another form."""
     match = _ABOUT.match(rot.strip())
@@ -134,7 +147,7 @@ def _subject(rot: str) -> str | None:
 def stereotyped_groups(rots: Iterable[str], min_count: int = 3) -> frozenset[str]:
     """The words that rules of the stereotype form are about at least `min_count` times in `rots` (the RoT bank's:
     Social Bias Frames' implied statements): who that form is for — black, women, jews, immigrants, …"""
-    counts = Counter(who for who in map(_subject, rots) if who)
+    counts = Counter(who for who in map(subject, rots) if who)
     return frozenset(who for who, n in counts.items() if n >= min_count)
 
 
@@ -145,7 +158,7 @@ def grounded(rot: str, context: Sequence[str], groups: frozenset[str] | None = N
     ("I'll just take the money from the register" → "… muslims are thieves"): an insult in the guise of a reason;
     or it fills the form with whatever the dialogue names ("I shot a bald eagle" → "It's wrong to think bald eagles
     are animals."): a tautology in the guise of a reason. Rules of other forms ("You shouldn't steal.") pass."""
-    who = _subject(rot)
+    who = subject(rot)
     if who is None:
         return True
     if groups is not None and _singular(who) not in {_singular(group) for group in groups}:
