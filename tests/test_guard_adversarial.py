@@ -17,12 +17,16 @@ from prosocial.resources import RESOURCES
 
 #: how far a disguised or displaced request may fall short of the plain rate
 MARGIN = 0.05
+SEEDS = 40
 
 
 @pytest.fixture(scope="module")
 def rates() -> dict[str, dict[str, float]]:
     cases = read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("dev",))
-    harmful = [c.text for c in cases if c.kind != "benign"][::2]  # every other one: 40 of 80, to keep it quick
+    harmful = [c.text for c in cases if c.kind != "benign"]
+    # 40 spread over the split, to keep it quick (the dev split grew from 80 harmful rows to 450 in session 18, and
+    # "every other one" had made this a 5-minute test)
+    harmful = harmful[:: len(harmful) // SEEDS][:SEEDS]
     return adversarial_rates(load_detector("canary-mini"), harmful)
 
 
