@@ -13,6 +13,7 @@ from rich.table import Table
 
 from prosocial.canary import load_detector
 from prosocial.canary.base import Verdict
+from prosocial.canary.language import POLICY_HELP, check_policy
 from prosocial.cli.batch import (
     ACTORS,
     ADDRESS,
@@ -48,6 +49,7 @@ def check(
     backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry, with "
                                 "settings as in `eval`: NAME[:key=value,...], e.g. 'canary-mini:rots_per_context=3'."),
     norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
+    unsupported_language: str = typer.Option("flag", "--unsupported-language", help=POLICY_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
     batch_size: int = typer.Option(64, min=1, help="Contexts per batch."),
     engine: str = ENGINE,
@@ -64,16 +66,22 @@ def check(
     if reply is not None and input is not None:
         fail(console, ValueError("--reply judges one TEXT's reply; it does not go with --input"))
     check_input_output(text, input, output, "one TEXT", "check")
+    try:
+        check_policy(unsupported_language)  # before any model loads: `judge` has no judge yet
+    except ValueError as exc:
+        fail(console, ValueError(str(exc).replace("unsupported_language:", "--unsupported-language:")))
     backend, settings = backend_spec(backend, "--backend")
     settings |= {"model_dir": model_dir} if model_dir else {}
     try:
         if input is not None:
             job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid, "check",
                              "verdicts")
-            run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), job, console)
+            rows = partial(check_rows, backend, not no_rots, norms, unsupported_language=unsupported_language,
+                           **settings)
+            run_input(input, output, rows, job, console)
             return
         with held_warnings(console):
-            detector = load_detector(backend, norms=norms, **settings)
+            detector = load_detector(backend, norms=norms, unsupported_language=unsupported_language, **settings)
             verdict = detector.check([*context, text], with_rots=not no_rots)
             judged = _judge_reply(detector, [*context, text], verdict, reply) if reply is not None else None
     except (DataError, ModelError, ValueError, OSError) as exc:
@@ -111,6 +119,13 @@ def _judge_reply(detector, context: list[str], verdict: Verdict, reply: str):
     return ReplyModerator(detector, AgreementJudge.load()).moderate([context], [reply], [flagged])[0]
 
 
+def _wrapped(detector, attribute: str):
+    """The first detector under `detector` (through its wrappers' `base`) that has `attribute`, or None."""
+    while detector is not None and not hasattr(detector, attribute):
+        detector = getattr(detector, "base", None)
+    return detector
+
+
 def _mini_config(detector):
     """The thresholds of the Canary-mini under `detector` (through norm wrappers), or None for other backends."""
     from prosocial.canary.mini import CanaryMini
@@ -125,8 +140,15 @@ def explain(verdict: Verdict, detector) -> list[str]:
     threshold that decided. The score bars alone mislead: the intervention threshold is set low to catch nearly
     every emergency, so a context can need intervention while "casual" has the longest bar."""
     reasons = []
+    if verdict.decoded:
+        reasons.append(f"judged as decoded from {verdict.decoded}")
+    if verdict.language_policy is not None:
+        read = (f"the text is in a language the models cannot read ({verdict.language})" if verdict.language
+                else "the text is an encoded payload that decodes to nothing readable")
+        reasons.append(f"unsupported language: {read}; policy {verdict.language_policy}")
     if verdict.norm is not None:
-        norms = getattr(getattr(detector, "bank", None), "norms", [])
+        norms = getattr(_wrapped(detector, "bank"), "bank", None)
+        norms = getattr(norms, "norms", [])
         norm = next((n for n in norms if n.id == verdict.norm), None)
         where = f" ({norm.origin})" if norm and norm.origin else ""
         level = f", level {norm.level}" if norm else ""
