@@ -15,9 +15,13 @@ A model alone calls "ok", "lol", "nope" or "Klaus" something else now and then, 
 rules before it counts:
 
 1. *evidence*: at least `MIN_WORDS` words and `MIN_LETTERS` letters in Latin script, or `MIN_OTHER_SCRIPT`
-   letters of another script (no English is written in Cyrillic, Arabic or Han), after links, @handles and
-   emoji are dropped; below that the language is None (too little evidence, never another language);
-2. *confidence*: another language must have probability at least `MIN_CONFIDENCE`;
+   letters of another script (no English is written in Cyrillic, Arabic or Han), after links, @handles, emoji
+   and chat sounds ("hahaha", "lol", "heyyy", "hmm") are dropped; a text of at most `MAX_NAME_WORDS` Latin-script
+   words that all start with a capital ("Klaus Müller", "José García") is a name, not evidence. Below that the
+   language is None (too little evidence, never another language);
+2. *confidence*: another language must have probability at least `MIN_CONFIDENCE`, or English less than
+   `MAX_ENGLISH` (the model may be torn between Spanish and Galician, or Dutch and Afrikaans, yet sure it is not
+   English; accents stripped by `normalize` leave it so more often) on at least `MIN_WORDS_UNSURE` words;
 3. *English words*: a text in which at least `ENGLISH_WORD_SHARE` of the words are common English words
    ("Nice, me too.", "YES! And Spyro.") is English whatever the model says; the list leaves out words common in
    other languages written in Latin script ("a", "no", "me", "die", "in", "was", "so", "will", "am").
@@ -37,6 +41,9 @@ MIN_WORDS = 2
 MIN_LETTERS = 8
 MIN_OTHER_SCRIPT = 4
 MIN_CONFIDENCE = 0.5
+MAX_ENGLISH = 0.1
+MIN_WORDS_UNSURE = 4
+MAX_NAME_WORDS = 3
 ENGLISH_WORD_SHARE = 0.34
 
 #: common English words that are rarely words of another Latin-script language (see rule 3)
@@ -51,6 +58,9 @@ think want going now only one how's let's myself
 
 _LINK = re.compile(r"https?://\S+|www\.\S+|\S+@\S+\.\w+|[@#]\w+")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+#: laughter, fillers and greetings stretched out: no language's evidence
+_SOUND = re.compile(r"(?:a?h+a+)+h*|(?:h+e+)+h*|(?:j+a+)+|(?:k+)+|l+o+l+|l+m+a+o+|r+o+f+l+|x+d+|h+e+y+|h+m+|u+m+|"
+                    r"u+h+|o+h+|a+h+|w+o+w+|y+a+y+|o+k+|o+m+g+|e+h+|m+h+m+", re.IGNORECASE)
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 
 
@@ -97,7 +107,9 @@ def load() -> None:
 
 def evidence(text: str) -> tuple[list[str], bool]:
     """The words of `text` (links, handles and emoji dropped) and whether they are enough to name a language."""
-    words = _WORD.findall(_LINK.sub(" ", text))
+    words = [w for w in _WORD.findall(_LINK.sub(" ", text)) if not _SOUND.fullmatch(w)]
+    if len(words) <= MAX_NAME_WORDS and all(w[0].isupper() and not w.isupper() and _LATIN.match(w) for w in words):
+        return words, False  # a name ("Klaus Müller"); an all-caps shout ("NO WAY") is not one
     letters = sum(len(w) for w in words)
     latin = sum(len(_LATIN.findall(w)) for w in words)
     other = letters - latin
@@ -117,15 +129,15 @@ def identify(text: str) -> Language:
     words, enough = evidence(text)
     if not enough:
         return Language(None, 0.0, len(words))
-    labels, probs = _model().predict(" ".join(words), k=3)
+    labels, probs = _model().predict(" ".join(words), k=5)
     code = labels[0].removeprefix("__label__")
     confidence = float(probs[0])
+    english = float(dict(zip(labels, probs, strict=True)).get("__label__en", 0.0))
     if code == "en":
         return Language("en", confidence, len(words))
     if english_share(words) >= ENGLISH_WORD_SHARE:
-        english = dict(zip(labels, probs, strict=True)).get("__label__en", 0.0)
-        return Language("en", float(english), len(words))
-    if confidence < MIN_CONFIDENCE:
+        return Language("en", english, len(words))
+    if confidence < MIN_CONFIDENCE and (english >= MAX_ENGLISH or len(words) < MIN_WORDS_UNSURE):
         return Language(None, confidence, len(words))
     # fastText's labels are ISO 639-1 where a language has a two-letter code, else 639-2/3 ("ceb", "als")
     return Language(code, confidence, len(words))
