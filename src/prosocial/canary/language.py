@@ -99,9 +99,11 @@ class LanguageGuard(SafetyDetector):
             return []
         readings = [[decode(t) for t in check_context(c, f"contexts[{i}]")] for i, c in enumerate(contexts)]
         judged = [[r.text for r in turns] for turns in readings]
-        languages = [language.context_language(c) for c in judged]
-        unreadable = [not lang.supported or turns[-1].unreadable for lang, turns in zip(languages, readings,
-                                                                                          strict=True)]
+        # an undecodable payload is in no language (fastText still names one for its letters)
+        languages = [language.Language(None) if turns[-1].unreadable else language.context_language(c)
+                     for turns, c in zip(readings, judged, strict=True)]
+        unreadable = [not lang.supported or turns[-1].unreadable
+                      for lang, turns in zip(languages, readings, strict=True)]
         to_judge = [i for i, u in enumerate(unreadable) if u] if self.policy == "judge" else []
         to_base = [i for i in range(len(judged)) if i not in set(to_judge)]
         verdicts: dict[int, Verdict] = {}
