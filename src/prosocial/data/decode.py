@@ -11,8 +11,8 @@ What counts as a payload:
   a "+", "/" or "=", or both upper- and lower-case letters (so "internationalization" is a word, not base64);
 - hex: at least `MIN_PAYLOAD` hex digits with a digit among them, contiguous or as byte pairs split by spaces or
   colons ("49 20 77 61 6e 74");
-- ROT13: a whole text with enough words to name a language (`prosocial.data.language`) that is not English and
-  whose ROT13 is.
+- ROT13: a whole ASCII text with enough words to name a language (`prosocial.data.language`), few common English
+  words, and a ROT13 that reads as English (`_rot13`).
 A payload decodes to readable text when its bytes are UTF-8, nearly all printable, and mostly letters; decoding
 repeats (base64 of hex of base64) up to `MAX_LAYERS` times.
 """
@@ -142,16 +142,21 @@ def decode(text: str) -> Reading:
 
 
 def _rot13(text: str) -> str | None:
-    """The ROT13 of a text that is not English when that is English (common English words and all)."""
+    """The ROT13 of a text when that reads as English and the text does not: the turned text is identified as
+    English and holds more common English words than the text (at least `ENGLISH_WORD_SHARE` of its words, or
+    the identifier is at least half sure). fastText alone calls some ROT13 gibberish English, so the text's own
+    English words decide whether to try."""
     if not text.isascii():  # ROT13 turns ASCII letters only
         return None
     words, enough = language.evidence(text)
-    if not enough or language.english_share(words) >= language.ENGLISH_WORD_SHARE:
-        return None
-    if language.identify(text).code == "en":
+    share = language.english_share(words)
+    if not enough or share >= language.ENGLISH_WORD_SHARE:
         return None
     turned = codecs.encode(text, "rot13")
-    words, _ = language.evidence(turned)
-    if language.identify(turned).code == "en" and language.english_share(words) >= language.ENGLISH_WORD_SHARE:
+    turned_words, _ = language.evidence(turned)
+    turned_share = language.english_share(turned_words)
+    guess = language.identify(turned)
+    if guess.code == "en" and turned_share > share and (
+            turned_share >= language.ENGLISH_WORD_SHARE or guess.confidence >= 0.5):
         return turned
     return None
