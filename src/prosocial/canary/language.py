@@ -72,14 +72,18 @@ def flagged(verdict: Verdict, with_rots: bool = True) -> Verdict:
 
 class LanguageGuard(SafetyDetector):
     """Any detector, with language identification, decoding and the unsupported-language policy on top
-    (`load_detector(name, unsupported_language="flag")` builds one). `judge` is the detector for ``judge``."""
+    (`load_detector(name, unsupported_language="flag")` builds one). `judge` is the detector for ``judge``;
+    `languages` are the ISO 639-1 codes the base detector reads (a Canary-mini built on a multilingual encoder,
+    `prosocial train canary-mini --encoder FOLDER`, reads more than the shipped English-only one)."""
 
     name = "language-guard"
 
-    def __init__(self, base: SafetyDetector, policy: str = DEFAULT_POLICY, judge: SafetyDetector | None = None):
+    def __init__(self, base: SafetyDetector, policy: str = DEFAULT_POLICY, judge: SafetyDetector | None = None,
+                 languages: Sequence[str] = language.SUPPORTED):
         self.base = base
         self.policy = policy
         self.judge = judge
+        self.languages = languages
 
     def load(self) -> LanguageGuard:
         """Check the policy and load the language model now (a service does this before it says it is ready)."""
@@ -102,7 +106,7 @@ class LanguageGuard(SafetyDetector):
         # an undecodable payload is in no language (fastText still names one for its letters)
         languages = [language.Language(None) if turns[-1].unreadable else language.context_language(c)
                      for turns, c in zip(readings, judged, strict=True)]
-        unreadable = [not lang.supported or turns[-1].unreadable
+        unreadable = [(lang.code is not None and lang.code not in self.languages) or turns[-1].unreadable
                       for lang, turns in zip(languages, readings, strict=True)]
         to_judge = [i for i, u in enumerate(unreadable) if u] if self.policy == "judge" else []
         to_base = [i for i in range(len(judged)) if i not in set(to_judge)]

@@ -245,8 +245,11 @@ def train_canary_mini(
         False, "--rebuild-rot-bank", help="With --calibrate-only: rebuild the RoT bank from the data first."
     ),
     encoder: str = typer.Option(
-        "minilm", help="minilm (the packaged all-MiniLM-L6-v2, the default's) or mpnet (all-mpnet-base-v2 from its "
-        "five part packages, `make teacher`: a teacher, about 7x slower)."
+        "minilm", help="minilm (the packaged all-MiniLM-L6-v2, the default's), mpnet (all-mpnet-base-v2 from its "
+        "five part packages, `make teacher`: a teacher, about 7x slower), or the folder of any BERT-like "
+        "transformers or sentence-transformers checkpoint, e.g. a download of "
+        "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 for a detector that reads 50 languages "
+        "(the training data stays English; see the README's language section)."
     ),
     teacher: Path | None = typer.Option(
         None, help="A built Canary-mini-format model (e.g. --encoder mpnet's) to distil: the student learns from its "
@@ -288,10 +291,9 @@ def train_canary_mini(
     if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
         raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
                                  "--calibrate-only trains nothing")
-    if encoder not in ("minilm", "mpnet"):
-        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
-    if encoder == "mpnet" and out == SHIPPED_CANARY:
-        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
+    encoder_folder = encoder_path(encoder)
+    if encoder != "minilm" and out == SHIPPED_CANARY:
+        raise typer.BadParameter(f"a build on {encoder} is not the shipped default: give it its own --out")
     recipe = MiniTrainSettings()
     try:
         repeats = {name: int(times) for name, _, times in (r.partition("=") for r in repeat)} or recipe.repeats
@@ -329,13 +331,31 @@ def train_canary_mini(
         console.print_json(data=report)
         return
     try:
-        encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
+        encoder_dir = encoder_folder or (packaged_mpnet() if encoder == "mpnet" else packaged_minilm())
         report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
                        encoder_dir=encoder_dir, work_dir=work_dir or cache_root() / "canary-mini-train",
                        teacher_dir=teacher, fresh=fresh)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
+
+
+def encoder_path(encoder: str) -> Path | None:
+    """The folder `--encoder` names (None for the packaged minilm and mpnet), checked before any data is read: a
+    transformers or sentence-transformers checkpoint has its config.json and tokenizer at the top."""
+    if encoder in ("minilm", "mpnet"):
+        return None
+    folder = Path(encoder)
+    if not folder.is_dir():
+        raise typer.BadParameter(f"--encoder takes minilm, mpnet or a checkpoint folder; {encoder!r} is neither "
+                                 "(download a Hub model first, e.g. `huggingface-cli download "
+                                 "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 --local-dir DIR`)")
+    if not (folder / "config.json").is_file():
+        raise typer.BadParameter(f"--encoder {folder} has no config.json: not a transformers checkpoint folder")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model",
+                                                         "tokenizer_config.json")):
+        raise typer.BadParameter(f"--encoder {folder} has no tokenizer files (tokenizer.json, vocab.txt, …)")
+    return folder
 
 
 def train_danger(

@@ -39,6 +39,9 @@ class ServeSettings(BaseModel):
     #: what the detector does with text the models cannot read (another language, an unreadable payload): flag
     #: (needs caution, the proxy guides), pass (the detector's verdict, marked) or judge (an LLM judge; none yet)
     unsupported_language: str = "flag"
+    #: the languages the detector reads (ISO 639-1): English for the shipped models; more for a detector built on a
+    #: multilingual encoder (`prosocial train canary-mini --encoder FOLDER`)
+    detector_languages: list[str] = Field(default_factory=lambda: ["en"])
     generator: str | None = None
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     upstream_url: str | None = None
