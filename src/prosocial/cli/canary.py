@@ -185,7 +185,10 @@ def explain(verdict: Verdict, detector) -> list[str]:
         else:
             rule += (f"; the caution share {share:.2f} is at or above the casual threshold {c:.2f}: about "
                      f"{min(3, max(1, round(3 * share)))} of 3 annotators would say needs caution")
-    if by_thresholds is verdict.safety_label:
+    if verdict.language_policy == "flag" and by_thresholds is not verdict.safety_label:
+        reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}) of text it cannot read; "
+                       f"the language policy made it {verdict.safety_label.value}")
+    elif by_thresholds is verdict.safety_label:
         reasons.append(rule)
     elif verdict.norm is None and verdict.danger is None and by_thresholds is SafetyLabel.NEEDS_INTERVENTION:
         reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}), but the danger head "
