@@ -109,7 +109,8 @@ class LanguageGuard(SafetyDetector):
         unreadable = [(lang.code is not None and lang.code not in self.languages) or turns[-1].unreadable
                       for lang, turns in zip(languages, readings, strict=True)]
         to_judge = [i for i, u in enumerate(unreadable) if u] if self.policy == "judge" else []
-        to_base = [i for i in range(len(judged)) if i not in set(to_judge)]
+        judged_elsewhere = set(to_judge)
+        to_base = [i for i in range(len(judged)) if i not in judged_elsewhere]
         verdicts: dict[int, Verdict] = {}
         if to_base:
             verdicts |= dict(zip(to_base, self.base.predict([judged[i] for i in to_base], with_rots), strict=True))
