@@ -289,6 +289,6 @@ def test_agent_says_it_cannot_help_safely_in_that_language():
 @pytest.mark.parametrize("text", ["x" * 100_000, "k" * 5_000 + "x", "ha" * 20_000 + "x", "a@" * 50_000,
                                   "4" * 100_000, " ".join(["SSB3YW50IHRv"] * 5_000)])
 def test_long_and_hostile_text_is_read_in_linear_time(text):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a busy machine stretches the wall clock, not the work
     decode(text), identify(text), normalize(text)
-    assert time.perf_counter() - start < 1
+    assert time.process_time() - start < 1
