@@ -152,11 +152,11 @@ def _rot13(text: str) -> str | None:
     share = language.english_share(words)
     if not enough or share >= language.ENGLISH_WORD_SHARE:
         return None
-    turned = codecs.encode(text, "rot13")
-    turned_words, _ = language.evidence(turned)
-    turned_share = language.english_share(turned_words)
+    turned = codecs.encode(" ".join(words), "rot13")
+    turned_share = language.english_share(turned.split())
+    if turned_share <= share:  # the cheap test first: most text is no ROT13, and its turn has no English words
+        return None
     guess = language.identify(turned)
-    if guess.code == "en" and turned_share > share and (
-            turned_share >= language.ENGLISH_WORD_SHARE or guess.confidence >= 0.5):
-        return turned
+    if guess.code == "en" and (turned_share >= language.ENGLISH_WORD_SHARE or guess.confidence >= 0.5):
+        return codecs.encode(text, "rot13")
     return None
