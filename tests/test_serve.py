@@ -79,7 +79,8 @@ def test_safety_judges_each_context_in_order(service):
     results = response.json()["results"]
     assert [r["coarse"] for r in results] == ["casual", "needs caution", "needs intervention"]
     assert results[1]["rots"] == [SWEAR_ROT]
-    assert set(results[0]) == {"safety_label", "coarse", "scores", "rots", "norm", "danger"}
+    assert set(results[0]) == {"safety_label", "coarse", "scores", "rots", "norm", "danger", "language", "decoded",
+                               "language_policy"}
 
 
 @pytest.mark.parametrize(

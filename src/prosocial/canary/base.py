@@ -21,13 +21,21 @@ class Verdict:
     """A detector's judgement of one context: the five-level label, a score per label, RoTs, the id of the
     user norm that decided it, if one did (`prosocial.canary.norms`), and the danger category of the taxonomy
     (`prosocial.data.danger`) it describes, if any: it picks the hand-over (poison control, not a crisis line, for a
-    poisoning) and the warning for a dangerous act."""
+    poisoning) and the warning for a dangerous act.
+
+    `language` is the judged text's ISO 639-1 code (None: too little text to tell, or not identified), `decoded`
+    the encodings undone before judging ("base64", "hex+rot13"), and `language_policy` the policy that decided a
+    text the models cannot read (flag, pass or judge; None when they could read it), all set by
+    `prosocial.canary.language.LanguageGuard`."""
 
     safety_label: SafetyLabel
     scores: dict[str, float] = field(default_factory=dict)
     rots: list[str] = field(default_factory=list)
     norm: str | None = None
     danger: str | None = None
+    language: str | None = None
+    decoded: str | None = None
+    language_policy: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -41,6 +49,9 @@ class Verdict:
             "rots": list(self.rots),
             "norm": self.norm,
             "danger": self.danger,
+            "language": self.language,
+            "decoded": self.decoded,
+            "language_policy": self.language_policy,
         }
 
 
@@ -79,14 +90,26 @@ LEGACY_FOLDERS = (("canary.json", "generative"), ("head.safetensors", "canary-mi
 
 
 def load_detector(
-    name: str | Path = "canary-mini", norms: Sequence[str | Path] | None = None, **settings
+    name: str | Path = "canary-mini", norms: Sequence[str | Path] | None = None,
+    unsupported_language: str | None = None, **settings
 ) -> SafetyDetector:
     """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings, or from a saved
     model folder (whose ``prosocial.json`` names its backend); with `norms` (norm files, see
-    `prosocial.canary.norms`), wrapped so the user's norms apply on top."""
+    `prosocial.canary.norms`), wrapped so the user's norms apply on top; with `unsupported_language` (flag, pass or
+    judge, see `prosocial.canary.language`), wrapped so that text the models cannot read (another language, an
+    unreadable payload) gets that policy and every verdict names its language. The command line and the service
+    always set it (default flag); None gives the bare detector, as evaluations of the model itself want."""
+    if unsupported_language is not None:
+        from prosocial.canary.language import check_policy
+
+        check_policy(unsupported_language)  # a wrong policy is reported before any weights load
     detector = DETECTORS.load(name, LEGACY_FOLDERS, **settings)
     if norms:
         from prosocial.canary.norms import NormedDetector
 
-        return NormedDetector(detector, list(norms))
+        detector = NormedDetector(detector, list(norms))
+    if unsupported_language is not None:
+        from prosocial.canary.language import LanguageGuard
+
+        detector = LanguageGuard(detector, unsupported_language)
     return detector

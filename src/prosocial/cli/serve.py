@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from prosocial.canary.language import POLICY_HELP
 from prosocial.canary.norms import load_norms
 from prosocial.cli.errors import fail
 from prosocial.cli.norms import NORMS_HELP
@@ -23,6 +24,9 @@ def serve(
     ),
     detector: str | None = typer.Option(None, "--detector", "-d", help="Detector backend (default canary-mini)."),
     norms: list[str] = typer.Option([], "--norms", help=NORMS_HELP + " Checked before the service starts."),
+    unsupported_language: str | None = typer.Option(
+        None, "--unsupported-language", help=POLICY_HELP + " Checked before the service starts."
+    ),
     upstream_url: str | None = typer.Option(
         None, help="OpenAI-compatible LLM to guard, with its version path, e.g. http://localhost:8080/v1."
     ),
@@ -56,6 +60,7 @@ def serve(
             port=port,
             detector=detector,
             norms=norms or None,
+            unsupported_language=unsupported_language,
             upstream_url=upstream_url,
             upstream_timeout=upstream_timeout,
             generator=generator,

@@ -6,6 +6,9 @@ guard judges `normalize(text)` beside the original (the most severe verdict wins
 unchanged, so a normalisation that is wrong now and then costs a false alarm at worst, never a changed request.
 
 What is undone, in order:
+0. base64, hex and ROT13 payloads become the text they decode to (`prosocial.data.decode`); a text whose payload
+   decodes to nothing readable is returned as it is (the steps below would turn its digits into letters and hide
+   the payload from `prosocial.canary.language.LanguageGuard`, which gives it the unreadable-text policy);
 1. a right-to-left override (U+202E) reverses the characters up to the next pop (U+202C) or line end, as a
    screen shows them;
 2. invisible characters go: zero-width ones, soft hyphens, bidi controls, variation selectors;
@@ -23,6 +26,8 @@ import re
 import unicodedata
 from functools import cache
 from importlib.resources import files
+
+from prosocial.data.decode import decode
 
 _RLO, _POP = "\u202e", "\u202c"
 _INVISIBLE = dict.fromkeys(
@@ -57,6 +62,10 @@ _REAL_NUMBER = re.compile(r"\d+[a-z]{0,3}|[a-z]+\d+|\d+[a-z]\d+|[a-z]\d[a-z]", r
 
 def normalize(text: str) -> str:
     """The text with the tricks above undone (the same text when there were none)."""
+    reading = decode(text)
+    if reading.unreadable:
+        return text
+    text = reading.text
     text = _unreverse(text) if _RLO in text else text
     text = text.translate(_INVISIBLE)
     text = unicodedata.normalize("NFKC", text)

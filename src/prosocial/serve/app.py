@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prosocial.canary.base import SafetyDetector, Verdict, load_detector
+from prosocial.canary.language import UNSUPPORTED_ROT, LanguageGuard
 from prosocial.canary.norms import NormedDetector
 from prosocial.data.context import check_context
 from prosocial.data.danger import handover_for
@@ -96,6 +97,11 @@ class VerdictOut(BaseModel):
     danger: str | None = Field(None, description="The danger category (self_harm, medical, poisoning, violence, "
                                "threat_to_others, hazard, endangerment; dangerous acts: impaired_driving, "
                                "chemical_mixing, unsafe_medicine, unsafe_childcare, risky_act), if any.")
+    language: str | None = Field(None, description="The judged text's language, ISO 639-1 (None: too little text "
+                                 "to tell).")
+    decoded: str | None = Field(None, description="The encodings undone before judging (base64, hex, rot13), if any.")
+    language_policy: str | None = Field(None, description="flag, pass or judge when the models could not read the "
+                                        "text (`unsupported_language` setting); None when they could.")
     reply: ReplyOut | None = Field(None, description="The judgement of the context's reply, when one was sent.")
 
 
@@ -344,6 +350,7 @@ class _Service:
                 self.detector = load_detector(s.detector, **(_latency_settings(s.detector) | s.detector_settings))
             if s.norms:
                 self.detector = NormedDetector(self.detector, s.norms)
+            self.detector = LanguageGuard(self.detector, s.unsupported_language, languages=s.detector_languages)
         except Exception as exc:  # a bad configuration leaves the service up and /readyz saying why
             self.detector_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot build detector %r: %s", s.detector, exc)
@@ -753,7 +760,8 @@ def create_app(
         raw = await request.body()
         action, guidance = "forwarded", []
         if verdict.coarse is Coarse.NEEDS_CAUTION:  # every flagged request is guided, by a generic rule at least
-            guidance = [r for r in verdict.rots if r.strip()] or [GENERIC_ROT]
+            # the user-facing reason of an unreadable text is no instruction for the LLM; its careful rule is
+            guidance = [r for r in verdict.rots if r.strip() and r != UNSUPPORTED_ROT] or [GENERIC_ROT]
             payload = strict_json_loads(raw)
             payload["messages"] = guided_messages(payload["messages"], context, guidance)
             raw = json.dumps(payload).encode()

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prosocial.canary.language import check_policy
 from prosocial.data.danger import check_region
 from prosocial.errors import ModelError
 from prosocial.steer.moderation import check_actions
@@ -35,6 +36,12 @@ class ServeSettings(BaseModel):
     detector_settings: dict[str, Any] = Field(default_factory=dict)
     #: user norm files (YAML / JSON Lines) applied on top of the detector; one that fails to load fails /readyz
     norms: list[str] = Field(default_factory=list)
+    #: what the detector does with text the models cannot read (another language, an unreadable payload): flag
+    #: (needs caution, the proxy guides), pass (the detector's verdict, marked) or judge (an LLM judge; none yet)
+    unsupported_language: str = "flag"
+    #: the languages the detector reads (ISO 639-1): English for the shipped models; more for a detector built on a
+    #: multilingual encoder (`prosocial train canary-mini --encoder FOLDER`)
+    detector_languages: list[str] = Field(default_factory=lambda: ["en"])
     generator: str | None = None
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     upstream_url: str | None = None
@@ -89,6 +96,11 @@ class ServeSettings(BaseModel):
     def _known_actions(cls, value: dict[str, str]) -> dict[str, str]:
         check_actions(value)
         return value
+
+    @field_validator("unsupported_language")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        return check_policy(value)
 
     @field_validator("region")
     @classmethod

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from prosocial.canary.base import SafetyDetector, Verdict
+from prosocial.canary.language import UNSUPPORTED_REPLY
 from prosocial.data.context import check_context
 from prosocial.data.danger import ACTS, check_region, handover_for, warning_reply
 from prosocial.data.labels import Coarse, SafetyLabel
@@ -238,6 +239,9 @@ class ProsocialAgent:
                 self._escalate(EscalationEvent(cid, context, verdict, datetime.now(UTC).isoformat()))
         warned = {i: warning_reply(v.danger) for i, v in enumerate(verdicts)
                   if not handover[i] and v.danger in ACTS and v.coarse is Coarse.NEEDS_CAUTION}
+        # text the models cannot read: no reply written from a verdict on words nobody understood
+        warned |= {i: UNSUPPORTED_REPLY for i, v in enumerate(verdicts)
+                   if not handover[i] and v.language_policy == "flag"}
         todo = [i for i, h in enumerate(handover) if not h and i not in warned]
         for i in (i for i, h in enumerate(handover) if h or i in warned):  # hand-overs and warnings are decided
             report(i)
@@ -263,8 +267,9 @@ class ProsocialAgent:
                                        verdict.safety_label, list(verdict.rots), True, verdict.norm,
                                        danger=verdict.danger))
             elif i in warned:
+                route = "language" if verdict.language_policy == "flag" else "warning"
                 turns.append(AgentTurn(warned[i], verdict.safety_label, list(verdict.rots), False, verdict.norm,
-                                       "warning", verdict.danger))
+                                       route, verdict.danger))
             else:
                 reply, route = replies[i]
                 rots = list(reply.rots or verdict.rots)
