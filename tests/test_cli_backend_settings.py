@@ -33,7 +33,8 @@ def test_respond_passes_detector_and_generator_settings():
     from prosocial.cli.respond import build_agent
 
     agent = build_agent("canned:reply=Hello there.", None, None, "paper", "keywords:wordlist=/nowhere", None, None, [])
-    assert agent.generator.reply == "Hello there." and str(agent.detector.wordlist) == "/nowhere"
+    # the agent's detector is the language guard around the one asked for
+    assert agent.generator.reply == "Hello there." and str(agent.detector.base.wordlist) == "/nowhere"
     result = runner.invoke(app, ["respond", "-b", "canned:reply=Hi from the settings.", "-d", "keywords", "hello"])
     assert result.exit_code == 0 and "Hi from the settings." in result.output, result.output
 
