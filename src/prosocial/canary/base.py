@@ -28,6 +28,8 @@ class Verdict:
     rots: list[str] = field(default_factory=list)
     norm: str | None = None
     danger: str | None = None
+    #: why, in a sentence, where the detector says (an LLM judge does); None otherwise
+    rationale: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -41,7 +43,7 @@ class Verdict:
             "rots": list(self.rots),
             "norm": self.norm,
             "danger": self.danger,
-        }
+        } | ({"rationale": self.rationale} if self.rationale is not None else {})
 
 
 class SafetyDetector(ABC):
@@ -68,7 +70,9 @@ class SafetyDetector(ABC):
 DETECTORS: Registry[SafetyDetector] = Registry("detector", {
     "canary-mini": "prosocial.canary.mini",
     "canary-cascade": "prosocial.canary.cascade",
+    "canary-judge": "prosocial.canary.judged",
     "generative": "prosocial.canary.generative",
+    "llm-judge": "prosocial.canary.llm_judge",
     "keywords": "prosocial.canary.baselines",
     "profanity-check": "prosocial.canary.baselines",
 })
