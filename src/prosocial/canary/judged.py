@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 class CanaryJudge(SafetyDetector):
     """Canary-mini (`fast`, or the folder `fast_dir` with `fast_settings`) and an LLM judge (`judge`: an `LLMJudge`
     or its settings; `model`, `base_url`, `api_key`, `timeout`, `adapter`, `lm` and `norms` are merged into them,
-    so a CLI spec needs no nesting: ``canary-judge:model=llama3.1,base_url=http://localhost:11434/v1``)."""
+    so a CLI spec needs no nesting: ``canary-judge:model=llama3.1,base_url=http://localhost:11434/v1``).
+    `observer(sent, failed, seconds)` is told after each call that sent contexts to the judge (service metrics)."""
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class CanaryJudge(SafetyDetector):
         fast: SafetyDetector | None = None,
         fast_dir: str | Path = DEFAULT_DIR,
         fast_settings: dict[str, Any] | None = None,
+        observer: Callable[[int, int, float], None] | None = None,
     ):
         self.judge = judge
         self.model = model
@@ -75,13 +77,15 @@ class CanaryJudge(SafetyDetector):
         self.fast = fast
         self.fast_dir = fast_dir
         self.fast_settings = fast_settings
+        self.observer = observer
         self.sent = self.seen = self.fallbacks = 0
         self.judge_seconds = 0.0
         self._lock = threading.Lock()
 
     @cached_property
     def _fast(self) -> CanaryMini:
-        return self.fast if self.fast is not None else CanaryMini(self.fast_dir, **(self.fast_settings or {}))
+        return self.fast if self.fast is not None else CanaryMini(**({"model_dir": self.fast_dir}
+                                                                      | (self.fast_settings or {})))
 
     @cached_property
     def _judge(self) -> LLMJudge:
@@ -137,6 +141,8 @@ class CanaryJudge(SafetyDetector):
             self.seen += len(checked)
             self.fallbacks += len(failed)
             self.judge_seconds += seconds
+        if sent and self.observer is not None:
+            self.observer(len(sent), len(failed), seconds)
         return verdicts  # type: ignore[return-value]
 
     def _fast_verdicts(self, contexts: list[list[str]], probs: np.ndarray, labels: list[SafetyLabel],

@@ -577,6 +577,9 @@ class LLMJudge(SafetyDetector):
                 outcome: Verdict | JudgeError = err
             except ModelError as err:  # the LM backend failed (UpstreamError: down, timeout, refused)
                 outcome = JudgeError(f"the judge's model failed: {err}")
+            except Exception as err:  # a backend's own bug must not take the verdict down with it: fall back
+                log.exception("llm-judge: unexpected failure")
+                outcome = JudgeError(f"the judge failed unexpectedly: {type(err).__name__}")
             else:
                 outcome = verdict
             with self._lock:
