@@ -5,6 +5,7 @@ server and the packaged SmolLM2 through llama.cpp's grammar."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -235,3 +236,20 @@ def test_smollm2_under_the_grammar_always_answers_a_verdict_that_parses():
 
 def test_the_fixture_verdict_is_valid_json():
     assert json.loads(VERDICT_TEXT)["label"] == "needs_caution"
+
+
+def test_the_readme_mapping_table_is_the_code():
+    from prosocial.canary.llm_judge import LLAMA_GUARD, QWEN3GUARD
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = [line.strip("|").split("|") for line in text.splitlines() if re.match(r"\| S\d+ ", line)]
+    assert len(rows) == len(LLAMA_GUARD) == 14
+    for llama, qwen, label, danger, rot in (map(str.strip, row) for row in rows):
+        code = llama.split()[0]
+        category = LLAMA_GUARD[code]
+        assert label == category.label.coarse.value or label == category.label.value.strip("_").replace("_", " ")
+        assert danger.strip("`") == (category.danger or "–")
+        assert rot == "the category's" if category.rot is None else rot == category.rot
+        if qwen != "–":
+            assert QWEN3GUARD[qwen.lower()] == category
