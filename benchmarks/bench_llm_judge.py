@@ -12,7 +12,8 @@ intervention, act → needs caution, benign → casual), so the rates it gives a
 would add on top of Canary-mini when it sees what the cascade sends it. For each band (how close to Canary-mini's
 thresholds a context must be to count as unsure) and with or without every flagged context sent:
 
-- share sent: contexts that went to the judge, over the whole split;
+- share sent: contexts that went to the judge, over the whole split (`--intervention-band`, 0.05 as shipped, beside
+  every band but 0, which sends nothing unsure);
 - latency: one `check` per context, one at a time (as a chat turn is judged), over a seeded sample of `--timed`
   contexts: median, p95 and mean, next to Canary-mini alone;
 - emergencies handed over, acts flagged, look-alikes flagged (with the oracle judge: ceilings).
@@ -95,6 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--judge-ms", type=float, default=400.0, help="the fake judge's time per request")
     parser.add_argument("--timed", type=int, default=120, help="contexts timed one at a time per configuration")
+    parser.add_argument("--intervention-band", type=float, default=0.05,
+                        help="canary-judge's intervention_band where the band is not 0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/reports/llm-judge"))
     args = parser.parse_args()
@@ -110,7 +113,8 @@ def main() -> None:
     for send_flagged in (False, True):
         for band in BANDS:
             judge = LLMJudge(lm=OracleJudge(gold, args.judge_ms / 1000))
-            detector = load_detector("canary-judge", judge=judge, fast=fast, band=band, send_flagged=send_flagged)
+            detector = load_detector("canary-judge", judge=judge, fast=fast, band=band, send_flagged=send_flagged,
+                                     intervention_band=band and args.intervention_band)
             verdicts = detector.predict(contexts)
             sent = round(100 * detector.sent / detector.seen, 1)
             name = f"band {band:g}" + (", flagged sent" if send_flagged else "")
@@ -123,6 +127,7 @@ def main() -> None:
             f"{r['emergencies_handed_over_pct']}% | {r['acts_flagged_pct']}% | {r['lookalikes_flagged_pct']}% |"
             for name, r in results.items()]
     meta = provenance(corpus=f"danger dev split: {len(cases)} contexts", judge_ms=args.judge_ms,
+                      intervention_band=args.intervention_band,
                       timed=len(timed), seed=args.seed,
                       judge="fake: answers the corpus's expected level after judge_ms (rates are ceilings)")
     write_report(args.out, "canary-judge with a fake judge", ["\n".join([header, *rows])], meta, results)

@@ -29,6 +29,7 @@ def says(label: str, rots: list[str] | None = None) -> ScriptedLM:
 
 
 def cascade(lm: ScriptedLM, **settings):
+    settings = {"intervention_band": 0.0} | settings
     return load_detector("canary-judge", judge={"lm": lm}, fast_settings=FAST, **settings)
 
 
@@ -94,6 +95,17 @@ def test_a_band_of_one_sends_everything():
     assert detector.sent == len(CONTEXTS) == len(lm.requests)
     with pytest.raises(ValueError, match="band"):
         cascade(lm, band=2.0).predict(CONTEXTS)
+    with pytest.raises(ValueError, match="intervention_band"):
+        cascade(lm, intervention_band=-1).predict(CONTEXTS)
+
+
+def test_contexts_near_the_intervention_threshold_are_unsure():
+    import numpy as np
+
+    detector = cascade(says("casual"), band=0.0, intervention_band=0.05)
+    threshold = detector._fast.config.intervention_threshold
+    probs = np.array([[0.9, 0.1, 0.0], [0.5, 0.5 - threshold, threshold + 0.01], [0.0, 0.5, 0.5]])
+    assert detector.unsure(probs).tolist() == [False, True, False]
 
 
 def test_flat_settings_reach_the_judge():

@@ -1,8 +1,10 @@
 """Canary-mini first, an LLM judge second: the fast model decides the clear cases, your LLM the rest.
 
 `canary-judge` runs Canary-mini on every context and sends to the LLM judge (`prosocial.canary.llm_judge`) the
-contexts it is unsure of — its caution share within `band` of its casual threshold, or its intervention
-probability within `band` of its intervention threshold, as `canary-cascade` measures doubt — and, with
+contexts it is unsure of — its caution share within `band` of its casual threshold, as `canary-cascade` measures
+doubt, or its intervention probability within `intervention_band` of its intervention threshold (a band of its
+own: that threshold is low, 0.22 for the shipped model, so one band for both would send nearly every context once
+it passes 0.22) — and, with
 `send_flagged` (the default), every context it flags, so the judge also writes their RoTs. Everything else keeps
 Canary-mini's verdict, at Canary-mini's cost.
 
@@ -56,6 +58,7 @@ class CanaryJudge(SafetyDetector):
         lm: str | None = None,
         norms: Sequence[str | Path] = (),
         band: float = 0.15,
+        intervention_band: float = 0.05,
         send_flagged: bool = True,
         keep_emergencies: bool = True,
         fast: SafetyDetector | None = None,
@@ -72,6 +75,7 @@ class CanaryJudge(SafetyDetector):
         self.lm = lm
         self.norms = norms
         self.band = band
+        self.intervention_band = intervention_band
         self.send_flagged = send_flagged
         self.keep_emergencies = keep_emergencies
         self.fast = fast
@@ -100,15 +104,17 @@ class CanaryJudge(SafetyDetector):
         self._judge.warm_up()
 
     def unsure(self, probs: np.ndarray) -> np.ndarray:
-        """Rows of coarse probabilities within `band` of either threshold of the fast model."""
+        """Rows of coarse probabilities within `band` of the fast model's casual threshold (on the caution share) or
+        within `intervention_band` of its intervention threshold."""
         config = self._fast.config
         near_casual = np.abs(caution_share(probs) - config.casual_threshold) < self.band
-        near_intervention = np.abs(probs[:, 2] - config.intervention_threshold) < self.band
+        near_intervention = np.abs(probs[:, 2] - config.intervention_threshold) < self.intervention_band
         return near_casual | near_intervention
 
     def predict(self, contexts: Sequence[Sequence[str]], with_rots: bool = True) -> list[Verdict]:
-        if not 0 <= self.band <= 1:
-            raise ValueError(f"band must be between 0 and 1, got {self.band}")
+        for name in ("band", "intervention_band"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         checked = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
         if not checked:
             return []

@@ -101,8 +101,9 @@ def option_probabilities(tokens: Sequence[TokenChoice], start: int, options: Seq
     token reaches `start`, or what was written is none of the options).
 
     Along the written option, each step multiplies in the chosen token's probability (renormalised over the
-    alternatives that still fit some option); an alternative that fits only other options gives them its mass
-    (evenly). Alternatives that fit no option are left out: with a grammar they could not have been written.
+    alternatives that still fit some option); an alternative gives its mass to the options it starts (evenly), the
+    share of those still on the written way staying on it. Alternatives that fit no option are left out: with a
+    grammar they could not have been written.
     """
     text = "".join(t.token for t in tokens)
     if start >= len(text):
@@ -132,12 +133,15 @@ def option_probabilities(tokens: Sequence[TokenChoice], start: int, options: Seq
         total = sum(weights.values())
         stay = 0.0
         for alt, weight in weights.items():
-            others = [o for o in fits(alt) if o not in chosen]
-            if alt == tok.token or not others:
-                stay += weight / total  # the chosen token, or another spelling of the same options
-            else:
-                for option in others:
-                    mass[option] += path * weight / total / len(others)
+            if alt == tok.token:
+                stay += weight / total
+                continue
+            fitted = fits(alt)  # its mass is split evenly over the options it starts
+            for option in fitted:
+                if option in chosen:  # another spelling of the way taken: it stays on the path
+                    stay += weight / total / len(fitted)
+                else:
+                    mass[option] += path * weight / total / len(fitted)
         path *= stay
         live = chosen
         if len(live) == 1 or offset - start >= max(len(o) for o in live):
@@ -260,7 +264,9 @@ class ProsocialAdapter(Adapter):
         )
 
     def messages(self, turns: list[tuple[str, str]]) -> list[Message]:
-        lines = "\n".join(f"{'User' if role == 'user' else 'Assistant'}: {text}" for role, text in turns)
+        # a turn cannot close the dialogue early and speak as the instructions
+        lines = "\n".join(f"{'User' if role == 'user' else 'Assistant'}: {text.replace('</dialogue>', '</ dialogue>')}"
+                          for role, text in turns)
         return [{"role": "system", "content": self.system_prompt()},
                 {"role": "user", "content": "Dialogue (oldest first; judge it at its last User turn):\n"
                                             f"<dialogue>\n{lines}\n</dialogue>"}]
