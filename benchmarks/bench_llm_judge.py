@@ -1,6 +1,6 @@
 """canary-judge with a fake LLM judge (issue 34): the share of contexts sent to the judge and the blended latency.
 
-    python benchmarks/bench_llm_judge.py [--judge-ms 400] [--timed 120] [--out docs/reports/llm-judge]
+    python benchmarks/bench_llm_judge.py [--judge-ms 400] [--timed 40] [--out docs/reports/llm-judge]
 
 Contexts: the danger corpus's dev split (`prosocial.resources/danger`, datasheet beside it: emergencies, dangerous
 acts and benign look-alikes, each with the level it calls for). That is the hard end of real traffic, which is
@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prosocial.canary import load_detector
 from prosocial.canary.llm_judge import LLMJudge
 from prosocial.canary.mini import CanaryMini
@@ -38,6 +40,22 @@ from prosocial.lm.base import Completion, LanguageModel
 from prosocial.resources import RESOURCES
 
 BANDS = (0.0, 0.1, 0.15, 0.25)
+
+
+class Remembered(CanaryMini):
+    """Canary-mini's probabilities and decisions on the split, computed once: the rates pass repeats them for every
+    configuration (the timed pass uses the real model)."""
+
+    def __init__(self, contexts: list[list[str]], probs: np.ndarray, labels: list, categories: list):
+        super().__init__(rot_writer=False)
+        rows = zip(contexts, probs, labels, categories, strict=True)
+        self.memo = {tuple(c): (p, lab, cat) for c, p, lab, cat in rows}
+
+    def probabilities(self, contexts):
+        return np.stack([self.memo[tuple(c)][0] for c in contexts])
+
+    def decide(self, probs, contexts, danger=None):
+        return [self.memo[tuple(c)][1] for c in contexts], [self.memo[tuple(c)][2] for c in contexts]
 
 
 class OracleJudge(LanguageModel):
@@ -95,7 +113,7 @@ def timings(detector, contexts: list[list[str]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--judge-ms", type=float, default=400.0, help="the fake judge's time per request")
-    parser.add_argument("--timed", type=int, default=120, help="contexts timed one at a time per configuration")
+    parser.add_argument("--timed", type=int, default=40, help="contexts timed one at a time per configuration")
     parser.add_argument("--intervention-band", type=float, default=0.05,
                         help="canary-judge's intervention_band where the band is not 0")
     parser.add_argument("--seed", type=int, default=0)
@@ -108,15 +126,19 @@ def main() -> None:
     timed = seeded_sample(contexts, args.timed, args.seed)
     fast = CanaryMini(rot_writer=False)  # as `prosocial serve` runs it
     fast.warm_up()
-    alone = fast.predict(contexts)
+    alone = fast.predict(contexts, with_rots=False)
+    probs = fast.probabilities(contexts)
+    remembered = Remembered(contexts, probs, *fast.decide(probs, contexts))
     results: dict[str, Any] = {"canary-mini": {"sent_pct": 0.0, **rates(cases, alone), **timings(fast, timed)}}
     for send_flagged in (False, True):
         for band in BANDS:
+            settings = {"band": band, "send_flagged": send_flagged,
+                        "intervention_band": band and args.intervention_band}
             judge = LLMJudge(lm=OracleJudge(gold, args.judge_ms / 1000))
-            detector = load_detector("canary-judge", judge=judge, fast=fast, band=band, send_flagged=send_flagged,
-                                     intervention_band=band and args.intervention_band)
-            verdicts = detector.predict(contexts)
-            sent = round(100 * detector.sent / detector.seen, 1)
+            split = load_detector("canary-judge", judge=judge, fast=remembered, **settings)
+            verdicts = split.predict(contexts, with_rots=False)
+            sent = round(100 * split.sent / split.seen, 1)
+            detector = load_detector("canary-judge", judge=judge, fast=fast, **settings)
             name = f"band {band:g}" + (", flagged sent" if send_flagged else "")
             results[name] = {"band": band, "send_flagged": send_flagged, "sent_pct": sent, **rates(cases, verdicts),
                              **timings(detector, timed)}

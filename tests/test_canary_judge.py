@@ -1,5 +1,6 @@
 """canary-judge: Canary-mini decides what it is sure of, the LLM judge the rest (and every flagged context); a judge
-that fails leaves Canary-mini's verdict, counted; a named emergency is never lowered."""
+that fails leaves Canary-mini's verdict, counted; a named emergency is never lowered. (Its conformance run is in
+tests/test_conformance.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from prosocial.canary.mini import CanaryMini
 from prosocial.data.danger import BY_NAME
 from prosocial.data.labels import SafetyLabel
 from prosocial.lm.base import UpstreamError
-from prosocial.testing import check_detector
 from tests.judge_fakes import ScriptedLM
 
 CONTEXTS = [["I made dinner for my family tonight."], ["I stole money from my mom's purse to buy games."], ["ok"],
@@ -36,10 +36,6 @@ def cascade(lm: ScriptedLM, **settings):
 @pytest.fixture(scope="module")
 def fast() -> list:
     return CanaryMini(rot_writer=False).predict(CONTEXTS)
-
-
-def test_the_cascade_conforms():
-    check_detector(lambda: load_detector("canary-judge", judge={"lm": ScriptedLM()}, fast_settings=FAST, band=0.5))
 
 
 def test_with_no_band_and_no_flagged_contexts_sent_it_is_canary_mini(fast):
