@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 @register_detector("canary-judge")
 class CanaryJudge(SafetyDetector):
     """Canary-mini (`fast`, or the folder `fast_dir` with `fast_settings`) and an LLM judge (`judge`: an `LLMJudge`
-    or its settings; `model`, `base_url`, `api_key`, `timeout`, `adapter`, `lm` and `norms` are merged into them,
+    or its settings; `model`, `base_url`, `api_key`, `timeout`, `adapter`, `lm` and `policy` are merged into them,
     so a CLI spec needs no nesting: ``canary-judge:model=llama3.1,base_url=http://localhost:11434/v1``).
     `observer(sent, failed, seconds)` is told after each call that sent contexts to the judge (service metrics)."""
 
@@ -56,7 +56,7 @@ class CanaryJudge(SafetyDetector):
         timeout: float | None = None,
         adapter: str | None = None,
         lm: str | None = None,
-        norms: Sequence[str | Path] = (),
+        policy: Sequence[str | Path] = (),
         band: float = 0.15,
         intervention_band: float = 0.05,
         send_flagged: bool = True,
@@ -73,7 +73,7 @@ class CanaryJudge(SafetyDetector):
         self.timeout = timeout
         self.adapter = adapter
         self.lm = lm
-        self.norms = norms
+        self.policy = policy
         self.band = band
         self.intervention_band = intervention_band
         self.send_flagged = send_flagged
@@ -96,7 +96,7 @@ class CanaryJudge(SafetyDetector):
         if isinstance(self.judge, LLMJudge):
             return self.judge
         flat = {"model": self.model, "base_url": self.base_url, "api_key": self.api_key, "timeout": self.timeout,
-                "adapter": self.adapter, "lm": self.lm, "norms": self.norms or None}
+                "adapter": self.adapter, "lm": self.lm, "policy": self.policy or None}
         return LLMJudge(**(dict(self.judge or {}) | {k: v for k, v in flat.items() if v is not None}))
 
     def warm_up(self) -> None:

@@ -7,10 +7,11 @@ annotators did, and reads its answer into a `Verdict`. What it asks depends on t
 - ``prosocial`` (default), for any instruction-following model: the system prompt states the paper's five labels
   with the A.4 definitions (§2.3; the five labels as the votes of three annotators), the danger taxonomy
   (`prosocial.data.danger`: categories, their level and sub-categories) and the deployment's norms
-  (`prosocial.canary.norms` files) as the policy. The answer is a JSON object ``{"label", "danger", "norm", "rots",
-  "rationale"}``, constrained by its JSON schema where the backend can (llama.cpp turns it into a grammar;
-  OpenAI-compatible servers take ``response_format`` json_schema); a free-text answer is parsed strictly (a JSON
-  object, every field checked, an error names the field) with one repair request that quotes the error.
+  (`prosocial.canary.norms` files, the `policy` setting) as the policy. The answer is a JSON object
+  ``{"label", "danger", "norm", "rots", "rationale"}``, constrained by its JSON schema where the backend can
+  (llama.cpp turns it into a grammar; OpenAI-compatible servers take ``response_format`` json_schema); a free-text
+  answer is parsed strictly (a JSON object, every field checked, an error names the field) with one repair request
+  that quotes the error.
 - ``llama-guard`` (Llama Guard 3 and 4, S1–S14) and ``qwen3guard`` (Qwen3Guard-Gen: ``Safety: Safe|Controversial|
   Unsafe`` and ``Categories: …``): the dialogue goes to the guard model as it is (its chat template holds its own
   policy) and its answer is mapped onto the five labels and the danger categories:
@@ -474,7 +475,7 @@ class LLMJudge(SafetyDetector):
     """A language model as the judge (module docstring). `lm` is a `prosocial.lm` backend name ("openai",
     "llamacpp", "transformers") or a `LanguageModel`; `model`, `base_url`, `api_key` and `timeout` are passed to it
     where given (the CLI spec ``llm-judge:model=llama3.1,base_url=http://localhost:11434/v1`` needs no nesting),
-    `lm_settings` carries the rest. `adapter` is "prosocial", "llama-guard" or "qwen3guard"; `norms` are norm
+    `lm_settings` carries the rest. `adapter` is "prosocial", "llama-guard" or "qwen3guard"; `policy` is norm
     files (or `Norm`s) written into the prosocial adapter's policy. Each context is one request (up to
     `concurrency` at once), greedy, at most `max_new_tokens` (default: enough for the schema's bounds).
     `top_logprobs` alternatives per token give the scores; 0 asks for none (one-hot scores).
@@ -492,7 +493,7 @@ class LLMJudge(SafetyDetector):
         timeout: float | None = None,
         lm_settings: dict[str, Any] | None = None,
         adapter: str = "prosocial",
-        norms: Sequence[str | Path | Any] = (),
+        policy: Sequence[str | Path | Any] = (),
         max_rots: int = 2,
         max_field_chars: int = 160,
         max_new_tokens: int | None = None,
@@ -509,7 +510,7 @@ class LLMJudge(SafetyDetector):
         self.timeout = timeout
         self.lm_settings = dict(lm_settings or {})
         self.adapter = adapter
-        self.norms = [norms] if isinstance(norms, str | Path) else list(norms)
+        self.policy = [policy] if isinstance(policy, str | Path) else list(policy)
         self.max_rots = max_rots
         self.max_field_chars = max_field_chars
         self.max_new_tokens = max_new_tokens
@@ -527,7 +528,7 @@ class LLMJudge(SafetyDetector):
             raise ModelError(f"llm-judge: unknown adapter {self.adapter!r}; known: {', '.join(ADAPTERS)}")
         from prosocial.canary.norms import load_norms
 
-        return ADAPTERS[self.adapter](load_norms(self.norms) if self.norms else (), self.max_rots,
+        return ADAPTERS[self.adapter](load_norms(self.policy) if self.policy else (), self.max_rots,
                                       self.max_field_chars)
 
     @cached_property

@@ -497,7 +497,7 @@ def _judged_detector(s: ServeSettings, metrics: Metrics) -> SafetyDetector:
                          "(a folder of its own goes in detector_settings.model_dir)")
     base_url, model, api_key = s.judge_endpoint()
     judge = {"lm": "openai", "model": model, "base_url": base_url, "api_key": api_key, "timeout": s.judge_timeout,
-             "adapter": s.judge_adapter, "lm_settings": {"max_retries": 0}, "norms": list(s.norms)}
+             "adapter": s.judge_adapter, "lm_settings": {"max_retries": 0}, "policy": list(s.norms)}
     settings = {"observer": metrics.observe_judge} | s.judge_settings
     return load_detector("canary-judge", judge=judge, fast_settings=_latency_settings("canary-mini")
                          | s.detector_settings, **settings)
