@@ -17,7 +17,6 @@ from prosocial.canary.llm_judge import (
     JudgeFormatError,
     LlamaGuardAdapter,
     LLMJudge,
-    ProsocialAdapter,
     option_probabilities,
     parse_json_object,
 )
@@ -220,18 +219,24 @@ def test_smollm2_under_the_grammar_always_answers_a_verdict_that_parses():
     from prosocial.lm import load_lm
 
     lm = load_lm("llamacpp", n_ctx=2048, n_parallel=1)
-    judge = LLMJudge(lm=lm, max_rots=1, max_field_chars=40, repair=False)
+    answers: list[Completion] = []
+    ask = lm.chat_detailed
+
+    def recorded(*args, **kwargs):
+        answers.extend(ask(*args, **kwargs))
+        return answers[-1:]
+
+    lm.chat_detailed = recorded
+    judge = LLMJudge(lm=lm, max_rots=1, max_field_chars=40, repair=False, concurrency=1)
     contexts = [["hi, how was your day?"], ["You are a stupid idiot and I hate you."]]
     verdicts = judge.predict(contexts)
     assert len(verdicts) == 2 and judge.repaired == 0 and judge.failed == 0
     for verdict in verdicts:
         assert sum(verdict.scores.values()) == pytest.approx(1.0)
         assert verdict.safety_label in SafetyLabel
-    adapter = ProsocialAdapter(max_rots=1, max_field_chars=40)
-    (completion,) = lm.chat_detailed([adapter.messages([("user", "hi")])], max_new_tokens=judge.new_tokens,
-                                     schema=adapter.schema(), top_logprobs=5)
-    assert completion.constrained and parse_json_object(completion.text)["label"] in LABEL_NAMES
-    assert completion.tokens  # llama.cpp reports the tokens' alternatives, so scores need not be one-hot
+    for completion in answers:  # JSON of the schema's shape, first time, with llama.cpp's token alternatives
+        assert completion.constrained and parse_json_object(completion.text)["label"] in LABEL_NAMES
+        assert completion.tokens
 
 
 def test_the_fixture_verdict_is_valid_json():
