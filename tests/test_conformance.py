@@ -18,6 +18,7 @@ from prosocial.lm.base import LMS, load_lm
 from prosocial.lm.inference import add_special_tokens
 from prosocial.prost.base import GENERATORS, Reply, ResponseGenerator, load_generator
 from prosocial.testing import check_detector, check_generator, check_lm
+from tests.judge_fakes import ScriptedLM
 from tests.steer_helpers import build_tiny_llama
 from tests.test_lm import _client, server_url  # noqa: F401 (the fake OpenAI-compatible server fixture)
 from tests.tiny_models import save, tiny_gpt2, train_tokenizer
@@ -44,6 +45,9 @@ def detector_factories(tiny: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     return {
         "canary-mini": lambda: load_detector("canary-mini"),
         "canary-cascade": lambda: load_detector("canary-cascade", model_dir=DEFAULT_DIR, band=0.5),
+        "canary-judge": lambda: load_detector("canary-judge", judge={"lm": ScriptedLM()}, band=0.5,
+                                              fast_settings={"rot_writer": False}),
+        "llm-judge": lambda: load_detector("llm-judge", lm=ScriptedLM()),
         "generative": lambda: GenerativeCanary.from_model(*tiny["canary"], max_new_tokens=6),
         "keywords": KeywordDetector,
         "profanity-check": lambda: load_detector("profanity-check"),

@@ -36,6 +36,8 @@ class Verdict:
     language: str | None = None
     decoded: str | None = None
     language_policy: str | None = None
+    #: why, in a sentence, where the detector says (an LLM judge does); None otherwise
+    rationale: str | None = None
 
     @property
     def coarse(self) -> Coarse:
@@ -52,7 +54,7 @@ class Verdict:
             "language": self.language,
             "decoded": self.decoded,
             "language_policy": self.language_policy,
-        }
+        } | ({"rationale": self.rationale} if self.rationale is not None else {})
 
 
 class SafetyDetector(ABC):
@@ -79,7 +81,9 @@ class SafetyDetector(ABC):
 DETECTORS: Registry[SafetyDetector] = Registry("detector", {
     "canary-mini": "prosocial.canary.mini",
     "canary-cascade": "prosocial.canary.cascade",
+    "canary-judge": "prosocial.canary.judged",
     "generative": "prosocial.canary.generative",
+    "llm-judge": "prosocial.canary.llm_judge",
     "keywords": "prosocial.canary.baselines",
     "profanity-check": "prosocial.canary.baselines",
 })

@@ -45,6 +45,16 @@ def serve(
         None, "--judge-system/--trust-system",
         help="Judge system and developer messages too, or trust them (default: judge).", show_default=False,
     ),
+    judge: str | None = typer.Option(
+        None, "--judge",
+        help="An LLM as Canary-mini's second judge: 'upstream' (the proxied LLM) or URL/v1/MODEL of an "
+        "OpenAI-compatible server (a guard model: add --judge-adapter). Failures leave Canary-mini's verdict.",
+    ),
+    judge_model: str | None = typer.Option(None, help="The judge's model name (default: from --judge or models)."),
+    judge_adapter: str | None = typer.Option(
+        None, help="How the judge is asked: prosocial (default), llama-guard, qwen3guard."
+    ),
+    judge_timeout: float | None = typer.Option(None, help="Seconds per judged context before falling back (10)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve /v1/safety, /v1/respond and the guard proxy /v1/chat/completions (settings: flags > PROSOCIAL_* > file)."""
@@ -69,12 +79,20 @@ def serve(
             shutdown_timeout=shutdown_timeout,
             moderate_output=moderate_output,
             judge_system=judge_system,
+            judge=judge,
+            judge_model=judge_model,
+            judge_adapter=judge_adapter,
+            judge_timeout=judge_timeout,
         )
         load_norms(settings.norms)  # a bad norms file stops here, before the port opens
+        if settings.judge:
+            settings.judge_endpoint()  # so does a judge without a model or an upstream
     except (ModelError, DataError) as exc:
         fail(console, exc)
     upstream = settings.upstream_url or "none (the proxy answers 503)"
-    console.print(f"detector {settings.detector}; upstream {upstream}; http://{settings.host}:{settings.port}/docs")
+    judged = f" + LLM judge {settings.judge_endpoint()[1]} ({settings.judge_adapter})" if settings.judge else ""
+    console.print(f"detector {settings.detector}{judged}; upstream {upstream}; "
+                  f"http://{settings.host}:{settings.port}/docs")
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a service's log gets no "Loading weights" bars, models load lazily

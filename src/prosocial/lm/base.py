@@ -11,6 +11,7 @@ import importlib.util
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,27 @@ class UpstreamError(ModelError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+@dataclass
+class TokenChoice:
+    """One generated token, its log-probability, and the most likely tokens at its place (token -> log-probability),
+    as the backend reported them (llama.cpp reports them before a grammar cut the choice, OpenAI after)."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Completion:
+    """A chat answer with what the backend can tell about it: the generated tokens with their alternatives (None
+    where the backend gives none) and whether a JSON schema constrained the text (False: the text is free and
+    must be parsed with care)."""
+
+    text: str
+    tokens: list[TokenChoice] | None = None
+    constrained: bool = False
 
 
 class LanguageModel(ABC):
@@ -67,6 +89,33 @@ class LanguageModel(ABC):
         stop: list[str] | None = None,
         seed: int | None = None,
     ) -> list[str]: ...
+
+    def chat_detailed(
+        self,
+        messages_batch: list[list[Message]],
+        max_new_tokens: int = 256,
+        schema: dict[str, Any] | None = None,
+        top_logprobs: int = 0,
+    ) -> list[Completion]:
+        """Greedy answers with, where the backend can, the text constrained to `schema` (a JSON schema) and the
+        `top_logprobs` most likely tokens at each step: what a judge needs to parse an answer and to score it
+        honestly. This default has neither (plain `chat`); llama.cpp and OpenAI-compatible servers have both."""
+        texts = self.chat(messages_batch, max_new_tokens=max_new_tokens)
+        return [Completion(text) for text in texts]
+
+
+def token_choices(logprobs: Any) -> list[TokenChoice] | None:
+    """OpenAI's chat `logprobs` object (`content`: one entry per token, with `top_logprobs`) as `TokenChoice`s;
+    None when it is missing or not of that shape (a server may not support logprobs)."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content:
+        return None
+    try:
+        return [TokenChoice(str(t["token"]), float(t["logprob"]),
+                            {str(a["token"]): float(a["logprob"]) for a in t.get("top_logprobs") or []})
+                for t in content]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def truncate_at_stop(text: str, stop: Sequence[str] | None) -> str:

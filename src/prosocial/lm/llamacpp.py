@@ -14,6 +14,7 @@ from typing import Any
 
 from prosocial.errors import ModelError
 from prosocial.lm.base import (
+    Completion,
     LanguageModel,
     Message,
     UpstreamError,
@@ -21,6 +22,7 @@ from prosocial.lm.base import (
     default_smollm2_gguf,
     register_lm,
     sampling_fields,
+    token_choices,
     truncate_at_stop,
 )
 
@@ -175,5 +177,32 @@ class LlamaCppLM(LanguageModel):
             return truncate_at_stop(content, stop)
 
         # One conversation per request (the chat endpoint takes one); the slots decode them concurrently.
+        with ThreadPoolExecutor(max_workers=self.n_parallel) as pool:
+            return list(pool.map(one, messages_batch))
+
+    def chat_detailed(
+        self,
+        messages_batch: list[list[Message]],
+        max_new_tokens: int = 256,
+        schema: dict[str, Any] | None = None,
+        top_logprobs: int = 0,
+    ) -> list[Completion]:
+        """Greedy chat answers; with `schema`, llama.cpp turns the JSON schema into a grammar, so the answer can only
+        be JSON of that shape (cut short only by `max_new_tokens`); with `top_logprobs`, each token's alternatives
+        (the model's own, before the grammar chose)."""
+        server = self._server()
+        body: dict[str, Any] = sampling_fields(max_new_tokens, 0.0, 1.0, None, None)
+        if schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+        if top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": top_logprobs}
+
+        def one(messages: list[Message]) -> Completion:
+            (choice,) = self._choices(server.handle_chat_completions(body | {"messages": messages}), 1)
+            content = (choice.get("message") or {}).get("content")
+            if not isinstance(content, str):
+                raise UpstreamError(f"llama.cpp chat answer has no text content: {str(choice)[:300]}")
+            return Completion(content, token_choices(choice.get("logprobs")), schema is not None)
+
         with ThreadPoolExecutor(max_workers=self.n_parallel) as pool:
             return list(pool.map(one, messages_batch))

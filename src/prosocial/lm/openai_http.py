@@ -15,7 +15,20 @@ from typing import Any
 import httpx
 
 from prosocial.errors import ModelError
-from prosocial.lm.base import LanguageModel, Message, UpstreamError, register_lm, sampling_fields, truncate_at_stop
+from prosocial.lm.base import (
+    Completion,
+    LanguageModel,
+    Message,
+    UpstreamError,
+    register_lm,
+    sampling_fields,
+    token_choices,
+    truncate_at_stop,
+)
+
+#: how `chat_detailed` asks for JSON: OpenAI's strict json_schema (vLLM, llama.cpp's server, Ollama and hosted APIs
+#: take it), json_object (valid JSON, any shape: older servers), or nothing (the caller parses free text)
+RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 
 
 def _env(*names: str) -> str | None:
@@ -36,7 +49,8 @@ class OpenAICompatibleLM(LanguageModel):
     then OPENAI_BASE_URL / OPENAI_API_KEY. A request is tried `max_retries` more times after a connection
     error, a timeout, HTTP 429 or 5xx, waiting backoff·2^attempt seconds (or the server's Retry-After),
     at most `max_backoff`. Prompts of a batch are sent as concurrent single requests, because not every
-    compatible server accepts a list of prompts.
+    compatible server accepts a list of prompts. `response_format` is how `chat_detailed` asks for JSON
+    (`RESPONSE_FORMATS`).
     """
 
     def __init__(
@@ -50,7 +64,11 @@ class OpenAICompatibleLM(LanguageModel):
         max_backoff: float = 8.0,
         max_concurrency: int = 4,
         headers: dict[str, str] | None = None,
+        response_format: str = "json_schema",
     ):
+        if response_format not in RESPONSE_FORMATS:
+            raise ModelError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
+        self.response_format = response_format
         base_url = base_url or _env("PROSOCIAL_OPENAI_BASE_URL", "OPENAI_BASE_URL")
         model = model or _env("PROSOCIAL_OPENAI_MODEL")
         if not base_url:
@@ -194,3 +212,34 @@ class OpenAICompatibleLM(LanguageModel):
             return truncate_at_stop(content, stop)
 
         return self._map(one, messages_batch)
+
+    def chat_detailed(
+        self,
+        messages_batch: list[list[Message]],
+        max_new_tokens: int = 256,
+        schema: dict[str, Any] | None = None,
+        top_logprobs: int = 0,
+    ) -> list[Completion]:
+        """Greedy chat answers; with `schema`, asked for as `response_format` says; with `top_logprobs`, OpenAI's
+        `logprobs` (a server that ignores the field simply sends none, and the answer has no tokens)."""
+        body: dict[str, Any] = self._options(max_new_tokens, 0.0, 1.0, None, None)
+        constrained = schema is not None and self.response_format != "none"
+        if constrained and self.response_format == "json_schema":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+        elif constrained:
+            body["response_format"] = {"type": "json_object"}
+        if top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": top_logprobs}
+        url = f"{self.base_url}/chat/completions"
+
+        def one(messages: list[Message]) -> Completion:
+            choice = self._first_choice(url, self._post("/chat/completions", body | {"messages": messages}))
+            message = choice.get("message")
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, str):
+                raise UpstreamError(f"{url} answered a choice without message text: {_snippet(str(choice))}", 200)
+            return Completion(content, token_choices(choice.get("logprobs")), constrained)
+
+        return self._map(one, messages_batch)
+

@@ -102,6 +102,7 @@ class VerdictOut(BaseModel):
     decoded: str | None = Field(None, description="The encodings undone before judging (base64, hex, rot13), if any.")
     language_policy: str | None = Field(None, description="flag, pass or judge when the models could not read the "
                                         "text (`unsupported_language` setting); None when they could.")
+    rationale: str | None = Field(None, description="Why, in a sentence, where the detector says (an LLM judge).")
     reply: ReplyOut | None = Field(None, description="The judgement of the context's reply, when one was sent.")
 
 
@@ -346,7 +347,9 @@ class _Service:
                 max_event_bytes=s.max_upstream_event_bytes,
             )
         try:
-            if self.detector is None:
+            if self.detector is None and s.judge:
+                self.detector = _judged_detector(s, self.metrics)
+            elif self.detector is None:
                 self.detector = load_detector(s.detector, **(_latency_settings(s.detector) | s.detector_settings))
             if s.norms:
                 self.detector = NormedDetector(self.detector, s.norms)
@@ -491,6 +494,20 @@ class _Service:
 #: traffic had a 21.5 s p99 on 2 cores, and writing only for one-context batches still left chat at 24 s); the
 #: RoT bank's nearest rule that fits the dialogue, or the general rule, gives every flagged verdict its reason
 LATENCY_SETTINGS = {"rot_writer": False}
+
+
+def _judged_detector(s: ServeSettings, metrics: Metrics) -> SafetyDetector:
+    """Canary-mini (the `detector_settings` are its own) with the LLM judge of `s.judge` behind it: one try per
+    context within `judge_timeout`, then Canary-mini's verdict stands (counted in `prosocial_judge_contexts`)."""
+    if s.detector != "canary-mini":
+        raise ModelError(f"judge: the first stage is Canary-mini, so detector must be canary-mini, not {s.detector!r} "
+                         "(a folder of its own goes in detector_settings.model_dir)")
+    base_url, model, api_key = s.judge_endpoint()
+    judge = {"lm": "openai", "model": model, "base_url": base_url, "api_key": api_key, "timeout": s.judge_timeout,
+             "adapter": s.judge_adapter, "lm_settings": {"max_retries": 0}, "policy": list(s.norms)}
+    settings = {"observer": metrics.observe_judge} | s.judge_settings
+    return load_detector("canary-judge", judge=judge, fast_settings=_latency_settings("canary-mini")
+                         | s.detector_settings, **settings)
 
 
 def _latency_settings(name: str) -> dict[str, Any]:

@@ -48,6 +48,20 @@ class Metrics:
             "prosocial_detector_batch_seconds", "Detector call latency.", buckets=LATENCY_BUCKETS, registry=r
         )
 
+        self.judge_contexts = Counter(
+            "prosocial_judge_contexts",
+            "Contexts sent to the LLM judge, by outcome (fallback: it failed and Canary-mini's verdict stood).",
+            ["outcome"], registry=r,
+        )
+        self.judge_seconds = Histogram(
+            "prosocial_judge_seconds", "LLM judge latency per detector batch.", buckets=LATENCY_BUCKETS, registry=r
+        )
+
+    def observe_judge(self, sent: int, failed: int, seconds: float) -> None:
+        self.judge_contexts.labels("judged").inc(sent - failed)
+        self.judge_contexts.labels("fallback").inc(failed)
+        self.judge_seconds.observe(seconds)
+
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)

@@ -90,6 +90,19 @@ class ServeSettings(BaseModel):
     stream_min_chars: int = Field(60, gt=0)
     stream_window_chars: int = Field(240, gt=0)
     shutdown_timeout: float = Field(30.0, ge=0)
+    #: an LLM as Canary-mini's second judge (`canary-judge`): "upstream" (the proxied LLM judges, as NeMo's
+    #: self-check does) or an OpenAI-compatible URL with its version path, optionally followed by the model
+    #: ("http://localhost:8001/v1/meta-llama/Llama-Guard-3-8B"); unset: Canary-mini alone
+    judge: str | None = None
+    #: the judge's model name (unset: what `judge` ends with, else the first of `models` for "upstream")
+    judge_model: str | None = None
+    #: how the judge is asked: "prosocial" (the paper's schema, the norms), "llama-guard", "qwen3guard"
+    judge_adapter: str = "prosocial"
+    #: seconds the judge may take per context before Canary-mini's verdict stands (no retries)
+    judge_timeout: float = Field(10.0, gt=0)
+    judge_api_key: str | None = None
+    #: more `canary-judge` settings, e.g. {"band": 0.1, "send_flagged": false}
+    judge_settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("output_actions")
     @classmethod
@@ -101,6 +114,31 @@ class ServeSettings(BaseModel):
     @classmethod
     def _known_policy(cls, value: str) -> str:
         return check_policy(value)
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_target(cls, value: str | None) -> str | None:
+        if value is not None and value != "upstream" and not value.startswith(("http://", "https://")):
+            raise ValueError("judge must be 'upstream' or an http(s) URL with its version path (…/v1[/MODEL])")
+        return value
+
+    def judge_endpoint(self) -> tuple[str, str, str | None]:
+        """The judge's base URL, model and key: "upstream" is the proxied LLM (its URL and key); a URL is split
+        after its version path (/v1), the rest being the model. A missing part is a `ModelError` naming the key."""
+        if self.judge == "upstream":
+            if not self.upstream_url:
+                raise ModelError("judge = 'upstream' needs upstream_url (the LLM that also judges)")
+            base, model, key = self.upstream_url, None, self.judge_api_key or self.upstream_api_key
+            model = self.judge_model or (self.models[0] if self.models else None)
+        else:
+            url = str(self.judge)
+            head, sep, tail = url.partition("/v1/")
+            base, model, key = (head + "/v1", tail.strip("/") or None, self.judge_api_key) if sep else \
+                (url, None, self.judge_api_key)
+            model = self.judge_model or model
+        if not model:
+            raise ModelError("the LLM judge needs a model name: set judge_model (or end the judge URL with it)")
+        return base.rstrip("/"), model, key
 
     @field_validator("region")
     @classmethod
