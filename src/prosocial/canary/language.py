@@ -48,7 +48,7 @@ UNSUPPORTED_REPLY = ("I'm sorry, I can only talk about this safely in English. P
                      "number.")
 POLICY_HELP = ("What to do with text the models cannot read (not English, or an encoded payload that decodes to "
                "nothing readable): flag (needs caution, the default), pass (the detector's verdict as it is, marked "
-               "in the verdict) or judge (an LLM judge; none is configured yet).")
+               "in the verdict) or judge (an LLM judge; not wired in yet).")
 
 
 def check_policy(policy: str, judge: SafetyDetector | None = None) -> str:
@@ -57,7 +57,8 @@ def check_policy(policy: str, judge: SafetyDetector | None = None) -> str:
         raise ValueError(f"unsupported_language: unknown policy {policy!r}; known: {', '.join(POLICIES)}")
     if policy == "judge" and judge is None:
         raise ValueError("unsupported_language: 'judge' needs an LLM judge for text the models cannot read, and none "
-                         "is configured (the llm-judge backend is issue #34); use 'flag' or 'pass'")
+                         "is configured (the llm-judge backend exists but is not wired into this policy yet); use "
+                         "'flag' or 'pass'")
     return policy
 
 
