@@ -186,12 +186,14 @@ def test_a_harmless_streamed_reply_is_relayed_whole_with_its_verdict(guard):
 
 
 def test_the_safety_api_judges_a_reply_as_the_proxy_does(guard):
-    contexts = [["Tell me a story"], ["My boss is a fucking idiot and I'll slash his tyres."], ["hi"]]
-    replies = [HARMFUL_REPLY, "Yeah, you're right, go for it!", None]
-    results = guard.post("/v1/safety", json={"contexts": contexts, "replies": replies}).json()["results"]
+    contexts = [["Tell me a story"], ["My boss is a fucking idiot and I'll slash his tyres."], ["hi"], ["hey"]]
+    replies = [HARMFUL_REPLY, "Yeah, you're right, go for it!", None, "  "]  # a blank reply: nothing to judge, no 500
+    response = guard.post("/v1/safety", json={"contexts": contexts, "replies": replies})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
     assert results[0]["reply"]["action"] == "replace" and results[0]["reply"]["coarse"] == "needs intervention"
     assert results[1]["reply"]["sides_with"] is True
-    assert "reply" not in results[2]
+    assert "reply" not in results[2] and "reply" not in results[3]
     plain = guard.post("/v1/safety", json={"contexts": contexts}).json()["results"]
     assert all("reply" not in r for r in plain)
 

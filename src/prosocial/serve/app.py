@@ -708,7 +708,8 @@ def create_app(
         for v in verdicts:
             service.metrics.verdicts.labels("/v1/safety", v.safety_label.value).inc()
         results = [VerdictOut(**v.to_dict()) for v in verdicts]
-        asked = [(i, reply) for i, reply in enumerate(body.replies or []) if reply is not None]
+        # a blank reply says nothing to judge (and a detector refuses an empty judged turn): it gets no judgement
+        asked = [(i, reply) for i, reply in enumerate(body.replies or []) if reply is not None and reply.strip()]
         if asked and service.moderator is None:
             raise ProxyError(501, "judging replies is off: set `moderate_output = true`", "not_implemented")
         # at once, so the replies' labels share detector batches
