@@ -132,6 +132,14 @@ def test_a_harmful_reply_is_replaced_before_the_client_reads_it(guard):
     assert response.headers["x-prosocial-output-coarse"] == "needs intervention"
 
 
+def test_an_empty_reply_passes_with_nothing_to_judge(guard):
+    """An upstream answer without text (say, tool calls only, or an empty string) has nothing to moderate: it is
+    relayed, not a 5xx."""
+    response = _post(guard, [{"role": "user", "content": "Tell me a story"}], model="fake-say:")
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == ""
+
+
 def test_a_harmless_reply_passes_unchanged_with_its_verdict(guard):
     response = _post(guard, [{"role": "user", "content": "Tell me a story"}], model="fake-say:Once upon a time.")
     body = response.json()

@@ -407,6 +407,7 @@ class _Service:
         micro-batcher (shared with other requests), the agreement judge in the model thread when the turn was
         flagged, the rules on the event loop otherwise (they are a few regular expressions)."""
         moderator = self.moderator
+        texts = {i: text for i, text in texts.items() if text.strip()}  # a blank reply (tool calls only) says nothing
         if moderator is None or not texts:
             return {}
         indices = sorted(texts)
