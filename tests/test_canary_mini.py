@@ -134,7 +134,7 @@ def test_bfloat16_stays_close_to_float32_whatever_the_batch(trained):
     from prosocial.canary.mini import batched_logits, context_texts, with_precision
 
     out, _, by_source = trained
-    fp32 = load_detector("canary-mini", model_dir=out)
+    fp32 = load_detector("canary-mini", model_dir=out, runtime="torch")  # bfloat16 runs in PyTorch
     model = with_precision(fp32._model, "bfloat16")
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert model is fp32._model  # emulated bfloat16 would be slower: float32 is kept
@@ -503,3 +503,15 @@ def test_every_flagged_verdict_gets_a_reason_most_precise_source_first(trained, 
         assert [v.rots for v in verdicts[:2]] == [[GENERAL_ROT]] * 2 and verdicts[2].rots == about_a_group.rots
     assert "the RoT writer failed" in caplog.text
     assert detector.predict(flagged, with_rots=False)[0].rots == [], "the label-only path writes nothing"
+
+
+def test_onnx_runtime_and_pytorch_give_the_same_verdicts(trained):
+    out, _, by_source = trained
+    contexts = [e.context for examples in by_source.values() for e in examples[:6]]
+    onnx = load_detector("canary-mini", model_dir=out, runtime="onnx")
+    torch_ = load_detector("canary-mini", model_dir=out, runtime="torch")
+    assert type(onnx._model.encoder).__name__ == "OnnxEncoder"
+    assert type(torch_._model.encoder).__name__ != "OnnxEncoder"
+    for a, b in zip(onnx.predict(contexts), torch_.predict(contexts), strict=True):
+        assert a.safety_label == b.safety_label and a.rots == b.rots
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)

@@ -164,14 +164,16 @@ class DangerHead:
 
     `head` holds the saved weights: a linear `Head`, or those of a `DescribedHead` (when the config has
     descriptions; its description embeddings are computed by the folder's encoder on first use). `encoder`, if
-    given, is the (tokenizer, model) in memory (training), instead of the one in `encoder_dir`."""
+    given, is the (tokenizer, model) in memory (training), instead of the one in `encoder_dir`, which loads in
+    `runtime` (`prosocial.canary.fast_encoder`)."""
 
     def __init__(self, head: Head, config: DangerConfig, encoder_dir: Path | None = None, workers: int = 1,
-                 encoder: tuple | None = None):
+                 encoder: tuple | None = None, runtime: str | None = None):
         self.weights = head
         self.config = config
         self.encoder_dir = encoder_dir
         self.workers = workers
+        self.runtime = runtime
         if encoder is not None:
             self.__dict__["encoder"] = encoder
         classes = config.classes
@@ -181,7 +183,7 @@ class DangerHead:
         self._lookalike = classes.index(LOOKALIKE) if LOOKALIKE in classes else None
 
     @classmethod
-    def load(cls, model_dir: str | Path, workers: int = 1) -> DangerHead | None:
+    def load(cls, model_dir: str | Path, workers: int = 1, runtime: str | None = None) -> DangerHead | None:
         """The head of a model folder, or None when the folder has none (models built before it)."""
         folder = Path(model_dir) / FOLDER
         if not (folder / "config.json").exists():
@@ -193,7 +195,7 @@ class DangerHead:
                 head = Head(dict(weights))
         except (OSError, ValueError, TypeError) as exc:
             raise ModelError(f"unreadable danger head in {folder}: {exc}") from None
-        return cls(head, config, folder / "encoder", workers)
+        return cls(head, config, folder / "encoder", workers, runtime=runtime)
 
     @cached_property
     def head(self) -> Head | DescribedHead:
@@ -217,8 +219,11 @@ class DangerHead:
 
         if self.encoder_dir is None or not Path(self.encoder_dir).is_dir():
             raise ModelError(f"the danger head's encoder folder is missing: {self.encoder_dir}")
+        from prosocial.canary.fast_encoder import fast_encoder
+
         model = AutoModel.from_pretrained(self.encoder_dir, dtype=torch.float32).eval()
-        return AutoTokenizer.from_pretrained(self.encoder_dir), model
+        threads = 1 if self.workers > 1 else torch.get_num_threads()
+        return AutoTokenizer.from_pretrained(self.encoder_dir), fast_encoder(model, self.runtime, threads)
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled tokens of the fine-tuned encoder, one row per text; a text repeated in a batch is encoded

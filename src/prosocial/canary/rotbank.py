@@ -34,19 +34,29 @@ class Embedder:
     """Sentence embeddings from a MiniLM-style encoder: mean pooling over tokens, L2-normalised."""
 
     def __init__(
-        self, model_dir: str | Path | None = None, max_length: int = 128, batch_size: int = 16, workers: int = 1
+        self,
+        model_dir: str | Path | None = None,
+        max_length: int = 128,
+        batch_size: int = 16,
+        workers: int = 1,
+        runtime: str | None = None,
     ):
         self.model_dir = model_dir
         self.max_length = max_length
         self.batch_size = batch_size
         self.workers = workers
+        self.runtime = runtime
 
     @cached_property
     def _parts(self):
         from transformers import AutoModel, AutoTokenizer
 
+        from prosocial.canary.fast_encoder import fast_encoder
+
         directory = Path(self.model_dir) if self.model_dir else packaged_minilm()
-        return AutoTokenizer.from_pretrained(directory), AutoModel.from_pretrained(directory).eval()
+        model = AutoModel.from_pretrained(directory, dtype=torch.float32).eval()
+        threads = 1 if self.workers > 1 else torch.get_num_threads()
+        return AutoTokenizer.from_pretrained(directory), fast_encoder(model, self.runtime, threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         tokenizer, model = self._parts
@@ -117,14 +127,14 @@ class RotBank:
             np.save(handle, self.embeddings.astype(np.float16))
 
     @classmethod
-    def load(cls, directory: str | Path, workers: int = 1) -> RotBank:
+    def load(cls, directory: str | Path, workers: int = 1, runtime: str | None = None) -> RotBank:
         directory = Path(directory)
         if not (directory / ENTRIES).exists() or not (directory / EMBEDDINGS).exists():
             raise ModelError(f"RoT bank {directory} needs {ENTRIES} and {EMBEDDINGS}")
         settings = json.loads((directory / SETTINGS).read_text()) if (directory / SETTINGS).exists() else {}
         with open(directory / ENTRIES, encoding="utf-8") as handle:
             entries = [Entry(**json.loads(line)) for line in handle if line.strip()]
-        embedder = Embedder(settings.get("embedder"), workers=workers)
+        embedder = Embedder(settings.get("embedder"), workers=workers, runtime=runtime)
         return cls(
             entries,
             np.load(directory / EMBEDDINGS),

@@ -107,7 +107,8 @@ def _optional() -> list[Finding]:
     from prosocial.collect.demo import CHROMIUM
 
     out = []
-    for module, name, use in (("ray", "Ray", "corpus jobs with --engine ray"),
+    for module, name, use in (("onnxruntime", "ONNX Runtime", "encoders ~1.6x faster than PyTorch (PROSOCIAL_RUNTIME)"),
+                              ("ray", "Ray", "corpus jobs with --engine ray"),
                               ("xllamacpp", "xllamacpp (llama.cpp)", "Prost-mini, the llamacpp LM backend"),
                               ("deepspeed", "DeepSpeed", "deepspeed-zero2.yaml training")):
         here = _found(module)
