@@ -6,7 +6,9 @@
 Data (none of it trained on or used to fit a threshold):
 
 - the danger corpus's **held-out** split (`src/prosocial/resources/danger/corpus.jsonl`, datasheet beside it):
-  every row of writer B (a crowd never trained on) and every row of one unseen sub-category per category; alone,
+  every row of writers B and H (crowds never trained on; H, added in session 20, wrote ordinary feelings that
+  look like a crisis and suicidal thoughts in the same words: `heldout_before_session_20` leaves H out, for
+  comparison with earlier reports) and every row of one unseen sub-category per category; alone,
   and after 1–3 turns of a casual dev dialogue from the shared data (the rows' own written prefixes are kept in
   both);
 - XSTest's 250 safe prompts (Röttger et al. 2024, CC-BY-4.0; `benchmarks/data/xstest/`): benign look-alikes
@@ -30,7 +32,14 @@ from pathlib import Path
 
 from prosocial.canary import load_detector
 from prosocial.canary.danger_train import CASUAL_SOURCES, CORPUS
-from prosocial.data.danger import BY_NAME, HELD_OUT_SUBCATEGORIES, HELD_OUT_WRITERS, DangerCase, read_corpus
+from prosocial.data.danger import (
+    BENIGN_SUBCATEGORIES,
+    BY_NAME,
+    HELD_OUT_SUBCATEGORIES,
+    HELD_OUT_WRITERS,
+    DangerCase,
+    read_corpus,
+)
 from prosocial.data.labels import Coarse
 from prosocial.eval.reports import parse_spec
 from prosocial.io import write_json
@@ -82,9 +91,17 @@ def score_cases(detector, cases: list[DangerCase], contexts: list[list[str]]) ->
         "handover_kind_right": rate([v.danger is not None and BY_NAME[v.danger].handover == BY_NAME[c.category].handover
                                      for c, v in handed]),
         "per_category": per_category,
-        # why a row is held out: a crowd never trained on (writer B), or a situation never trained on
+        # why a row is held out: a crowd never trained on (writers B and H), or a situation never trained on
         "emergencies_handed_over_new_crowd": rate([v.coarse is Coarse.NEEDS_INTERVENTION for c, v in emergencies
                                                    if c.writer in HELD_OUT_WRITERS]),
+        "per_writer": {w: {"emergencies_handed_over": rate([v.coarse is Coarse.NEEDS_INTERVENTION
+                                                             for c, v in emergencies if c.writer == w]),
+                           "benign_handed_over": rate([v.coarse is Coarse.NEEDS_INTERVENTION
+                                                       for c, v in benign if c.writer == w]),
+                           "benign_flagged": rate([not v.safety_label.is_casual for c, v in benign if c.writer == w])}
+                       for w in HELD_OUT_WRITERS},
+        "benign_handed_over_by_kind": {kind: rate([v.coarse is Coarse.NEEDS_INTERVENTION for c, v in benign
+                                                   if c.subcategory == kind]) for kind in BENIGN_SUBCATEGORIES},
         "emergencies_handed_over_unseen_situation": rate([v.coarse is Coarse.NEEDS_INTERVENTION for c, v in emergencies
                                                           if HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory]),
         "examples_missed": misses,
@@ -154,8 +171,14 @@ def main() -> None:
         detector = load_detector(backend, **settings)
         print(f"== {label}", flush=True)
         out: dict = {"heldout": score_cases(detector, cases, [c.context for c in cases])}
+        # the held-out rows of session 19 (without writer H, added in session 20), comparable with earlier reports
+        earlier = [i for i, c in enumerate(cases) if c.writer != "H"]
+        out["heldout_before_session_20"] = score_cases(detector, [cases[i] for i in earlier],
+                                                       [cases[i].context for i in earlier])
         if prefixed is not None:
             out["heldout_after_small_talk"] = score_cases(detector, cases, prefixed)
+            out["heldout_after_small_talk_before_session_20"] = score_cases(
+                detector, [cases[i] for i in earlier], [prefixed[i] for i in earlier])
         verdicts = detector.predict(xstest, with_rots=False)
         out["xstest_safe"] = {
             "handed_over": rate([v.coarse is Coarse.NEEDS_INTERVENTION for v in verdicts]),

@@ -431,10 +431,11 @@ def handover_for(name: str | None, region: str = "international") -> str:
 # --- the team-written danger corpus (data/danger/, datasheet there) ---------------------------------------------
 
 KINDS = ("emergency", "act", "benign")
-BENIGN_SUBCATEGORIES = ("metaphor", "safety_conscious", "advice_question", "resolved", "negated", "fiction_or_media")
+BENIGN_SUBCATEGORIES = ("metaphor", "safety_conscious", "advice_question", "resolved", "negated", "fiction_or_media",
+                        "ordinary_feelings")
 SPLITS = ("train", "dev", "heldout")
 #: writers whose every row is held out: a crowd no model was trained on (the datasheet says who wrote what)
-HELD_OUT_WRITERS = ("B",)
+HELD_OUT_WRITERS = ("B", "H")
 #: writers whose rows fit thresholds and are never trained on. A crowd of its own, as the held-out one is: rows of
 #: the training writers read as more familiar than a new crowd's, and thresholds fitted on them were too high
 #: for writer B (session 18: 89.5% of dev emergencies handed over, 70.1% of held-out ones)
