@@ -777,15 +777,17 @@ class NormCaseResult:
         if self.passed:
             return ""
         if self.case.norm is None or self.score is None or self.threshold is None:
-            return f"no norm expected, {self.got} matched ({self.matched_score:.2f} ≥ {self.matched_threshold:.2f})"
+            return f"no norm expected, {self.got} matched ({self.matched_score:.3f} ≥ {self.matched_threshold:.3f})"
         if self.matched == self.case.norm:
             return f"matched, but the base detector's {self.verdict} stands (a norm never lowers needs intervention)"
         if self.score < self.threshold:
-            missed = f"{self.score:.2f} < threshold {self.threshold:.2f}"
-            return missed + (f"; {self.matched} matched instead ({self.matched_score:.2f})" if self.matched else "")
+            missed = f"{self.score:.3f} < threshold {self.threshold:.3f}"
+            return missed + (f"; {self.matched} matched instead ({self.matched_score:.3f})" if self.matched else "")
         if self.vetoed_by is not None:
             return f"closer to its counter-example {self.vetoed_by!r}"
-        return f"{self.matched} is closer ({self.matched_score:.2f} vs {self.score:.2f})"
+        if self.matched is None:
+            return "not among the norms the approximate search returned"
+        return f"{self.matched} is closer ({self.matched_score:.3f} vs {self.score:.3f})"
 
 
 def read_cases(path: str | Path) -> list[NormCase]:
@@ -933,7 +935,8 @@ def norm_report(bank: NormBank, results: Sequence[NormCaseResult],
     if casual is not None:
         for s in stats.values():
             s.casual_matched, s.casual_turns = 0, len(casual)
-        for text, match in zip(casual, bank.match(list(casual)), strict=True):
+        casual = list(casual)  # embedded through the bank's cache: the packaged turns are the same every run
+        for text, match in zip(casual, bank.match(casual, queries=bank._embed(casual)), strict=True):
             if match is not None:
                 s = stats[match.norm.id]
                 s.casual_matched += 1
