@@ -833,8 +833,8 @@ def run_norm_tests(
     bank = detector.bank
     unknown = [c for c in cases if c.norm is not None and c.norm not in bank.positions]
     if unknown:
-        raise DataError([Problem(*_where(c.origin), f"no norm {c.norm!r} in the norms given", "norm")
-                         for c in unknown])
+        raise DataError([Problem(_where(c.origin)[0], f"no norm {c.norm!r} in the norms given", _where(c.origin)[1],
+                                 "norm") for c in unknown])
     kind = "held-out example" if leave_one_out else "example"
     all_cases = [NormCase(t, n.id, n.origin) for n in bank.norms for t in n.examples] + list(cases)
     kinds = [kind] * (len(all_cases) - len(cases)) + ["case"] * len(cases)
@@ -851,12 +851,12 @@ def run_norm_tests(
         if case.norm is not None:
             position = bank.positions[case.norm]
             result.score = bank.similarity(query, position, case.text if held else None)
-            result.threshold = float(bank._index["thresholds"][position])
+            result.threshold = bank.threshold(bank.norms[position])[0]
             if result.score >= result.threshold:
                 result.vetoed_by = bank.vetoed_by(query, position, result.score, case.text if held else None)
         if match is not None:
             result.matched, result.matched_score = match.norm.id, match.similarity
-            result.matched_threshold = float(bank._index["thresholds"][bank.positions[match.norm.id]])
+            result.matched_threshold = bank.threshold(match.norm)[0]
         results.append(result)
     return results
 
