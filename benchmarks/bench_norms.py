@@ -1,13 +1,15 @@
 """User norms, measured: the match threshold, the example packs on held-out situations, and scale.
 
     python benchmarks/bench_norms.py [--out docs/reports/norms.json] [--sizes 1000,10000,100000]
+    python benchmarks/bench_norms.py --matcher runs/norm-matcher --sizes ""     # a learned matcher, no scale part
 
 1. Threshold: each pack example is matched leave-one-out against its norm's prototype (positives), and 3,000
    casual utterances from the casual corpora's *train* parts against every prototype (negatives); the default is
    the lowest threshold whose casual false-match rate is at most 1%. No held-out situation is used.
 2. Packs (docs/norms): match precision / recall on each pack's held-out situations (written separately from its
    examples), and false alarms on the safety suite's casual dialogue dev contexts, Canary-mini alone vs. with the
-   pack.
+   pack; each pack twice: at the matcher's default threshold, and with per-norm thresholds calibrated on the
+   packaged casual turns (`norms.calibrate`, at most `--calibrate-rate` of them per norm).
 3. Scale: banks of N norms (an RoT and three examples each) whose embeddings are drawn from 6,000 real
    utterances embedded once (embedding 400,000 texts would take an hour here; matching cost does not depend on
    the text); median latency of one `check` with Canary-mini + norms, of the norm match alone, and the index's
@@ -22,6 +24,7 @@ import random
 import resource
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +32,12 @@ import numpy as np
 from prosocial.canary import load_detector
 from prosocial.canary.norms import (
     ANN_FROM,
-    DEFAULT_MIN_SIMILARITY,
+    CalibrationSettings,
     Norm,
     NormBank,
     NormedDetector,
+    calibrate,
+    load_matcher,
     load_norms,
     read_cases,
     unit,
@@ -50,7 +55,8 @@ def casual_train_utterances(count: int, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(texts, count)
 
 
-def fit_threshold(embedder: Embedder) -> dict:
+def fit_threshold(embedder) -> dict:
+    """`embedder`: the matcher measured (anything with `encode` and `min_similarity`)."""
     norms = load_norms(PACKS)
     positives = []
     for norm in norms:
@@ -70,34 +76,45 @@ def fit_threshold(embedder: Embedder) -> dict:
     rows = [{"threshold": t, "loo_recall": float(np.mean(np.array(positives) >= t)),
              "casual_false_match": float(np.mean(negatives >= t))} for t in grid]
     chosen = next(r for r in rows if r["casual_false_match"] <= 0.01)
-    return {"chosen": chosen, "shipped_default": DEFAULT_MIN_SIMILARITY, "positives": len(positives),
+    return {"chosen": chosen, "shipped_default": embedder.min_similarity, "positives": len(positives),
             "negatives": len(negatives), "grid": rows,
             "nearest_example_at_1pct": {"threshold": nearest_threshold,
                                         "loo_recall": float(np.mean(np.array(nearest_positives) >= nearest_threshold))}}
 
 
-def evaluate_packs(base) -> dict:
+def evaluate_packs(base, matcher, calibrate_rate: float) -> dict:
     casual = [e.context for name in CASUAL for e in load_benchmark(name, "dev", limit=166)]
     base_alarms = np.mean([not v.safety_label.is_casual for v in base.predict(casual, with_rots=False)])
     report = {}
     for pack in PACKS:
-        detector = NormedDetector(base, [pack])
+        norms = load_norms([pack])
+        calibration = calibrate(NormBank(norms, matcher=matcher), settings=CalibrationSettings(calibrate_rate))
+        fitted = {c.id: c.calibrated for c in calibration.norms}
+        calibrated = [replace(n, calibrated=((matcher.id, fitted[n.id]),)) for n in norms]
         cases = read_cases(Path(pack).with_suffix(".test.jsonl"))
-        verdicts = detector.predict([[c.text] for c in cases], with_rots=False)
-        matched = [(c, v.norm) for c, v in zip(cases, verdicts, strict=True) if v.norm is not None]
-        positives = [c for c in cases if c.norm is not None]
-        alarms = np.mean([not v.safety_label.is_casual for v in detector.predict(casual, with_rots=False)])
         report[Path(pack).stem] = {
-            "held_out_situations": len(cases),
-            "match_precision": sum(c.norm == got for c, got in matched) / max(1, len(matched)),
-            "match_recall": sum(c.norm == v.norm for c, v in zip(cases, verdicts, strict=True) if c.norm)
-            / len(positives),
-            "false_matches_of_no_norm_situations": sum(c.norm is None for c, _ in matched),
-            "casual_false_alarm_base": float(base_alarms),
-            "casual_false_alarm_with_pack": float(alarms),
-            "casual_contexts": len(casual),
+            "default_threshold": _pack_scores(NormedDetector(base, norms, matcher=matcher), cases, casual, base_alarms),
+            "calibrated": _pack_scores(NormedDetector(base, calibrated, matcher=matcher), cases, casual, base_alarms)
+            | {"thresholds": fitted, "packaged_casual_false_match": calibration.any_norm_false_match},
         }
     return report
+
+
+def _pack_scores(detector: NormedDetector, cases, casual, base_alarms: float) -> dict:
+    verdicts = detector.predict([[c.text] for c in cases], with_rots=False)
+    matched = [(c, v.norm) for c, v in zip(cases, verdicts, strict=True) if v.norm is not None]
+    positives = [c for c in cases if c.norm is not None]
+    alarms = np.mean([not v.safety_label.is_casual for v in detector.predict(casual, with_rots=False)])
+    return {
+        "held_out_situations": len(cases),
+        "match_precision": sum(c.norm == got for c, got in matched) / max(1, len(matched)),
+        "match_recall": sum(c.norm == v.norm for c, v in zip(cases, verdicts, strict=True) if c.norm)
+        / len(positives),
+        "false_matches_of_no_norm_situations": sum(c.norm is None for c, _ in matched),
+        "casual_false_alarm_base": float(base_alarms),
+        "casual_false_alarm_with_pack": float(alarms),
+        "casual_contexts": len(casual),
+    }
 
 
 def scale(base, embedder: Embedder, sizes: list[int]) -> dict:
@@ -147,18 +164,24 @@ def _ms(call, *args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/reports/norms.json")
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--out", default=None, help="default: docs/reports/norms.json (prototype matcher), "
+                        "docs/reports/norms.learned.json (--matcher)")
+    parser.add_argument("--sizes", default="1000,10000,100000", help='bank sizes for the scale part; "" skips it')
+    parser.add_argument("--matcher", default=None, help="a learned matcher folder (default: the prototype matcher)")
+    parser.add_argument("--calibrate-rate", type=float, default=0.01,
+                        help="share of the packaged casual turns each norm may match when calibrated")
     args = parser.parse_args()
-    embedder = Embedder()
+    matcher = load_matcher(args.matcher)
     base = load_detector("canary-mini")
-    report = {"threshold": fit_threshold(embedder)}
+    report = {"matcher": matcher.id, "threshold": fit_threshold(matcher)}
     print(json.dumps(report["threshold"]["chosen"]))
-    report["packs"] = evaluate_packs(base)
+    report["packs"] = evaluate_packs(base, matcher, args.calibrate_rate)
     print(json.dumps(report["packs"], indent=1))
-    report["scale"] = scale(base, embedder, [int(s) for s in args.sizes.split(",")])
+    if args.sizes:
+        report["scale"] = scale(base, Embedder(), [int(s) for s in args.sizes.split(",")])
     report["machine"] = "2 CPU cores, no GPU"
-    write_json(args.out, report)
+    write_json(args.out or ("docs/reports/norms.json" if args.matcher is None else "docs/reports/norms.learned.json"),
+               report)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,16 @@ from prosocial.canary import load_detector
 from prosocial.canary.base import SafetyDetector, Verdict
 from prosocial.canary.baselines import KeywordDetector
 from prosocial.canary.norms import (
+    CalibrationSettings,
     Norm,
     NormBank,
     NormCase,
     NormedDetector,
+    calibrate,
     load_norms,
+    norm_report,
     read_cases,
+    read_casual,
     read_norms,
     run_norm_tests,
 )
@@ -301,3 +305,209 @@ def test_large_banks_search_an_hnsw_index_with_the_same_answers(tmp_path):
     found = [m and m.norm.id for m in approximate.match(queries)]
     assert found == [m and m.norm.id for m in exact.match(queries)]
     assert found[:-1] == [f"n{i}" for i in range(0, 400, 7)] and found[-1] is None
+
+
+# --- matchers, counter-examples, thresholds, calibration and the per-norm report (issue #35) -------------------
+
+
+class VectorEmbedder:
+    """Texts to the unit vectors a test chooses, so a test sets every similarity exactly."""
+
+    model_dir = None
+
+    def __init__(self, vectors: dict[str, Sequence[float]]):
+        import numpy as np
+
+        self.vectors = {t: np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for t, v in vectors.items()}
+
+    def encode(self, texts):
+        import numpy as np
+
+        return np.stack([self.vectors[t] for t in texts])
+
+
+GUARDED = Norm("n", "rule", "caution", ("example one", "example two"), ("counter",))
+GUARDED_VECTORS = {"rule": [1, 0, 0], "example one": [0.8, 0.6, 0], "example two": [0.8, -0.6, 0],
+                   "counter": [0.5, 0.6, 0.62],
+                   # a true case near "example one" that shares the counter-example's topic: prototype 0.62,
+                   # counter-example 0.89, "example one" 0.95
+                   "true case": [0.62, 0.75, 0.2],
+                   # the counter-example's near neighbour: prototype 0.55, "example one" 0.71, counter-example 0.98
+                   "near neighbour": [0.55, 0.45, 0.7]}
+
+
+def test_a_counter_example_vetoes_what_is_closer_to_it_than_to_the_norms_examples():
+    bank = NormBank([GUARDED], embedder=VectorEmbedder(GUARDED_VECTORS), min_similarity=0.5)
+    found = [m and m.norm.id for m in bank.match(["true case", "near neighbour", "counter"])]
+    assert found == ["n", None, None]  # comparing with the prototype alone (0.62 < 0.89) vetoed the true case
+    query = bank.encode(["near neighbour"])[0]
+    assert bank.vetoed_by(query, 0, bank.similarity(query, 0)) == "counter"
+
+
+def test_a_near_neighbour_of_a_counter_example_does_not_match_with_minilm():
+    detector = NormedDetector(KeywordDetector(), [Norm(**{k: tuple(v) if isinstance(v, list) else v
+                                                          for k, v in SPOILERS.items()})])
+    assert detector.check(["Bruce Willis is a ghost the whole time in The Sixth Sense"]).norm == "no-spoilers"
+    assert detector.check(["have you seen The Sixth Sense? it's great, watch it"]).norm is None
+
+
+def test_thresholds_come_from_the_file_then_calibration_for_this_matcher_then_the_default(tmp_path):
+    path = tmp_path / "n.yaml"
+    path.write_text("- id: own\n  rot: r\n  level: caution\n  examples: [x]\n  min_similarity: 0.7\n"
+                    "  calibrated_similarity: {prototype: 0.5}\n"
+                    "- id: fitted\n  rot: r\n  level: caution\n  examples: [x]\n"
+                    "  calibrated_similarity: {prototype: 0.55, bi-encoder-abc: 0.8}\n"
+                    "- id: other\n  rot: r\n  level: caution\n  examples: [x]\n"
+                    "  calibrated_similarity: {bi-encoder-abc: 0.8}\n", encoding="utf-8")
+    bank = NormBank(read_norms(path), embedder=HashEmbedder(), min_similarity=0.46)
+    assert [bank.threshold(n) for n in bank.norms] == [(0.7, "file"), (0.55, "calibrated"), (0.46, "default")]
+    for bad in ("[0.5]", "{prototype: 2}", "{prototype: yes}"):
+        path.write_text(f"- id: a\n  rot: r\n  level: caution\n  examples: [x]\n  calibrated_similarity: {bad}\n",
+                        encoding="utf-8")
+        with pytest.raises(DataError) as error:
+            read_norms(path)
+        problem = error.value.problems[0]
+        assert (problem.line, problem.field) == (5, "calibrated_similarity") and "matcher id" in problem.message
+
+
+def test_fit_thresholds_is_the_lowest_within_the_rate_and_the_bounds():
+    import numpy as np
+
+    from prosocial.canary.norms import fit_thresholds
+
+    # 100 turns at 1%: one may score at or above the threshold, the second highest must stay below it
+    top = np.array([[0.9, 0.55, -np.inf], [0.3, 0.2, 0.1], [0.95, 0.9, 0.8]], dtype=np.float32)
+    thresholds, bounds = fit_thresholds(top, 100, 0.01, 0.4, 0.85)
+    assert thresholds.tolist() == pytest.approx([0.551, 0.4, 0.85]) and bounds == [None, "floor", "ceiling"]
+    thresholds, _ = fit_thresholds(np.array([[0.9, 0.5]], dtype=np.float32), 100, 0.01, -1, 1)
+    assert thresholds[0] > 0.5  # exactly on a step of 0.001: the next one up, so 0.5 itself stays out
+
+
+def test_calibrate_holds_each_norm_to_the_rate_and_a_file_threshold_wins(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(3, 16))
+    vectors = {f"rule {i}": d for i, d in enumerate(directions)} | {f"ex {i}": d + rng.normal(size=16) * 0.3
+                                                                   for i, d in enumerate(directions)}
+    turns = [f"turn {j}" for j in range(400)]
+    vectors |= {t: rng.normal(size=16) + directions[j % 3] * rng.uniform(0, 1.5) for j, t in enumerate(turns)}
+    vectors["counter 2"] = vectors["turn 2"] + rng.normal(size=16) * 0.01  # vetoes the turns right beside it
+    norms = [Norm("a", "rule 0", "caution", ("ex 0",)), Norm("b", "rule 1", "caution", ("ex 1",), (), 0.9),
+             Norm("c", "rule 2", "caution", ("ex 2",), ("counter 2",))]
+    bank = NormBank(norms, embedder=VectorEmbedder(vectors))
+    report = calibrate(bank, turns, CalibrationSettings(max_false_match=0.02, floor=-1.0, ceiling=1.0))
+    assert report.matcher == "prototype" and report.turns == 400
+    by_id = {n.id: n for n in report.norms}
+    assert by_id["b"].source == "file" and by_id["b"].threshold == 0.9
+    for norm in ("a", "c"):
+        assert by_id[norm].casual_false_match <= 0.02 and by_id[norm].threshold == by_id[norm].calibrated
+        lower = NormBank([n for n in norms if n.id == norm], embedder=VectorEmbedder(vectors),
+                         min_similarity=by_id[norm].calibrated - 0.001)
+        assert sum(m is not None for m in lower.match(turns)) > 0.02 * 400  # the lowest that keeps to the rate
+    assert bank.match(["turn 2"])[0] is None or bank.match(["turn 2"])[0].norm.id != "c"
+    floored = calibrate(bank, turns, CalibrationSettings(max_false_match=0.02, floor=0.95, ceiling=0.99))
+    assert {n.bound for n in floored.norms} == {"floor"}
+    with pytest.raises(ValueError, match="above the ceiling"):
+        calibrate(bank, turns, CalibrationSettings(floor=0.8, ceiling=0.5))
+
+
+def test_write_calibrated_round_trips_and_keeps_other_matchers(tmp_path):
+    from prosocial.canary.norms import Calibration, NormCalibration, write_calibrated
+
+    source = tmp_path / "n.yaml"
+    source.write_text("# my pack\n- id: a\n  rot: It's a rule.\n  level: caution\n  examples: [x y]\n"
+                      "  counter_examples: [z]\n  calibrated_similarity: {bi-encoder-1: 0.8}\n"
+                      "- id: b\n  rot: Another.\n  level: allowed\n  examples: [w]\n  min_similarity: 0.6\n",
+                      encoding="utf-8")
+    report = Calibration("prototype", 100, 0.01, 0.4, 0.7, [NormCalibration("a", 0.52, 0.52, "calibrated", 0.0),
+                                                              NormCalibration("b", 0.41, 0.6, "file", 0.0)])
+    for out in (tmp_path / "out.yaml", tmp_path / "out.jsonl"):
+        assert write_calibrated(source, out, report) == 2
+        a, b = read_norms(out)
+        assert dict(a.calibrated) == {"bi-encoder-1": 0.8, "prototype": 0.52} and a.counter_examples == ("z",)
+        assert b.min_similarity == 0.6 and dict(b.calibrated) == {"prototype": 0.41}
+    assert (tmp_path / "out.yaml").read_text(encoding="utf-8").startswith("# n.yaml, calibrated by")
+    with pytest.raises(DataError, match="YAML .* or JSON Lines"):
+        write_calibrated(source, tmp_path / "out.txt", report)
+
+
+def test_casual_turns_ship_with_the_package_and_files_are_checked(tmp_path):
+    turns = read_casual()
+    assert len(turns) == 3000 and all(turns)
+    (tmp_path / "chat.txt").write_text("hello there\n\n  how   are you\n", encoding="utf-8")
+    assert read_casual(tmp_path / "chat.txt") == ["hello there", "how are you"]
+    bad = _jsonl(tmp_path / "chat.jsonl", [{"text": "fine"}, {"txt": "oops"}, "nope"])
+    with pytest.raises(DataError) as error:
+        read_casual(bad)
+    assert [(p.line, p.field) for p in error.value.problems] == [(2, "text"), (3, "text")]
+
+
+def test_bad_case_files_name_every_problem_with_file_line_and_field(tmp_path):
+    bad = _jsonl(tmp_path / "cases.jsonl", [{"text": "ok", "norm": None}, ["a list"], {"text": "x", "label": "a"},
+                                            {"text": " ", "norm": "a"}, {"text": "y", "norm": 3}])
+    with pytest.raises(DataError) as error:
+        read_cases(bad)
+    assert [(p.path, p.line, p.field) for p in error.value.problems] == [
+        (str(bad), 2, None), (str(bad), 3, "label"), (str(bad), 4, "text"), (str(bad), 5, "norm")]
+    assert "unknown field" in error.value.problems[1].message
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no cases"):
+        read_cases(empty)
+    unknown = _jsonl(tmp_path / "unknown.jsonl", [{"text": "a", "norm": "gaming.nope"}, {"text": "b", "norm": None},
+                                                  {"text": "c", "norm": "gaming.nah"}])
+    detector = NormedDetector(KeywordDetector(), [PACKS / "gaming.yaml"])
+    with pytest.raises(DataError) as error:
+        run_norm_tests(detector, read_cases(unknown))
+    assert [(p.line, p.field) for p in error.value.problems] == [(1, "norm"), (3, "norm")]
+
+
+def test_the_report_gives_precision_recall_and_near_misses_per_norm():
+    detector = NormedDetector(KeywordDetector(), [PACKS / "gaming.yaml"])
+    results = run_norm_tests(detector, read_cases(PACKS / "gaming.test.jsonl"))
+    stats = {s.id: s for s in norm_report(detector.bank, results, ["what a lovely day", "let's trade cards"])}
+    assert len(stats) == 8 and all(s.threshold_from == "default" for s in stats.values())
+    assert sum(s.correct for s in stats.values()) == sum(r.passed for r in results if r.case.norm)
+    assert sum(s.expected for s in stats.values()) == sum(r.case.norm is not None for r in results)
+    for s in stats.values():
+        assert s.recall == s.correct / s.expected and len(s.missed) == s.expected - s.correct
+        assert all(m.score is not None and m.threshold == s.threshold and m.why for m in s.missed)
+        assert [m.score for m in s.missed] == sorted((m.score for m in s.missed), reverse=True)  # closest first
+        assert s.casual_turns == 2
+    false = [(s.id, m.why) for s in stats.values() for m in s.false_matches]
+    assert false and all(why.startswith("expected ") for _, why in false)
+    assert sum(len(s.false_matches) for s in stats.values()) == sum(s.decided - s.correct for s in stats.values())
+    failed = [r for r in results if not r.passed and r.case.norm]
+    assert all(r.why for r in failed) and any("< threshold" in r.why for r in failed)
+
+
+def test_cli_norms_test_json_and_calibrate(tmp_path):
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    runner = CliRunner()
+    pack = str(PACKS / "gaming.yaml")
+    result = runner.invoke(app, ["norms", "test", pack, "--backend", "keywords", "--cases",
+                                 str(PACKS / "gaming.test.jsonl"), "--json", "--top", "1"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["matcher"] == "prototype" and report["checks"] == 56 and report["failed"] == len(report["results"])
+    norms = {n["id"]: n for n in report["norms"]}
+    assert set(norms["gaming.banter"]) >= {"precision", "recall", "missed", "false_matches", "threshold"}
+    assert all(len(n["missed"]) <= 1 and n["missed_total"] >= len(n["missed"]) for n in norms.values())
+    result = runner.invoke(app, ["norms", "test", pack, "--backend", "keywords", "--cases",
+                                 str(PACKS / "gaming.test.jsonl")])
+    assert "per norm" in result.output and "near misses" in result.output and "precision" in result.output
+    chat = tmp_path / "chat.txt"
+    chat.write_text("hello there\nwhat did you have for lunch?\nI love my new game console\n", encoding="utf-8")
+    out = tmp_path / "gaming.calibrated.yaml"
+    result = runner.invoke(app, ["norms", "calibrate", pack, "--out", str(out), "--casual-file", str(chat), "--json"])
+    assert result.exit_code == 0, result.output
+    calibration = json.loads(result.stdout)
+    assert calibration["matcher"] == "prototype" and calibration["turns"] == 3
+    assert all(dict(n.calibrated)["prototype"] >= 0.4 for n in read_norms(out))  # the floor, 0.06 under 0.46
+    result = runner.invoke(app, ["norms", "calibrate", pack, "--out", str(out), "--floor", "0.6", "--ceiling", "0.5",
+                                 "--casual-file", str(chat)])
+    assert result.exit_code == 1 and "above the ceiling" in result.output

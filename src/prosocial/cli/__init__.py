@@ -13,6 +13,7 @@ from prosocial.cli.data import app as data_app
 from prosocial.cli.doctor import doctor
 from prosocial.cli.eval import app as eval_app
 from prosocial.cli.norms import app as norms_app
+from prosocial.cli.norms import train_norm_matcher
 from prosocial.cli.prost import prost_mini
 from prosocial.cli.respond import chat, respond
 from prosocial.cli.serve import serve
@@ -59,6 +60,7 @@ train_app.command("canary-mini")(train_canary_mini)
 train_app.command("prost-mini")(prost_mini)
 train_app.command("danger")(train_danger)
 train_app.command("rot-writer")(train_rot_writer)
+train_app.command("norm-matcher")(train_norm_matcher)
 
 
 def _version(value: bool) -> None:
