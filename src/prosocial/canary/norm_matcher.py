@@ -39,19 +39,6 @@ KIND = "bi-encoder"
 KNOWN = ("kind", "id", "max_length", "min_similarity", "meta")
 
 
-class Float32Embedder(Embedder):
-    """`Embedder` reading fp16 weights as float32: half precision is slow on CPUs and not needed to rank."""
-
-    @cached_property
-    def _parts(self):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        directory = Path(self.model_dir)
-        return (AutoTokenizer.from_pretrained(directory),
-                AutoModel.from_pretrained(directory, dtype=torch.float32).eval())
-
-
 @dataclass
 class LearnedMatcher:
     """A trained matcher folder, as `prosocial.canary.norms` uses a matcher (see `PrototypeMatcher`)."""
@@ -78,8 +65,9 @@ class LearnedMatcher:
                    settings.get("meta") or {})
 
     @cached_property
-    def _embedder(self) -> Float32Embedder:
-        return Float32Embedder(self.folder / ENCODER, max_length=self.max_length)
+    def _embedder(self) -> Embedder:
+        # fp16 on disk, read as float32 (half precision is slow on CPUs and not needed to rank); ONNX Runtime runs it
+        return Embedder(self.folder / ENCODER, max_length=self.max_length)
 
     @property
     def cache_key(self) -> str:
