@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -28,6 +26,7 @@ from prosocial.lm.base import (
     register_lm,
     truncate_at_stop,
 )
+from tests.judge_fakes import serve
 from tests.tiny_models import tiny_llama
 
 # ---------------------------------------------------------------- registry and helpers
@@ -224,17 +223,7 @@ def _app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(_app(), log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(5)
+    yield from serve(_app())
 
 
 def _client(server_url: str, scenario: str, **settings: Any) -> LanguageModel:

@@ -36,6 +36,15 @@ def _env(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
+def _message_text(url: str, choice: dict[str, Any]) -> str:
+    """A chat choice's message text; a choice without one is the upstream's error."""
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise UpstreamError(f"{url} answered a choice without message text: {_snippet(str(choice))}", 200)
+    return content
+
+
 def _snippet(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
@@ -205,11 +214,7 @@ class OpenAICompatibleLM(LanguageModel):
 
         def one(messages: list[Message]) -> str:
             choice = self._first_choice(url, self._post("/chat/completions", options | {"messages": messages}))
-            message = choice.get("message")
-            content = message.get("content") if isinstance(message, dict) else None
-            if not isinstance(content, str):
-                raise UpstreamError(f"{url} answered a choice without message text: {_snippet(str(choice))}", 200)
-            return truncate_at_stop(content, stop)
+            return truncate_at_stop(_message_text(url, choice), stop)
 
         return self._map(one, messages_batch)
 
@@ -235,11 +240,7 @@ class OpenAICompatibleLM(LanguageModel):
 
         def one(messages: list[Message]) -> Completion:
             choice = self._first_choice(url, self._post("/chat/completions", body | {"messages": messages}))
-            message = choice.get("message")
-            content = message.get("content") if isinstance(message, dict) else None
-            if not isinstance(content, str):
-                raise UpstreamError(f"{url} answered a choice without message text: {_snippet(str(choice))}", 200)
-            return Completion(content, token_choices(choice.get("logprobs")), constrained)
+            return Completion(_message_text(url, choice), token_choices(choice.get("logprobs")), constrained)
 
         return self._map(one, messages_batch)
 
