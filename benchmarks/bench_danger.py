@@ -45,6 +45,14 @@ from prosocial.eval.reports import parse_spec
 from prosocial.io import write_json
 
 XSTEST = Path(__file__).parent / "data" / "xstest" / "xstest_prompts.csv"
+#: parts of the held-out split reported apart (suffix → writers; None: all): the rows earlier reports measured,
+#: and writer I alone, added in session 21 and first read by this benchmark
+CUTS: dict[str, tuple[str, ...] | None] = {
+    "": None,
+    "_before_session_20": ("A", "B", "C", "D"),
+    "_before_session_21": ("A", "B", "C", "D", "H"),
+    "_writer_I": ("I",),
+}
 
 
 def with_small_talk(cases: list[DangerCase], seed: int = 0) -> list[list[str]] | None:
@@ -68,8 +76,7 @@ def rate(hits: list[bool]) -> dict:
     return {"rate": sum(hits) / len(hits) if hits else None, "n": len(hits)}
 
 
-def score_cases(detector, cases: list[DangerCase], contexts: list[list[str]]) -> dict:
-    verdicts = detector.predict(contexts, with_rots=False)
+def score_cases(cases: list[DangerCase], verdicts: list) -> dict:
     emergencies = [(c, v) for c, v in zip(cases, verdicts, strict=True) if c.kind == "emergency"]
     acts = [(c, v) for c, v in zip(cases, verdicts, strict=True) if c.kind == "act"]
     benign = [(c, v) for c, v in zip(cases, verdicts, strict=True) if c.kind == "benign"]
@@ -96,6 +103,7 @@ def score_cases(detector, cases: list[DangerCase], contexts: list[list[str]]) ->
                                                    if c.writer in HELD_OUT_WRITERS]),
         "per_writer": {w: {"emergencies_handed_over": rate([v.coarse is Coarse.NEEDS_INTERVENTION
                                                              for c, v in emergencies if c.writer == w]),
+                           "acts_flagged": rate([not v.safety_label.is_casual for c, v in acts if c.writer == w]),
                            "benign_handed_over": rate([v.coarse is Coarse.NEEDS_INTERVENTION
                                                        for c, v in benign if c.writer == w]),
                            "benign_flagged": rate([not v.safety_label.is_casual for c, v in benign if c.writer == w])}
@@ -170,15 +178,14 @@ def main() -> None:
         label, backend, settings = parse_spec(spec)
         detector = load_detector(backend, **settings)
         print(f"== {label}", flush=True)
-        out: dict = {"heldout": score_cases(detector, cases, [c.context for c in cases])}
-        # the held-out rows of session 19 (without writer H, added in session 20), comparable with earlier reports
-        earlier = [i for i, c in enumerate(cases) if c.writer != "H"]
-        out["heldout_before_session_20"] = score_cases(detector, [cases[i] for i in earlier],
-                                                       [cases[i].context for i in earlier])
-        if prefixed is not None:
-            out["heldout_after_small_talk"] = score_cases(detector, cases, prefixed)
-            out["heldout_after_small_talk_before_session_20"] = score_cases(
-                detector, [cases[i] for i in earlier], [prefixed[i] for i in earlier])
+        out: dict = {}
+        for name, contexts in (("heldout", [c.context for c in cases]), ("heldout_after_small_talk", prefixed)):
+            if contexts is None:
+                continue
+            verdicts = detector.predict(contexts, with_rots=False)
+            for cut, writers in CUTS.items():
+                keep = [i for i, c in enumerate(cases) if writers is None or c.writer in writers]
+                out[name + cut] = score_cases([cases[i] for i in keep], [verdicts[i] for i in keep])
         verdicts = detector.predict(xstest, with_rots=False)
         out["xstest_safe"] = {
             "handed_over": rate([v.coarse is Coarse.NEEDS_INTERVENTION for v in verdicts]),
@@ -195,6 +202,8 @@ def main() -> None:
                 "mean_balanced_accuracy": result["mean_balanced_accuracy"],
                 "mean_balanced_accuracy_first_suite": result["mean_balanced_accuracy_first_suite"],
                 "risk_ignorance_intervention": per["diasafety"].get("risk_ignorance_intervention_recall"),
+                "risk_ignorance_crisis_intervention": per["diasafety"].get("risk_ignorance_crisis_intervention_recall"),
+                "risk_ignorance_distress_handed_over": per["diasafety"].get("risk_ignorance_distress_handed_over"),
                 "casual_false_alarms": per["casual dialogue"]["false_alarm_rate"],
                 "short_casual_false_alarms": per["casual dialogue"].get("short_false_alarm_rate"),
                 "per_source_balanced_accuracy": {k: v["balanced_accuracy"] for k, v in per.items()},

@@ -79,7 +79,9 @@ def test_toxichat_one_example_per_comment_with_history(shared_data: Path) -> Non
 def test_diasafety_keeps_the_response_label_in_meta(shared_data: Path) -> None:
     ex = load_benchmark("diasafety", "train", root=shared_data, limit=2)[1]
     assert ex.meta == {"category": "Risk Ignorance", "response_label": "Safe"}
-    assert ex.safety_label is S.NEEDS_INTERVENTION and ex.response and ex.id == "diasafety/train/1"
+    # "I'm starting to need less weed to get through the day… small progress": Risk Ignorance, but no risk to life
+    # by the re-labelling (mapping.RISK_IGNORANCE_LABELS): both annotators said casual
+    assert ex.safety_label is S.CASUAL and ex.response and ex.id == "diasafety/train/1"
 
 
 def test_sbic_rots_from_real_rows(shared_data: Path) -> None:

@@ -60,7 +60,7 @@ def test_dangerous_acts_get_a_warning_with_a_safer_step_and_emergencies_none() -
 
 def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:
     cases = danger.read_corpus(CORPUS)
-    assert len(cases) > 4300 and {c.writer for c in cases} == set("ABCDEFGH")
+    assert len(cases) > 4800 and {c.writer for c in cases} == set("ABCDEFGHI")
     held = [c for c in cases if c.split == "heldout"]
     assert all(c.writer in danger.HELD_OUT_WRITERS or danger.HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory
                for c in held)
@@ -252,7 +252,8 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path, mo
 
 def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
     """Ten dev emergencies with falling emergency mass: the threshold is the highest that still hands over nine;
-    a look-alike the safety head hands over is vetoed; Risk Ignorance keeps its hand-over through the gate."""
+    a look-alike the safety head hands over is vetoed; Risk Ignorance re-labelled intervention keeps its hand-over
+    through the gate, and its re-labelled distress does not pull the gate down."""
     from prosocial.canary.danger_train import DangerTrainSettings, Rows, fit_thresholds
 
     head = _head({})
@@ -271,6 +272,8 @@ def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
             for m in (0.999, 0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.85, 0.805, 0.3)]
     base += [add("corpus:benign", "lookalike", i < 2, lookalike=0.9, none=0.05, medical=0.05) for i in range(10)]
     base += [add("diasafety:Risk Ignorance", "self_harm", True, self_harm=0.2, none=0.8) for _ in range(10)]
+    # re-labelled ordinary distress the safety head hands over: it does not hold the gate down
+    base += [add("diasafety:Risk Ignorance:distress", "none", True, self_harm=0.05, none=0.95) for _ in range(10)]
     base += [add("casual", "none", False, none=1.0) for _ in range(200)]
     report = fit_thresholds(head, np.array(probs), rows, DangerTrainSettings(min_emergency_recall=0.9), np.array(base))
     assert report["emergency_threshold"] == 0.8  # the ninth emergency's mass: 9 of 10 handed over
@@ -278,3 +281,4 @@ def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
     assert report["lookalike_veto"] is not None and report["lookalike_veto"] <= 0.9
     assert report["dev_false_handover_benign"] == 0.0  # the two the safety head handed over are vetoed
     assert report["intervention_gate"] >= 0.2 - 0.01 and report["dev_risk_ignorance_handed_over"] == 1.0
+    assert report["dev_false_handover_distress"] == 0.0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import pytest
 
 from prosocial.data import mapping
-from prosocial.data.labels import SafetyLabel, aggregate_votes
+from prosocial.data.labels import Coarse, SafetyLabel, aggregate_votes
 
 S = SafetyLabel
 
@@ -151,3 +154,50 @@ def test_prosocial_reply_labels_on_the_real_rows_are_mostly_caution(full_data) -
     assert 0.5 < counts[SafetyLabel.NEEDS_CAUTION] / total < 0.75
     assert 0.01 < counts[SafetyLabel.CASUAL] / total < 0.1
     assert 0.2 < counts[None] / total < 0.45
+
+
+@pytest.mark.parametrize(
+    ("votes", "label"),
+    [(["intervention", "casual"], S.NEEDS_INTERVENTION),  # A.4: a single intervention vote cannot be missed
+     (["caution", "caution"], S.NEEDS_CAUTION),
+     (["caution", "casual"], S.POSSIBLY_NEEDS_CAUTION),
+     (["casual", "casual"], S.CASUAL),
+     (["caution", "caution", "casual"], S.PROBABLY_NEEDS_CAUTION)],
+)  # fmt: skip
+def test_votes_label_is_the_a4_rule(votes: list[str], label: SafetyLabel) -> None:
+    assert mapping.votes_label(votes) is label
+
+
+@pytest.mark.parametrize("votes", [[], ["urgent"], ["caution", None]])
+def test_votes_label_rejects_unknown_votes(votes: list) -> None:
+    with pytest.raises(ValueError, match="votes"):
+        mapping.votes_label(votes)
+
+
+def test_risk_ignorance_contexts_take_their_relabelled_label(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "risk_ignorance.jsonl"
+    distress, crisis = "I'm so tired of everything at work.", "I'm going to kill myself in a week."
+    path.write_text(json.dumps({"key": mapping.context_key(distress), "label": S.NEEDS_CAUTION.value}) + "\n"
+                    + json.dumps({"key": mapping.context_key(crisis), "label": S.NEEDS_INTERVENTION.value}) + "\n")
+    read = mapping.risk_ignorance_labels.__wrapped__
+    monkeypatch.setattr(mapping, "risk_ignorance_labels", lambda: read(path))
+    assert mapping.diasafety_label("Risk Ignorance", distress) is S.NEEDS_CAUTION
+    assert mapping.diasafety_label("Risk Ignorance", crisis) is S.NEEDS_INTERVENTION
+    # a context the file does not hold keeps the category's label; other categories are untouched
+    assert mapping.diasafety_label("Risk Ignorance", "something else") is S.NEEDS_INTERVENTION
+    assert mapping.diasafety_label("Toxicity Agreement", distress) is S.NEEDS_CAUTION
+
+
+def test_a_bad_relabelled_row_names_file_and_line(tmp_path) -> None:
+    path = tmp_path / "risk_ignorance.jsonl"
+    path.write_text(json.dumps({"key": "ab", "label": S.CASUAL.value}) + "\n" + json.dumps({"key": "cd"}) + "\n")
+    with pytest.raises(ValueError, match=r"risk_ignorance.jsonl:2"):
+        mapping.risk_ignorance_labels.__wrapped__(path)
+
+
+def test_shipped_relabelled_file_keeps_risk_to_life_as_intervention() -> None:
+    labels = mapping.risk_ignorance_labels()
+    assert len(labels) > 1000
+    coarse = Counter(label.coarse for label in labels.values())
+    # both sides of the boundary are there: crises and ordinary distress
+    assert coarse[Coarse.NEEDS_INTERVENTION] > 300 and coarse[Coarse.NEEDS_CAUTION] > 300

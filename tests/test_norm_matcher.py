@@ -139,3 +139,38 @@ def test_a_bad_matcher_folder_is_a_model_error(tmp_path):
                                                encoding="utf-8")
     with pytest.raises(ModelError, match="min_similarity"):
         LearnedMatcher.load(tmp_path / "m")
+
+
+def test_check_and_load_detector_take_a_learned_matcher(tiny_matcher, tmp_path):
+    """`prosocial check --norms-matcher` (and `load_detector(norms_matcher=)`, the service's `norms_matcher`) match
+    the user's norms with the learned matcher; a matcher without norms is a clear error."""
+    from typer.testing import CliRunner
+
+    from prosocial.canary import load_detector
+    from prosocial.cli import app
+
+    out, _ = tiny_matcher
+    norms = tmp_path / "money.jsonl"
+    norms.write_text(json.dumps({"id": "money", "rot": "It's against the rules to sell game accounts for money.",
+                                 "level": "caution", "examples": ["selling my max level account for 50 bucks, dm me"]})
+                     + "\n", encoding="utf-8")
+    detector = load_detector("keywords", norms=[norms], norms_matcher=out)
+    assert detector.bank.matcher.id == LearnedMatcher.load(out).id
+    with pytest.raises(ValueError, match="without norms"):
+        load_detector("keywords", norms_matcher=out)
+    result = CliRunner().invoke(app, ["check", "selling my max level account for 50 bucks, dm me", "--backend",
+                                      "keywords", "--norms", str(norms), "--norms-matcher", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["norm"] == "money"
+
+
+def test_serve_refuses_a_bad_norms_matcher_before_the_port_opens(tmp_path):
+    from typer.testing import CliRunner
+
+    from prosocial.cli import app
+
+    norms = tmp_path / "n.jsonl"
+    norms.write_text(json.dumps({"id": "n", "rot": "It's rude to spoil endings.", "level": "caution",
+                                 "examples": ["the butler did it"]}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["serve", "--norms", str(norms), "--norms-matcher", str(tmp_path / "missing")])
+    assert result.exit_code != 0 and "not found" in result.output

@@ -95,11 +95,12 @@ LEGACY_FOLDERS = (("canary.json", "generative"), ("head.safetensors", "canary-mi
 
 def load_detector(
     name: str | Path = "canary-mini", norms: Sequence[str | Path] | None = None,
-    unsupported_language: str | None = None, **settings
+    unsupported_language: str | None = None, norms_matcher: str | Path | None = None, **settings
 ) -> SafetyDetector:
     """A detector by registry name (e.g. "canary-mini", "generative", "keywords") with its settings, or from a saved
     model folder (whose ``prosocial.json`` names its backend); with `norms` (norm files, see
-    `prosocial.canary.norms`), wrapped so the user's norms apply on top; with `unsupported_language` (flag, pass or
+    `prosocial.canary.norms`), wrapped so the user's norms apply on top, matched by `norms_matcher` (a learned
+    matcher's folder; default: the prototype matcher); with `unsupported_language` (flag, pass or
     judge, see `prosocial.canary.language`), wrapped so that text the models cannot read (another language, an
     unreadable payload) gets that policy and every verdict names its language. The command line and the service
     always set it (default flag); None gives the bare detector, as evaluations of the model itself want."""
@@ -107,11 +108,13 @@ def load_detector(
         from prosocial.canary.language import check_policy
 
         check_policy(unsupported_language)  # a wrong policy is reported before any weights load
+    if norms_matcher is not None and not norms:
+        raise ValueError("a norms matcher was given without norms to match (--norms)")
     detector = DETECTORS.load(name, LEGACY_FOLDERS, **settings)
     if norms:
         from prosocial.canary.norms import NormedDetector
 
-        detector = NormedDetector(detector, list(norms))
+        detector = NormedDetector(detector, list(norms), matcher=norms_matcher)
     if unsupported_language is not None:
         from prosocial.canary.language import LanguageGuard
 

@@ -10,9 +10,10 @@ and at run time.
 
 Data (train rows only; `heldout` rows of the corpus are never read here):
 
-- the team-written danger corpus's ``train`` rows (writers A, C, D and F): a danger → its category, a benign
+- the team-written danger corpus's ``train`` rows (writers A, C, D, F and G): a danger → its category, a benign
   look-alike → ``lookalike``; each as written and once typed casually (`typed_casually`);
-- DiaSafety train contexts: Risk Ignorance → self-harm; the rest (advice questions of Unauthorized Expertise,
+- DiaSafety train contexts: Risk Ignorance re-labelled needs intervention (`prosocial.data.mapping`) → self-harm,
+  its ordinary distress → none; the rest (advice questions of Unauthorized Expertise,
   toxicity, bias, insults) → none, so "asks a health question" is not an emergency;
 - casual train dialogues, ETHICS (not wrong) scenarios, and SBIC / ToxiChat / ConvAbuse rows → none.
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 CORPUS = RESOURCES / "danger" / "corpus.jsonl"
 NEGATIVE_SOURCES = {"ethics_commonsense": 600, "sbic": 400, "toxichat": 400, "convabuse": 400}
+#: row groups of DiaSafety's Risk Ignorance contexts: re-labelled needs intervention, and the rest (distress)
+RISK = "diasafety:Risk Ignorance"
+DISTRESS = "diasafety:Risk Ignorance:distress"
 
 
 @dataclass
@@ -66,7 +70,7 @@ class DangerTrainSettings:
     casual_per_source: int = 1500
     #: DiaSafety rows per category (train); Risk Ignorance is kept whole
     diasafety_per_category: int = 400
-    #: Risk Ignorance rows (train): self-harm posts, the one public source of a danger category
+    #: Risk Ignorance rows (train): self-harm and distress posts, the one public source of a danger category
     risk_ignorance: int = 1000
     #: each written corpus row counts this many times: 1,600 situations and look-alikes against ~18k rows of
     #: public data, where the look-alikes are what teaches "topic is not danger"
@@ -77,7 +81,7 @@ class DangerTrainSettings:
     #: flagged at all (any caution or above by the danger head): at most this share of casual dev turns
     max_casual_flagged: float = 0.005
     max_benign_flagged: float = 0.05
-    #: the share of dev Risk Ignorance contexts that must stay needs intervention (the safety head's target)
+    #: the share of dev Risk Ignorance contexts re-labelled needs intervention that must stay so (the suite's target)
     min_risk_ignorance: float = 0.9
     #: the look-alike class may clear at most this share of dev emergencies and acts, and of flagged public rows
     #: (toxic, biased, wrong acts), below the danger thresholds
@@ -150,7 +154,12 @@ def public_rows(root: Path | None, split: str, classes: list[str], settings: Dan
         cap = settings.risk_ignorance if category == "Risk Ignorance" else settings.diasafety_per_category
         if split == "train" and taken[category] > cap:
             continue
-        rows.add(example.context, self_harm if category == "Risk Ignorance" else 0, f"diasafety:{category}")
+        if category != "Risk Ignorance":
+            rows.add(example.context, 0, f"diasafety:{category}")
+        elif example.safety_label is SafetyLabel.NEEDS_INTERVENTION:
+            rows.add(example.context, self_harm, RISK)
+        else:  # ordinary distress by the re-labelling (mapping.RISK_IGNORANCE_LABELS): not a danger
+            rows.add(example.context, 0, DISTRESS)
     dialogues: list[list[str]] = []
     for name in CASUAL_SOURCES:
         examples = load_benchmark(name, split, root=root)
@@ -185,7 +194,7 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
       `max_lookalike_danger` of the dev dangers and `max_lookalike_flagged` of the flagged public rows below the
       danger thresholds, the lowest veto that undoes at most `max_lookalike_danger` of the safety head's hand-overs
       of dev emergencies and Risk Ignorance contexts, and the highest gate that keeps `min_risk_ignorance` of dev
-      Risk Ignorance handed over.
+      Risk Ignorance contexts re-labelled needs intervention handed over (their distress is reported).
 
     False hand-overs of look-alikes and advice questions are reported (`dev_false_handover_*`), not bounded: on dev
     rows no threshold of the current head keeps them at 1% without giving up emergencies (session 18, writer E: the
@@ -198,7 +207,8 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
     benign = np.isin(groups, ["corpus:benign", "corpus:benign+prefix"])
     casual = groups == "casual"
     advice = groups == "diasafety:Unauthorized Expertise"
-    risk = groups == "diasafety:Risk Ignorance"
+    risk = groups == RISK
+    distress = groups == DISTRESS
     is_emergency = head._emergency[targets] & ~risk
     real = head._category[targets] & ~risk
     # flagged public rows: toxic, biased and wrong-act ones, and DiaSafety's unsafe categories (not advice)
@@ -242,6 +252,7 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
             "dev_risk_ignorance_handed_over": _rate(handed, risk),
             "dev_false_handover_benign": _rate(handed, benign),
             "dev_false_handover_advice": _rate(handed, advice),
+            "dev_false_handover_distress": _rate(handed, distress),
             "dev_casual_flagged": _rate((emergency >= threshold) | (danger >= act_threshold), casual),
             "dev_benign_flagged_by_danger": _rate(danger >= act_threshold, benign),
             "dev_benign_cleared": _rate(cleared, benign),

@@ -30,7 +30,7 @@ from prosocial.cli.batch import (
 )
 from prosocial.cli.errors import fail, shared_data_root
 from prosocial.cli.logs import held_warnings
-from prosocial.cli.norms import NORMS_HELP
+from prosocial.cli.norms import NORMS_HELP, NORMS_MATCHER_HELP
 from prosocial.data.labels import SafetyLabel
 from prosocial.errors import DataError, ModelError
 from prosocial.jobs.corpus import check_rows
@@ -49,6 +49,7 @@ def check(
     backend: str = typer.Option("canary-mini", "--backend", "-b", help="Detector backend from the registry, with "
                                 "settings as in `eval`: NAME[:key=value,...], e.g. 'canary-mini:rots_per_context=3'."),
     norms: list[Path] = typer.Option([], "--norms", help=NORMS_HELP),
+    norms_matcher: Path | None = typer.Option(None, "--norms-matcher", help=NORMS_MATCHER_HELP),
     unsupported_language: str = typer.Option("flag", "--unsupported-language", help=POLICY_HELP),
     model_dir: Path | None = typer.Option(None, "--model", "-m", help="Model directory (default: the packaged one)."),
     batch_size: int = typer.Option(64, min=1, help="Contexts per batch."),
@@ -72,6 +73,7 @@ def check(
         fail(console, ValueError(str(exc).replace("unsupported_language:", "--unsupported-language:")))
     backend, settings = backend_spec(backend, "--backend")
     settings |= {"model_dir": model_dir} if model_dir else {}
+    settings |= {"norms_matcher": norms_matcher} if norms_matcher else {}
     try:
         if input is not None:
             job = JobOptions(engine, address, actors, gpus_per_actor, batch_size, output_format, skip_invalid, "check",

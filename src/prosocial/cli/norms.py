@@ -22,8 +22,9 @@ app = typer.Typer(help="Your own norms (rules-of-thumb) applied at run time; see
                   no_args_is_help=True)
 
 NORMS_HELP = "Norms file (YAML or JSON Lines, see the README); repeatable."
-MATCHER = typer.Option(None, "--matcher", help="A learned matcher folder (`prosocial train norm-matcher`); "
-                       "default: the prototype matcher (the packaged MiniLM).")
+NORMS_MATCHER_HELP = ("How norms are matched: a learned matcher folder (`prosocial train norm-matcher`); "
+                      "default: the prototype matcher (the packaged MiniLM).")
+MATCHER = typer.Option(None, "--matcher", help=NORMS_MATCHER_HELP)
 CASUAL_FILE_HELP = 'Casual chat turns: JSON Lines of {"text": …} or one turn per line'
 
 

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 
 from prosocial.canary.language import POLICY_HELP
-from prosocial.canary.norms import load_norms
+from prosocial.canary.norms import load_matcher, load_norms
 from prosocial.cli.errors import fail
-from prosocial.cli.norms import NORMS_HELP
+from prosocial.cli.norms import NORMS_HELP, NORMS_MATCHER_HELP
 from prosocial.errors import DataError, ModelError
 
 console = Console(stderr=True)
@@ -24,6 +24,7 @@ def serve(
     ),
     detector: str | None = typer.Option(None, "--detector", "-d", help="Detector backend (default canary-mini)."),
     norms: list[str] = typer.Option([], "--norms", help=NORMS_HELP + " Checked before the service starts."),
+    norms_matcher: str | None = typer.Option(None, "--norms-matcher", help=NORMS_MATCHER_HELP),
     unsupported_language: str | None = typer.Option(
         None, "--unsupported-language", help=POLICY_HELP + " Checked before the service starts."
     ),
@@ -70,6 +71,7 @@ def serve(
             port=port,
             detector=detector,
             norms=norms or None,
+            norms_matcher=norms_matcher,
             unsupported_language=unsupported_language,
             upstream_url=upstream_url,
             upstream_timeout=upstream_timeout,
@@ -85,6 +87,8 @@ def serve(
             judge_timeout=judge_timeout,
         )
         load_norms(settings.norms)  # a bad norms file stops here, before the port opens
+        if settings.norms_matcher is not None:
+            load_matcher(settings.norms_matcher)  # reads its settings only; the weights load with the detector
         if settings.judge:
             settings.judge_endpoint()  # so does a judge without a model or an upstream
     except (ModelError, DataError) as exc:

@@ -13,9 +13,19 @@ toxichat          comment ``offense_label`` Safe  casual                civil Re
 toxichat          ``offense_label`` Offensive     needs caution         offensive = rude / hurtful, the
                                                                         A.4 "Needs Caution" definition
 toxichat          chatbot replies' labels         meta only             they judge bot replies, not users
-diasafety         ``category`` Risk Ignorance     needs intervention    self-harm, suicide, addiction;
-                                                                        A.4 lists "self-harm/suicide" as
-                                                                        intervention
+diasafety         ``category`` Risk Ignorance,    needs intervention    suicidal thoughts, self-harm, an
+                  a context re-labelled                                 overdose: A.4 lists "self-harm/
+                  intervention (any vote,                               suicide" as intervention. Until
+                  A.4's rule)                                           session 21 every Risk Ignorance
+                                                                        context was intervention; about
+                                                                        half are ordinary distress
+diasafety         Risk Ignorance re-labelled      ``graded_caution(s)`` depression, loneliness, a bad day
+                  caution / casual by all         (s = share of         with no sign of risk to life: a
+                  annotators                      caution votes)        careful reply, not a crisis line
+                                                                        (`RISK_IGNORANCE_LABELS`, datasheet
+                                                                        there)
+diasafety         Risk Ignorance not in the       needs intervention    the category's default
+                  re-labelled file
 diasafety         Unauthorized Expertise          casual                people asking for medical advice
                   (no medical red flag)                                 (COVID symptoms, medication,
                                                                         asthma). Asking is not an
@@ -81,11 +91,15 @@ the same split and the split never changes between runs or machines.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from prosocial.data.labels import SafetyLabel
+from prosocial.resources import RESOURCES
 
 TRAIN = "train"
 DEV = "dev"
@@ -118,11 +132,51 @@ MEDICAL_RED_FLAG = re.compile(
 )
 
 
+#: DiaSafety's Risk Ignorance contexts re-labelled by the paper's definition of needs intervention (session 21):
+#: one JSON object per context, ``{"key", "votes", "label", "text"}``; how it was made is in its DATASHEET.md
+RISK_IGNORANCE_LABELS = RESOURCES / "diasafety" / "risk_ignorance.jsonl"
+RISK_VOTES = ("intervention", "caution", "casual")
+
+
+def context_key(text: str) -> str:
+    """A context's key in the re-labelled files: the first 16 hex digits of the SHA-1 of its text."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def votes_label(votes: Iterable[str]) -> SafetyLabel:
+    """The A.4 rule over annotators' votes: a single intervention vote makes needs intervention (a situation that
+    needs a human cannot be missed); otherwise the share of caution votes grades the caution (`graded_caution`)."""
+    votes = list(votes)
+    if not votes or any(v not in RISK_VOTES for v in votes):
+        raise ValueError(f"votes must be a non-empty list of {RISK_VOTES}, got {votes}")
+    if "intervention" in votes:
+        return SafetyLabel.NEEDS_INTERVENTION
+    return graded_caution(votes.count("caution") / len(votes))
+
+
+@functools.cache
+def risk_ignorance_labels(path: Path = RISK_IGNORANCE_LABELS) -> dict[str, SafetyLabel]:
+    """Context key → label of the re-labelled Risk Ignorance file (empty where the file is absent)."""
+    if not path.exists():
+        return {}
+    labels: dict[str, SafetyLabel] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line, raw in enumerate(handle, 1):
+            try:
+                row = json.loads(raw)
+                labels[row["key"]] = SafetyLabel(row["label"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{line}: a row needs 'key' and a safety 'label': {error}") from None
+    return labels
+
+
 def diasafety_label(category: str, context: str) -> SafetyLabel | None:
     """A DiaSafety context's label from its category (None for an unknown one); see the table above."""
     label = DIASAFETY_LABELS.get(category)
     if category == "Unauthorized Expertise" and MEDICAL_RED_FLAG.search(context):
         return SafetyLabel.NEEDS_INTERVENTION
+    if category == "Risk Ignorance":
+        return risk_ignorance_labels().get(context_key(context), label)
     return label
 
 

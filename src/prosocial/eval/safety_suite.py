@@ -1,7 +1,9 @@
 """The safety suite: detectors side by side on every external benchmark's dev split.
 
 Per source: recall (not-casual flagged), specificity (casual passed), balanced accuracy of casual vs. not
-casual (over the classes the source has); needs-intervention recall on DiaSafety's Risk Ignorance contexts;
+casual (over the classes the source has); needs-intervention recall on DiaSafety's Risk Ignorance contexts
+(all of them, as before session 21; and apart, those re-labelled needs intervention by the paper's definition and
+the share of their ordinary distress handed over, `prosocial.data.mapping`);
 false alarms on the casual corpora (pooled as one "casual dialogue" source); and, for detectors that give
 RoTs, BLEU-4 and F1 of their RoTs against the SBIC-derived references on offensive SBIC posts and against the
 norm sentence of the crowdworker's reply on ProsocialDialog rows (with how often the detector gave no RoT).
@@ -97,6 +99,12 @@ def evaluate_detector(detector: SafetyDetector, data: SuiteData, batch_size: int
             if risk.any():
                 result["risk_ignorance_intervention_recall"] = float(intervened[risk].mean())
                 result["risk_ignorance_flagged"] = float(flagged[risk].mean())
+                # re-labelled by the paper's definition (mapping.RISK_IGNORANCE_LABELS): risk to life vs. distress
+                crisis = risk & np.array([e.safety_label is SafetyLabel.NEEDS_INTERVENTION for e in examples])
+                if crisis.any() and (risk & ~crisis).any():
+                    result["risk_ignorance_crisis_intervention_recall"] = float(intervened[crisis].mean())
+                    result["risk_ignorance_distress_handed_over"] = float(intervened[risk & ~crisis].mean())
+                    result["risk_ignorance_crisis_n"] = int(crisis.sum())
         if name == CASUAL_POOL:
             result["false_alarm_rate"] = float(flagged.mean())
             short = np.array([is_short(e.context[-1]) for e in examples])
@@ -155,6 +163,10 @@ def markdown_table(results: dict[str, dict]) -> str:
         row(
             "DiaSafety Risk Ignorance → needs intervention", "diasafety", "risk_ignorance_intervention_recall", "{:.1%}"
         ),
+        row("… of those re-labelled intervention (risk to life)", "diasafety",
+            "risk_ignorance_crisis_intervention_recall", "{:.1%}"),
+        row("… of those re-labelled distress: handed over ↓", "diasafety", "risk_ignorance_distress_handed_over",
+            "{:.1%}"),
         row("SBIC offensive posts: RoT F1", "sbic", "rot_f1", "{:.1f}", 100),
         row("SBIC offensive posts: RoT BLEU-4", "sbic", "rot_bleu4", "{:.2f}", 100),
         row("ProsocialDialog rows: RoT F1 vs. the reply's norm", "prosocial_dialog", "rot_f1", "{:.1f}", 100),

@@ -352,7 +352,7 @@ class _Service:
             elif self.detector is None:
                 self.detector = load_detector(s.detector, **(_latency_settings(s.detector) | s.detector_settings))
             if s.norms:
-                self.detector = NormedDetector(self.detector, s.norms)
+                self.detector = NormedDetector(self.detector, s.norms, matcher=s.norms_matcher)
             self.detector = LanguageGuard(self.detector, s.unsupported_language, languages=s.detector_languages)
         except Exception as exc:  # a bad configuration leaves the service up and /readyz saying why
             self.detector_error = f"{type(exc).__name__}: {exc}"

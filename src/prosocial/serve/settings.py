@@ -36,6 +36,8 @@ class ServeSettings(BaseModel):
     detector_settings: dict[str, Any] = Field(default_factory=dict)
     #: user norm files (YAML / JSON Lines) applied on top of the detector; one that fails to load fails /readyz
     norms: list[str] = Field(default_factory=list)
+    #: how norms are matched: a learned matcher's folder (`prosocial train norm-matcher`); None: the prototype matcher
+    norms_matcher: str | None = None
     #: what the detector does with text the models cannot read (another language, an unreadable payload): flag
     #: (needs caution, the proxy guides), pass (the detector's verdict, marked) or judge (an LLM judge; none yet)
     unsupported_language: str = "flag"
