@@ -48,6 +48,9 @@ from prosocial.eval.safety_suite import CASUAL
 from prosocial.io import write_json
 
 PACKS = ["docs/norms/children.yaml", "docs/norms/gaming.yaml", "docs/norms/clinic.jsonl"]
+#: packs written after the matchers were built (session 21: a workplace chat policy, its held-out situations written
+#: by another writer from the rules alone): reported with the others, never used to fit the default threshold
+NEW_PACKS = ["docs/norms/workplace.yaml"]
 
 
 def casual_train_utterances(count: int, seed: int = 0) -> list[str]:
@@ -86,7 +89,7 @@ def evaluate_packs(base, matcher, calibrate_rate: float) -> dict:
     casual = [e.context for name in CASUAL for e in load_benchmark(name, "dev", limit=166)]
     base_alarms = np.mean([not v.safety_label.is_casual for v in base.predict(casual, with_rots=False)])
     report = {}
-    for pack in PACKS:
+    for pack in PACKS + NEW_PACKS:
         norms = load_norms([pack])
         calibration = calibrate(NormBank(norms, matcher=matcher), settings=CalibrationSettings(calibrate_rate))
         fitted = {c.id: c.calibrated for c in calibration.norms}
