@@ -249,6 +249,10 @@ def test_packs_held_out_cases_load():
     for pack in ("children.test.jsonl", "gaming.test.jsonl", "clinic.test.jsonl"):
         cases = read_cases(PACKS / pack)
         assert len(cases) == 32 and sum(c.norm is None for c in cases) == 8
+    workplace = read_norms(PACKS / "workplace.yaml")  # session 21: cases written apart, from the rules alone
+    cases = read_cases(PACKS / "workplace.test.jsonl")
+    assert len(cases) == 48 and sum(c.norm is None for c in cases) == 12
+    assert {c.norm for c in cases if c.norm} == {n.id for n in workplace}
 
 
 def test_large_banks_cache_their_embeddings(tmp_path):
