@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -248,6 +250,21 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path, mo
     first, later = loaded.calls([["hello there"], ["I am bleeding a lot", "oh no", "ok"]])
     assert later.support >= loaded.calls([["I am bleeding a lot"]])[0].emergency - 1e-6  # the earlier turn counts
     assert first.support == first.emergency
+
+    # thresholds fitted again on the same dev rows, the weights untouched: the same fit, then a stricter bound
+    import prosocial.canary.danger_train as training
+
+    monkeypatch.setattr(training, "build_rows", lambda *args: (train, dev))
+    monkeypatch.setattr(training, "safety_head_intervenes", lambda model_dir, rows: np.zeros(len(rows.targets), bool))
+    weights = (tmp_path / "model" / "danger" / "head.npz").read_bytes()
+    again = training.refit_thresholds(tmp_path / "model", settings=settings)
+    assert again["act_threshold"] == pytest.approx(report["act_threshold"], abs=0.011)  # fp16 on disk: a grid step
+    strict = training.refit_thresholds(tmp_path / "model", settings=replace(settings, max_benign_flagged=0.0))
+    assert strict["act_threshold"] >= again["act_threshold"] and strict["dev_benign_flagged_by_danger"] == 0.0
+    refitted = DangerHead.load(tmp_path / "model")
+    assert refitted.config.act_threshold == strict["act_threshold"]
+    assert refitted.config.meta["refit"]["max_benign_flagged"] == 0.0
+    assert (tmp_path / "model" / "danger" / "head.npz").read_bytes() == weights
 
 
 def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:

@@ -25,10 +25,11 @@ one unseen sub-category per category) is for `benchmarks/bench_danger.py` only.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ from prosocial.canary.mini import masked_mean
 from prosocial.canary.mini_train import CASUAL_SOURCES, _batches, update
 from prosocial.data.danger import DESCRIPTIONS, HELD_OUT_SUBCATEGORIES, DangerCase, read_corpus
 from prosocial.data.labels import Coarse, SafetyLabel
+from prosocial.errors import ModelError
 from prosocial.heads import Head
+from prosocial.io import atomic_write
 from prosocial.resources import RESOURCES
 
 log = logging.getLogger(__name__)
@@ -458,4 +461,27 @@ def train_danger_head(model_dir: Path, root: Path | None = None, corpus: Path = 
     danger.save(target)
     encoder.to(torch.float16).save_pretrained(target / FOLDER / "encoder")
     tokenizer.save_pretrained(target / FOLDER / "encoder")
+    return report
+
+
+def refit_thresholds(model_dir: Path, root: Path | None = None, corpus: Path = CORPUS,
+                     settings: DangerTrainSettings | None = None) -> dict:
+    """Fit a trained head's thresholds again on the dev rows under `settings`' bounds, without retraining (a few
+    minutes instead of half an hour): the encoder and head weights stay as they are, only ``danger/config.json``
+    changes (its `meta.dev` records the new fit, `meta.refit` the bounds). For a change of policy — e.g. fewer
+    look-alikes flagged — on a head already trained."""
+    settings = settings or DangerTrainSettings()
+    danger = DangerHead.load(model_dir)
+    if danger is None:
+        raise ModelError(f"{model_dir} has no danger head to refit (train one with `prosocial train danger`)")
+    _, dev = build_rows(root, corpus, settings)
+    report = fit_thresholds(danger, danger.probabilities(dev.contexts), dev, settings,
+                            safety_head_intervenes(model_dir, dev))
+    config = danger.config
+    for key in ("emergency_threshold", "act_threshold", "intervention_gate", "lookalike_threshold",
+                "lookalike_veto"):
+        setattr(config, key, report[key])
+    config.meta = (config.meta or {}) | {"dev": report, "refit": dict(settings.__dict__)}
+    with atomic_write(Path(model_dir) / "danger" / "config.json") as handle:
+        handle.write(json.dumps(asdict(config), indent=2) + "\n")
     return report

@@ -375,19 +375,24 @@ def train_danger(
     described_head: bool = typer.Option(
         False, help="Score categories by their sub-categories' descriptions instead of a linear head (measured, not "
         "shipped: see the model card)."),
+    max_benign_flagged: float = typer.Option(
+        0.05, min=0.0, max=1.0, help="At most this share of dev look-alikes flagged by the act threshold."),
+    refit_thresholds: bool = typer.Option(
+        False, help="Keep the trained head and fit only its thresholds again on dev rows (a few minutes)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Fine-tune the danger head (emergencies, dangerous acts and their look-alikes) and fit its thresholds on dev
-    rows; about 15 minutes on 2 cores. The corpus's held-out split is never read."""
-    from prosocial.canary.danger_train import CORPUS, DangerTrainSettings, train_danger_head
+    rows; about 25 minutes on 2 cores. The corpus's held-out split is never read."""
+    from prosocial.canary.danger_train import CORPUS, DangerTrainSettings, refit_thresholds, train_danger_head
     from prosocial.data.adapters import default_root
 
     if not (model / "config.json").exists():
         raise typer.BadParameter(f"{model} is not a Canary-mini folder (no config.json)", param_hint="--model")
+    settings = DangerTrainSettings(layers=layers, max_length=max_length, epochs=epochs, described=described_head,
+                                   max_benign_flagged=max_benign_flagged, seed=seed)
     try:
-        report = train_danger_head(model, root=data or default_root(), corpus=corpus or CORPUS,
-                                   settings=DangerTrainSettings(layers=layers, max_length=max_length, epochs=epochs,
-                                                                described=described_head, seed=seed))
+        fit = refit_thresholds if refit_thresholds else train_danger_head
+        report = fit(model, root=data or default_root(), corpus=corpus or CORPUS, settings=settings)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
