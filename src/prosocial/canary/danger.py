@@ -209,7 +209,14 @@ class DangerHead:
         folder = Path(model_dir) / FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "head.npz", **{k: v.astype(np.float32) for k, v in self.weights.weights.items()})
-        (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
+        self.save_config(model_dir)
+
+    def save_config(self, model_dir: str | Path) -> None:
+        """Write ``danger/config.json`` alone (atomically): what a threshold refit changes."""
+        from prosocial.io import atomic_write
+
+        with atomic_write(Path(model_dir) / FOLDER / "config.json") as handle:
+            handle.write(json.dumps(asdict(self.config), indent=2) + "\n")
 
     @cached_property
     def encoder(self):

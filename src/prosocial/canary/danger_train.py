@@ -25,11 +25,10 @@ one unseen sub-category per category) is for `benchmarks/bench_danger.py` only.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ from prosocial.data.danger import DESCRIPTIONS, HELD_OUT_SUBCATEGORIES, DangerCa
 from prosocial.data.labels import Coarse, SafetyLabel
 from prosocial.errors import ModelError
 from prosocial.heads import Head
-from prosocial.io import atomic_write
 from prosocial.resources import RESOURCES
 
 log = logging.getLogger(__name__)
@@ -400,6 +398,15 @@ def finetune(texts: Sequence[str], targets: Sequence[int], classes: int, setting
     return tokenizer, encoder, weights, losses
 
 
+THRESHOLDS = ("emergency_threshold", "act_threshold", "intervention_gate", "lookalike_threshold", "lookalike_veto")
+
+
+def apply_thresholds(config: DangerConfig, report: dict) -> None:
+    """Set a head's thresholds from a `fit_thresholds` report."""
+    for key in THRESHOLDS:
+        setattr(config, key, report[key])
+
+
 def fit_head(train: Rows, dev: Rows, settings: DangerTrainSettings, encoder_dir: Path | None = None,
              workers: int = 2, base_intervenes: np.ndarray | None = None) -> tuple[DangerHead, dict, tuple]:
     """Fine-tune on `train` (written rows `corpus_repeats` times), fit the thresholds on `dev`; the head, the fit
@@ -416,11 +423,7 @@ def fit_head(train: Rows, dev: Rows, settings: DangerTrainSettings, encoder_dir:
     danger = DangerHead(Head(weights), config, workers=workers, encoder=(tokenizer, encoder))
     probs = danger.probabilities(dev.contexts)
     report = fit_thresholds(danger, probs, dev, settings, base_intervenes)
-    config.emergency_threshold = report["emergency_threshold"]
-    config.act_threshold = report["act_threshold"]
-    config.intervention_gate = report["intervention_gate"]
-    config.lookalike_threshold = report["lookalike_threshold"]
-    config.lookalike_veto = report["lookalike_veto"]
+    apply_thresholds(config, report)
     counts: dict[str, int] = {}
     for group in train.groups:
         counts[group] = counts.get(group, 0) + 1
@@ -477,11 +480,7 @@ def refit_thresholds(model_dir: Path, root: Path | None = None, corpus: Path = C
     _, dev = build_rows(root, corpus, settings)
     report = fit_thresholds(danger, danger.probabilities(dev.contexts), dev, settings,
                             safety_head_intervenes(model_dir, dev))
-    config = danger.config
-    for key in ("emergency_threshold", "act_threshold", "intervention_gate", "lookalike_threshold",
-                "lookalike_veto"):
-        setattr(config, key, report[key])
-    config.meta = (config.meta or {}) | {"dev": report, "refit": dict(settings.__dict__)}
-    with atomic_write(Path(model_dir) / "danger" / "config.json") as handle:
-        handle.write(json.dumps(asdict(config), indent=2) + "\n")
+    apply_thresholds(danger.config, report)
+    danger.config.meta = (danger.config.meta or {}) | {"dev": report, "refit": dict(settings.__dict__)}
+    danger.save_config(model_dir)
     return report

@@ -18,7 +18,7 @@ diasafety         ``category`` Risk Ignorance,    needs intervention    suicidal
                   intervention (any vote,                               suicide" as intervention. Until
                   A.4's rule)                                           session 21 every Risk Ignorance
                                                                         context was intervention; about
-                                                                        half are ordinary distress
+                                                                        two thirds are ordinary distress
 diasafety         Risk Ignorance re-labelled      ``graded_caution(s)`` depression, loneliness, a bad day
                   caution / casual by all         (s = share of         with no sign of risk to life: a
                   annotators                      caution votes)        careful reply, not a crisis line
