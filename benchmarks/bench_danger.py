@@ -45,13 +45,15 @@ from prosocial.eval.reports import parse_spec
 from prosocial.io import write_json
 
 XSTEST = Path(__file__).parent / "data" / "xstest" / "xstest_prompts.csv"
-#: parts of the held-out split reported apart (suffix → writers; None: all): the rows earlier reports measured,
-#: and writer I alone, added in session 21 and first read by this benchmark
+#: parts of the held-out split reported apart (suffix → writers; None: all): the rows earlier reports measured
+#: (a crowd joins the held-out split in the session named, and is first read by that session's run), and each
+#: held-out crowd alone
 CUTS: dict[str, tuple[str, ...] | None] = {
     "": None,
     "_before_session_20": ("A", "B", "C", "D"),
     "_before_session_21": ("A", "B", "C", "D", "H"),
-    "_writer_I": ("I",),
+    "_before_session_22": ("A", "B", "C", "D", "H", "I"),
+    **{f"_writer_{writer}": (writer,) for writer in HELD_OUT_WRITERS if writer != "B"},
 }
 
 

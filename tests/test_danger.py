@@ -298,3 +298,58 @@ def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
     assert report["dev_false_handover_benign"] == 0.0  # the two the safety head handed over are vetoed
     assert report["intervention_gate"] >= 0.2 - 0.01 and report["dev_risk_ignorance_handed_over"] == 1.0
     assert report["dev_false_handover_distress"] == 0.0
+
+
+def test_a_look_alike_hand_over_bound_stops_the_emergency_threshold_short_of_the_recall() -> None:
+    """With `max_benign_handover`, the emergency threshold stops falling where a dev look-alike would be handed
+    over, even though the recall asked for is not reached; without it, recall wins."""
+    from dataclasses import replace
+
+    from prosocial.canary.danger_train import DangerTrainSettings, Rows, fit_thresholds
+
+    head = _head({})
+    classes = head.config.classes
+    rows, probs = Rows(), []
+
+    def add(group: str, target: str, **mass: float) -> None:
+        row = np.full(len(classes), 1e-6)
+        for name, p in mass.items():
+            row[classes.index(name)] = p
+        rows.add(["…"], classes.index(target), group)
+        probs.append(row / row.sum())
+
+    for m in (0.999, 0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.85, 0.805, 0.3):
+        add("corpus:emergency", "medical", medical=m, none=1 - m)
+    add("corpus:benign", "lookalike", medical=0.93, lookalike=0.05, none=0.02)
+    for _ in range(9):
+        add("corpus:benign", "lookalike", lookalike=0.9, none=0.1)
+    for _ in range(200):
+        add("casual", "none", none=1.0)
+    settings = DangerTrainSettings(min_emergency_recall=0.9)
+    free = fit_thresholds(head, np.array(probs), rows, settings)
+    bound = fit_thresholds(head, np.array(probs), rows, replace(settings, max_benign_handover=0.0))
+    assert free["dev_emergency_recall"] == 0.9 and free["dev_false_handover_benign"] == 0.1
+    assert bound["emergency_threshold"] > 0.93 and bound["dev_false_handover_benign"] == 0.0
+    assert bound["dev_emergency_recall"] == 0.6  # 0.999 … 0.95: the recall asked for is given up, not the bound
+
+
+def test_train_danger_trains_unless_asked_to_refit(tmp_path, monkeypatch) -> None:
+    """`prosocial train danger` fine-tunes; only `--refit-thresholds` keeps the weights (a flag once shadowed by an
+    import of the same name made every run a refit), and the threshold bounds reach the settings."""
+    from typer.testing import CliRunner
+
+    from prosocial.canary import danger_train
+    from prosocial.cli import app
+
+    calls = []
+    for name in ("train_danger_head", "refit_thresholds"):
+        monkeypatch.setattr(danger_train, name,
+                            lambda model, root, corpus, settings, name=name: calls.append((name, settings)) or {})
+    (tmp_path / "config.json").write_text("{}")
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "danger", "--model", str(tmp_path), "--max-benign-handover", "0.02"]
+                         ).exit_code == 0
+    assert runner.invoke(app, ["train", "danger", "--model", str(tmp_path), "--refit-thresholds",
+                               "--min-emergency-recall", "0.9"]).exit_code == 0
+    assert [name for name, _ in calls] == ["train_danger_head", "refit_thresholds"]
+    assert calls[0][1].max_benign_handover == 0.02 and calls[1][1].min_emergency_recall == 0.9

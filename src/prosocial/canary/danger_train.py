@@ -82,6 +82,9 @@ class DangerTrainSettings:
     #: flagged at all (any caution or above by the danger head): at most this share of casual dev turns
     max_casual_flagged: float = 0.005
     max_benign_flagged: float = 0.05
+    #: the whole rule may hand over at most this share of dev look-alikes (None: no bound, as shipped): the emergency
+    #: threshold then stops falling where the bound is reached, even short of `min_emergency_recall`
+    max_benign_handover: float | None = None
     #: the share of dev Risk Ignorance contexts re-labelled needs intervention that must stay so (the suite's target)
     min_risk_ignorance: float = 0.9
     #: the look-alike class may clear at most this share of dev emergencies and acts, and of flagged public rows
@@ -197,9 +200,10 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
       of dev emergencies and Risk Ignorance contexts, and the highest gate that keeps `min_risk_ignorance` of dev
       Risk Ignorance contexts re-labelled needs intervention handed over (their distress is reported).
 
-    False hand-overs of look-alikes and advice questions are reported (`dev_false_handover_*`), not bounded: on dev
-    rows no threshold of the current head keeps them at 1% without giving up emergencies (session 18, writer E: the
-    danger head alone hands over 0.8% of look-alikes and 85.8% of emergencies at 0.99)."""
+    False hand-overs of look-alikes and advice questions are reported (`dev_false_handover_*`); look-alikes are
+    bounded only with `max_benign_handover` (the emergency threshold stops falling where the bound is reached): on
+    dev rows no threshold of the shipped head keeps them at 1% without giving up emergencies (session 18, writer E:
+    the danger head alone hands over 0.8% of look-alikes and 85.8% of emergencies at 0.99)."""
     groups = np.array(rows.groups)
     targets = np.array(rows.targets)
     emergency = (probs * head._emergency).sum(1)
@@ -264,6 +268,9 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
         if _rate(emergency >= threshold, casual) > settings.max_casual_flagged:
             break
         fit = at(threshold)
+        if (best is not None and settings.max_benign_handover is not None
+                and fit["dev_false_handover_benign"] > settings.max_benign_handover):
+            break
         if best is None or fit["dev_emergency_recall"] > best["dev_emergency_recall"]:
             best = fit
         if fit["dev_emergency_recall"] >= settings.min_emergency_recall:

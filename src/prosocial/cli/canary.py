@@ -377,22 +377,30 @@ def train_danger(
         "shipped: see the model card)."),
     max_benign_flagged: float = typer.Option(
         0.05, min=0.0, max=1.0, help="At most this share of dev look-alikes flagged by the act threshold."),
+    max_benign_handover: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="At most this share of dev look-alikes handed over by the whole rule (default: "
+        "no bound): the emergency threshold stops there, even short of the recall."),
+    min_emergency_recall: float = typer.Option(
+        0.95, min=0.0, max=1.0, help="Share of dev emergencies the rule must hand over (the emergency threshold is "
+        "the highest that does)."),
     refit_thresholds: bool = typer.Option(
         False, help="Keep the trained head and fit only its thresholds again on dev rows (a few minutes)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Fine-tune the danger head (emergencies, dangerous acts and their look-alikes) and fit its thresholds on dev
     rows; about 25 minutes on 2 cores. The corpus's held-out split is never read."""
-    from prosocial.canary.danger_train import CORPUS, DangerTrainSettings, refit_thresholds, train_danger_head
+    from prosocial.canary import danger_train
     from prosocial.data.adapters import default_root
 
     if not (model / "config.json").exists():
         raise typer.BadParameter(f"{model} is not a Canary-mini folder (no config.json)", param_hint="--model")
-    settings = DangerTrainSettings(layers=layers, max_length=max_length, epochs=epochs, described=described_head,
-                                   max_benign_flagged=max_benign_flagged, seed=seed)
+    settings = danger_train.DangerTrainSettings(
+        layers=layers, max_length=max_length, epochs=epochs, described=described_head,
+        max_benign_flagged=max_benign_flagged, max_benign_handover=max_benign_handover,
+        min_emergency_recall=min_emergency_recall, seed=seed)
     try:
-        fit = refit_thresholds if refit_thresholds else train_danger_head
-        report = fit(model, root=data or default_root(), corpus=corpus or CORPUS, settings=settings)
+        fit = danger_train.refit_thresholds if refit_thresholds else danger_train.train_danger_head
+        report = fit(model, root=data or default_root(), corpus=corpus or danger_train.CORPUS, settings=settings)
     except (DataError, ModelError, ValueError, OSError) as exc:
         fail(console, exc)
     console.print_json(data=report)
