@@ -18,18 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from prosocial.data.mapping import RISK_IGNORANCE_LABELS, RISK_VOTES, context_key, votes_label
-from prosocial.io import write_jsonl
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as error:
-                raise SystemExit(f"{path}:{number}: not JSON ({error})") from None
-    return rows
+from prosocial.io import read_jsonl, write_jsonl
 
 
 def kappa(first: list[str], second: list[str]) -> float:
@@ -49,13 +38,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RISK_IGNORANCE_LABELS)
     args = parser.parse_args()
 
-    items = {row["id"]: row["text"] for path in args.items for row in read_jsonl(path)}
+    items = {row["id"]: row["text"] for path in args.items for _, row in read_jsonl(path)}
     votes: dict[str, dict[str, str]] = {key: {} for key in items}
     whys: dict[str, dict[str, str]] = {key: {} for key in items}
     for spec in args.labels:
         annotator, _, name = spec.partition("=")
         path = Path(name)
-        for number, row in enumerate(read_jsonl(path), 1):
+        for number, row in read_jsonl(path):
             key, label = row.get("id"), row.get("label")
             if key not in items:
                 raise SystemExit(f"{path}:{number}: field 'id': {key!r} is not an item")

@@ -93,12 +93,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from prosocial.data.labels import SafetyLabel
+from prosocial.io import read_jsonl
 from prosocial.resources import RESOURCES
 
 TRAIN = "train"
@@ -160,13 +160,11 @@ def risk_ignorance_labels(path: Path = RISK_IGNORANCE_LABELS) -> dict[str, Safet
     if not path.exists():
         return {}
     labels: dict[str, SafetyLabel] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line, raw in enumerate(handle, 1):
-            try:
-                row = json.loads(raw)
-                labels[row["key"]] = SafetyLabel(row["label"])
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{line}: a row needs 'key' and a safety 'label': {error}") from None
+    for line, row in read_jsonl(path):
+        try:
+            labels[row["key"]] = SafetyLabel(row["label"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}:{line}: a row needs 'key' and a safety 'label': {error}") from None
     return labels
 
 
