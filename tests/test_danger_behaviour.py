@@ -32,7 +32,9 @@ SMALL_TALK = (
 
 @pytest.fixture(scope="module")
 def judged():
-    cases = [c for c in read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("heldout",)) if c.writer not in ("H", "I")]
+    # the held-out rows before session 20: later crowds (H, I, J) have tests of their own or none yet
+    cases = [c for c in read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("heldout",))
+             if c.writer not in ("H", "I", "J")]
     rng = random.Random(0)
     prefixed = [[*rng.choice(SMALL_TALK), *case.context] for case in cases]
     detector = load_detector("canary-mini")
