@@ -353,3 +353,19 @@ def test_train_danger_trains_unless_asked_to_refit(tmp_path, monkeypatch) -> Non
                                "--min-emergency-recall", "0.9"]).exit_code == 0
     assert [name for name, _ in calls] == ["train_danger_head", "refit_thresholds"]
     assert calls[0][1].max_benign_handover == 0.02 and calls[1][1].min_emergency_recall == 0.9
+
+
+def test_new_training_rows_leave_the_dev_rows_as_they_were(shared_data, tmp_path) -> None:
+    """Dev rows (which fit the thresholds) are drawn with a generator of their own: a writer added to the training
+    split changes the training rows, not the dev sample."""
+    from prosocial.canary.danger_train import DangerTrainSettings, build_rows
+
+    settings = DangerTrainSettings(casual_per_source=20, diasafety_per_category=5, risk_ignorance=5)
+    rows = CORPUS.read_text(encoding="utf-8").splitlines()
+    small, grown = tmp_path / "small.jsonl", tmp_path / "grown.jsonl"
+    small.write_text("\n".join(r for r in rows if '"writer": "A"' not in r) + "\n", encoding="utf-8")
+    grown.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    train_small, dev_small = build_rows(shared_data, small, settings)
+    train_grown, dev_grown = build_rows(shared_data, grown, settings)
+    assert len(train_grown.targets) > len(train_small.targets)
+    assert (dev_grown.contexts, dev_grown.groups) == (dev_small.contexts, dev_small.groups)

@@ -279,12 +279,14 @@ def fit_thresholds(head: DangerHead, probs: np.ndarray, rows: Rows, settings: Da
 
 
 def build_rows(root: Path | None, corpus: Path, settings: DangerTrainSettings) -> tuple[Rows, Rows]:
-    """Training and dev rows (see the module docstring)."""
+    """Training and dev rows (see the module docstring). Dev rows are drawn with a generator of their own, so that
+    new training rows leave the dev sample (and the thresholds fitted on it) as they were."""
     rng = random.Random(settings.seed)
     classes = DangerConfig().classes
     train, dev = Rows(), Rows()
     small_talk = public_rows(root, "train", classes, settings, rng, train)
     corpus_rows(read_corpus(corpus, ("train",)), classes, small_talk, rng, train, variants=True)
+    rng = random.Random(f"{settings.seed}:dev")
     dev_talk = public_rows(root, "dev", classes, settings, rng, dev)
     corpus_rows(read_corpus(corpus, ("dev",)), classes, dev_talk, rng, dev)
     return train, dev
