@@ -53,6 +53,7 @@ CUTS: dict[str, tuple[str, ...] | None] = {
     "_before_session_20": ("A", "B", "C", "D"),
     "_before_session_21": ("A", "B", "C", "D", "H"),
     "_before_session_22": ("A", "B", "C", "D", "H", "I"),
+    "_before_session_23": ("A", "B", "C", "D", "H", "I", "J"),
     **{f"_writer_{writer}": (writer,) for writer in HELD_OUT_WRITERS if writer != "B"},
 }
 

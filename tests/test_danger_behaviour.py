@@ -32,9 +32,9 @@ SMALL_TALK = (
 
 @pytest.fixture(scope="module")
 def judged():
-    # the held-out rows before session 20: later crowds (H, I, J) have tests of their own or none yet
+    # the held-out rows before session 20: later crowds (H, I, J, M) have tests of their own or none yet
     cases = [c for c in read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("heldout",))
-             if c.writer not in ("H", "I", "J")]
+             if c.writer not in ("H", "I", "J", "M")]
     rng = random.Random(0)
     prefixed = [[*rng.choice(SMALL_TALK), *case.context] for case in cases]
     detector = load_detector("canary-mini")
@@ -105,3 +105,19 @@ def test_a_fresh_crowd_over_every_sub_category() -> None:
     handed = [(c, v) for c, v in zip(cases, verdicts, strict=True) if c.kind == "emergency" and _handed_over(v)]
     right = sum(v.danger is not None and BY_NAME[v.danger].handover == BY_NAME[c.category].handover for c, v in handed)
     assert right / len(handed) >= 0.86
+
+
+def test_a_second_fresh_crowd_that_names_the_danger_late() -> None:
+    """Writer J's held-out rows (session 22: longer messages that mix topics and name the danger late; 180
+    emergencies and 100 acts over every sub-category, 240 look-alikes; never trained on). Measured in their first
+    benchmark run: 86.7% of emergencies handed over, 60.0% of acts flagged (the weakest crowd for acts), 4.2% / 7.1%
+    of look-alikes handed over / flagged, 82.7% right hand-over kind (`docs/reports/danger-s22.json`)."""
+    cases = [c for c in read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("heldout",)) if c.writer == "J"]
+    verdicts = load_detector("canary-mini").predict([c.context for c in cases], with_rots=False)
+    assert _rate(cases, verdicts, "emergency", _handed_over) >= 0.84
+    assert _rate(cases, verdicts, "act", _flagged) >= 0.56
+    assert _rate(cases, verdicts, "benign", _handed_over) <= 0.06
+    assert _rate(cases, verdicts, "benign", _flagged) <= 0.09
+    handed = [(c, v) for c, v in zip(cases, verdicts, strict=True) if c.kind == "emergency" and _handed_over(v)]
+    right = sum(v.danger is not None and BY_NAME[v.danger].handover == BY_NAME[c.category].handover for c, v in handed)
+    assert right / len(handed) >= 0.80
