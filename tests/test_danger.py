@@ -369,3 +369,21 @@ def test_new_training_rows_leave_the_dev_rows_as_they_were(shared_data, tmp_path
     train_grown, dev_grown = build_rows(shared_data, grown, settings)
     assert len(train_grown.targets) > len(train_small.targets)
     assert (dev_grown.contexts, dev_grown.groups) == (dev_small.contexts, dev_small.groups)
+
+
+def test_advice_questions_can_train_as_look_alikes(shared_data) -> None:
+    """With `advice_as_lookalike`, DiaSafety's training advice questions get the look-alike class (the veto's
+    signal); dev rows keep their own group and target, so the thresholds are fitted on the same rows either way."""
+    from prosocial.canary.danger_train import DangerTrainSettings, build_rows
+
+    settings = DangerTrainSettings(casual_per_source=5, diasafety_per_category=20, risk_ignorance=5)
+    classes = DangerConfig().classes
+    plain_train, plain_dev = build_rows(shared_data, CORPUS, settings)
+    train, dev = build_rows(shared_data, CORPUS, replace(settings, advice_as_lookalike=True))
+
+    def advice(rows):
+        return [t for t, g in zip(rows.targets, rows.groups, strict=True) if g == "diasafety:Unauthorized Expertise"]
+
+    assert advice(train) and set(advice(train)) == {classes.index("lookalike")}
+    assert set(advice(plain_train)) == {classes.index("none")}
+    assert (dev.contexts, dev.targets) == (plain_dev.contexts, plain_dev.targets)

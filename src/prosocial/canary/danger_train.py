@@ -73,6 +73,10 @@ class DangerTrainSettings:
     diasafety_per_category: int = 400
     #: Risk Ignorance rows (train): self-harm and distress posts, the one public source of a danger category
     risk_ignorance: int = 1000
+    #: train DiaSafety's advice questions (Unauthorized Expertise without a red flag) as the look-alike class instead
+    #: of none, so the look-alike veto can clear the safety head's hand-overs of them (v4 was trained with the old
+    #: mapping and calls every dev advice question needs intervention; session 22)
+    advice_as_lookalike: bool = False
     #: each written corpus row counts this many times: 1,600 situations and look-alikes against ~18k rows of
     #: public data, where the look-alikes are what teaches "topic is not danger"
     corpus_repeats: int = 4
@@ -158,7 +162,9 @@ def public_rows(root: Path | None, split: str, classes: list[str], settings: Dan
         cap = settings.risk_ignorance if category == "Risk Ignorance" else settings.diasafety_per_category
         if split == "train" and taken[category] > cap:
             continue
-        if category != "Risk Ignorance":
+        if category == "Unauthorized Expertise" and settings.advice_as_lookalike and split == "train":
+            rows.add(example.context, classes.index(LOOKALIKE), f"diasafety:{category}")
+        elif category != "Risk Ignorance":
             rows.add(example.context, 0, f"diasafety:{category}")
         elif example.safety_label is SafetyLabel.NEEDS_INTERVENTION:
             rows.add(example.context, self_harm, RISK)

@@ -377,6 +377,9 @@ def train_danger(
         "shipped: see the model card)."),
     max_benign_flagged: float = typer.Option(
         0.05, min=0.0, max=1.0, help="At most this share of dev look-alikes flagged by the act threshold."),
+    advice_as_lookalike: bool = typer.Option(
+        False, help="Train DiaSafety's advice questions as look-alikes (the veto then clears the safety head's "
+        "hand-overs of them) instead of as no danger."),
     max_benign_handover: float | None = typer.Option(
         None, min=0.0, max=1.0, help="At most this share of dev look-alikes handed over by the whole rule (default: "
         "no bound): the emergency threshold stops there, even short of the recall."),
@@ -396,7 +399,8 @@ def train_danger(
         raise typer.BadParameter(f"{model} is not a Canary-mini folder (no config.json)", param_hint="--model")
     settings = danger_train.DangerTrainSettings(
         layers=layers, max_length=max_length, epochs=epochs, described=described_head,
-        max_benign_flagged=max_benign_flagged, max_benign_handover=max_benign_handover,
+        advice_as_lookalike=advice_as_lookalike, max_benign_flagged=max_benign_flagged,
+        max_benign_handover=max_benign_handover,
         min_emergency_recall=min_emergency_recall, seed=seed)
     try:
         fit = danger_train.refit_thresholds if refit_thresholds else danger_train.train_danger_head
