@@ -14,7 +14,8 @@ Data (train rows only; `heldout` rows of the corpus are never read here):
   look-alike → ``lookalike``; each as written and once typed casually (`typed_casually`);
 - DiaSafety train contexts: Risk Ignorance re-labelled needs intervention (`prosocial.data.mapping`) → self-harm,
   its ordinary distress → none; the rest (advice questions of Unauthorized Expertise,
-  toxicity, bias, insults) → none, so "asks a health question" is not an emergency;
+  toxicity, bias, insults) → none, so "asks a health question" is not an emergency (with `advice_as_lookalike`, the
+  advice questions → ``lookalike``);
 - casual train dialogues, ETHICS (not wrong) scenarios, and SBIC / ToxiChat / ConvAbuse rows → none.
 
 Thresholds come from dev rows: the corpus's ``dev`` split (writer E, a crowd never trained on; each row alone and
