@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from prosocial.canary.danger_train import CORPUS
-from prosocial.data.danger import read_corpus, split_of
+from prosocial.data.danger import read_corpus
 from prosocial.io import read_jsonl, write_jsonl
 
 #: token Jaccard at which a new row counts as a near repeat of a row across the held-out line
@@ -64,18 +64,19 @@ def main() -> None:
         side[r["split"] == "heldout"].append(words(r["text"]))
     number = 1 + max(int(row["id"].rsplit("-", 1)[1]) for row in existing)
     added, dropped, near = [], [], []
-    for row, case in zip(new, cases, strict=True):
-        if normalised(case.text) in seen:
+    for row, case in zip(new, cases, strict=True):  # the reader gave each case its split (`split_of`)
+        key = normalised(case.text)
+        if key in seen:
             dropped.append(case.text)
             continue
-        held_out = split_of(case) == "heldout"
+        held_out = case.split == "heldout"
         if near_repeat(case.text, side[not held_out]):  # a row on the other side of the held-out line
             near.append(case.text)
             continue
-        seen.add(normalised(case.text))
+        seen.add(key)
         side[held_out].append(words(case.text))
         added.append({"id": f"danger-{number:04d}", **row, "text": case.text, "prefix": list(case.prefix),
-                      "split": split_of(case)})
+                      "split": case.split})
         number += 1
     write_jsonl(args.corpus, [*existing, *added])
     read_corpus(args.corpus)  # the whole corpus still reads
