@@ -266,6 +266,16 @@ def test_a_tiny_danger_head_trains_on_the_corpus_and_reads_contexts(tmp_path, mo
     assert (tmp_path / "model" / "danger" / "head.npz").read_bytes() == weights
 
 
+def _add_dev_row(rows, probs: list, classes: list[str], group: str, target: str, **mass: float) -> None:
+    """One dev row for a threshold fit: its group and target, and the head's probabilities (`mass` per class, the
+    rest near zero)."""
+    row = np.full(len(classes), 1e-6)
+    for name, p in mass.items():
+        row[classes.index(name)] = p
+    rows.add(["…"], classes.index(target), group)
+    probs.append(row / row.sum())
+
+
 def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
     """Ten dev emergencies with falling emergency mass: the threshold is the highest that still hands over nine;
     a look-alike the safety head hands over is vetoed; Risk Ignorance re-labelled intervention keeps its hand-over
@@ -273,15 +283,10 @@ def test_thresholds_are_fitted_recall_first_with_the_look_alike_veto() -> None:
     from prosocial.canary.danger_train import DangerTrainSettings, Rows, fit_thresholds
 
     head = _head({})
-    classes = head.config.classes
     rows, probs = Rows(), []
 
     def add(group: str, target: str, base: bool, **mass: float) -> bool:
-        row = np.full(len(classes), 1e-6)
-        for name, p in mass.items():
-            row[classes.index(name)] = p
-        rows.add(["…"], classes.index(target), group)
-        probs.append(row / row.sum())
+        _add_dev_row(rows, probs, head.config.classes, group, target, **mass)
         return base
 
     base = [add("corpus:emergency", "medical", False, medical=m, none=1 - m)
@@ -308,15 +313,10 @@ def test_a_look_alike_hand_over_bound_stops_the_emergency_threshold_short_of_the
     from prosocial.canary.danger_train import DangerTrainSettings, Rows, fit_thresholds
 
     head = _head({})
-    classes = head.config.classes
     rows, probs = Rows(), []
 
     def add(group: str, target: str, **mass: float) -> None:
-        row = np.full(len(classes), 1e-6)
-        for name, p in mass.items():
-            row[classes.index(name)] = p
-        rows.add(["…"], classes.index(target), group)
-        probs.append(row / row.sum())
+        _add_dev_row(rows, probs, head.config.classes, group, target, **mass)
 
     for m in (0.999, 0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.85, 0.805, 0.3):
         add("corpus:emergency", "medical", medical=m, none=1 - m)
