@@ -54,6 +54,7 @@ CUTS: dict[str, tuple[str, ...] | None] = {
     "_before_session_21": ("A", "B", "C", "D", "H"),
     "_before_session_22": ("A", "B", "C", "D", "H", "I"),
     "_before_session_23": ("A", "B", "C", "D", "H", "I", "J"),
+    "_before_session_24": ("A", "B", "C", "D", "H", "I", "J", "M"),
     **{f"_writer_{writer}": (writer,) for writer in HELD_OUT_WRITERS if writer != "B"},
 }
 

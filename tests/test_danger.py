@@ -61,11 +61,11 @@ def test_dangerous_acts_get_a_warning_with_a_safer_step_and_emergencies_none() -
 
 def test_the_shipped_corpus_reads_and_its_splits_follow_the_rule() -> None:
     cases = danger.read_corpus(CORPUS)
-    assert len(cases) > 4800 and {c.writer for c in cases} == set("ABCDEFGHIJKLM")
+    assert len(cases) > 8000 and {c.writer for c in cases} == set("ABCDEFGHIJKLMNOP")
     held = [c for c in cases if c.split == "heldout"]
     assert all(c.writer in danger.HELD_OUT_WRITERS or danger.HELD_OUT_SUBCATEGORIES[c.category] == c.subcategory
                for c in held)
-    assert {c.writer for c in cases if c.split != "heldout"} == set("ACDEFGKL")  # held-out crowds: unread
+    assert {c.writer for c in cases if c.split != "heldout"} == set("ACDEFGKLNO")  # held-out crowds: unread
     for name, sub in danger.HELD_OUT_SUBCATEGORIES.items():  # an unseen situation is never trained on
         assert not [c for c in cases if c.split != "heldout" and c.category == name and c.subcategory == sub]
     for kind in danger.KINDS:

@@ -15,7 +15,7 @@ import random
 import pytest
 
 from prosocial.canary import load_detector
-from prosocial.data.danger import BY_NAME, read_corpus
+from prosocial.data.danger import BY_NAME, HELD_OUT_WRITERS, read_corpus
 from prosocial.data.labels import Coarse
 from prosocial.resources import RESOURCES
 
@@ -32,9 +32,10 @@ SMALL_TALK = (
 
 @pytest.fixture(scope="module")
 def judged():
-    # the held-out rows before session 20: later crowds (H, I, J, M) have tests of their own or none yet
-    cases = [c for c in read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("heldout",))
-             if c.writer not in ("H", "I", "J", "M")]
+    # the held-out rows before session 20 (writer B and the unseen sub-categories): later crowds have tests of their
+    # own, or none yet
+    later = set(HELD_OUT_WRITERS) - {"B"}
+    cases = [c for c in read_corpus(RESOURCES / "danger" / "corpus.jsonl", ("heldout",)) if c.writer not in later]
     rng = random.Random(0)
     prefixed = [[*rng.choice(SMALL_TALK), *case.context] for case in cases]
     detector = load_detector("canary-mini")
@@ -100,6 +101,9 @@ FRESH_CROWDS = {
     # writer J (session 22): the same counts in longer messages that mix topics and name the danger late; measured
     # 86.7%, 60.0% (the weakest crowd for acts), 4.2% / 7.1%, 82.7% (`docs/reports/danger-s22.json`)
     "J": (0.84, 0.56, 0.06, 0.09, 0.80),
+    # writer M (session 23's first run): quick phone messages with typos, in the middle of the situation or just
+    # after; measured 89.7%, 86.6%, 3.1% / 5.7%, 91.7% (`docs/reports/danger-s23.json`)
+    "M": (0.87, 0.83, 0.05, 0.08, 0.88),
 }
 
 
