@@ -347,10 +347,9 @@ def test_train_danger_trains_unless_asked_to_refit(tmp_path, monkeypatch) -> Non
                             lambda model, root, corpus, settings, name=name: calls.append((name, settings)) or {})
     (tmp_path / "config.json").write_text("{}")
     runner = CliRunner()
-    assert runner.invoke(app, ["train", "danger", "--model", str(tmp_path), "--max-benign-handover", "0.02"]
-                         ).exit_code == 0
-    assert runner.invoke(app, ["train", "danger", "--model", str(tmp_path), "--refit-thresholds",
-                               "--min-emergency-recall", "0.9"]).exit_code == 0
+    model = ["train", "danger", "--model", str(tmp_path), "--data", str(tmp_path)]  # no shared data needed: stubbed
+    assert runner.invoke(app, [*model, "--max-benign-handover", "0.02"]).exit_code == 0
+    assert runner.invoke(app, [*model, "--refit-thresholds", "--min-emergency-recall", "0.9"]).exit_code == 0
     assert [name for name, _ in calls] == ["train_danger_head", "refit_thresholds"]
     assert calls[0][1].max_benign_handover == 0.02 and calls[1][1].min_emergency_recall == 0.9
 
